@@ -1,0 +1,90 @@
+"""The ``maskkit`` console script: one command, ecosystem-style verbs.
+
+Each verb's arguments and handler live in the module that does the work; a module provides
+``configure_parser(parser)`` and ``run_cli(args) -> int``. This file only wires them up and
+turns user errors (:class:`maskkit.errors.MaskkitError`, missing files) into one line.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# verb -> (module, one-line help). "data" has sub-verbs, below.
+VERBS: dict[str, tuple[str, str]] = {
+    "demo": ("maskkit.engine.demo", "synthesise data, train a small model, evaluate it and draw results (the main job)"),
+    "train": ("maskkit.engine.train", "train a model preset on a COCO-format dataset"),
+    "eval": ("maskkit.engine.evaluate", "COCO AP (or proposal AR) of a model file or a results JSON"),
+    "predict": ("maskkit.engine.predict", "run a model on images, folders, globs or videos"),
+    "bench": ("maskkit.bench", "measure inference latency, side by side with a peer"),
+    "models": ("maskkit.models.zoo", "list model presets with parameters and GFLOPs"),
+}
+DATA_VERBS: dict[str, tuple[str, str]] = {
+    "synth": ("maskkit.data.synthetic", "write the synthetic shapes dataset in COCO format"),
+    "show": ("maskkit.viz", "draw a dataset's annotations to PNG files"),
+}
+
+
+def _add(sub, name: str, module: str, help_text: str, load: bool) -> None:
+    """Add verb ``name``; its module is imported only when that verb is the one being run
+    (``load``), so ``maskkit --help`` and each verb start without importing the others."""
+    if not load:
+        sub.add_parser(name, help=help_text)
+        return
+    mod = importlib.import_module(module)
+    p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip().split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    mod.configure_parser(p)
+    p.set_defaults(_handler=mod.run_cli)
+
+
+def _words(argv: list[str]) -> list[str]:
+    return [a for a in argv if not a.startswith("-")]
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    from maskkit import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="maskkit",
+        description="CenterMask and SharpMask instance segmentation: train, evaluate, predict, export.",
+    )
+    parser.add_argument("--version", action="version", version=f"maskkit {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    words = _words(sys.argv[1:] if argv is None else argv)
+    verb = words[0] if words else None
+    data_verb = words[1] if verb == "data" and len(words) > 1 else None
+    for name, (module, help_text) in VERBS.items():
+        _add(sub, name, module, help_text, load=name == verb)
+    data = sub.add_parser("data", help="dataset tools: synth, show")
+    data_sub = data.add_subparsers(dest="data_verb", metavar="VERB")
+    for name, (module, help_text) in DATA_VERBS.items():
+        _add(data_sub, name, module, help_text, load=name == data_verb)
+    data.set_defaults(_handler=None, _parser=data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from maskkit.errors import MaskkitError
+
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    handler = getattr(args, "_handler", None)
+    if handler is None:
+        (getattr(args, "_parser", None) or parser).print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except MaskkitError as e:
+        print(f"maskkit: error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"maskkit: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("maskkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,288 @@
+"""Configuration: nested dataclasses, named presets, ``--set`` overrides, (de)serialisation.
+
+A run is described by one :class:`Config`::
+
+    Config(model=CenterMaskConfig(...) | SharpMaskConfig(...),
+           data=DataConfig(...), train=TrainConfig(...), eval=EvalConfig(...))
+
+The model part is system-specific and lives next to the model that reads it
+(``maskkit/models/centermask/config.py``, ``maskkit/models/sharpmask/config.py``); every
+model config has a ``system`` field ("centermask" / "sharpmask") that selects its class when
+a saved config is read back. Presets are plain functions returning a full ``Config`` and are
+collected in one flat table in :mod:`maskkit.models.zoo`.
+
+Overrides are ``dotted.path=value`` strings, parsed and type-checked against the dataclass
+field they name (``train.lr=0.005``, ``model.fpn_channels=128``,
+``data.min_size_train=[480,512]``). No string interpolation, no ``exec``, no registries.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from maskkit.errors import MaskkitError
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "ConfigError",
+    "apply_overrides",
+    "config_to_dict",
+    "config_from_dict",
+    "config_to_json",
+    "config_from_json",
+]
+
+
+class ConfigError(MaskkitError, ValueError):
+    """A configuration value, override or saved config that cannot be used."""
+
+
+@dataclass
+class DataConfig:
+    """Input pipeline settings shared by the engine (train/eval/predict)."""
+
+    # Training resize: the shorter side is drawn from ``min_size_train`` ("choice") or
+    # uniformly from its [min, max] ("range"), the longer side capped at ``max_size_train``.
+    min_size_train: tuple[int, ...] = (640, 672, 704, 736, 768, 800)
+    min_size_train_sampling: str = "choice"  # "choice" | "range"
+    max_size_train: int = 1333
+    # Test resize: shorter side to ``min_size_test``, longer side capped at ``max_size_test``.
+    min_size_test: int = 800
+    max_size_test: int = 1333
+    hflip_prob: float = 0.5
+    num_workers: int = 2
+    # Split names looked up under a COCO-style root (annotations/instances_<split>*.json).
+    train_split: str = "train"
+    val_split: str = "val"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule (SGD + warmup + step/cosine decay), precision and bookkeeping.
+
+    ``lr`` is for ``batch_size`` images per step; the engine applies the linear scaling rule
+    (lr proportional to the global batch) when the batch is changed on the command line.
+    """
+
+    batch_size: int = 16
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    max_iter: int = 90000
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    schedule: str = "step"  # "step" | "cosine"
+    steps: tuple[int, ...] = (60000, 80000)
+    gamma: float = 0.1
+    clip_grad_norm: float = 0.0  # 0 disables clipping
+    accum_steps: int = 1
+    amp: str = "none"  # "none" | "bf16" | "fp16"
+    seed: int = 0
+    log_period: int = 20
+    eval_period: int = 5000
+    checkpoint_period: int = 5000
+    # SharpMask is trained in two stages (1: DeepMask trunk + heads, 2: refinement only).
+    stage: int = 1
+    init_weights: str = ""  # model file to start from (e.g. the stage-1 result for stage 2)
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation settings."""
+
+    batch_size: int = 1
+    max_images: int = 0  # 0 = the whole split
+    # SharpMask proposals: number of proposals kept per image and AR cut-offs.
+    max_dets: tuple[int, ...] = (10, 100, 1000)
+
+
+@dataclass
+class Config:
+    """A complete, serialisable description of a model and how to train/evaluate it."""
+
+    model: Any  # CenterMaskConfig | SharpMaskConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    name: str = ""  # the preset this config came from
+
+
+# --------------------------------------------------------------------------- model registry
+
+
+def _model_config_classes() -> dict[str, type]:
+    """``system`` name -> model config dataclass (imported lazily: no model import at startup)."""
+    from maskkit.models.centermask.config import CenterMaskConfig
+    from maskkit.models.sharpmask.config import SharpMaskConfig
+
+    return {"centermask": CenterMaskConfig, "sharpmask": SharpMaskConfig}
+
+
+# --------------------------------------------------------------------------- (de)serialisation
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Dataclass tree -> plain JSON-able dict (tuples become lists)."""
+    if not dataclasses.is_dataclass(cfg):
+        raise TypeError(f"expected a dataclass, got {type(cfg).__name__}")
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return True, args[0]
+    return False, tp
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a JSON/parsed value to the annotated field type, or raise ConfigError."""
+    optional, inner = _is_optional(tp)
+    if value is None:
+        if optional or tp is Any:
+            return None
+        raise ConfigError(f"{where}: None is not allowed (expected {tp})")
+    tp = inner
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if dataclasses.is_dataclass(value):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return _dataclass_from_dict(tp, value, where)
+    origin = typing.get_origin(tp)
+    if origin in (tuple, list):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            value = [value]
+        args = typing.get_args(tp)
+        elem = args[0] if args else Any
+        items = [_coerce(v, elem, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _dataclass_from_dict(cls: type, data: dict, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: unknown field(s) {unknown} (known: {sorted(names)})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> Config:
+    """Inverse of :func:`config_to_dict`; the model part is chosen by ``model['system']``."""
+    if not isinstance(data, dict) or "model" not in data:
+        raise ConfigError("not a maskkit config: no 'model' section")
+    model = data["model"]
+    system = model.get("system") if isinstance(model, dict) else None
+    classes = _model_config_classes()
+    if system not in classes:
+        raise ConfigError(f"model.system must be one of {sorted(classes)}, got {system!r}")
+    rest = {k: v for k, v in data.items() if k != "model"}
+    cfg = _dataclass_from_dict(Config, {**rest, "model": None}, "")
+    cfg.model = _dataclass_from_dict(classes[system], model, "model")
+    return cfg
+
+
+def config_to_json(cfg: Config) -> str:
+    return json.dumps(config_to_dict(cfg), sort_keys=True)
+
+
+def config_from_json(text: str) -> Config:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config is not valid JSON: {e}") from None
+    return config_from_dict(data)
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def _parse_literal(text: str) -> Any:
+    """``--set`` value text -> Python value: JSON when it parses (numbers, lists, true/false,
+    null), a comma-separated list when it has commas, else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "," in text:
+        return [_parse_literal(t.strip()) for t in text.split(",") if t.strip()]
+    return text
+
+
+def apply_overrides(cfg: Any, overrides: list[str] | tuple[str, ...]) -> Any:
+    """Apply ``dotted.path=value`` overrides in place (and return ``cfg``).
+
+    Each value is converted to the type of the field it names; unknown paths or values of
+    the wrong type raise :class:`ConfigError` naming the override.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.lr=0.005)")
+        path, _, text = item.partition("=")
+        parts = path.strip().split(".")
+        obj = cfg
+        for i, part in enumerate(parts):
+            if not dataclasses.is_dataclass(obj):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[:i])} is not a section")
+            names = {f.name for f in dataclasses.fields(obj)}
+            if part not in names:
+                where = ".".join(parts[:i]) or "config"
+                raise ConfigError(f"override {item!r}: {where} has no field {part!r} (fields: {sorted(names)})")
+            if i == len(parts) - 1:
+                tp = typing.get_type_hints(type(obj))[part]
+                setattr(obj, part, _coerce(_parse_literal(text.strip()), tp, path))
+            else:
+                obj = getattr(obj, part)
+    return cfg

@@ -1,0 +1,15 @@
+"""User-facing errors. The CLI prints them as one line (``maskkit: error: ...``) and exits 2;
+anything else is a bug and keeps its traceback."""
+from __future__ import annotations
+
+
+class MaskkitError(Exception):
+    """Base class of errors caused by the user's input (files, arguments, configs)."""
+
+
+class DataError(MaskkitError, ValueError):
+    """A dataset, annotation file or image that cannot be used; the message names the file."""
+
+
+class CheckpointError(MaskkitError, ValueError):
+    """A weights/checkpoint file that is missing, corrupt or for another model."""

@@ -1,0 +1,77 @@
+"""CenterMask model configuration (read by ``maskkit/models/centermask/model.py``).
+
+Defaults are the paper's full CenterMask (Sec. 2.6) with the official code's details
+(``../shared/papers/REFERENCE.md``). Presets in ``presets.py`` change only what differs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class BackboneConfig:
+    """Which trunk, and how it is normalised/frozen. Every backbone declares its output
+    channels and strides (see ``maskkit/models/backbones``)."""
+
+    name: str = "vovnet"  # "vovnet" | "resnet" | "mobilenet_v2"
+    variant: str = "V-39"  # vovnet: V-19-slim-dw ... V-99; resnet: resnet50 | resnet101 | resnext101_32x8d
+    norm: str = "FrozenBN"  # "FrozenBN" (official, ImageNet-initialised) | "BN" | "GN" (from scratch)
+    freeze_at: int = 0  # freeze the stem and the first `freeze_at - 1` stages (0 = nothing frozen)
+    residual: bool = True  # VoVNetV2 identity mapping (False = VoVNetV1)
+    attention: str = "eSE"  # "eSE" | "SE" (original, reduction 16) | "none"
+
+
+@dataclass
+class FCOSConfig:
+    """FCOS detector head, targets, loss and decoding (Sec. 2.1, REFERENCE 'FPN and FCOS')."""
+
+    num_convs: int = 4  # per tower (Lite: 2)
+    center_sampling_radius: float = 1.5
+    size_of_interest: tuple[float, ...] = (64.0, 128.0, 256.0, 512.0)  # level range edges
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    prior_prob: float = 0.01
+    score_thresh: float = 0.05  # the paper's CenterMask: 0.03
+    pre_nms_topk: int = 1000  # per level
+    nms_thresh: float = 0.6
+    detections_per_image: int = 50  # top detections sent to the mask branch (Sec. 2.6)
+    scoring: str = "sqrt"  # "sqrt": sqrt(cls * ctr) | "product": cls * ctr (earlier code)
+
+
+@dataclass
+class MaskHeadConfig:
+    """SAG-Mask branch (Sec. 2.3-2.4) and the MaskIoU scoring head."""
+
+    num_convs: int = 4  # Lite: 2
+    channels: int = 256  # Lite: 128
+    pooler_resolution: int = 14
+    sam: bool = True  # spatial attention module
+    assignment: str = "eq2"  # "eq2" (paper's scale-adaptive) | "eq1" (Mask R-CNN)
+    k_min: int = 3
+    k_max: int = 5
+    class_agnostic: bool = False
+    maskiou: bool = True  # mask scoring head
+    maskiou_num_convs: int = 4  # Lite: 2
+    maskiou_channels: int = 256  # Lite: 128
+    maskiou_fc_dim: int = 1024
+    maskiou_loss_weight: float = 1.0
+    train_iou_thresh: float = 0.5  # proposals matched to GT at IoU >= this are mask positives
+
+
+@dataclass
+class CenterMaskConfig:
+    system: str = "centermask"
+    num_classes: int = 80
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn_channels: int = 256  # Lite: 128
+    fcos: FCOSConfig = field(default_factory=FCOSConfig)
+    mask: MaskHeadConfig = field(default_factory=MaskHeadConfig)
+    # Input convention: RGB float images in 0..1 are normalised with these (0..1 scale).
+    pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    input_format: str = "RGB"  # "BGR255" reproduces the official weights' convention
+    size_divisibility: int = 32
+    # Test-time resize done inside the model in eval mode (0 = keep the input size).
+    min_size_test: int = 800
+    max_size_test: int = 1333
+    mask_threshold: float = 0.5

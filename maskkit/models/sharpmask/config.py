@@ -1,0 +1,53 @@
+"""DeepMask / SharpMask model configuration (read by ``maskkit/models/sharpmask/model.py``).
+
+Defaults are "DeepMask-ours" + SharpMask refinement as in the paper and the official Torch7
+code (``../shared/papers/REFERENCE.md``). Presets in ``presets.py`` change what differs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class WindowSamplerConfig:
+    """Per-patch training samples (REFERENCE 'Training data')."""
+
+    window: int = 160
+    context: int = 32  # crops are window + context = 192 px
+    canonical_size: int = 92  # object's longest side in the window
+    scale_jitter: float = 0.25  # octaves, mask samples
+    shift_jitter: int = 16  # px in window coordinates, mask samples
+    neg_scales: tuple[float, ...] = (-3.0, 2.0)  # octave range of negative windows (0.25 steps)
+    neg_reject_dist: int = 48  # px: negatives with a similar-scale object centred this close are rejected
+    min_area: float = 100.0
+    min_side: float = 5.0
+    hflip_prob: float = 0.5
+    mask_batch_prob: float = 0.5  # P(batch is all mask samples); else all score samples
+
+
+@dataclass
+class SharpMaskConfig:
+    system: str = "sharpmask"
+    num_classes: int = 1  # class-agnostic proposals
+    trunk: str = "resnet50"  # "resnet50" (DeepMask-ours) | "vgg_a" (original DeepMask) | small demo trunks
+    trunk_norm: str = "FrozenBN"  # "FrozenBN" (official) | "BN" | "GN" (from scratch)
+    padding: str = "reflect"  # 3x3/7x7 conv padding: "reflect" (official) | "zeros"
+    reduce_channels: int = 128  # F128
+    feature_size: int = 10  # window 160 / stride 16
+    hidden_dim: int = 512
+    mask_size: int = 56  # DeepMask mask output
+    score_hidden: int = 1024
+    score_loss_weight: float = 1.0 / 32.0
+    refine: bool = True  # add the SharpMask refinement modules
+    refine_channels: tuple[int, ...] = (32, 16, 8, 4)  # schedule (b), k = 32
+    skip_channels: tuple[int, ...] = (64, 64, 64, 32)  # first skip conv width per level
+    upsample: str = "bilinear"  # "bilinear" (paper) | "nearest" (official code)
+    use_refinement_output: bool = True  # False: return the coarse DeepMask mask
+    sampler: WindowSamplerConfig = field(default_factory=WindowSamplerConfig)
+    # Full-image inference (REFERENCE 'Full-image inference').
+    scales: tuple[float, ...] = (-2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5)  # log2 scales
+    stride: int = 16
+    top_n: int = 1000
+    mask_threshold: float = 0.2
+    pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225)

@@ -1,0 +1,66 @@
+"""The one flat name -> preset table, and model construction.
+
+A preset is a function returning a complete :class:`maskkit.config.Config`; each system keeps
+its presets as one-line functions in ``models/<system>/presets.py`` (``PRESETS`` dict), and
+this module merges them. ``build_model(cfg.model)`` builds the network for a model config.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from maskkit.config import Config, apply_overrides
+from maskkit.errors import MaskkitError
+
+__all__ = ["presets", "list_models", "get_config", "build_model", "create_model"]
+
+
+def presets() -> dict[str, Callable[[], Config]]:
+    """All presets by name (both systems)."""
+    from maskkit.models.centermask.presets import PRESETS as CM
+    from maskkit.models.sharpmask.presets import PRESETS as SM
+
+    return {**CM, **SM}
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model` and ``maskkit train --model``."""
+    return sorted(presets())
+
+
+def get_config(name: str, num_classes: int | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The full config of preset ``name`` with ``num_classes`` and ``--set``-style overrides applied."""
+    table = presets()
+    if name not in table:
+        raise MaskkitError(f"unknown model {name!r}; known models: {', '.join(sorted(table))}")
+    cfg = table[name]()
+    cfg.name = name
+    if num_classes is not None:
+        if num_classes < 1:
+            raise MaskkitError(f"num_classes must be >= 1, got {num_classes}")
+        cfg.model.num_classes = int(num_classes)
+    apply_overrides(cfg, list(overrides))
+    return cfg
+
+
+def build_model(model_cfg) -> nn.Module:
+    """Network for a model config (``CenterMaskConfig`` or ``SharpMaskConfig``)."""
+    if model_cfg.system == "centermask":
+        from maskkit.models.centermask.model import CenterMask
+
+        return CenterMask(model_cfg)
+    if model_cfg.system == "sharpmask":
+        from maskkit.models.sharpmask.model import SharpMask
+
+        return SharpMask(model_cfg)
+    raise MaskkitError(f"unknown model system {model_cfg.system!r}")
+
+
+def create_model(name: str, num_classes: int | None = None, overrides: list[str] | tuple[str, ...] = ()) -> nn.Module:
+    """Build preset ``name`` (randomly initialised; no weights are downloaded).
+
+    ``num_classes`` sets K (labels 1..K); ``overrides`` are ``model.x=y`` strings. The
+    returned module keeps its model config as ``model.cfg``.
+    """
+    return build_model(get_config(name, num_classes, overrides).model)
