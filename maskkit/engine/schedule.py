@@ -1,0 +1,79 @@
+"""Optimiser and learning-rate schedule shared by both systems.
+
+Both papers train with SGD + momentum + weight decay (CenterMask: REFERENCE "Training and
+test defaults", lr 0.01 for batch 16, linear warmup 1000 iters from factor 0.001, x0.1 at
+fixed steps; DeepMask/SharpMask: lr 1e-3, momentum 0.9, wd 5e-4, batch 32, step decay).
+The schedule is torch's ``LambdaLR`` with one factor function: linear warmup, then step
+decay or a cosine to zero.
+
+Linear scaling rule (Goyal et al., as the CenterMask code applies it): when the global batch
+changes from the preset's ``base_batch`` to ``batch``, ``lr`` becomes
+``lr * batch / base_batch`` (and warmup/steps stay in iterations).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["scale_lr", "lr_factor", "build_optimizer", "build_scheduler"]
+
+
+def scale_lr(base_lr: float, base_batch: int, batch: int) -> float:
+    """Linear scaling rule: ``base_lr * batch / base_batch``."""
+    return float(base_lr) * float(batch) / float(base_batch)
+
+
+def lr_factor(step: int, tc) -> float:
+    """Multiplier of ``tc.lr`` at optimiser step ``step`` (0-based) for TrainConfig ``tc``."""
+    warm = 1.0
+    if tc.warmup_iters > 0 and step < tc.warmup_iters:
+        alpha = step / tc.warmup_iters
+        warm = tc.warmup_factor * (1 - alpha) + alpha  # linear from warmup_factor to 1
+    if tc.schedule == "cosine":
+        t = min(step, tc.max_iter) / max(1, tc.max_iter)
+        decay = 0.5 * (1 + math.cos(math.pi * t))
+    elif tc.schedule == "step":
+        decay = tc.gamma ** sum(1 for s in tc.steps if step >= s)
+    else:
+        from maskkit.config import ConfigError
+
+        raise ConfigError(f"train.schedule must be 'step' or 'cosine', got {tc.schedule!r}")
+    return warm * decay
+
+
+def _param_groups(params: Iterable[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
+    """No weight decay on norm parameters and biases (1-D tensors), as detectron2 does for
+    the norm layers; everything else decays."""
+    decay, no_decay = [], []
+    for _, p in params:
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(model: nn.Module, tc) -> torch.optim.SGD:
+    """SGD with momentum over the trainable parameters of ``model`` (``model.trainable_parameters()``
+    when it defines it, e.g. SharpMask stage 2 trains only the refinement)."""
+    target = getattr(model, "module", model)
+    if hasattr(target, "trainable_parameters"):
+        named = [(str(i), p) for i, p in enumerate(target.trainable_parameters())]
+    else:
+        named = list(target.named_parameters())
+    groups = _param_groups(named, tc.weight_decay)
+    if not any(g["params"] for g in groups):
+        from maskkit.errors import MaskkitError
+
+        raise MaskkitError("the model has no trainable parameters")
+    return torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, tc) -> torch.optim.lr_scheduler.LambdaLR:
+    """``LambdaLR`` with :func:`lr_factor`; call ``.step()`` once per optimiser step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, tc))
