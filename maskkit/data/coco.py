@@ -1,0 +1,500 @@
+"""COCO-format instance segmentation dataset (pycocotools), with validation of its input.
+
+:class:`CocoDataset` reads an ``instances_*.json`` and an image folder and returns the data
+contract of ``maskkit/structures.py`` as torchvision ``tv_tensors`` so that
+``transforms.v2`` moves image, boxes and masks together::
+
+    image:  tv_tensors.Image float32 [3, H, W] in 0..1, RGB (EXIF orientation applied)
+    target: boxes    tv_tensors.BoundingBoxes XYXY float32 [N, 4] (canvas_size=(H, W))
+            labels   int64 [N], contiguous 1..K (``label_to_cat_id`` maps back to the file's ids)
+            masks    tv_tensors.Mask uint8 [N, H, W]
+            iscrowd  int64 [N]
+            area     float32 [N] (the annotation's area, in the file's pixels, as COCO defines it)
+            image_id int
+            orig_size (H, W) of the image file, before any transform
+
+Crowd annotations (``iscrowd=1``, usually RLE over a group of objects) are KEPT in the target
+with ``iscrowd=1``: their boxes/masks are ignore regions for the losses and never positives.
+
+Segmentations may be polygons, uncompressed RLE (``counts`` a list) or compressed RLE
+(``counts`` a string). Category ids may be any distinct integers (COCO's are 1..90 with
+gaps); they are mapped, sorted, to contiguous labels 1..K and back.
+
+Bad input raises one :class:`maskkit.errors.DataError` naming the file and the problem (not
+COCO instances JSON, annotations pointing at unknown images or categories, RLE of the wrong
+size, missing or unreadable images). Degenerate annotations (polygons with fewer than 3
+points, boxes of zero area or wholly outside the image) are dropped with one counted warning
+per dataset, and also removed from ``dataset.coco`` so that evaluation sees the same ground
+truth as training.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from torchvision import tv_tensors
+
+from maskkit.errors import DataError
+
+__all__ = [
+    "CocoDataset",
+    "load_image",
+    "resolve_data",
+    "add_data_arguments",
+    "dataset_from_args",
+    "collate",
+]
+
+# PIL modes holding 16-bit (or wider integer) samples: scaled by 1/65535, not 1/255.
+_WIDE_INT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+# --------------------------------------------------------------------------- images
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """Read any PIL-readable image as float32 ``[3, H, W]`` in 0..1, RGB.
+
+    - EXIF orientation is applied (the returned size is the upright one).
+    - Grayscale (``L``, ``1``) is replicated to 3 channels; palette (``P``) is looked up.
+    - Alpha (``RGBA``, ``LA``, ``PA``) is DROPPED: the colour channels are kept as stored,
+      not composited on a background (what OpenCV's ``imread`` does too).
+    - 16-bit grayscale (``I;16*``/``I``) is scaled by 1/65535 (full 16-bit range to 0..1);
+      float images (``F``) are taken as 0..255 and clipped.
+
+    Raises :class:`DataError` naming the file when it is missing, truncated or not an image.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: truncated files fail here, inside the try
+            img = ImageOps.exif_transpose(img)
+            arr = _pil_to_rgb_array(img)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot read image ({e})") from None
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))  # [3, H, W]
+
+
+def _pil_to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Decoded PIL image -> float32 ``[H, W, 3]`` in 0..1 (see :func:`load_image` for modes)."""
+    mode = img.mode
+    if mode in _WIDE_INT_MODES:
+        # 16-bit PNG/TIFF: PIL's convert("RGB") would clip at 255 instead of scaling.
+        gray = np.asarray(img).astype(np.float32) / 65535.0
+        return np.repeat(np.clip(gray, 0.0, 1.0)[:, :, None], 3, axis=2)
+    if mode == "F":
+        gray = np.asarray(img).astype(np.float32) / 255.0
+        return np.repeat(np.clip(gray, 0.0, 1.0)[:, :, None], 3, axis=2)
+    if mode != "RGB":
+        # L/1 -> replicated, P -> palette colours, RGBA/LA/PA -> alpha dropped, CMYK/YCbCr -> RGB.
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+# --------------------------------------------------------------------------- annotation file
+
+
+def _read_instances_json(ann_file: Path) -> dict:
+    """Parse and structurally check a COCO instances JSON; DataError naming the file."""
+    if not ann_file.is_file():
+        raise DataError(f"{ann_file}: annotation file not found")
+    try:
+        with open(ann_file, "rb") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{ann_file}: not a JSON file ({e})") from None
+    except OSError as e:
+        raise DataError(f"{ann_file}: cannot read ({e.strerror or e})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{ann_file}: not COCO instances JSON (top level is a {type(data).__name__}, not an object)")
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
+    if missing:
+        raise DataError(
+            f"{ann_file}: not COCO instances JSON (missing or non-list key(s) {', '.join(missing)}; "
+            "expected 'images', 'annotations' and 'categories' lists)"
+        )
+    return data
+
+
+def _check_images(ann_file: Path, images: list) -> None:
+    seen: set[int] = set()
+    for k, img in enumerate(images):
+        if not isinstance(img, dict) or not all(key in img for key in ("id", "file_name", "height", "width")):
+            raise DataError(f"{ann_file}: images[{k}] needs 'id', 'file_name', 'height' and 'width'")
+        if img["id"] in seen:
+            raise DataError(f"{ann_file}: duplicate image id {img['id']}")
+        if not (isinstance(img["height"], int) and isinstance(img["width"], int)) or img["height"] <= 0 or img["width"] <= 0:
+            raise DataError(f"{ann_file}: image {img['id']} has an invalid size {img['height']}x{img['width']}")
+        seen.add(img["id"])
+
+
+def _check_categories(ann_file: Path, categories: list) -> None:
+    if not categories:
+        raise DataError(f"{ann_file}: 'categories' is empty (need at least one category)")
+    seen: set[int] = set()
+    for k, cat in enumerate(categories):
+        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or isinstance(cat.get("id"), bool):
+            raise DataError(f"{ann_file}: categories[{k}] needs an integer 'id'")
+        if cat["id"] in seen:
+            raise DataError(f"{ann_file}: duplicate category id {cat['id']}")
+        seen.add(cat["id"])
+
+
+def _clean_polygons(segm: list) -> list | None:
+    """Keep polygon parts with >= 3 points (an even number of finite coords >= 6); None if
+    nothing is left. COCO polygons are ``[[x0, y0, x1, y1, ...], ...]``."""
+    parts = []
+    for poly in segm:
+        if (
+            isinstance(poly, list)
+            and len(poly) >= 6
+            and len(poly) % 2 == 0
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in poly)
+        ):
+            parts.append(poly)
+    return parts or None
+
+
+def _check_annotation(ann_file: Path, ann: dict, img: dict) -> str | None:
+    """Validate one annotation in place (polygons cleaned, bbox filled from the mask when
+    absent). Returns a reason string when it is degenerate (to be dropped), raises DataError
+    when it is malformed."""
+    aid = ann["id"]
+    h, w = img["height"], img["width"]
+    segm = ann.get("segmentation")
+    if isinstance(segm, list):
+        cleaned = _clean_polygons(segm)
+        if cleaned is None:
+            return "polygon with fewer than 3 points"
+        ann["segmentation"] = cleaned
+    elif isinstance(segm, dict):
+        size, counts = segm.get("size"), segm.get("counts")
+        if not (isinstance(size, list) and len(size) == 2) or not isinstance(counts, (list, str)):
+            raise DataError(f"{ann_file}: annotation {aid}: RLE segmentation needs 'size' [h, w] and 'counts'")
+        if list(size) != [h, w]:
+            raise DataError(
+                f"{ann_file}: annotation {aid}: mask size {size[0]}x{size[1]} differs from "
+                f"image {img['id']} ({img['file_name']}) size {h}x{w}"
+            )
+        if isinstance(counts, list) and sum(counts) != h * w:
+            raise DataError(
+                f"{ann_file}: annotation {aid}: uncompressed RLE counts sum to {sum(counts)}, "
+                f"not {h}x{w}={h * w} pixels"
+            )
+    else:
+        raise DataError(
+            f"{ann_file}: annotation {aid}: 'segmentation' must be a polygon list or an RLE dict, "
+            f"got {type(segm).__name__}"
+        )
+    if "bbox" not in ann or "area" not in ann:  # some writers omit them: take the mask's
+        rle = _segm_to_rle(ann["segmentation"], h, w)
+        ann.setdefault("bbox", [float(v) for v in mask_utils.toBbox(rle)])
+        ann.setdefault("area", float(mask_utils.area(rle)))
+    bbox = ann["bbox"]
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+        raise DataError(f"{ann_file}: annotation {aid}: 'bbox' must be [x, y, width, height], got {bbox!r}")
+    if not all(math.isfinite(v) for v in bbox):
+        return "non-finite box"
+    x, y, bw, bh = bbox
+    if bw <= 0 or bh <= 0:
+        return "box of zero area"
+    if min(x + bw, w) - max(x, 0) <= 0 or min(y + bh, h) - max(y, 0) <= 0:
+        return "box outside the image"
+    return None
+
+
+def _segm_to_rle(segm: list | dict, h: int, w: int) -> dict:
+    """Polygon list / uncompressed RLE / compressed RLE -> one compressed RLE (pycocotools)."""
+    if isinstance(segm, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segm, h, w))
+    if isinstance(segm["counts"], list):
+        return mask_utils.frPyObjects(segm, h, w)
+    counts = segm["counts"]
+    return {"size": segm["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class CocoDataset(torch.utils.data.Dataset):
+    """A COCO-format instance segmentation dataset (see the module docstring for the target).
+
+    Args:
+        ann_file: ``instances_*.json``.
+        image_dir: folder the images' ``file_name`` are relative to.
+        transforms: callable ``(image, target) -> (image, target)`` on tv_tensors (e.g.
+            :func:`maskkit.data.transforms.build_train_transforms`).
+        skip_crowd_only: leave out images whose only annotations are crowd regions.
+        remove_images_without_annotations: leave out images with no annotation at all
+            (after degenerate ones are dropped).
+
+    Attributes: ``coco`` (pycocotools COCO of the ground truth, less the dropped degenerate
+    annotations; for COCOeval), ``image_ids``, ``class_names`` (``class_names[label-1]``),
+    ``cat_ids`` (``cat_ids[label-1]`` = the file's category id), ``label_to_cat_id``,
+    ``cat_id_to_label``, ``ann_file``, ``image_dir``, ``num_dropped`` (degenerate annotations).
+    """
+
+    def __init__(
+        self,
+        ann_file: str | Path,
+        image_dir: str | Path,
+        transforms: Callable | None = None,
+        skip_crowd_only: bool = False,
+        remove_images_without_annotations: bool = False,
+    ) -> None:
+        self.ann_file = Path(ann_file)
+        self.image_dir = Path(image_dir)
+        self.transforms = transforms
+        if not self.image_dir.is_dir():
+            raise DataError(f"{self.image_dir}: image folder not found")
+        data = _read_instances_json(self.ann_file)
+        self._validate(data)
+        self.coco = COCO()
+        self.coco.dataset = data
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+            self.coco.createIndex()
+
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        self.cat_ids: list[int] = [c["id"] for c in cats]
+        self.class_names: list[str] = [str(c.get("name", c["id"])) for c in cats]
+        self.cat_id_to_label: dict[int, int] = {cid: k + 1 for k, cid in enumerate(self.cat_ids)}
+        self.label_to_cat_id: dict[int, int] = {k + 1: cid for k, cid in enumerate(self.cat_ids)}
+
+        ids = sorted(self.coco.imgs)
+        if skip_crowd_only or remove_images_without_annotations:
+            keep = []
+            for i in ids:
+                anns = self.coco.imgToAnns.get(i, [])
+                if remove_images_without_annotations and not anns:
+                    continue
+                if skip_crowd_only and anns and all(a.get("iscrowd", 0) for a in anns):
+                    continue
+                keep.append(i)
+            ids = keep
+        self.image_ids: list[int] = ids
+        self._check_files_exist()
+
+    # -- validation at load time (cheap checks only; pixels are read in __getitem__)
+
+    def _validate(self, data: dict) -> None:
+        f = self.ann_file
+        _check_images(f, data["images"])
+        _check_categories(f, data["categories"])
+        imgs = {img["id"]: img for img in data["images"]}
+        cat_ids = {c["id"] for c in data["categories"]}
+        kept, dropped, seen = [], {}, set()
+        for k, ann in enumerate(data["annotations"]):
+            if not isinstance(ann, dict) or "id" not in ann:
+                raise DataError(f"{f}: annotations[{k}] has no 'id'")
+            aid = ann["id"]
+            if aid in seen:
+                raise DataError(f"{f}: duplicate annotation id {aid}")
+            seen.add(aid)
+            if ann.get("image_id") not in imgs:
+                raise DataError(f"{f}: annotation {aid} refers to unknown image_id {ann.get('image_id')!r}")
+            if ann.get("category_id") not in cat_ids:
+                raise DataError(f"{f}: annotation {aid} refers to unknown category_id {ann.get('category_id')!r}")
+            reason = _check_annotation(f, ann, imgs[ann["image_id"]])
+            if reason is None:
+                ann.setdefault("iscrowd", 0)
+                kept.append(ann)
+            else:
+                dropped[aid] = reason
+        data["annotations"] = kept
+        self.num_dropped = len(dropped)
+        if dropped:
+            shown = ", ".join(str(a) for a in list(dropped)[:8]) + (", ..." if len(dropped) > 8 else "")
+            reasons = sorted(set(dropped.values()))
+            warnings.warn(
+                f"{f.name}: dropped {len(dropped)} degenerate annotation(s) (ids {shown}): {'; '.join(reasons)}",
+                stacklevel=3,
+            )
+
+    def _check_files_exist(self) -> None:
+        present = {p.name for p in self.image_dir.iterdir()}
+        missing = []
+        for i in self.image_ids:
+            name = self.coco.imgs[i]["file_name"]
+            if name not in present and not (self.image_dir / name).is_file():
+                missing.append(name)
+        if missing:
+            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            raise DataError(
+                f"{self.ann_file}: {len(missing)} of {len(self.image_ids)} image file(s) not found in "
+                f"{self.image_dir} ({shown})"
+            )
+
+    # -- access
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.cat_ids)
+
+    def image_info(self, i: int) -> dict:
+        """The JSON entry (id, file_name, height, width, ...) of the ``i``-th image."""
+        return self.coco.imgs[self.image_ids[i]]
+
+    def load_image(self, i: int) -> torch.Tensor:
+        """The ``i``-th image as float32 ``[3, H, W]`` in 0..1, RGB, EXIF-transposed; its size
+        must match the JSON's height/width (else DataError naming both)."""
+        info = self.image_info(i)
+        path = self.image_dir / info["file_name"]
+        image = load_image(path)
+        h, w = image.shape[-2:]
+        if (h, w) != (info["height"], info["width"]):
+            hint = " (the file's EXIF orientation rotates it)" if (w, h) == (info["height"], info["width"]) else ""
+            raise DataError(
+                f"{path}: image size {h}x{w} differs from the annotation file's {info['height']}x{info['width']}"
+                f" for image {info['id']}{hint}"
+            )
+        return image
+
+    def load_target(self, i: int) -> dict[str, Any]:
+        """The ``i``-th image's target (see the module docstring), before transforms."""
+        info = self.image_info(i)
+        h, w = info["height"], info["width"]
+        anns = self.coco.imgToAnns.get(info["id"], [])
+        n = len(anns)
+        boxes = torch.zeros((n, 4), dtype=torch.float32)
+        if n:
+            xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32)  # [N, 4]
+            boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+            try:
+                rles = [_segm_to_rle(a["segmentation"], h, w) for a in anns]
+                masks = torch.from_numpy(mask_utils.decode(rles)).permute(2, 0, 1).contiguous()  # [N, H, W]
+            except (ValueError, TypeError, OverflowError) as e:
+                raise DataError(f"{self.ann_file}: image {info['id']}: cannot decode a segmentation ({e})") from None
+        else:
+            masks = torch.zeros((0, h, w), dtype=torch.uint8)
+        return {
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
+            "labels": torch.tensor([self.cat_id_to_label[a["category_id"]] for a in anns], dtype=torch.int64),
+            "masks": tv_tensors.Mask(masks.to(torch.uint8)),
+            "iscrowd": torch.tensor([int(bool(a.get("iscrowd", 0))) for a in anns], dtype=torch.int64),
+            "area": torch.tensor([float(a["area"]) for a in anns], dtype=torch.float32),
+            "image_id": int(info["id"]),
+            "orig_size": (int(h), int(w)),
+        }
+
+    def __getitem__(self, i: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
+        image = tv_tensors.Image(self.load_image(i))
+        target = self.load_target(i)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def __repr__(self) -> str:
+        return (
+            f"CocoDataset({self.ann_file.name}: {len(self)} images, {len(self.coco.anns)} annotations, "
+            f"{self.num_classes} classes, images in {self.image_dir})"
+        )
+
+
+def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list, list]:
+    """DataLoader ``collate_fn``: images differ in size, so keep lists (images, targets)."""
+    images = [b[0] for b in batch]
+    targets = [b[1] for b in batch]
+    return images, targets
+
+
+# --------------------------------------------------------------------------- locating data
+
+
+def resolve_data(
+    data: str | Path | None,
+    split: str,
+    ann: str | Path | None = None,
+    images: str | Path | None = None,
+) -> tuple[Path, Path]:
+    """Find ``(annotation json, image folder)`` for ``split``.
+
+    Explicit ``ann`` + ``images`` win. Otherwise ``data`` is a COCO-style root: the json is
+    ``annotations/instances_<split>*.json`` (or ``instances_<split>*.json`` in the root
+    itself; an exact ``instances_<split>.json`` is preferred over longer names) and the image
+    folder is ``<split><suffix>/`` beside it, where ``<suffix>`` is what follows the split in
+    the json name (``instances_val2017.json`` -> ``val2017/``; ``instances_val.json`` -> ``val/``),
+    also looked for under ``images/``. DataError lists what was looked for.
+    """
+    if ann is not None or images is not None:
+        if ann is None or images is None:
+            raise DataError("--ann FILE and --images DIR must be given together")
+        ann, images = Path(ann), Path(images)
+        if not ann.is_file():
+            raise DataError(f"{ann}: annotation file not found")
+        if not images.is_dir():
+            raise DataError(f"{images}: image folder not found")
+        return ann, images
+    if data is None:
+        raise DataError("no dataset given: pass --data DIR (a COCO-style root) or --ann FILE --images DIR")
+    root = Path(data)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    looked = [root / "annotations" / f"instances_{split}*.json", root / f"instances_{split}*.json"]
+    ann_file = None
+    for pattern in looked:
+        matches = sorted(pattern.parent.glob(pattern.name)) if pattern.parent.is_dir() else []
+        exact = [m for m in matches if m.name == f"instances_{split}.json"]
+        if exact:
+            ann_file = exact[0]
+        elif len(matches) == 1:
+            ann_file = matches[0]
+        elif len(matches) > 1:
+            names = ", ".join(m.name for m in matches)
+            raise DataError(f"{root}: several annotation files match split {split!r} ({names}); pass e.g. --split {matches[0].stem[10:]}")
+        if ann_file is not None:
+            break
+    if ann_file is None:
+        raise DataError(f"{root}: no annotations for split {split!r} (looked for {' and '.join(str(p) for p in looked)})")
+    folder = ann_file.stem[len("instances_"):]  # e.g. "val2017"
+    candidates = []
+    for base in (root, root / "images"):
+        candidates += [base / folder, base / split]
+    for c in dict.fromkeys(candidates):
+        if c.is_dir():
+            return ann_file, c
+    raise DataError(
+        f"{root}: found {ann_file.name} but no image folder for it (looked for "
+        f"{', '.join(str(c) + '/' for c in dict.fromkeys(candidates))}); pass --images DIR"
+    )
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, split_default: str = "val") -> None:
+    """Add ``--data``, ``--split``, ``--ann`` and ``--images`` to a verb's parser."""
+    g = parser.add_argument_group("dataset")
+    g.add_argument(
+        "--data", metavar="DIR", default=None,
+        help="COCO-style root: annotations/instances_<split>*.json beside <split>*/ image folders "
+             "(COCO 2017: instances_val2017.json + val2017/; synthetic: instances_val.json + val/)",
+    )
+    g.add_argument("--split", metavar="NAME", default=split_default,
+                   help=f"split name looked up under --data (default: {split_default})")
+    g.add_argument("--ann", metavar="FILE", default=None,
+                   help="explicit COCO instances JSON (with --images; overrides --data)")
+    g.add_argument("--images", metavar="DIR", default=None,
+                   help="explicit image folder for --ann")
+
+
+def dataset_from_args(args: argparse.Namespace, transforms: Callable | None = None) -> CocoDataset:
+    """The :class:`CocoDataset` named by :func:`add_data_arguments`' options."""
+    ann_file, image_dir = resolve_data(
+        getattr(args, "data", None), getattr(args, "split", "val"), getattr(args, "ann", None), getattr(args, "images", None)
+    )
+    return CocoDataset(ann_file, image_dir, transforms=transforms)
