@@ -1,0 +1,59 @@
+"""CenterMask backbones: VoVNet V1/V2, ResNet/ResNeXt and MobileNetV2.
+
+``build_backbone(cfg)`` returns a module with ``forward(x [B, 3, H, W] normalised) ->
+[C3, C4, C5]`` (strides 8, 16, 32), and the attributes ``out_channels: list[int]``,
+``strides: list[int] = [8, 16, 32]``, ``stem: nn.Module`` and ``stages: nn.ModuleList``
+(stages 2-5, strides 4, 8, 16, 32).
+
+Freezing (``cfg.freeze_at``, detectron2's convention): 0 freezes nothing; ``k >= 1`` freezes the
+stem and the first ``k - 1`` stages (1: stem; 2: stem + stage 2, the official default for
+ImageNet-initialised backbones; 5: everything). Frozen parts get ``requires_grad=False`` and
+their BatchNorm layers become FrozenBatchNorm2d, so ``model.train()`` cannot change them.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from maskkit.errors import MaskkitError
+from maskkit.models.norm import NORM_NAMES, freeze_module
+
+__all__ = ["build_backbone", "freeze_stages", "BACKBONE_NAMES"]
+
+BACKBONE_NAMES = ("vovnet", "resnet", "mobilenet_v2")
+
+
+def freeze_stages(backbone: nn.Module, freeze_at: int) -> nn.Module:
+    """Freeze ``backbone.stem`` and ``backbone.stages[:freeze_at - 1]`` (nothing when 0)."""
+    n = len(backbone.stages)
+    if not 0 <= freeze_at <= n + 1:
+        raise MaskkitError(f"backbone.freeze_at must be in 0..{n + 1}, got {freeze_at}")
+    if freeze_at >= 1:
+        backbone.stem = freeze_module(backbone.stem)
+        for i in range(freeze_at - 1):
+            backbone.stages[i] = freeze_module(backbone.stages[i])
+    return backbone
+
+
+def build_backbone(cfg) -> nn.Module:
+    """Backbone for a ``maskkit.models.centermask.config.BackboneConfig``.
+
+    ``residual``/``attention`` apply to VoVNet only (V2: True/"eSE"; V1: False/"none";
+    Table 4 "+SE": False/"SE"); ResNet and MobileNetV2 ignore them.
+    """
+    if cfg.norm not in NORM_NAMES:
+        raise MaskkitError(f"unknown backbone.norm {cfg.norm!r}; choose one of FrozenBN, BN, GN")
+    if cfg.name == "vovnet":
+        from maskkit.models.backbones.vovnet import build_vovnet
+
+        backbone = build_vovnet(cfg.variant, norm=cfg.norm, attention=cfg.attention, residual=cfg.residual)
+    elif cfg.name == "resnet":
+        from maskkit.models.backbones.resnet import build_resnet
+
+        backbone = build_resnet(cfg.variant, norm=cfg.norm)
+    elif cfg.name == "mobilenet_v2":
+        from maskkit.models.backbones.mobilenet import build_mobilenet_v2
+
+        backbone = build_mobilenet_v2(norm=cfg.norm)
+    else:
+        raise MaskkitError(f"unknown backbone.name {cfg.name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
+    return freeze_stages(backbone, cfg.freeze_at)
