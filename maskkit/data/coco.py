@@ -379,7 +379,10 @@ class CocoDataset(torch.utils.data.Dataset):
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
             try:
                 rles = [_segm_to_rle(a["segmentation"], h, w) for a in anns]
-                masks = torch.from_numpy(mask_utils.decode(rles)).permute(2, 0, 1).contiguous()  # [N, H, W]
+                with warnings.catch_warnings():  # pycocotools' own numpy-2 DeprecationWarning
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    decoded = mask_utils.decode(rles)  # [H, W, N]
+                masks = torch.from_numpy(decoded).permute(2, 0, 1).contiguous()  # [N, H, W]
             except (ValueError, TypeError, OverflowError) as e:
                 raise DataError(f"{self.ann_file}: image {info['id']}: cannot decode a segmentation ({e})") from None
         else:

@@ -3,8 +3,46 @@
 Sizing rule shared by training and testing (as detectron2's ResizeShortestEdge): the shorter
 side goes to ``min_size`` unless that makes the longer side exceed ``max_size``, in which
 case the longer side goes to ``max_size``.
+
+The transforms work on ``(tv_tensors.Image, target)`` pairs as produced by
+:class:`maskkit.data.coco.CocoDataset`; torchvision's ``transforms.v2`` dispatches on the
+tv_tensor types, so boxes (``BoundingBoxes``) and masks (``Mask``, resized with nearest
+neighbour) follow every geometric change of the image. ``labels``/``iscrowd``/``area`` are
+plain tensors that only :class:`~torchvision.transforms.v2.SanitizeBoundingBoxes` touches.
+``area`` stays the annotation's area in the original image's pixels (COCO's definition, used
+for COCO's small/medium/large ranges); it is not rescaled.
+
+Training (CenterMask, REFERENCE "Training and test defaults"): shorter side drawn from
+``min_size_train`` (or uniformly from its range), longer side capped, horizontal flip, then
+boxes are clamped to the image and instances whose box is under 1 px wide or high are dropped
+together with their label, mask, iscrowd and area. Crowd instances are kept (iscrowd=1).
+
+Testing: one deterministic resize. Models that resize internally use :func:`resize_for_test`
+and map their boxes back with :func:`boxes_to_original` so predictions come back in the
+coordinates of the original image.
 """
 from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torchvision import ops
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+__all__ = [
+    "ResizeShortestSide",
+    "build_train_transforms",
+    "build_test_transforms",
+    "resize_for_test",
+    "boxes_to_original",
+    "test_resize_size",
+    "instance_fields",
+]
+
+# Per-instance target keys that must be filtered together with the boxes (masks are
+# tv_tensors.Mask and are filtered by SanitizeBoundingBoxes itself).
+_INSTANCE_KEYS = ("labels", "iscrowd", "area")
 
 
 def test_resize_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
@@ -15,3 +53,89 @@ def test_resize_size(height: int, width: int, min_size: int, max_size: int) -> t
     if max_size > 0 and max(height, width) * scale > max_size:
         scale = max_size / max(height, width)
     return int(round(height * scale)), int(round(width * scale))
+
+
+class ResizeShortestSide(v2.Transform):
+    """Resize so the shorter side is a sampled ``min_size`` and the longer side <= ``max_size``.
+
+    ``sampling="choice"`` picks one of ``min_sizes``; ``"range"`` draws an integer uniformly
+    from ``[min(min_sizes), max(min_sizes)]`` (scale jitter). One size is drawn per call and
+    applied to the image, boxes and masks alike (torch RNG, so ``torch.manual_seed`` makes it
+    reproducible). Output size follows :func:`test_resize_size`.
+    """
+
+    def __init__(self, min_sizes: int | Sequence[int], max_size: int, sampling: str = "choice") -> None:
+        super().__init__()
+        sizes = (int(min_sizes),) if isinstance(min_sizes, int) else tuple(int(s) for s in min_sizes)
+        if not sizes or any(s <= 0 for s in sizes):
+            raise ValueError(f"min_sizes must be positive sizes, got {min_sizes!r}")
+        if sampling not in ("choice", "range"):
+            raise ValueError(f"sampling must be 'choice' or 'range', got {sampling!r}")
+        self.min_sizes = sizes
+        self.max_size = int(max_size)
+        self.sampling = sampling
+
+    def sample_min_size(self) -> int:
+        if self.sampling == "range":
+            lo, hi = min(self.min_sizes), max(self.min_sizes)
+            return int(torch.randint(lo, hi + 1, ()).item())
+        return self.min_sizes[int(torch.randint(len(self.min_sizes), ()).item())]
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        return {"size": list(test_resize_size(height, width, self.sample_min_size(), self.max_size))}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        # F.resize dispatches: bilinear + antialias for images, nearest for masks, boxes scaled.
+        return self._call_kernel(TF.resize, inpt, size=params["size"], antialias=True)
+
+    def extra_repr(self) -> str:
+        return f"min_sizes={self.min_sizes}, max_size={self.max_size}, sampling={self.sampling!r}"
+
+
+def instance_fields(sample: Any) -> tuple[torch.Tensor, ...]:
+    """``labels_getter`` for SanitizeBoundingBoxes: every per-instance tensor of the target
+    (labels, iscrowd, area) so they are dropped together with their boxes."""
+    target = sample[1] if isinstance(sample, (tuple, list)) else sample
+    return tuple(target[k] for k in _INSTANCE_KEYS if k in target)
+
+
+def _sanitize() -> list[v2.Transform]:
+    # Clamp first: SanitizeBoundingBoxes would otherwise drop boxes poking out of the image.
+    return [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=instance_fields)]
+
+
+def build_train_transforms(data_cfg: Any) -> v2.Compose:
+    """Scale jitter (``min_size_train``/``max_size_train``/``min_size_train_sampling``),
+    horizontal flip with ``hflip_prob``, then clamp + sanitize boxes/masks (< 1 px dropped)."""
+    steps: list[v2.Transform] = [
+        ResizeShortestSide(data_cfg.min_size_train, data_cfg.max_size_train, data_cfg.min_size_train_sampling)
+    ]
+    if data_cfg.hflip_prob > 0:
+        steps.append(v2.RandomHorizontalFlip(p=data_cfg.hflip_prob))
+    return v2.Compose(steps + _sanitize())
+
+
+def build_test_transforms(data_cfg: Any) -> v2.Compose:
+    """Deterministic resize to ``min_size_test``/``max_size_test`` (targets follow; nothing is
+    dropped, so evaluation sees every ground-truth instance)."""
+    return v2.Compose([ResizeShortestSide((data_cfg.min_size_test,), data_cfg.max_size_test)])
+
+
+def resize_for_test(image: torch.Tensor, min_size: int, max_size: int) -> tuple[torch.Tensor, tuple[float, float]]:
+    """Resize ``image [..., 3, H, W]`` by the shortest-side rule; returns the resized image and
+    the ``(sy, sx)`` scale (new/old) that :func:`boxes_to_original` inverts."""
+    height, width = image.shape[-2:]
+    new_h, new_w = test_resize_size(height, width, min_size, max_size)
+    if (new_h, new_w) == (height, width):
+        return image, (1.0, 1.0)
+    out = TF.resize(image, [new_h, new_w], antialias=True)
+    return out, (new_h / height, new_w / width)
+
+
+def boxes_to_original(boxes: torch.Tensor, scale: tuple[float, float], orig_size: tuple[int, int]) -> torch.Tensor:
+    """Map xyxy ``boxes [N, 4]`` predicted on the resized image back to the original image
+    (divide by the ``(sy, sx)`` of :func:`resize_for_test`) and clip to ``orig_size (H, W)``."""
+    sy, sx = scale
+    factor = boxes.new_tensor([sx, sy, sx, sy])
+    return ops.clip_boxes_to_image(boxes / factor, (int(orig_size[0]), int(orig_size[1])))
