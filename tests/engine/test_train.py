@@ -1,0 +1,118 @@
+"""Training loop: resume equality, accumulation, NaN stop, SIGINT, schedule."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_engine_model import TinyDataset, TinyModel, tiny_config  # noqa: E402
+
+from maskkit.checkpoint import load_train_state, read_model_file  # noqa: E402
+from maskkit.engine.schedule import lr_factor  # noqa: E402
+from maskkit.engine.train import TrainingError, fit  # noqa: E402
+from maskkit.errors import CheckpointError  # noqa: E402
+
+
+def _train(out, cfg, resume=False, noisy=True, seed=0, **kw):
+    torch.manual_seed(seed)
+    model = TinyModel(noisy=noisy, **kw)
+    fit(cfg, model, TinyDataset(), out, resume=resume, progress=False)
+    return model
+
+
+def test_resume_equals_straight_run(tmp_path):
+    straight = _train(tmp_path / "a", tiny_config(max_iter=6))
+    _train(tmp_path / "b", tiny_config(max_iter=3))
+    # a different init seed: resume must overwrite every weight and restore every RNG stream
+    resumed = _train(tmp_path / "b", tiny_config(max_iter=6), resume=True, seed=99)
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=k)
+    # the run is not trivially constant: the weights moved
+    torch.manual_seed(0)
+    assert not torch.allclose(TinyModel().fc.weight, straight.fc.weight)
+    assert load_train_state(tmp_path / "b" / "state_last.pt")["step"] == 6
+    assert read_model_file(tmp_path / "b" / "model_last.safetensors").step == 6
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_accumulation_matches_big_batch(tmp_path):
+    big = _train(tmp_path / "a", tiny_config(max_iter=3), noisy=False)
+    acc = _train(tmp_path / "b", tiny_config(max_iter=3, accum_steps=2), noisy=False)
+    for a, b in zip(big.parameters(), acc.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_other_class_count(tmp_path):
+    _train(tmp_path, tiny_config(max_iter=1))
+    cfg = tiny_config(max_iter=2)
+    cfg.model.num_classes = 5
+    with pytest.raises(CheckpointError, match=r"2 classes.*5 classes"):
+        fit(cfg, TinyModel(), TinyDataset(), tmp_path, resume=True, progress=False, class_names=list("abcde"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = tiny_config(max_iter=8, checkpoint_period=2)
+    with pytest.raises(TrainingError, match=r"loss became nan at step 5.*model_last\.safetensors"):
+        _train(tmp_path, cfg, poison_at=5)
+    assert read_model_file(tmp_path / "model_last.safetensors").step == 4
+    assert load_train_state(tmp_path / "state_last.pt")["step"] == 4
+
+
+_SIGINT_SCRIPT = r"""
+import sys, time, torch
+sys.path.insert(0, {here!r})
+from tiny_engine_model import TinyDataset, TinyModel, tiny_config
+from maskkit.engine.train import fit
+
+class Slow(TinyModel):
+    def forward(self, images, targets=None):
+        time.sleep(0.05)
+        return super().forward(images, targets)
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+s = fit(tiny_config(max_iter=100000), Slow(), TinyDataset(), {out!r}, progress=False)
+print("STOPPED", s["step"], s["interrupted"])
+"""
+
+
+@pytest.mark.timeout(120)
+def test_sigint_saves_and_exits_cleanly(tmp_path):
+    script = _SIGINT_SCRIPT.format(here=str(Path(__file__).parent), out=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 90
+    while not (log.exists() and log.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    step = int(out.split("STOPPED")[1].split()[0])
+    assert "True" in out and 2 <= step < 100000
+    assert "stopped by signal" in err and "--resume" in err
+    assert read_model_file(tmp_path / "model_last.safetensors").step == step
+    assert load_train_state(tmp_path / "state_last.pt")["step"] == step
+
+
+def test_lr_schedule_warmup_step_cosine():
+    cfg = tiny_config(max_iter=100).train
+    cfg.warmup_iters, cfg.warmup_factor, cfg.steps, cfg.gamma = 10, 0.001, (50, 80), 0.1
+    assert lr_factor(0, cfg) == pytest.approx(0.001)
+    assert lr_factor(5, cfg) == pytest.approx(0.001 * 0.5 + 0.5)
+    assert lr_factor(10, cfg) == 1.0
+    assert lr_factor(50, cfg) == pytest.approx(0.1)
+    assert lr_factor(80, cfg) == pytest.approx(0.01)
+    cfg.schedule = "cosine"
+    assert lr_factor(10, cfg) == pytest.approx(0.5 * (1 + __import__("math").cos(__import__("math").pi * 0.1)))
+    assert lr_factor(100, cfg) == pytest.approx(0.0)
