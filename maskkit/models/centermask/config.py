@@ -31,7 +31,7 @@ class FCOSConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     prior_prob: float = 0.01
-    score_thresh: float = 0.05  # the paper's CenterMask: 0.03
+    score_thresh: float = 0.03  # the paper (Sec. 2.6); FCOS and the official code: 0.05
     pre_nms_topk: int = 1000  # per level
     nms_thresh: float = 0.6
     detections_per_image: int = 50  # top detections sent to the mask branch (Sec. 2.6)
@@ -56,6 +56,7 @@ class MaskHeadConfig:
     maskiou_fc_dim: int = 1024
     maskiou_loss_weight: float = 1.0
     train_iou_thresh: float = 0.5  # proposals matched to GT at IoU >= this are mask positives
+    train_detections: int = 100  # FCOS detections (+ GT boxes) sent to the mask branch in training (Sec. 2.6)
 
 
 @dataclass

@@ -1,0 +1,141 @@
+"""SAG-Mask branch (paper Sec. 2.3-2.4): Eq. 2 level assignment, RoIAlign, the spatial
+attention module (SAM, Eq. 3-4), the mask head, its targets and loss.
+
+Shapes: ``R`` RoIs over the whole batch, ``C`` FPN channels, ``K`` classes, ``M = 28``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_iou, roi_align
+
+__all__ = [
+    "assign_fpn_levels",
+    "multilevel_roi_align",
+    "SpatialAttention",
+    "SAGMaskHead",
+    "match_rois",
+    "mask_targets",
+    "select_class",
+    "mask_loss",
+]
+
+
+def assign_fpn_levels(
+    boxes: Tensor, image_area: float | Tensor, k_min: int = 3, k_max: int = 5, rule: str = "eq2"
+) -> Tensor:
+    """Pyramid level of each RoI ``[R, 4]`` -> ``[R]`` int64 in ``[k_min, k_max]``.
+
+    ``rule="eq2"`` (paper Eq. 2): ``k = ceil(k_max - log2(A_input / A_RoI))`` with
+    ``A_input`` the area of the resized, unpadded input image (a number or ``[R]``).
+    ``rule="eq1"`` (Mask R-CNN / FPN Eq. 1): ``k = floor(4 + log2(sqrt(w h) / 224))``.
+    """
+    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)
+    area = (wh[:, 0] * wh[:, 1]).clamp(min=1e-6)
+    if rule == "eq2":
+        image_area = torch.as_tensor(image_area, dtype=area.dtype, device=area.device)
+        k = torch.ceil(k_max - torch.log2(image_area / area))
+    elif rule == "eq1":
+        k = torch.floor(4 + torch.log2(area.sqrt() / 224.0))
+    else:
+        raise ValueError(f"level assignment rule must be 'eq2' or 'eq1', got {rule!r}")
+    return k.clamp(min=k_min, max=k_max).to(torch.int64)
+
+
+def multilevel_roi_align(
+    feats: list[Tensor], rois: Tensor, levels: Tensor, strides: list[int], k_min: int = 3, output_size: int = 14
+) -> Tensor:
+    """RoIAlign each RoI on its assigned level: feats ``[P_kmin..P_kmax]`` each ``[B, C, H, W]``,
+    rois ``[R, 5]`` (batch index, x0, y0, x1, y1 in input pixels), levels ``[R]`` ->
+    ``[R, C, S, S]``. One batched ``roi_align`` per level (aligned=True, adaptive sampling,
+    as detectron2); torchvision's MultiScaleRoIAlign only implements Eq. 1."""
+    out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1], output_size, output_size))
+    for i, (f, s) in enumerate(zip(feats, strides)):
+        idx = (levels == k_min + i).nonzero(as_tuple=True)[0]
+        if idx.numel():
+            out[idx] = roi_align(f, rois[idx], output_size, spatial_scale=1.0 / s, sampling_ratio=0, aligned=True)
+    return out
+
+
+class SpatialAttention(nn.Module):
+    """SAM (Eq. 3-4): ``X * sigmoid(conv3x3([mean_c(X), max_c(X)]))``; ``[R, C, H, W]`` -> same.
+
+    The paper writes the concatenation as (max, avg); the official code concatenates
+    (mean, max), which is the order used here so official weights load unchanged.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, 3, padding=1, bias=False)
+
+    def attention(self, x: Tensor) -> Tensor:
+        """The attention map ``[R, 1, H, W]`` in (0, 1)."""
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return torch.sigmoid(self.conv(pooled))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.attention(x)
+
+
+class SAGMaskHead(nn.Module):
+    """``[R, C_in, 14, 14]`` RoI features -> mask logits ``[R, K, 28, 28]`` (``K = 1`` if
+    class-agnostic): ``num_convs`` x (3x3 conv + ReLU) -> SAM -> 2x2 deconv + ReLU -> 1x1 conv."""
+
+    def __init__(self, in_channels: int, num_classes: int, num_convs: int = 4, channels: int = 256, sam: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(num_convs):
+            layers += [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        self.convs = nn.Sequential(*layers)
+        self.sam = SpatialAttention() if sam else nn.Identity()
+        self.deconv = nn.ConvTranspose2d(channels if num_convs else in_channels, channels, 2, stride=2)
+        self.predictor = nn.Conv2d(channels, num_classes, 1)
+        for m in [*self.convs, self.deconv]:
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.constant_(m.bias, 0.0)
+        nn.init.normal_(self.predictor.weight, std=0.001)
+        nn.init.constant_(self.predictor.bias, 0.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.sam(self.convs(x))
+        return self.predictor(F.relu(self.deconv(x)))
+
+
+def match_rois(boxes: Tensor, gt_boxes: Tensor, iou_thresh: float = 0.5) -> tuple[Tensor, Tensor]:
+    """Training RoIs: indices of ``boxes [N, 4]`` whose best IoU with ``gt_boxes [G, 4]`` is
+    >= ``iou_thresh`` and the matched GT of each -> ``(keep [P], gt_idx [P])``."""
+    if boxes.shape[0] == 0 or gt_boxes.shape[0] == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=boxes.device)
+        return empty, empty
+    iou, gt_idx = box_iou(boxes, gt_boxes).max(dim=1)
+    keep = (iou >= iou_thresh).nonzero(as_tuple=True)[0]
+    return keep, gt_idx[keep]
+
+
+def mask_targets(gt_masks: Tensor, boxes: Tensor, gt_idx: Tensor, size: int = 28) -> Tensor:
+    """GT masks cropped to RoIs: gt_masks ``[G, H, W]`` (dense uint8/bool, whatever the
+    annotation format was: polygons and RLE alike), boxes ``[P, 4]``, gt_idx ``[P]`` ->
+    ``[P, size, size]`` float in {0, 1}. One batched ``roi_align`` over the dense masks."""
+    if boxes.shape[0] == 0:
+        return gt_masks.new_zeros((0, size, size), dtype=torch.float32)
+    rois = torch.cat([gt_idx[:, None].to(boxes.dtype), boxes], dim=1)
+    crops = roi_align(gt_masks[:, None].to(torch.float32), rois, size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
+    return (crops[:, 0] >= 0.5).to(torch.float32)
+
+
+def select_class(mask_logits: Tensor, labels: Tensor) -> Tensor:
+    """The mask of each RoI's class: ``[R, K, M, M]``, labels ``[R]`` (1..K) -> ``[R, M, M]``
+    (class-agnostic heads, ``K = 1``, return their single mask)."""
+    if mask_logits.shape[1] == 1:
+        return mask_logits[:, 0]
+    return mask_logits[torch.arange(mask_logits.shape[0], device=labels.device), labels - 1]
+
+
+def mask_loss(mask_logits: Tensor, labels: Tensor, targets: Tensor) -> Tensor:
+    """Mean per-pixel BCE of the GT class's mask on foreground RoIs (Mask R-CNN's L_mask, Eq. 8).
+    mask_logits ``[P, K, M, M]``, labels ``[P]``, targets ``[P, M, M]``."""
+    if mask_logits.shape[0] == 0:
+        return mask_logits.sum() * 0
+    return F.binary_cross_entropy_with_logits(select_class(mask_logits, labels), targets)

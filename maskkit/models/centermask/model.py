@@ -1,0 +1,231 @@
+"""CenterMask (paper Sec. 2.2, Fig. 2): backbone -> FPN P3-P7 -> FCOS boxes -> SAG-Mask masks
+(+ MaskIoU mask scores).
+
+``model(images, targets)`` in train mode returns the loss dict
+``{loss_cls, loss_box, loss_ctr, loss_mask[, loss_maskiou]}`` (sum = total loss, Eq. 8 plus
+the mask-scoring term); in eval mode ``model(images)`` returns one prediction dict per
+image at the image's original size (data contract in :mod:`maskkit.structures`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.transforms.v2 import functional as TF
+
+from maskkit.data.transforms import test_resize_size
+from maskkit.errors import MaskkitError
+from maskkit.models.centermask.config import CenterMaskConfig
+from maskkit.models.centermask.fcos import FCOSHead, fcos_decode, fcos_losses, fcos_targets, flatten_levels, level_locations
+from maskkit.models.centermask.mask_head import (
+    SAGMaskHead,
+    assign_fpn_levels,
+    mask_loss,
+    mask_targets,
+    match_rois,
+    multilevel_roi_align,
+    select_class,
+)
+from maskkit.models.centermask.maskiou import MaskIoUHead, maskiou_loss, maskiou_targets
+from maskkit.models.fpn import FPN
+from maskkit.structures import empty_prediction, paste_masks_in_image
+
+__all__ = ["CenterMask"]
+
+
+class CenterMask(nn.Module):
+    """The CenterMask detector for a :class:`CenterMaskConfig`.
+
+    ``backbone`` (optional) replaces ``build_backbone(cfg.backbone)``; it must return
+    ``[C3, C4, C5]`` and declare ``out_channels`` and ``strides``.
+    """
+
+    def __init__(self, cfg: CenterMaskConfig, backbone: nn.Module | None = None):
+        super().__init__()
+        self.cfg = cfg
+        if backbone is None:
+            from maskkit.models.backbones import build_backbone
+
+            backbone = build_backbone(cfg.backbone)
+        self.backbone = backbone
+        k, c, m = cfg.num_classes, cfg.fpn_channels, cfg.mask
+        self.fpn = FPN(list(backbone.out_channels), c, list(backbone.strides))
+        self.strides = self.fpn.strides  # P3..P7
+        self.fcos = FCOSHead(c, k, cfg.fcos.num_convs, len(self.strides), cfg.fcos.prior_prob)
+        self.mask_head = SAGMaskHead(c, 1 if m.class_agnostic else k, m.num_convs, m.channels, m.sam)
+        self.maskiou = MaskIoUHead(c, k, m.maskiou_num_convs, m.maskiou_channels, m.maskiou_fc_dim, m.pooler_resolution) if m.maskiou else None
+        self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std, dtype=torch.float32).view(3, 1, 1), persistent=False)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, images: list[Tensor], targets: list[dict] | None = None):
+        _check_images(images)
+        if not self.training:
+            return self.inference(images)
+        if targets is None or len(targets) != len(images):
+            raise MaskkitError("CenterMask in train mode needs one target dict per image")
+        targets = [self._clean_target(t, img) for t, img in zip(targets, images)]
+        sizes = [tuple(img.shape[-2:]) for img in images]
+        feats = self.fpn(self.backbone(self.preprocess(images)))
+        head = self.fcos(feats)
+        losses = self.detector_losses(head, feats, targets)
+        dets = self.detect(head, feats, sizes, self.cfg.mask.train_detections)
+        losses.update(self.mask_losses(feats, dets, targets, sizes))
+        return losses
+
+    @torch.no_grad()
+    def inference(self, images: list[Tensor]) -> list[dict]:
+        """Eval path: resize to the test size, detect, segment, map back to each original size."""
+        orig = [tuple(img.shape[-2:]) for img in images]
+        resized = [self._test_resize(img) for img in images]
+        sizes = [tuple(img.shape[-2:]) for img in resized]
+        feats = self.fpn(self.backbone(self.preprocess(resized)))
+        dets = self.detect(self.fcos(feats), feats, sizes, self.cfg.fcos.detections_per_image)
+        return self.segment(feats, dets, sizes, orig)
+
+    # ------------------------------------------------------------------ steps
+
+    def preprocess(self, images: list[Tensor]) -> Tensor:
+        """Normalise and zero-pad (bottom/right) to a common size divisible by
+        ``size_divisibility`` -> ``[B, 3, H_pad, W_pad]``."""
+        if self.cfg.input_format == "BGR255":
+            images = [img.flip(0) * 255.0 for img in images]
+        d = max(int(self.cfg.size_divisibility), 1)
+        hp = -(-max(img.shape[-2] for img in images) // d) * d
+        wp = -(-max(img.shape[-1] for img in images) // d) * d
+        batch = images[0].new_zeros((len(images), 3, hp, wp))
+        for i, img in enumerate(images):
+            batch[i, :, : img.shape[-2], : img.shape[-1]] = (img - self.pixel_mean) / self.pixel_std
+        return batch
+
+    def detector_losses(self, head, feats: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
+        cls, reg, ctr = head
+        f = self.cfg.fcos
+        labels, box_t = fcos_targets(level_locations(feats, self.strides), self.strides, targets,
+                                     f.size_of_interest, f.center_sampling_radius)
+        return fcos_losses(flatten_levels(cls), flatten_levels(reg), flatten_levels(ctr)[..., 0], labels, box_t,
+                           f.focal_alpha, f.focal_gamma)
+
+    def detect(self, head, feats: list[Tensor], sizes: list[tuple[int, int]], max_dets: int) -> list[dict]:
+        f = self.cfg.fcos
+        cls, reg, ctr = (list(map(Tensor.detach, h)) for h in head)
+        return fcos_decode(cls, reg, ctr, level_locations(feats, self.strides), self.strides, sizes,
+                           f.score_thresh, f.pre_nms_topk, f.nms_thresh, max_dets, f.scoring)
+
+    def roi_features(self, feats: list[Tensor], boxes: Tensor, batch_idx: Tensor, sizes: list[tuple[int, int]]) -> Tensor:
+        """RoIAlign 14x14 on P_kmin..P_kmax with the configured level rule -> ``[R, C, 14, 14]``."""
+        m = self.cfg.mask
+        areas = torch.tensor([h * w for h, w in sizes], dtype=torch.float32, device=boxes.device)[batch_idx]
+        levels = assign_fpn_levels(boxes, areas, m.k_min, m.k_max, m.assignment)
+        lo, hi = m.k_min - 3, m.k_max - 3 + 1  # P3 is feats[0]
+        rois = torch.cat([batch_idx[:, None].to(boxes.dtype), boxes], dim=1)
+        return multilevel_roi_align(feats[lo:hi], rois, levels, self.strides[lo:hi], m.k_min, m.pooler_resolution)
+
+    def mask_losses(self, feats: list[Tensor], dets: list[dict], targets: list[dict], sizes) -> dict[str, Tensor]:
+        """Training RoIs = detections + GT boxes matched to a GT at IoU >= 0.5 (crowd never
+        matched); BCE mask loss and, with mask scoring, the MaskIoU L2 loss on them."""
+        boxes, bidx, gidx, labels, tgts, gt_area = [], [], [], [], [], []
+        for i, (d, t) in enumerate(zip(dets, targets)):
+            keep_gt = t["iscrowd"] == 0
+            gt_boxes, gt_masks = t["boxes"][keep_gt], t["masks"][keep_gt]
+            cand = torch.cat([d["boxes"], gt_boxes])
+            keep, g = match_rois(cand, gt_boxes, self.cfg.mask.train_iou_thresh)
+            b = cand[keep]
+            boxes.append(b)
+            bidx.append(torch.full((len(keep),), i, dtype=torch.int64, device=b.device))
+            labels.append(t["labels"][keep_gt][g])
+            tgts.append(mask_targets(gt_masks, b, g, 2 * self.cfg.mask.pooler_resolution))
+            gt_area.append(gt_masks.flatten(1).sum(1).to(torch.float32)[g])
+        boxes, bidx, labels, tgts = torch.cat(boxes), torch.cat(bidx), torch.cat(labels), torch.cat(tgts)
+        roi_feats = self.roi_features(feats, boxes, bidx, sizes)
+        logits = self.mask_head(roi_feats)  # [P, K, 28, 28]
+        losses = {"loss_mask": mask_loss(logits, labels, tgts)}
+        if self.maskiou is not None:
+            sel = select_class(logits, labels).detach()  # [P, 28, 28]
+            roi_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            iou_t = maskiou_targets(sel, tgts, torch.cat(gt_area), roi_area)
+            pred = self.maskiou(roi_feats, sel.sigmoid()[:, None])
+            losses["loss_maskiou"] = self.cfg.mask.maskiou_loss_weight * maskiou_loss(pred, labels, iou_t)
+        return losses
+
+    def segment(self, feats: list[Tensor], dets: list[dict], sizes, orig_sizes) -> list[dict]:
+        """Masks (and mask scores) for all detections of the batch at once, then per image:
+        boxes scaled to the original size and masks pasted there."""
+        counts = [len(d["boxes"]) for d in dets]
+        boxes = torch.cat([d["boxes"] for d in dets])
+        labels = torch.cat([d["labels"] for d in dets])
+        scores = torch.cat([d["scores"] for d in dets])
+        bidx = torch.repeat_interleave(torch.arange(len(dets), device=boxes.device),
+                                       torch.tensor(counts, device=boxes.device))
+        if boxes.shape[0]:
+            roi_feats = self.roi_features(feats, boxes, bidx, sizes)
+            probs = select_class(self.mask_head(roi_feats), labels).sigmoid()  # [R, 28, 28]
+            if self.maskiou is not None:
+                iou = self.maskiou(roi_feats, probs[:, None])
+                iou = iou[torch.arange(len(labels), device=labels.device), labels - 1].clamp(0, 1)
+                mask_scores = scores * iou
+            else:
+                mask_scores = scores.clone()
+        else:
+            probs = boxes.new_zeros((0, 28, 28))
+            mask_scores = scores.clone()
+        out = []
+        for i, (n_i, (h, w), (h0, w0)) in enumerate(zip(counts, sizes, orig_sizes)):
+            if n_i == 0:
+                out.append(empty_prediction(h0, w0, device=boxes.device))
+                continue
+            sl = slice(sum(counts[:i]), sum(counts[:i]) + n_i)
+            scale = boxes.new_tensor([w0 / w, h0 / h, w0 / w, h0 / h])
+            b = boxes[sl] * scale
+            out.append({
+                "boxes": b,
+                "labels": labels[sl],
+                "scores": scores[sl],
+                "masks": paste_masks_in_image(probs[sl], b, (h0, w0)),
+                "mask_scores": mask_scores[sl],
+            })
+        return out
+
+    # ------------------------------------------------------------------ input checks
+
+    def _test_resize(self, img: Tensor) -> Tensor:
+        h, w = img.shape[-2:]
+        nh, nw = test_resize_size(h, w, self.cfg.min_size_test, self.cfg.max_size_test)
+        if (nh, nw) == (h, w):
+            return img
+        return TF.resize(img, [nh, nw], antialias=True)
+
+    def _clean_target(self, t: dict, img: Tensor) -> dict:
+        """Plain tensors on the image's device; labels in 1..K; masks the image's size."""
+        h, w = img.shape[-2:]
+        try:
+            boxes = torch.as_tensor(t["boxes"]).as_subclass(Tensor).to(img.device, torch.float32).reshape(-1, 4)
+            labels = torch.as_tensor(t["labels"]).as_subclass(Tensor).to(img.device, torch.int64).reshape(-1)
+            masks = torch.as_tensor(t["masks"]).as_subclass(Tensor).to(img.device)
+        except KeyError as e:
+            raise MaskkitError(f"target of image {t.get('image_id', '?')} has no {e.args[0]!r}") from None
+        n = boxes.shape[0]
+        crowd = t.get("iscrowd")
+        crowd = torch.zeros(n, dtype=torch.int64, device=img.device) if crowd is None else \
+            torch.as_tensor(crowd).as_subclass(Tensor).to(img.device, torch.int64).reshape(-1)
+        if masks.numel() == 0:
+            masks = masks.new_zeros((n, h, w), dtype=torch.uint8)
+        if labels.shape[0] != n or crowd.shape[0] != n or masks.dim() != 3 or masks.shape[0] != n:
+            raise MaskkitError(f"target of image {t.get('image_id', '?')}: {n} boxes but labels {tuple(labels.shape)}, "
+                               f"iscrowd {tuple(crowd.shape)}, masks {tuple(masks.shape)}")
+        if tuple(masks.shape[-2:]) != (h, w):
+            raise MaskkitError(f"target of image {t.get('image_id', '?')}: masks are {tuple(masks.shape[-2:])}, image is {(h, w)}")
+        if n and (labels.min() < 1 or labels.max() > self.cfg.num_classes):
+            raise MaskkitError(f"target of image {t.get('image_id', '?')}: labels must be in 1..{self.cfg.num_classes}, "
+                               f"got {labels.min().item()}..{labels.max().item()}")
+        return {"boxes": boxes, "labels": labels, "masks": masks, "iscrowd": crowd}
+
+
+def _check_images(images) -> None:
+    if not isinstance(images, (list, tuple)) or len(images) == 0:
+        raise MaskkitError("CenterMask expects a non-empty list of images [3, H, W]")
+    for img in images:
+        if not isinstance(img, Tensor) or img.dim() != 3 or img.shape[0] != 3 or not img.is_floating_point():
+            shape = tuple(img.shape) if isinstance(img, Tensor) else type(img).__name__
+            raise MaskkitError(f"CenterMask expects float images [3, H, W] in 0..1, got {shape}")

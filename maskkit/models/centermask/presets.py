@@ -1,0 +1,88 @@
+"""CenterMask presets: one-line functions returning a full :class:`maskkit.config.Config`.
+
+Full models (paper Table 3): FPN/heads 256, 4 tower convs, train shorter side 640-800 /
+max 1333, test 800 / 1333. CenterMask-Lite (Sec. 2.6): FPN/heads 128, 2 tower convs, mask
+and mask-scoring heads (2, 128), train 580-600 / max 1000, test 600 / 1000. Schedule (Sec.
+2.6): SGD lr 0.01, batch 16, 90k iterations, lr x0.1 at 60k and 80k, warmup 1000 iterations
+from factor 0.001, weight decay 1e-4. Backbones are ImageNet-initialised with frozen BN
+(stem and first stage frozen, detectron2's FREEZE_AT=2).
+
+``centermask_lite_demo`` is sized to train from scratch on a CPU in minutes on ~256 px
+images: a VoVNetV2-19-slim-dw trunk with trainable **BatchNorm** (no pretrained statistics
+exist to freeze; BN is the cheapest trainable norm on CPU and folds into the convs at
+inference, and even a batch of 4 images gives thousands of locations per channel at
+256 px), FPN/heads 64, and GroupNorm kept in the FCOS towers as in the paper.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from maskkit.config import Config, DataConfig, TrainConfig
+from maskkit.models.centermask.config import BackboneConfig, CenterMaskConfig, FCOSConfig, MaskHeadConfig
+
+__all__ = ["PRESETS"]
+
+_FULL_DATA = dict(min_size_train=(640, 672, 704, 736, 768, 800), max_size_train=1333, min_size_test=800, max_size_test=1333)
+_LITE_DATA = dict(min_size_train=(580, 600), max_size_train=1000, min_size_test=600, max_size_test=1000)
+
+
+def _bb(name: str, variant: str, **kw) -> BackboneConfig:
+    return BackboneConfig(name=name, variant=variant, norm=kw.pop("norm", "FrozenBN"), freeze_at=kw.pop("freeze_at", 2), **kw)
+
+
+def _full(backbone: BackboneConfig) -> Config:
+    """Full CenterMask on ``backbone`` with the paper's 1x schedule."""
+    model = CenterMaskConfig(backbone=backbone, min_size_test=800, max_size_test=1333)
+    return Config(model=model, data=DataConfig(**_FULL_DATA), train=TrainConfig())
+
+
+def _lite(backbone: BackboneConfig) -> Config:
+    """CenterMask-Lite on ``backbone``: FPN, heads and mask branch (2 convs, 128 channels)."""
+    model = CenterMaskConfig(
+        backbone=backbone,
+        fpn_channels=128,
+        fcos=FCOSConfig(num_convs=2),
+        mask=MaskHeadConfig(num_convs=2, channels=128, maskiou_num_convs=2, maskiou_channels=128),
+        min_size_test=600,
+        max_size_test=1000,
+    )
+    return Config(model=model, data=DataConfig(**_LITE_DATA), train=TrainConfig())
+
+
+def centermask_lite_demo() -> Config:
+    """Small CPU demo model (~256 px images, trained from scratch in minutes)."""
+    model = CenterMaskConfig(
+        backbone=BackboneConfig(name="vovnet", variant="V-19-slim-dw", norm="BN", freeze_at=0),
+        fpn_channels=64,
+        fcos=FCOSConfig(num_convs=2, score_thresh=0.05),
+        mask=MaskHeadConfig(num_convs=2, channels=64, maskiou_num_convs=2, maskiou_channels=64, maskiou_fc_dim=256),
+        min_size_test=256,
+        max_size_test=384,
+    )
+    data = DataConfig(min_size_train=(224, 240, 256, 272, 288), max_size_train=384, min_size_test=256,
+                      max_size_test=384, num_workers=0)
+    train = TrainConfig(batch_size=8, lr=0.02, max_iter=1000, warmup_iters=100, steps=(700, 900),
+                        clip_grad_norm=10.0, log_period=20, eval_period=500, checkpoint_period=500)
+    return Config(model=model, data=data, train=train)
+
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    # Full models (Table 3).
+    "centermask_r50": lambda: _full(_bb("resnet", "resnet50")),
+    "centermask_r101": lambda: _full(_bb("resnet", "resnet101")),
+    "centermask_x101": lambda: _full(_bb("resnet", "resnext101_32x8d")),
+    "centermask_mnv2": lambda: _full(_bb("mobilenet_v2", "mobilenet_v2")),
+    "centermask_v19": lambda: _full(_bb("vovnet", "V-19")),
+    "centermask_v39": lambda: _full(_bb("vovnet", "V-39")),
+    "centermask_v57": lambda: _full(_bb("vovnet", "V-57")),
+    "centermask_v99": lambda: _full(_bb("vovnet", "V-99")),
+    # CenterMask-Lite (Sec. 2.6, Table 5).
+    "centermask_lite_v19": lambda: _lite(_bb("vovnet", "V-19")),
+    "centermask_lite_v19_slim": lambda: _lite(_bb("vovnet", "V-19-slim")),
+    "centermask_lite_v19_slim_dw": lambda: _lite(_bb("vovnet", "V-19-slim-dw")),
+    "centermask_lite_v39": lambda: _lite(_bb("vovnet", "V-39")),
+    "centermask_lite_mnv2": lambda: _lite(_bb("mobilenet_v2", "mobilenet_v2")),
+    "centermask_lite_r50": lambda: _lite(_bb("resnet", "resnet50")),
+    # CPU demo.
+    "centermask_lite_demo": centermask_lite_demo,
+}
