@@ -1,0 +1,244 @@
+"""Pictures: instance overlays (masks, boxes, "name score" labels) and training curves.
+
+``maskkit data show`` draws a dataset's ground truth to PNG files, crowd regions in grey
+labelled ``crowd``, so annotations can be checked by eye before training. Drawing uses
+torchvision's ``draw_segmentation_masks`` / ``draw_bounding_boxes``; curves use matplotlib's
+Agg canvas (no display needed).
+"""
+from __future__ import annotations
+
+import argparse
+import colorsys
+import json
+import math
+import os
+import random
+from pathlib import Path
+
+import torch
+from torchvision.io import write_png
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+from maskkit.errors import DataError, MaskkitError
+
+__all__ = ["draw_instances", "save_image", "plot_metrics", "instance_colors", "configure_parser", "run_cli"]
+
+CROWD_COLOR = (160, 160, 160)  # crowd = ignore region: grey, whatever its class
+
+
+def instance_colors(n: int) -> list[tuple[int, int, int]]:
+    """``n`` distinct saturated colours: hues spaced by the golden ratio, so neighbours in the
+    list (neighbouring instances) differ strongly whatever ``n`` is."""
+    out = []
+    for i in range(n):
+        r, g, b = colorsys.hsv_to_rgb((0.1 + i * 0.618033988749895) % 1.0, 0.85, 0.95)
+        out.append((int(r * 255), int(g * 255), int(b * 255)))
+    return out
+
+
+def _to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """``[3, H, W]`` float 0..1 or uint8 -> uint8 (plain tensor, on CPU)."""
+    image = torch.as_tensor(image).as_subclass(torch.Tensor).detach().cpu()
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise MaskkitError(f"draw_instances: expected an image [3, H, W], got shape {list(image.shape)}")
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
+    if image.dtype == torch.uint8:
+        return image.clone()
+    return (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _font(size: int) -> str | None:
+    """A TrueType font shipped with matplotlib (a maskkit dependency), else PIL's tiny default."""
+    try:
+        import matplotlib
+
+        path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+        return str(path) if path.is_file() else None
+    except ImportError:
+        return None
+
+
+def draw_instances(
+    image: torch.Tensor,
+    instances: dict,
+    class_names: list[str] | None = None,
+    score_thresh: float = 0.0,
+    mask_threshold: float = 0.5,
+) -> torch.Tensor:
+    """Overlay ``instances`` on ``image`` -> uint8 ``[3, H, W]``.
+
+    ``image``: ``[3, H, W]`` float in 0..1 or uint8. ``instances``: a target or a prediction of
+    the data contract: ``boxes [N, 4]`` xyxy px, ``labels [N]`` (1..K, named by
+    ``class_names[label - 1]``), optional ``scores [N]`` (instances below ``score_thresh`` are
+    skipped; labels read "name 0.93"), optional ``masks`` ``[N, H, W]`` / ``[N, 1, H, W]``
+    (probabilities binarised at ``>= mask_threshold``, or binary) and ``iscrowd [N]`` (crowd
+    regions drawn grey, labelled "crowd"). Each instance gets its own colour. With no
+    instances the image comes back unchanged.
+    """
+    canvas = _to_uint8(image)
+    h, w = canvas.shape[-2:]
+    boxes = torch.as_tensor(instances.get("boxes", torch.zeros(0, 4))).as_subclass(torch.Tensor).detach().cpu().float().reshape(-1, 4)
+    n = boxes.shape[0]
+    labels = instances.get("labels")
+    labels = torch.as_tensor(labels).cpu().reshape(-1).tolist() if labels is not None else [None] * n
+    scores = instances.get("scores")
+    scores = torch.as_tensor(scores).detach().cpu().float().reshape(-1) if scores is not None else None
+    crowd = instances.get("iscrowd")
+    crowd = torch.as_tensor(crowd).cpu().reshape(-1).bool() if crowd is not None else torch.zeros(n, dtype=torch.bool)
+    masks = instances.get("masks")
+    if masks is not None:
+        masks = torch.as_tensor(masks).as_subclass(torch.Tensor).detach().cpu()
+        if masks.dim() == 4:
+            masks = masks[:, 0]
+        if masks.shape[0] != n or tuple(masks.shape[-2:]) != (h, w):
+            raise MaskkitError(f"draw_instances: masks {list(masks.shape)} do not match {n} boxes on a {h}x{w} image")
+        masks = masks if masks.dtype == torch.bool else masks.float() >= mask_threshold  # [N, H, W]
+    if len(labels) != n or (scores is not None and scores.numel() != n) or crowd.numel() != n:
+        raise MaskkitError(f"draw_instances: boxes, labels, scores and iscrowd disagree on the number of instances ({n})")
+
+    keep = torch.ones(n, dtype=torch.bool) if scores is None else scores >= score_thresh
+    idx = keep.nonzero().flatten().tolist()
+    if not idx:
+        return canvas
+    palette = instance_colors(len(idx))
+    colors, texts = [], []
+    for j, i in enumerate(idx):
+        label = labels[i]
+        if label is None:
+            name = ""
+        elif class_names is not None and 1 <= int(label) <= len(class_names):
+            name = class_names[int(label) - 1]
+        else:
+            name = str(int(label))
+        if crowd[i]:
+            name = f"crowd {name}".strip()
+        if scores is not None:
+            name = f"{name} {scores[i].item():.2f}".strip()
+        texts.append(name)
+        colors.append(CROWD_COLOR if crowd[i] else palette[j])
+
+    if masks is not None:
+        sel = torch.tensor(idx)
+        is_crowd = crowd[sel]
+        # Crowd regions first, fainter, so that objects painted over them stay visible.
+        for group, alpha in ((is_crowd, 0.35), (~is_crowd, 0.5)):
+            if group.any():
+                group_idx = sel[group]
+                canvas = draw_segmentation_masks(canvas, masks[group_idx], alpha=alpha,
+                                                 colors=[colors[j] for j in group.nonzero().flatten().tolist()])
+    size = max(10, min(h, w) // 40)
+    font = _font(size)
+    canvas = draw_bounding_boxes(
+        canvas, boxes[idx], labels=texts if any(texts) else None, colors=colors, width=max(1, min(h, w) // 300 + 1),
+        font=font, font_size=size if font else None, label_colors="white", label_background_colors=colors,
+        fill_labels=True,
+    )
+    return canvas
+
+
+def save_image(image_uint8: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Write a uint8 ``[3, H, W]`` image as PNG (parent folders created)."""
+    path = Path(path)
+    if image_uint8.dtype != torch.uint8 or image_uint8.dim() != 3:
+        raise MaskkitError(f"save_image: expected uint8 [3, H, W], got {image_uint8.dtype} {list(image_uint8.shape)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(image_uint8.cpu().contiguous(), str(path))
+    return path
+
+
+# --------------------------------------------------------------------------- curves
+def _panel_of(key: str) -> str | None:
+    """Which panel a metrics.jsonl key belongs to: loss*, lr, or */AP* and */AR* summary
+    figures (per-category ``AP-<name>`` curves would bury the rest: left out)."""
+    name = key.rsplit("/", 1)[-1]
+    if name.startswith("loss") or key.startswith("loss"):
+        return "loss"
+    if name == "lr":
+        return "lr"
+    if "/" in key and name[:2] in ("AP", "AR") and "-" not in name:
+        return "eval"
+    return None
+
+
+def plot_metrics(jsonl_path: str | os.PathLike, out_png: str | os.PathLike) -> Path:
+    """Training curves from ``metrics.jsonl`` (one flat JSON dict per line with ``iter`` and
+    named floats) to a PNG: loss* keys in one panel, ``lr`` in one, ``*/AP*`` and ``*/AR*``
+    in one (in %). Each series is drawn at the iterations where it was logged."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(jsonl_path)
+    if not path.is_file():
+        raise DataError(f"{path}: metrics file not found")
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not a JSON line ({e.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("iter"), (int, float)):
+                raise DataError(f"{path}:{lineno}: expected a JSON object with a numeric 'iter'")
+            for key, value in row.items():
+                if key == "iter" or not isinstance(value, (int, float)) or isinstance(value, bool):
+                    continue
+                if _panel_of(key) is not None and math.isfinite(value):
+                    xs, ys = series.setdefault(key, ([], []))
+                    xs.append(row["iter"])
+                    ys.append(float(value))
+    if not series:
+        raise DataError(f"{path}: no loss, lr or AP/AR values to plot")
+    panels = [p for p in ("loss", "lr", "eval") if any(_panel_of(k) == p for k in series)]
+    fig = Figure(figsize=(5 * len(panels), 4), dpi=100)
+    FigureCanvasAgg(fig)
+    titles = {"loss": "losses", "lr": "learning rate", "eval": "evaluation (%)"}
+    for n, panel in enumerate(panels, 1):
+        ax = fig.add_subplot(1, len(panels), n)
+        for key, (xs, ys) in sorted(series.items()):
+            if _panel_of(key) == panel:
+                ys = [100 * y for y in ys] if panel == "eval" else ys
+                ax.plot(xs, ys, marker="o" if len(xs) < 20 else None, markersize=3, label=key)
+        if panel == "loss" and all(y > 0 for k, (_, ys) in series.items() if _panel_of(k) == "loss" for y in ys):
+            ax.set_yscale("log")
+        ax.set_title(titles[panel])
+        ax.set_xlabel("iteration")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    return out
+
+
+# --------------------------------------------------------------------------- CLI: maskkit data show
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    from maskkit.data.coco import add_data_arguments
+
+    add_data_arguments(parser, split_default="train")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the overlay PNGs")
+    parser.add_argument("--num", type=int, default=8, metavar="N", help="number of images to draw (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="which images are picked at random (default: %(default)s)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from maskkit.data.coco import dataset_from_args
+
+    if args.num < 1:
+        raise MaskkitError(f"--num must be at least 1, got {args.num}")
+    ds = dataset_from_args(args)
+    if len(ds) == 0:
+        raise DataError(f"{ds.ann_file}: the dataset has no images")
+    picks = sorted(random.Random(args.seed).sample(range(len(ds)), min(args.num, len(ds))))
+    out = Path(args.out)
+    for i in tqdm(picks, desc="drawing", unit="img"):
+        image, target = ds.load_image(i), ds.load_target(i)
+        drawn = draw_instances(image, target, class_names=ds.class_names)
+        save_image(drawn, out / f"{Path(ds.image_info(i)['file_name']).stem}.png")
+    print(f"wrote {len(picks)} overlays of {ds.ann_file.name} to {out}/")
+    return 0
