@@ -55,6 +55,10 @@ def test_resize_size(height: int, width: int, min_size: int, max_size: int) -> t
     return int(round(height * scale)), int(round(width * scale))
 
 
+# Its name starts with "test_": tell pytest it is not a test when a test module imports it.
+test_resize_size.__test__ = False  # type: ignore[attr-defined]
+
+
 class ResizeShortestSide(v2.Transform):
     """Resize so the shorter side is a sampled ``min_size`` and the longer side <= ``max_size``.
 
