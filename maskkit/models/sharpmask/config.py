@@ -2,6 +2,11 @@
 
 Defaults are "DeepMask-ours" + SharpMask refinement as in the paper and the official Torch7
 code (``../shared/papers/REFERENCE.md``). Presets in ``presets.py`` change what differs.
+
+Geometry: a window of ``window`` px maps to a ``feature_size`` x ``feature_size`` cell grid of
+the stride-16 trunk output (``window == 16 * feature_size``). Training crops add ``context``
+px around the window (``window + context``, a multiple of 32 so the border is whole stride-16
+cells on each side).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ class WindowSamplerConfig:
     shift_jitter: int = 16  # px in window coordinates, mask samples
     neg_scales: tuple[float, ...] = (-3.0, 2.0)  # octave range of negative windows (0.25 steps)
     neg_reject_dist: int = 48  # px: negatives with a similar-scale object centred this close are rejected
+    neg_reject_octaves: float = 1.0  # "similar scale": |log2(object size / canonical)| <= this
     min_area: float = 100.0
     min_side: float = 5.0
     hflip_prob: float = 0.5
@@ -29,18 +35,24 @@ class WindowSamplerConfig:
 class SharpMaskConfig:
     system: str = "sharpmask"
     num_classes: int = 1  # class-agnostic proposals
-    trunk: str = "resnet50"  # "resnet50" (DeepMask-ours) | "vgg_a" (original DeepMask) | small demo trunks
+    # Trunk: "resnet50" (DeepMask-ours, torchvision Bottleneck [3, 4, 6] truncated after layer3),
+    # "resnet18" (BasicBlock [2, 2, 2]) or "resnet_tiny" (BasicBlock [1, 1, 1], narrow: the
+    # CPU demo trunk). ``trunk_width`` scales the stem/stage widths (64 -> 64*width/64 ...).
+    trunk: str = "resnet50"
+    trunk_width: int = 64  # stem width; stages use width, 2x, 4x (x4 for Bottleneck outputs)
     trunk_norm: str = "FrozenBN"  # "FrozenBN" (official) | "BN" | "GN" (from scratch)
     padding: str = "reflect"  # 3x3/7x7 conv padding: "reflect" (official) | "zeros"
     reduce_channels: int = 128  # F128
     feature_size: int = 10  # window 160 / stride 16
-    hidden_dim: int = 512
+    hidden_dim: int = 512  # head C's shared vector
     mask_size: int = 56  # DeepMask mask output
+    mask_loss_size: int = 112  # DeepMask: the mask logits are upsampled to this for the loss
     score_hidden: int = 1024
+    score_dropout: float = 0.5
     score_loss_weight: float = 1.0 / 32.0
     refine: bool = True  # add the SharpMask refinement modules
-    refine_channels: tuple[int, ...] = (32, 16, 8, 4)  # schedule (b), k = 32
-    skip_channels: tuple[int, ...] = (64, 64, 64, 32)  # first skip conv width per level
+    refine_channels: tuple[int, ...] = (32, 16, 8, 4)  # schedule (b), k = 32: k_m^i = k_s^i
+    skip_channels: tuple[int, ...] = (64, 64, 64, 32)  # first skip conv width per level (stride 16, 8, 4, 2)
     upsample: str = "bilinear"  # "bilinear" (paper) | "nearest" (official code)
     use_refinement_output: bool = True  # False: return the coarse DeepMask mask
     sampler: WindowSamplerConfig = field(default_factory=WindowSamplerConfig)
@@ -49,5 +61,11 @@ class SharpMaskConfig:
     stride: int = 16
     top_n: int = 1000
     mask_threshold: float = 0.2
+    refine_batch: int = 100  # windows refined (and masks pasted) per chunk at inference
     pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+    @property
+    def window(self) -> int:
+        """Window side in px (the stride-16 cell grid times 16)."""
+        return self.stride * self.feature_size

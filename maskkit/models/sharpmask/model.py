@@ -1,0 +1,313 @@
+"""SharpMask / DeepMask assembly: per-window training losses and multi-scale full-image inference.
+
+Training (train mode), per window (paper Sec. 3.3, REFERENCE 'Training data')::
+
+    losses = model(crops, targets)
+    # crops:   float [B, 3, S, S] in 0..1 RGB, S = window + context (192 for the 160 px window;
+    #          any S = window + 32k works: the stride-16 features are centre-cropped to the window)
+    # targets: {"kind": "mask" | "score",
+    #           "masks":  float [B, h, w] in {-1, +1}, the object mask over the central window
+    #                     (any resolution; resized with nearest to the loss resolution),
+    #           "scores": float [B] in {-1, +1}}
+    # -> {"loss_mask"} (mask batches) or {"loss_score"} (score batches), scalars
+
+Stage 1 (DeepMask): the 56x56 mask logits are upsampled bilinearly to ``mask_loss_size`` (112)
+and compared with the label by the logistic (soft margin) loss; score batches give the score
+loss weighted 1/32. Stage 2 (``set_stage(2)``): trunk and head C are frozen (no gradients,
+norms in eval mode) and the refined 160x160 mask logits get the soft margin loss; stage 2 is
+trained on mask samples only.
+
+Inference (eval mode)::
+
+    predictions = model([image [3, H, W] 0..1, ...])
+    # -> per image dict(boxes [N, 4] xyxy px: tight box of each binarised mask,
+    #                    labels [N] all 1, scores [N] sigmoid objectness, sorted descending,
+    #                    masks bool [N, 1, H, W] binarised at mask_threshold (bool: 1 byte/px))
+
+run as in the paper: at each scale ``2^s`` the resized image is padded by half a window (80 px,
+with the mean colour) and the trunk and head C run convolutionally (stride 16) over it; the
+``top_n`` windows over all scales are kept; their masks come from the mask branch (56x56,
+DeepMask) or from the refinement run in batches on the top windows only, reusing the skip
+features ``S*`` computed once per image and scale (SharpMask); each window mask is resized
+to its window, pasted into the image and binarised. No NMS (as the official code).
+:meth:`SharpMask.propose` returns the window-level proposals (masks at window resolution)
+for callers that want to encode masks without full-image tensors for all ``top_n``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+
+from maskkit.errors import MaskkitError
+from maskkit.models.sharpmask.config import SharpMaskConfig
+from maskkit.models.sharpmask.deepmask import HeadC, build_trunk
+from maskkit.models.sharpmask.refine import Refinement, crop_windows
+from maskkit.structures import empty_prediction, paste_masks_in_image
+
+__all__ = ["SharpMask", "mask_loss", "score_loss", "mask_boxes"]
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def mask_loss(logits: torch.Tensor, target: torch.Tensor, size: int) -> torch.Tensor:
+    """Logistic (soft margin) mask loss averaged over pixels (DeepMask Eq. 1, positives only).
+
+    ``logits [B, m, m]`` are upsampled bilinearly to ``size`` (DeepMask: 56 -> 112) when they are
+    smaller; ``target [B, h, w]`` in {-1, +1} is resized with nearest to ``size``."""
+    if logits.shape[-1] != size:
+        logits = F.interpolate(logits[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    if target.shape[-2:] != (size, size):
+        target = F.interpolate(target[:, None].float(), size=(size, size), mode="nearest")[:, 0]
+    return F.soft_margin_loss(logits, target.to(logits.dtype))
+
+
+def score_loss(logits: torch.Tensor, target: torch.Tensor, weight: float) -> torch.Tensor:
+    """Logistic objectness loss ``weight * mean(log(1 + exp(-y s)))`` (weight 1/32, REFERENCE)."""
+    return weight * F.soft_margin_loss(logits, target.to(logits.dtype))
+
+
+# --------------------------------------------------------------------------- decoding helpers
+
+
+def mask_boxes(masks: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Tight xyxy boxes of binary masks ``[N, 1, H, W]`` (or ``[N, H, W]``); an empty mask gets
+    its ``fallback [N, 4]`` box. Vectorised (torchvision's ``masks_to_boxes`` loops over masks
+    and fails on empty ones)."""
+    if masks.dim() == 4:
+        masks = masks[:, 0]
+    n, h, w = masks.shape
+    if n == 0:
+        return fallback.new_zeros((0, 4))
+    rows = masks.any(dim=2)  # [N, H]
+    cols = masks.any(dim=1)  # [N, W]
+    y0 = rows.int().argmax(dim=1)
+    y1 = h - rows.flip(1).int().argmax(dim=1)
+    x0 = cols.int().argmax(dim=1)
+    x1 = w - cols.flip(1).int().argmax(dim=1)
+    boxes = torch.stack([x0, y0, x1, y1], dim=1).to(fallback.dtype)
+    empty = ~rows.any(dim=1)
+    return torch.where(empty[:, None], fallback, boxes)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class SharpMask(nn.Module):
+    """DeepMask-ours (trunk + head C) with optional SharpMask refinement; see the module docstring.
+
+    ``cfg.refine=False`` builds the pure DeepMask model (the ``deepmask_*`` presets). With
+    refinement, one network gives the coarse mask (``use_refinement_output=False`` or
+    ``propose(..., refined=False)``) or the refined one.
+    """
+
+    def __init__(self, cfg: SharpMaskConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if cfg.window % 16 or cfg.stride != 16:
+            raise MaskkitError(f"sharpmask needs stride 16 and a window multiple of 16, got {cfg.stride}/{cfg.window}")
+        self.trunk = build_trunk(cfg)
+        self.head = HeadC(self.trunk.channels[-1], cfg)
+        self.refinement = Refinement(self.trunk.channels, cfg) if cfg.refine else None
+        self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(3, 1, 1), persistent=False)
+        self.stage = 1
+        self.set_stage(1)
+
+    # -- training-stage control (paper Sec. 3.3: two-stage training)
+
+    def set_stage(self, stage: int) -> None:
+        """1: train trunk + head C (refinement untouched); 2: freeze trunk + head C
+        (``requires_grad=False``, norms/dropout in eval mode) and train the refinement only."""
+        if stage not in (1, 2):
+            raise MaskkitError(f"sharpmask training stage must be 1 or 2, got {stage}")
+        if stage == 2 and self.refinement is None:
+            raise MaskkitError("stage 2 trains the refinement modules: this model has refine=False (a DeepMask preset)")
+        self.stage = stage
+        for p in list(self.trunk.parameters()) + list(self.head.parameters()):
+            p.requires_grad_(stage == 1)
+        if self.refinement is not None:
+            self.refinement.requires_grad_(stage == 2)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "SharpMask":
+        super().train(mode)
+        if self.stage == 2:  # frozen feed-forward path: fixed BN statistics, no dropout
+            self.trunk.eval()
+            self.head.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimiser should see for the current stage."""
+        if self.stage == 2:
+            return list(self.refinement.parameters())
+        return [p for p in list(self.trunk.parameters()) + list(self.head.parameters()) if p.requires_grad]
+
+    # -- shared pieces
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """0..1 RGB -> normalised (ImageNet statistics by default)."""
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def _refined_output(self, refined: bool | None) -> bool:
+        if refined is None:
+            refined = self.cfg.use_refinement_output
+        return bool(refined) and self.refinement is not None
+
+    def forward(self, images, targets: dict | None = None):
+        if self.training:
+            if targets is None:
+                raise MaskkitError("SharpMask in train mode needs targets (window batches from WindowSampler)")
+            return self.losses(images, targets)
+        return self.predict(images)
+
+    # -- per-window path
+
+    def window_outputs(self, crops: torch.Tensor, refined: bool | None = None) -> dict[str, torch.Tensor]:
+        """Per-window forward of crops ``[B, 3, S, S]`` (0..1; S = window + 32k) ->
+        ``{"vector" [B, 512], "score" [B] logits, "mask" [B, 56, 56] logits,
+        "refined" [B, 160, 160] logits (when refining)}``."""
+        if crops.dim() != 4 or crops.shape[1] != 3:
+            raise MaskkitError(f"SharpMask windows must be [B, 3, S, S], got {tuple(crops.shape)}")
+        s = crops.shape[-1]
+        if crops.shape[-2] != s or s < self.cfg.window or (s - self.cfg.window) % 32:
+            raise MaskkitError(
+                f"SharpMask window crops must be square with side window + 32k (window {self.cfg.window}), got {tuple(crops.shape[-2:])}"
+            )
+        refine = self._refined_output(refined)
+        frozen = self.stage == 2 and torch.is_grad_enabled()
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            feats = self.trunk(self.normalize(crops))
+            vec = self.head.vector(feats[-1])  # [B, 512]
+        out = {"vector": vec, "score": self.head.score_logits(vec), "mask": self.head.mask_logits(vec)}
+        if refine:
+            skips = self.refinement.window_skips(self.refinement.skip_features(feats))
+            out["refined"] = self.refinement(vec, skips)[:, 0]  # [B, 160, 160]
+        return out
+
+    def losses(self, crops: torch.Tensor, targets: dict) -> dict[str, torch.Tensor]:
+        """Loss dict for one all-mask or all-score batch (see the module docstring)."""
+        kind = targets.get("kind")
+        if kind not in ("mask", "score"):
+            raise MaskkitError(f"SharpMask targets need kind 'mask' or 'score', got {kind!r}")
+        if kind == "score":
+            if self.stage == 2:
+                raise MaskkitError("stage 2 trains the refinement on mask samples only (set model.sampler.mask_batch_prob=1)")
+            out = self.window_outputs(crops, refined=False)
+            return {"loss_score": score_loss(out["score"], targets["scores"], self.cfg.score_loss_weight)}
+        if self.stage == 2:
+            out = self.window_outputs(crops, refined=True)
+            return {"loss_mask": mask_loss(out["refined"], targets["masks"], self.cfg.window)}
+        out = self.window_outputs(crops, refined=False)
+        return {"loss_mask": mask_loss(out["mask"], targets["masks"], self.cfg.mask_loss_size)}
+
+    # -- full-image inference
+
+    def _scale_maps(self, image: torch.Tensor, log2_scale: float, refine: bool) -> dict:
+        """Trunk + head C run convolutionally on one image at one scale.
+
+        Returns ``vectors [512, gh, gw]``, ``scores [gh, gw]`` logits, ``skips`` (list of
+        ``S*`` maps, refining only), ``factor`` (2^s) and ``pad`` (px added on the top/left)."""
+        h0, w0 = image.shape[-2:]
+        f = 2.0**log2_scale
+        h, w = max(1, round(h0 * f)), max(1, round(w0 * f))
+        x = TF.resize(image, [h, w], antialias=True) if (h, w) != (h0, w0) else image
+        x = self.normalize(x)
+        pad = self.cfg.window // 2  # half a window of mean colour (0 after normalisation)
+        extra_h, extra_w = (-(h + 2 * pad)) % 16, (-(w + 2 * pad)) % 16  # whole stride-16 cells
+        x = F.pad(x, (pad, pad + extra_w, pad, pad + extra_h), value=0.0)
+        feats = self.trunk(x[None])
+        vmap = self.head.vector_map(feats[-1])[0]  # [512, gh, gw]
+        scores = self.head.score_logits(vmap.permute(1, 2, 0))  # [gh, gw]
+        skips = self.refinement.skip_features(feats) if refine else None
+        return {"vectors": vmap, "scores": scores, "skips": skips, "factor": f, "pad": pad}
+
+    @torch.no_grad()
+    def propose(self, image: torch.Tensor, top_n: int | None = None, refined: bool | None = None) -> dict:
+        """Window-level proposals of one image ``[3, H, W]`` (0..1), best ``top_n`` over all scales.
+
+        Returns ``scores [N]`` (sigmoid, descending), ``window_boxes [N, 4]`` (the windows in image
+        px, xyxy; may extend past the image), ``masks [N, M, M]`` mask probabilities over the
+        window (M = 160 refined, 56 coarse), ``scale_index [N]``, ``cells [N, 2]`` (row, col of
+        the window's top-left stride-16 cell in the padded image at that scale)."""
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise MaskkitError(f"SharpMask inference images must be [3, H, W], got {tuple(image.shape)}")
+        top_n = self.cfg.top_n if top_n is None else top_n
+        refine = self._refined_output(refined)
+        per_scale = [self._scale_maps(image, s, refine) for s in self.cfg.scales]
+        # Top-N windows over all scales (REFERENCE 'Full-image inference').
+        flat = torch.cat([m["scores"].flatten() for m in per_scale])
+        which = torch.cat([torch.full((m["scores"].numel(),), k, dtype=torch.long) for k, m in enumerate(per_scale)])
+        local = torch.cat([torch.arange(m["scores"].numel()) for m in per_scale])
+        k = min(top_n, flat.numel())
+        top_scores, order = flat.topk(k)
+        which, local = which[order.cpu()], local[order.cpu()]
+        m_side = self.cfg.window if refine else self.cfg.mask_size
+        masks = flat.new_zeros((k, m_side, m_side))
+        boxes = flat.new_zeros((k, 4))
+        cells = torch.zeros((k, 2), dtype=torch.long)
+        for si, maps in enumerate(per_scale):
+            sel = (which == si).nonzero().flatten()
+            if sel.numel() == 0:
+                continue
+            gw = maps["scores"].shape[1]
+            ij = torch.stack([local[sel] // gw, local[sel] % gw], dim=1)  # [n, 2] (row, col)
+            cells[sel] = ij
+            ij_dev = ij.to(flat.device)
+            vec = maps["vectors"][:, ij_dev[:, 0], ij_dev[:, 1]].T  # [n, 512]
+            if refine:
+                for c in range(0, sel.numel(), self.cfg.refine_batch):
+                    part = slice(c, c + self.cfg.refine_batch)
+                    skips = crop_windows(maps["skips"], ij_dev[part], self.cfg.feature_size)
+                    masks[sel[part]] = self.refinement(vec[part], skips)[:, 0].sigmoid()
+            else:
+                masks[sel] = self.head.mask_logits(vec).sigmoid()
+            # Window top-left in the padded image -> scaled image -> original image px.
+            side = self.cfg.window / maps["factor"]
+            x0 = (ij_dev[:, 1].float() * 16 - maps["pad"]) / maps["factor"]
+            y0 = (ij_dev[:, 0].float() * 16 - maps["pad"]) / maps["factor"]
+            boxes[sel] = torch.stack([x0, y0, x0 + side, y0 + side], dim=1)
+        return {"scores": top_scores.sigmoid(), "window_boxes": boxes, "masks": masks, "scale_index": which, "cells": cells}
+
+    def proposals_to_prediction(self, props: dict, image_size: tuple[int, int]) -> dict:
+        """Window proposals -> the data contract: masks resized to their windows, pasted into the
+        image and binarised at ``mask_threshold`` (bool ``[N, 1, H, W]``), tight boxes of the
+        masks (an empty mask gets its window's canonical object box), labels all 1."""
+        h, w = image_size
+        n = props["scores"].shape[0]
+        if n == 0:
+            pred = empty_prediction(h, w, with_mask_scores=False, device=props["scores"].device)
+            pred["masks"] = pred["masks"].bool()
+            return pred
+        chunks = []
+        for c in range(0, n, self.cfg.refine_batch):
+            part = slice(c, c + self.cfg.refine_batch)
+            pasted = paste_masks_in_image(props["masks"][part], props["window_boxes"][part], (h, w))
+            chunks.append(pasted >= self.cfg.mask_threshold)
+        masks = torch.cat(chunks)  # [N, 1, H, W] bool
+        wb = props["window_boxes"]
+        centre = (wb[:, :2] + wb[:, 2:]) / 2
+        half = (wb[:, 2:] - wb[:, :2]) * (self.cfg.sampler.canonical_size / self.cfg.window) / 2
+        fallback = torch.cat([centre - half, centre + half], dim=1)
+        boxes = mask_boxes(masks, fallback)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        return {
+            "boxes": boxes,
+            "labels": torch.ones(n, dtype=torch.int64, device=boxes.device),
+            "scores": props["scores"],
+            "masks": masks,
+        }
+
+    @torch.no_grad()
+    def predict(self, images, top_n: int | None = None, refined: bool | None = None) -> list[dict]:
+        """Full-image proposals for a list of images ``[3, H, W]`` (0..1) -> prediction dicts."""
+        if isinstance(images, torch.Tensor) and images.dim() == 3:
+            images = [images]
+        out = []
+        for image in images:
+            props = self.propose(image, top_n=top_n, refined=refined)
+            out.append(self.proposals_to_prediction(props, tuple(image.shape[-2:])))
+        return out

@@ -1,0 +1,73 @@
+"""SharpMask / DeepMask presets: one-line functions returning a full :class:`maskkit.config.Config`.
+
+Faithful presets (ImageNet-initialised trunk in the paper; no weights are downloaded here, so
+train them from a local ``train.init_weights`` file or load published weights):
+
+- ``deepmask_r50``: DeepMask-ours (W160-P4-D39-F128 + head C), stage 1 (17,333,121 parameters).
+- ``sharpmask_r50``: + refinement (schedule (b), k = 32), stage 2: trunk and head frozen,
+  ``train.init_weights`` should name the stage-1 (``deepmask_r50``) model file.
+- ``sharpmask_zoom_r50``: SharpMaskZoom, the scales extended by 2^1 for small objects.
+
+Demo presets (from scratch on a CPU): trainable BatchNorm, the narrow ``resnet_tiny`` trunk
+(BasicBlock [1, 1, 1], widths 16/32/64), an 80 px window (5x5 stride-16 cells, 112 px crops,
+canonical object 46 px), smaller head (F32, 128-d vector, 28x28 mask): ``deepmask_demo``
+(stage 1) and ``sharpmask_demo`` (stage 2).
+
+Per-window training (REFERENCE): SGD lr 1e-3, momentum 0.9, weight decay 5e-4, batch 32; lr
+5e-4 and 1e-4 later. ``train.batch_size`` is the number of windows per step.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from maskkit.config import Config, DataConfig, TrainConfig
+from maskkit.models.sharpmask.config import SharpMaskConfig, WindowSamplerConfig
+
+__all__ = ["PRESETS"]
+
+
+def _train(stage: int, max_iter: int, **kw) -> TrainConfig:
+    args = dict(batch_size=32, lr=1e-3, momentum=0.9, weight_decay=5e-4, max_iter=max_iter, warmup_iters=0,
+                steps=(int(max_iter * 0.6), int(max_iter * 0.85)), gamma=0.5 if stage == 1 else 0.2, stage=stage)
+    return TrainConfig(**{**args, **kw})
+
+
+def _demo_model(refine: bool) -> SharpMaskConfig:
+    sampler = WindowSamplerConfig(window=80, context=32, canonical_size=46, shift_jitter=8, neg_reject_dist=24,
+                                  mask_batch_prob=0.5 if not refine else 1.0)
+    return SharpMaskConfig(trunk="resnet_tiny", trunk_width=16, trunk_norm="BN", reduce_channels=32, feature_size=5,
+                           hidden_dim=128, mask_size=28, mask_loss_size=56, score_hidden=128, refine=refine,
+                           refine_channels=(32, 16, 8, 4), skip_channels=(32, 32, 16, 16), sampler=sampler,
+                           scales=(-1.0, -0.5, 0.0, 0.5), top_n=100, score_dropout=0.1)
+
+
+def deepmask_r50() -> Config:
+    return Config(model=SharpMaskConfig(refine=False), data=DataConfig(hflip_prob=0.5), train=_train(1, 300000))
+
+
+def sharpmask_r50() -> Config:
+    return Config(model=SharpMaskConfig(refine=True, sampler=WindowSamplerConfig(mask_batch_prob=1.0)),
+                  train=_train(2, 150000))
+
+
+def sharpmask_zoom_r50() -> Config:
+    return Config(model=SharpMaskConfig(refine=True, sampler=WindowSamplerConfig(mask_batch_prob=1.0),
+                                        scales=(-2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0)),
+                  train=_train(2, 150000))
+
+
+def deepmask_demo() -> Config:
+    return Config(model=_demo_model(refine=False), train=_train(1, 2000, lr=0.02, log_period=50))
+
+
+def sharpmask_demo() -> Config:
+    return Config(model=_demo_model(refine=True), train=_train(2, 1000, lr=0.02, log_period=50))
+
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    "deepmask_r50": deepmask_r50,
+    "sharpmask_r50": sharpmask_r50,
+    "sharpmask_zoom_r50": sharpmask_zoom_r50,
+    "deepmask_demo": deepmask_demo,
+    "sharpmask_demo": sharpmask_demo,
+}
