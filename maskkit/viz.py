@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 
 import torch
-from torchvision.io import write_png
+from PIL import Image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from maskkit.errors import DataError, MaskkitError
@@ -143,7 +143,7 @@ def save_image(image_uint8: torch.Tensor, path: str | os.PathLike) -> Path:
     if image_uint8.dtype != torch.uint8 or image_uint8.dim() != 3:
         raise MaskkitError(f"save_image: expected uint8 [3, H, W], got {image_uint8.dtype} {list(image_uint8.shape)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(image_uint8.cpu().contiguous(), str(path))
+    Image.fromarray(image_uint8.cpu().permute(1, 2, 0).numpy()).save(path, format="PNG")
     return path
 
 
