@@ -386,3 +386,16 @@ def test_data_arguments_build_the_dataset(tmp_path):
     ds = dataset_from_args(parser.parse_args(["--ann", str(ann), "--images", str(img)]))
     assert ds.ann_file == ann
     assert parser.parse_args([]).split == "train"
+
+
+def test_dataset_uses_the_upright_exif_size(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored W x H swapped; upright it is W=10 wide, H=8 high as the json says
+    Image.new("RGB", (H, W), (0, 0, 255)).save(tmp_path / "1.png", exif=exif)
+    ann_file = _write(tmp_path, [_img(1)], [_ann(1, 1, 3, [[1, 1, 5, 1, 5, 4, 1, 4]], [1, 1, 4, 3])], CATS)
+    image, target = CocoDataset(ann_file, tmp_path)[0]
+    assert image.shape == (3, H, W) and target["masks"].shape == (1, H, W)
+    assert torch.equal(image[:, 0, 0], torch.tensor([0.0, 0, 1]))
+    ann_file = _write(tmp_path, [_img(1, h=W, w=H)], [], CATS)  # json with the stored (raw) size
+    with pytest.raises(DataError, match="EXIF orientation"):
+        CocoDataset(ann_file, tmp_path)[0]
