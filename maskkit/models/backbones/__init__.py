@@ -53,6 +53,8 @@ def build_backbone(cfg) -> nn.Module:
     elif cfg.name == "mobilenet_v2":
         from maskkit.models.backbones.mobilenet import build_mobilenet_v2
 
+        if cfg.variant not in ("", "mobilenet_v2"):
+            raise MaskkitError(f"unknown MobileNetV2 variant {cfg.variant!r}; use 'mobilenet_v2' (width 1.0)")
         backbone = build_mobilenet_v2(norm=cfg.norm)
     else:
         raise MaskkitError(f"unknown backbone.name {cfg.name!r}; choose one of {', '.join(BACKBONE_NAMES)}")

@@ -176,8 +176,10 @@ class VoVNet(nn.Module):
         self.out_channels: list[int] = list(spec["out_ch"][1:])
         self.strides: list[int] = [8, 16, 32]
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):  # He init as for ReLU nets trained from scratch
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if isinstance(m, nn.Conv2d):
+                # He init on fan-in (as the official VoVNet): keeps the forward variance, also
+                # through depthwise convs, whose fan-out would overstate their fan by C.
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
