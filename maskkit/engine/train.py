@@ -424,12 +424,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "preset's values) unless train.lr is set explicitly.\n\n"
         "Distributed: torchrun --nproc_per_node=N -m maskkit train ... (NCCL on GPUs, Gloo on CPUs).")
     parser.add_argument("--model", required=True, help="preset name (see `maskkit models`)")
-    try:
-        from maskkit.data.coco import add_data_arguments
-    except ImportError:
-        parser.add_argument("--data", required=True, help="COCO-format dataset root")
-    else:
-        add_data_arguments(parser)
+    parser.add_argument("--data", metavar="DIR", default=None,
+                        help="COCO-style root with annotations/instances_<split>*.json and image folders; the "
+                             "splits are data.train_split / data.val_split (default train / val)")
+    parser.add_argument("--ann", metavar="FILE", default=None,
+                        help="explicit training instances JSON (with --images; no periodic evaluation)")
+    parser.add_argument("--images", metavar="DIR", default=None, help="image folder for --ann")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<model>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <out>/model_last.safetensors + state_last.pt")
@@ -462,30 +462,48 @@ def build_config(model: str, num_classes: int, overrides: list[str], batch: int 
     return cfg
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    from maskkit.data.coco import dataset_from_args
+def load_datasets(args: argparse.Namespace, cfg) -> tuple[Any, Any]:
+    """(train set with train transforms, val set without transforms or None) for ``cfg.data``.
+
+    ``--data ROOT`` finds both splits (``cfg.data.train_split`` / ``val_split``); ``--ann``
+    + ``--images`` give the training set only (no periodic evaluation)."""
+    from maskkit.data.coco import CocoDataset, resolve_data
     from maskkit.data.transforms import build_train_transforms
+
+    explicit = args.ann is not None or args.images is not None
+    ann, images = resolve_data(args.data, cfg.data.train_split, args.ann, args.images)
+    train_set = CocoDataset(ann, images, transforms=build_train_transforms(cfg.data),
+                            remove_images_without_annotations=cfg.model.system == "sharpmask")
+    val_set = None
+    if not explicit:
+        try:
+            ann, images = resolve_data(args.data, cfg.data.val_split)
+        except MaskkitError as e:
+            print(f"maskkit: no validation split, training without evaluation ({e})", file=sys.stderr)
+        else:
+            val_set = CocoDataset(ann, images)
+    return train_set, val_set
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def run_cli(args: argparse.Namespace) -> int:
     from maskkit.engine.distributed import init_distributed
     from maskkit.models.zoo import build_model, get_config
 
-    device = resolve_device(args.device)
-    info = init_distributed(str(device))
+    info = init_distributed(str(resolve_device(args.device)))
     device = resolve_device(args.device)
     try:
-        probe = get_config(args.model)
-        train_set = dataset_from_args(args, build_train_transforms(probe.data), split=probe.data.train_split)
+        probe = get_config(args.model, None, args.overrides)
+        train_set, val_set = load_datasets(args, probe)
         cfg = build_config(args.model, len(train_set.class_names), args.overrides, args.batch, args.iters,
                            args.workers)
-        if cfg.data != probe.data:  # data overrides change the transforms
-            train_set = dataset_from_args(args, build_train_transforms(cfg.data), split=cfg.data.train_split)
-        try:
-            val_set = dataset_from_args(args, None, split=cfg.data.val_split)
-        except MaskkitError:
-            val_set = None
         out = Path(args.out or Path("runs") / args.model)
-        torch.manual_seed(cfg.train.seed)
-        random.seed(cfg.train.seed)
-        np.random.seed(cfg.train.seed)
+        _seed_everything(cfg.train.seed)
         model = build_model(cfg.model)
         if info.main:
             print(f"maskkit: training {args.model} ({cfg.model.num_classes} classes, {len(train_set)} images, "
@@ -500,9 +518,10 @@ def run_cli(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
     if info.main:
         if summary["last_eval"]:
-            from maskkit.engine.evaluate import format_table
+            from maskkit.engine.evaluate import format_table, write_metrics
 
             print(format_table(summary["last_eval"]))
+            write_metrics(summary["last_eval"], out)
         print(f"maskkit: model files in {out} (model_last.safetensors"
               + (", model_best.safetensors" if summary["best"] else "") + ")")
     return 0
