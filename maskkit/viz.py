@@ -1,7 +1,8 @@
-"""Pictures: instance overlays (masks, boxes, "name score" labels) and training curves.
+"""Draw a dataset's ground truth (masks, boxes, class names; crowd regions grey) to PNG files.
 
-``maskkit data show`` draws a dataset's ground truth to PNG files, crowd regions in grey
-labelled ``crowd``, so annotations can be checked by eye before training. Drawing uses
+``maskkit data show`` picks ``--num`` images at random (``--seed``) so annotations can be
+checked by eye before training. The library side draws predictions too ("name 0.93" labels,
+score threshold) and plots training curves from ``metrics.jsonl``. Drawing uses
 torchvision's ``draw_segmentation_masks`` / ``draw_bounding_boxes``; curves use matplotlib's
 Agg canvas (no display needed).
 """
@@ -162,9 +163,16 @@ def _panel_of(key: str) -> str | None:
 
 
 def plot_metrics(jsonl_path: str | os.PathLike, out_png: str | os.PathLike) -> Path:
-    """Training curves from ``metrics.jsonl`` (one flat JSON dict per line with ``iter`` and
-    named floats) to a PNG: loss* keys in one panel, ``lr`` in one, ``*/AP*`` and ``*/AR*``
-    in one (in %). Each series is drawn at the iterations where it was logged."""
+    """Training curves from ``metrics.jsonl`` to a PNG.
+
+    Each line is a flat JSON dict with the iteration under ``iter`` (or ``step``, as the
+    training loop writes it) and named floats: ``loss*`` keys (``loss``, ``loss/cls``, ...)
+    go in one panel, ``lr`` in one, ``*/AP*`` and ``*/AR*`` summary figures (``bbox/AP``,
+    ``eval/proposals/segm/AR@100``; per-category ``AP-<name>`` left out) in one, in %. Each
+    series is drawn at the iterations where it was logged; nan values are skipped. A file
+    whose lines hold none of these keys gives a figure saying so (training never fails on its
+    plot); a missing file or a malformed line raises :class:`DataError` naming the line.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -180,20 +188,21 @@ def plot_metrics(jsonl_path: str | os.PathLike, out_png: str | os.PathLike) -> P
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{lineno}: not a JSON line ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("iter"), (int, float)):
-                raise DataError(f"{path}:{lineno}: expected a JSON object with a numeric 'iter'")
+            x = row.get("iter", row.get("step")) if isinstance(row, dict) else None
+            if not isinstance(x, (int, float)) or isinstance(x, bool):
+                raise DataError(f"{path}:{lineno}: expected a JSON object with a numeric 'iter' (or 'step')")
             for key, value in row.items():
-                if key == "iter" or not isinstance(value, (int, float)) or isinstance(value, bool):
+                if key in ("iter", "step") or not isinstance(value, (int, float)) or isinstance(value, bool):
                     continue
                 if _panel_of(key) is not None and math.isfinite(value):
                     xs, ys = series.setdefault(key, ([], []))
-                    xs.append(row["iter"])
+                    xs.append(x)
                     ys.append(float(value))
-    if not series:
-        raise DataError(f"{path}: no loss, lr or AP/AR values to plot")
     panels = [p for p in ("loss", "lr", "eval") if any(_panel_of(k) == p for k in series)]
-    fig = Figure(figsize=(5 * len(panels), 4), dpi=100)
+    fig = Figure(figsize=(5 * max(1, len(panels)), 4), dpi=100)
     FigureCanvasAgg(fig)
+    if not panels:
+        fig.text(0.5, 0.5, f"no finite loss, lr or AP/AR values in {path.name}", ha="center", va="center")
     titles = {"loss": "losses", "lr": "learning rate", "eval": "evaluation (%)"}
     for n, panel in enumerate(panels, 1):
         ax = fig.add_subplot(1, len(panels), n)

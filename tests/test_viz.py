@@ -95,9 +95,22 @@ def test_plot_metrics(tmp_path):
     only_loss.write_text(json.dumps({"iter": 1, "loss": 1.0}) + "\n" + json.dumps({"iter": 2, "loss": 0.5}) + "\n")
     with Image.open(plot_metrics(only_loss, tmp_path / "l.png")) as im:
         assert im.size == (500, 400)
+    # the training loop's layout: "step", "loss/<part>", "eval/<type>/<figure>"
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(json.dumps(x) for x in [{"step": 1, "lr": 0.1, "loss": 2.0, "loss/cls": 1.0, "time": 3.0},
+                                                       {"step": 2, "eval/segm/AP": 0.1, "eval/proposals/segm/AR@100": 0.2}]))
+    with Image.open(plot_metrics(train, tmp_path / "t.png")) as im:
+        assert im.size == (1500, 400)
+    nothing = tmp_path / "nothing.jsonl"
+    nothing.write_text(json.dumps({"step": 1, "loss": float("nan"), "time": 1.0}) + "\n")
+    with Image.open(plot_metrics(nothing, tmp_path / "n.png")) as im:
+        assert im.size == (500, 400)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"iter": 1, "loss": 1}\n{oops\n')
     with pytest.raises(DataError, match=r"bad.jsonl:2"):
+        plot_metrics(bad, tmp_path / "x.png")
+    bad.write_text('{"loss": 1}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:1: .*'iter'"):
         plot_metrics(bad, tmp_path / "x.png")
 
 

@@ -197,17 +197,22 @@ def _as_coco(coco_gt: COCO | str | os.PathLike) -> COCO:
 
 
 # --------------------------------------------------------------------------- COCOeval plumbing
-def _results_for(results: list[dict], iou_type: str, source: str, category_fallback: int | None = None) -> list[dict]:
+def _results_for(results: list[dict], iou_type: str, source: str, agnostic_category: int | None = None) -> list[dict]:
     """Copies of ``results`` for one IoU type, so that ``loadRes`` takes the branch we mean:
     bbox -> box + box score; segm -> RLE only (loadRes would otherwise take the box area as the
-    mask's area) ranked by ``segm_score``. ``loadRes`` writes into the dicts: hence copies."""
+    mask's area) ranked by ``segm_score``. ``loadRes`` writes into the dicts: hence copies.
+
+    ``agnostic_category``: give every result this (ground-truth) category id. Even with
+    ``useCats = 0`` COCOeval only collects results whose id is in ``params.catIds`` (the
+    ground truth's), so class-agnostic proposals labelled 1 would silently score 0 on a
+    dataset without category 1."""
     key = "bbox" if iou_type == "bbox" else "segmentation"
     out = []
     for i, r in enumerate(results):
         if key not in r:
             raise MaskkitError(f"{source}: result {i} has no '{key}': cannot evaluate {iou_type}")
         score = r.get("segm_score", r["score"]) if iou_type == "segm" else r["score"]
-        cat = r.get("category_id", category_fallback)
+        cat = r.get("category_id") if agnostic_category is None else agnostic_category
         out.append({"image_id": r["image_id"], "category_id": cat, key: r[key], "score": score})
     return out
 
@@ -357,12 +362,14 @@ def evaluate_proposals(
     if not max_dets or max_dets[0] < 1:
         raise MaskkitError(f"max_dets must be positive proposal counts, got {max_dets}")
     top = max_dets[-1]
-    any_cat = next(iter(coco_gt.cats), 1)
+    if not coco_gt.cats:
+        raise MaskkitError("the ground truth has no categories")
+    any_cat = min(coco_gt.cats)
     metrics: dict[str, float] = {}
     for iou_type in iou_types:
         if iou_type not in IOU_TYPES:
             raise MaskkitError(f"unknown IoU type {iou_type!r} (choose from {', '.join(IOU_TYPES)})")
-        dt = _load_dt(coco_gt, _results_for(results, iou_type, source, category_fallback=any_cat))
+        dt = _load_dt(coco_gt, _results_for(results, iou_type, source, agnostic_category=any_cat))
         e = _run_cocoeval(coco_gt, dt, iou_type, ids, use_cats=False, max_dets=max_dets)
         recall = e.eval["recall"]  # [T, K=1, A, M]
         for m, k in enumerate(max_dets):
@@ -462,11 +469,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/eval", metavar="DIR",
                         help="folder for metrics.json (default: %(default)s)")
     parser.add_argument("--iou-types", default=None, metavar="TYPES",
-                        help="comma-separated subset of bbox,segm (default: every type the results carry)")
+                        help="with --predictions: comma-separated subset of bbox,segm (default: every type the "
+                             "results carry)")
     parser.add_argument("--proposals", action="store_true",
-                        help="class-agnostic proposal recall (AR@k, AUC; COCOeval useCats=0) instead of AP")
+                        help="with --predictions: class-agnostic proposal recall (AR@k, AUC; COCOeval useCats=0) "
+                             "instead of AP (with --weights a SharpMask model is always scored this way)")
     parser.add_argument("--max-dets", default="10,100,1000", metavar="K,K,K",
                         help="proposal counts for AR with --proposals (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="with --weights: auto | cpu | cuda | cuda:N (default: auto)")
+    parser.add_argument("--batch", type=int, default=None, metavar="N",
+                        help="with --weights: images per forward pass (default: the model's eval.batch_size)")
 
 
 def _parse_iou_types(text: str | None, results: list[dict]) -> list[str]:

@@ -165,6 +165,9 @@ def test_proposals_are_class_agnostic():
     # Proposals need no category id at all.
     bare = [{k: v for k, v in r.items() if k != "category_id"} for r in props]
     assert evaluate_proposals(gt, bare, iou_types=("bbox",))["proposals/bbox/AR@10"] == pytest.approx(1.0)
+    # ... or ids the dataset does not have (SharpMask proposals carry label 1 as their id).
+    ones = [{**r, "category_id": 1} for r in props]
+    assert evaluate_proposals(gt, ones, iou_types=("bbox",))["proposals/bbox/AR@10"] == pytest.approx(1.0)
 
 
 def test_auc_hand_built():
@@ -328,3 +331,11 @@ def test_cli_eval_bad_predictions(cli_files, capsys, content, message):
     assert rc == 2
     assert err[-1].startswith("maskkit: error: ") and str(preds) in err[-1] and message in err[-1]
     assert not (root / "e" / "metrics.json").exists()
+
+
+def test_cli_eval_weights_needs_a_model_file(cli_files, capsys):
+    root, ann, images, _ = cli_files
+    missing = root / "nope.safetensors"
+    assert main(["eval", "--weights", str(missing), "--ann", str(ann), "--images", str(images)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("maskkit: error: ") and str(missing) in err[-1]
