@@ -15,7 +15,7 @@ from torchvision.ops import FrozenBatchNorm2d, SqueezeExcitation
 
 from maskkit.errors import MaskkitError
 from maskkit.models.backbones import build_backbone
-from maskkit.models.backbones.vovnet import VOVNET_SPECS, EffectiveSE, OsaModule
+from maskkit.models.backbones.vovnet import VOVNET_SPECS, EffectiveSE, OsaModule, official_names
 from maskkit.models.centermask.config import BackboneConfig
 from maskkit.models.norm import freeze_module, norm_layer
 
@@ -164,6 +164,29 @@ def test_vovnet_convs_followed_by_norm_have_no_bias():
     for m in model.modules():
         if isinstance(m, nn.Conv2d) and m.bias is not None:
             assert m.kernel_size == (1, 1) and m.in_channels == m.out_channels  # the eSE FC only
+
+
+@pytest.mark.parametrize("variant", ["V-19-slim-dw", "V-39"])
+def test_official_names_cover_the_state_dict_one_to_one(variant):
+    model = build_backbone(BackboneConfig(variant=variant))
+    names = official_names(model)
+    assert set(names) == set(model.state_dict())
+    assert len(set(names.values())) == len(names)
+    expected = {  # key patterns of the official (centermask2) VoVNet, REFERENCE.md
+        "stem.0.0.weight": "stem.stem_1/conv.weight",
+        "stages.3.blocks.0.attention.fc.bias": "stage5.OSA5_1.ese.fc.bias",
+        "stages.0.blocks.0.aggregate.1.running_mean": "stage2.OSA2_1.concat.OSA2_1_concat/norm.running_mean",
+    }
+    if variant == "V-39":
+        expected["stages.2.blocks.1.convs.4.0.weight"] = "stage4.OSA4_2.layers.4.OSA4_2_4/conv.weight"
+    else:
+        expected["stem.2.1.weight"] = "stem.stem_3/pw_conv1x1.weight"
+        expected["stages.1.blocks.0.reduce.0.weight"] = "stage3.OSA3_1.conv_reduction.OSA3_1_reduction_0/conv.weight"
+        expected["stages.1.blocks.0.convs.2.2.bias"] = "stage3.OSA3_1.layers.2.OSA3_1_2/pw_norm.bias"
+    for mine, official in expected.items():
+        assert names[mine] == official
+    with pytest.raises(MaskkitError, match="SE"):
+        official_names(build_backbone(BackboneConfig(variant="V-19-slim", attention="SE")))
 
 
 # ----------------------------------------------------------------------------- norms and freezing

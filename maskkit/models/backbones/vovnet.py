@@ -192,6 +192,45 @@ class VoVNet(nn.Module):
         return feats[1:]  # C3 [B, out_ch[1], H/8, W/8], C4 .../16, C5 .../32
 
 
+def official_names(model: VoVNet) -> dict[str, str]:
+    """Map this model's state-dict keys to the official CenterMask code's VoVNet keys.
+
+    Official names (centermask2; prefix them with ``backbone.bottom_up.``) look like
+    ``stem.stem_1/conv.weight``, ``stage3.OSA3_1.layers.0.OSA3_1_0/conv.weight``,
+    ``stage3.OSA3_1.conv_reduction.OSA3_1_reduction_0/conv.weight`` (dw variants),
+    ``stage3.OSA3_1.layers.0.OSA3_1_0/dw_conv3x3.weight``, ``.../pw_conv1x1``, ``.../pw_norm``,
+    ``stage3.OSA3_1.concat.OSA3_1_concat/norm.running_mean`` and ``stage3.OSA3_1.ese.fc.bias``.
+    A checkpoint loader can rename with this table. Only eSE/no-attention models exist there.
+    """
+    names: dict[str, str] = {}
+
+    def unit(mine: str, seq: nn.Sequential, official: str) -> None:
+        # conv_norm_relu -> conv, norm; dw_separable -> dw_conv3x3, pw_conv1x1, pw_norm
+        parts = ("dw_conv3x3", "pw_conv1x1", "pw_norm") if isinstance(seq[1], nn.Conv2d) else ("conv", "norm")
+        for idx, part in enumerate(parts):
+            for key in seq[idx].state_dict():
+                names[f"{mine}.{idx}.{key}"] = f"{official}/{part}.{key}"
+
+    for j, seq in enumerate(model.stem):
+        unit(f"stem.{j}", seq, f"stem.stem_{j + 1}")
+    for i, stage in enumerate(model.stages):
+        s = i + 2
+        for b, block in enumerate(stage.blocks):
+            mine, osa = f"stages.{i}.blocks.{b}", f"OSA{s}_{b + 1}"
+            official = f"stage{s}.{osa}"
+            if isinstance(block.reduce, nn.Sequential):
+                unit(f"{mine}.reduce", block.reduce, f"{official}.conv_reduction.{osa}_reduction_0")
+            for n, seq in enumerate(block.convs):
+                unit(f"{mine}.convs.{n}", seq, f"{official}.layers.{n}.{osa}_{n}")
+            unit(f"{mine}.aggregate", block.aggregate, f"{official}.concat.{osa}_concat")
+            if isinstance(block.attention, EffectiveSE):
+                for key in ("weight", "bias"):
+                    names[f"{mine}.attention.fc.{key}"] = f"{official}.ese.fc.{key}"
+            elif not isinstance(block.attention, nn.Identity):
+                raise MaskkitError("the official VoVNet code has no original-SE blocks to name")
+    return names
+
+
 def build_vovnet(variant: str, norm: str = "FrozenBN", attention: str = "eSE", residual: bool = True) -> VoVNet:
     """VoVNet ``variant`` (a key of ``VOVNET_SPECS``); V2 = residual + eSE, V1 = neither."""
     if variant not in VOVNET_SPECS:
