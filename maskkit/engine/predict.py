@@ -283,15 +283,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-draw", action="store_true", help="write the JSON only, no overlay pictures/videos")
 
 
-def draw_prediction(image: torch.Tensor, pred: dict, class_names: list[str], score_thresh: float) -> np.ndarray:
-    """Overlay of one prediction: uint8 ``[H, W, 3]`` (viz's drawing)."""
+def draw_prediction(image: torch.Tensor, pred: dict, class_names: list[str], score_thresh: float,
+                    mask_threshold: float = 0.5) -> torch.Tensor:
+    """Overlay of one prediction: uint8 ``[3, H, W]`` (viz's drawing)."""
     from maskkit.viz import draw_instances
 
-    drawn = draw_instances(image, pred, class_names, score_thresh)
-    arr = drawn.numpy() if isinstance(drawn, torch.Tensor) else np.asarray(drawn)
-    if arr.ndim == 3 and arr.shape[0] == 3 and arr.shape[2] != 3:
-        arr = arr.transpose(1, 2, 0)
-    return np.ascontiguousarray(arr.astype(np.uint8))
+    return draw_instances(image, pred, class_names, score_thresh, mask_threshold)
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -326,7 +323,7 @@ def run_cli(args: argparse.Namespace) -> int:
             if not args.no_draw:
                 from maskkit.viz import save_image
 
-                save_image(draw_prediction(image, pred, predictor.class_names, args.score_thr),
+                save_image(draw_prediction(image, pred, predictor.class_names, args.score_thr, mask_threshold),
                            out / f"{path.stem}_pred.png")
             bar.update(1)
     bar.close()

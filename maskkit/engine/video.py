@@ -95,8 +95,8 @@ def predict_video(predictor, path: str | Path, out_dir: str | Path, *, draw: boo
                 index.append({"id": image_id, "file_name": str(path), "frame": k, "height": h, "width": w,
                               "num_instances": len(rs)})
             if writer is not None:
-                rgb = draw_prediction(frame, pred, predictor.class_names, predictor.score_thresh)
-                writer.write(np.ascontiguousarray(rgb[..., ::-1]))
+                rgb = draw_prediction(frame, pred, predictor.class_names, predictor.score_thresh, mask_threshold)
+                writer.write(np.ascontiguousarray(rgb.permute(1, 2, 0).numpy()[..., ::-1]))  # RGB -> BGR
     finally:
         if writer is not None:
             writer.release()
