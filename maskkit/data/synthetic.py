@@ -285,7 +285,7 @@ def _areas(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     """Target full areas in px, log-uniform from ~12^2 to 30 % of the image (at 320 px: about
     35 % COCO-small, 45 % medium, 20 % large before occlusion). Crowded images hold smaller
     objects (as in COCO), so large (> 96^2 px) objects come with few neighbours."""
-    lo = max(80.0, 150.0 * (size / 320) ** 2)
+    lo = max(100.0, 200.0 * (size / 320) ** 2)
     hi = 0.45 * size * size * min(1.0, 5.0 / n)
     return np.exp(rng.uniform(math.log(lo), math.log(max(hi, 2 * lo)), size=n))
 

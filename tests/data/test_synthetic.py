@@ -48,6 +48,7 @@ def test_layout_and_coco_fields(dataset: Path):
             assert isinstance(a["segmentation"]["counts"], str)
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools on numpy 2
 def test_written_masks_and_images_equal_rendered(dataset: Path):
     """Masks decoded by pycocotools from the JSON are exactly the rendered ones (same rng
     seed), images are the rendered pixels (PNG is lossless), bbox/area match the masks."""
@@ -148,3 +149,23 @@ def test_cli_writes_layout(tmp_path: Path, capsys):
         assert all((out / split / im["file_name"]).is_file() for im in ann["images"])
     assert main(["data", "synth", "--out", str(out), "--size", "8", "--quiet"]) == 2
     assert "at least 64" in capsys.readouterr().err
+
+
+def test_loads_through_coco_dataset(dataset: Path):
+    """The data layer resolves ``--data DIR --split val`` to the layout and reads it."""
+    from maskkit.data.coco import CocoDataset, resolve_data
+
+    for split, num in (("train", 8), ("val", 4)):
+        ann_file, image_dir = resolve_data(dataset, split)
+        assert ann_file == dataset / "annotations" / f"instances_{split}.json" and image_dir == dataset / split
+        ds = CocoDataset(ann_file, image_dir)
+        assert len(ds) == num and ds.class_names == CATEGORIES and ds.num_dropped == 0
+        image, target = ds[1]
+        rendered, instances = render_image(image_rng(3, split, 1), 128)
+        assert image.shape == (3, 128, 128)
+        np.testing.assert_allclose(image.numpy().transpose(1, 2, 0) * 255, rendered, atol=1e-3)
+        np.testing.assert_array_equal(target["masks"].numpy().astype(bool), np.stack([i["mask"] for i in instances]))
+        assert target["labels"].tolist() == [i["category"] + 1 for i in instances]
+        for box, inst in zip(target["boxes"].tolist(), instances):  # xyxy, exclusive right/bottom
+            ys, xs = np.nonzero(inst["mask"])
+            assert box == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
