@@ -49,7 +49,7 @@ def _to_uint8(image: torch.Tensor) -> torch.Tensor:
     return (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def _font(size: int) -> str | None:
+def _font() -> str | None:
     """A TrueType font shipped with matplotlib (a maskkit dependency), else PIL's tiny default."""
     try:
         import matplotlib
@@ -129,7 +129,7 @@ def draw_instances(
                 canvas = draw_segmentation_masks(canvas, masks[group_idx], alpha=alpha,
                                                  colors=[colors[j] for j in group.nonzero().flatten().tolist()])
     size = max(10, min(h, w) // 40)
-    font = _font(size)
+    font = _font()
     canvas = draw_bounding_boxes(
         canvas, boxes[idx], labels=texts if any(texts) else None, colors=colors, width=max(1, min(h, w) // 300 + 1),
         font=font, font_size=size if font else None, label_colors="white", label_background_colors=colors,

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from maskkit.cli import main
 from maskkit.engine.evaluate import (
