@@ -82,7 +82,7 @@ class TinyDataset(torch.utils.data.Dataset):
     in for augmentation (so per-sample seeding is exercised)."""
 
     class_names = ["a", "b"]
-    cat_ids = [3, 7]
+    cat_ids = [1, 2]
 
     def __init__(self, n: int = 12):
         g = torch.Generator().manual_seed(123)
