@@ -188,7 +188,7 @@ class WindowSampler(torch.utils.data.Dataset):
 
     def _sample(self, image: torch.Tensor, centre: tuple[float, float], scale: float, mask: torch.Tensor | None,
                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        crop = crop_window(image, centre, scale, self.crop_size, self.fill)  # [3, S, S]
+        crop = crop_window(image, centre, scale, self.crop_size, self.fill).clamp_(0.0, 1.0)  # [3, S, S]
         if mask is not None:
             m = crop_window(_plain(mask)[None].float(), centre, scale, self.cfg.window, 0.0)[0]  # [W, W]
             label = torch.where(m >= 0.5, 1.0, -1.0)

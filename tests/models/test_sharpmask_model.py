@@ -1,0 +1,259 @@
+"""SharpMask / DeepMask: parameter counts, convolutional == per-window inference, batched
+refinement with shared skip features == per-window refinement, output contract, losses, stages."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torchvision.ops import FrozenBatchNorm2d
+
+import maskkit
+from maskkit.errors import MaskkitError
+from maskkit.models.sharpmask.model import mask_boxes, mask_loss, score_loss
+from maskkit.models.sharpmask.refine import crop_windows
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: these are many small ops, which two threads slow down on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_deepmask_r50_parameter_count_matches_official():
+    m = maskkit.create_model("deepmask_r50")
+    assert m.refinement is None
+    assert _count(m.trunk) == 8_512_704  # ResNet-50 conv1..layer3 (frozen BN holds buffers only)
+    assert _count(m.head.reduce) == 131_200
+    assert _count(m.head.fc) == 6_554_112
+    assert _count(m.head.mask) == 1_608_768
+    assert _count(m.head.score) == 526_337
+    assert _count(m) == 17_333_121
+
+
+def test_sharpmask_r50_refinement_adds_under_3m_parameters():
+    m = maskkit.create_model("sharpmask_r50")
+    r = m.refinement
+    assert _count(r.m1) == 1_641_600  # Linear(512 -> 32*10*10)
+    skip = [_count(mod.skip_path) for mod in r.modules_list]
+    assert skip == [608_352, 304_208, 152_136, 19_620]  # strides 16, 8, 4, 2
+    merge = [_count(mod.skip_merge) + _count(mod.mask_merge) for mod in r.modules_list]
+    assert merge == [9_248, 2_320, 584, 148]
+    assert _count(r.out) == 19
+    assert _count(r) == 2_738_235 < 3_000_000
+    assert _count(m) == 17_333_121 + 2_738_235
+    # schedule (b), k = 32: mask encodings 32, 16, 8, 4 channels (then 2 -> 1)
+    assert [mod.mask_merge.in_channels for mod in r.modules_list] == [32, 16, 8, 4]
+    assert [mod.skip_path[2].out_channels for mod in r.modules_list] == [32, 16, 8, 4]
+
+
+def test_r50_trunk_is_torchvision_resnet50_with_reflect_padding():
+    m = maskkit.create_model("deepmask_r50")
+    ref = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
+    sd = {k: v for k, v in ref.state_dict().items() if not k.startswith(("layer4", "fc"))}
+    m.trunk.load_state_dict(sd, strict=True)  # same names and shapes: ImageNet weights load
+    convs = [mod for mod in m.trunk.modules() if isinstance(mod, torch.nn.Conv2d)]
+    assert all(c.padding_mode == ("reflect" if c.kernel_size[0] > 1 else "zeros") for c in convs)
+    assert all(not isinstance(mod, torch.nn.BatchNorm2d) for mod in m.trunk.modules())
+
+
+def _padded(model, image: torch.Tensor) -> torch.Tensor:
+    """The image as the convolutional path sees it at scale 1: padded by half a window of the
+    mean colour, then to whole stride-16 cells (in 0..1 space, so window crops can be cut)."""
+    pad = model.cfg.window // 2
+    h, w = image.shape[-2:]
+    eh, ew = (-(h + 2 * pad)) % 16, (-(w + 2 * pad)) % 16
+    mean = model.pixel_mean
+    return F.pad(image - mean, (pad, pad + ew, pad, pad + eh)) + mean
+
+
+def _check_conv_equals_windows(model, image, cells, context):
+    """Scores/masks/refined masks of the convolutional path at ``cells`` equal the per-window
+    path on crops of ``window + 2*context`` px around those windows (receptive field inside)."""
+    model.eval()
+    win = model.cfg.window
+    with torch.no_grad():
+        maps = model._scale_maps(image, 0.0, refine=model.refinement is not None)
+        padded = _padded(model, image)
+        ij = torch.tensor(cells)
+        crops = torch.stack([padded[:, 16 * i - context: 16 * i + win + context, 16 * j - context: 16 * j + win + context]
+                             for i, j in cells])
+        per_window = model.window_outputs(crops)
+        vec = maps["vectors"][:, ij[:, 0], ij[:, 1]].T  # [N, hidden]
+        torch.testing.assert_close(per_window["vector"], vec, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(per_window["score"], maps["scores"][ij[:, 0], ij[:, 1]], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(per_window["mask"], model.head.mask_logits(vec), rtol=1e-4, atol=1e-4)
+        if model.refinement is not None:
+            # batched refinement: all windows at once, S* computed once on the whole image
+            batched = model.refinement(vec, crop_windows(maps["skips"], ij, model.cfg.feature_size))[:, 0]
+            torch.testing.assert_close(per_window["refined"], batched, rtol=1e-4, atol=1e-4)
+    return per_window
+
+
+def _randomise_bn(model):
+    """Non-trivial eval-mode BatchNorm statistics (the equalities must hold for any weights)."""
+    g = torch.Generator().manual_seed(1)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
+            mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+
+
+def test_convolutional_inference_equals_per_window_demo():
+    torch.manual_seed(0)
+    model = maskkit.create_model("sharpmask_demo")
+    _randomise_bn(model)
+    image = torch.rand(3, 272, 272)
+    # receptive field of the demo trunk + skip convs is < 100 px beyond the window: 112 px context
+    out = _check_conv_equals_windows(model, image, [(10, 10), (9, 10), (10, 9), (9, 9)], context=112)
+    assert out["refined"].shape == (4, 80, 80) and out["mask"].shape == (4, 28, 28)
+
+
+def test_convolutional_inference_equals_per_window_r50():
+    torch.manual_seed(0)
+    model = maskkit.create_model("sharpmask_r50")
+    image = torch.rand(3, 400, 400)
+    # ResNet-50 layer3 receptive field is 267 px (+3 skip convs at stride 16: 363 px): 192 px
+    # of context around the 160 px window covers it; the padded image is 560 px, the crop 544.
+    out = _check_conv_equals_windows(model, image, [(12, 12)], context=192)
+    assert out["refined"].shape == (1, 160, 160) and out["mask"].shape == (1, 56, 56)
+
+
+def test_propose_uses_shared_skips_and_matches_score_maps():
+    torch.manual_seed(0)
+    model = maskkit.create_model("sharpmask_demo", overrides=["model.scales=[0.0]", "model.refine_batch=3"])
+    _randomise_bn(model)
+    model.eval()
+    image = torch.rand(3, 96, 128)
+    props = model.propose(image, top_n=7)
+    maps = model._scale_maps(image, 0.0, refine=True)
+    best = maps["scores"].flatten().topk(7)
+    torch.testing.assert_close(props["scores"], best.values.sigmoid())
+    gw = maps["scores"].shape[1]
+    ij = torch.stack([best.indices // gw, best.indices % gw], 1)
+    assert torch.equal(props["cells"], ij)
+    with torch.no_grad():
+        vec = maps["vectors"][:, ij[:, 0], ij[:, 1]].T
+        ref = model.refinement(vec, crop_windows(maps["skips"], ij, model.cfg.feature_size))[:, 0].sigmoid()
+    torch.testing.assert_close(props["masks"], ref, rtol=1e-5, atol=1e-6)
+    # window boxes: top-left cell * 16 minus the 40 px pad, 80 px windows at scale 1
+    pad = model.cfg.window // 2
+    expect = torch.stack([ij[:, 1] * 16 - pad, ij[:, 0] * 16 - pad, ij[:, 1] * 16 - pad + 80, ij[:, 0] * 16 - pad + 80], 1)
+    torch.testing.assert_close(props["window_boxes"], expect.float())
+
+
+def test_window_boxes_follow_the_scale():
+    model = maskkit.create_model("deepmask_demo", overrides=["model.scales=[-1.0]"]).eval()
+    props = model.propose(torch.rand(3, 64, 96), top_n=5)
+    wb = props["window_boxes"]
+    torch.testing.assert_close(wb[:, 2] - wb[:, 0], torch.full((5,), 160.0))  # 80 px window at scale 1/2
+    ij = props["cells"].float()
+    torch.testing.assert_close(wb[:, 0], (ij[:, 1] * 16 - 40) * 2)
+
+
+def test_eval_output_follows_the_data_contract():
+    torch.manual_seed(0)
+    for name in ("deepmask_demo", "sharpmask_demo"):
+        model = maskkit.create_model(name, overrides=["model.top_n=20", "model.scales=[-0.5,0.0]"]).eval()
+        preds = model([torch.rand(3, 70, 90), torch.rand(3, 50, 40)])
+        assert len(preds) == 2
+        for p, (h, w) in zip(preds, [(70, 90), (50, 40)]):
+            assert p["masks"].dtype == torch.bool and p["masks"].shape == (20, 1, h, w)
+            assert p["boxes"].shape == (20, 4) and p["labels"].tolist() == [1] * 20
+            assert torch.all(p["scores"][:-1] >= p["scores"][1:]) and p["scores"].max() <= 1
+            assert torch.all(p["boxes"][:, 2] >= p["boxes"][:, 0]) and p["boxes"][:, 2].max() <= w
+            assert p["boxes"][:, 3].max() <= h and p["boxes"].min() >= 0
+
+
+def test_coarse_or_refined_from_one_network():
+    model = maskkit.create_model("sharpmask_demo", overrides=["model.scales=[0.0]"]).eval()
+    image = torch.rand(3, 64, 64)
+    fine = model.propose(image, top_n=4)
+    coarse = model.propose(image, top_n=4, refined=False)
+    assert fine["masks"].shape[-1] == 80 and coarse["masks"].shape[-1] == 28
+    torch.testing.assert_close(fine["scores"], coarse["scores"])
+
+
+def test_mask_boxes_tight_and_fallback():
+    masks = torch.zeros(2, 1, 10, 12, dtype=torch.bool)
+    masks[0, 0, 2:5, 3:9] = True
+    fallback = torch.tensor([[0.0, 0, 1, 1], [1.0, 2, 3, 4]])
+    assert mask_boxes(masks, fallback).tolist() == [[3, 2, 9, 5], [1, 2, 3, 4]]
+
+
+def test_losses_are_the_logistic_loss():
+    logits = torch.zeros(2, 56, 56)
+    target = torch.ones(2, 160, 160)
+    assert mask_loss(logits, target, 112).item() == pytest.approx(math.log(2))
+    s = torch.tensor([2.0, -1.0])
+    y = torch.tensor([1.0, -1.0])
+    expect = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-1.0))) / 2 / 32
+    assert score_loss(s, y, 1 / 32).item() == pytest.approx(expect)
+    # a perfect mask prediction has a small loss
+    t = torch.where(torch.rand(2, 160, 160) > 0.5, 1.0, -1.0)
+    assert mask_loss(t * 20, t, 160).item() < 1e-6
+
+
+def _batch(kind, n=4, size=112, win=80):
+    torch.manual_seed(3)
+    return torch.rand(n, 3, size, size), {
+        "kind": kind,
+        "masks": torch.where(torch.rand(n, win, win) > 0.5, 1.0, -1.0),
+        "scores": torch.tensor([1.0, -1.0] * (n // 2)),
+    }
+
+
+def test_stage1_trains_trunk_and_heads():
+    model = maskkit.create_model("sharpmask_demo").train()
+    model.set_stage(1)
+    params = model.trainable_parameters()
+    assert {id(p) for p in params} == {id(p) for p in list(model.trunk.parameters()) + list(model.head.parameters())}
+    for kind, key in (("mask", "loss_mask"), ("score", "loss_score")):
+        model.zero_grad()
+        losses = model(*_batch(kind))
+        assert set(losses) == {key} and losses[key].dim() == 0
+        losses[key].backward()
+        assert model.trunk.conv1.weight.grad.abs().sum() > 0
+        assert all(p.grad is None for p in model.refinement.parameters())
+
+
+def test_stage2_freezes_deepmask_and_trains_refinement_only():
+    model = maskkit.create_model("sharpmask_demo").train()
+    model.set_stage(2)
+    assert model.trunk.training is False and model.head.training is False and model.refinement.training
+    assert all(not p.requires_grad for p in list(model.trunk.parameters()) + list(model.head.parameters()))
+    assert {id(p) for p in model.trainable_parameters()} == {id(p) for p in model.refinement.parameters()}
+    bn_before = model.trunk.bn1.running_mean.clone()
+    losses = model(*_batch("mask"))
+    assert set(losses) == {"loss_mask"}
+    losses["loss_mask"].backward()
+    assert all(p.grad is not None for p in model.refinement.parameters())
+    assert model.trunk.conv1.weight.grad is None
+    assert torch.equal(model.trunk.bn1.running_mean, bn_before)  # frozen statistics
+    with pytest.raises(MaskkitError, match="mask samples only"):
+        model(*_batch("score"))
+    with pytest.raises(MaskkitError, match="refine=False"):
+        maskkit.create_model("deepmask_demo").set_stage(2)
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = maskkit.create_model("deepmask_demo").train()
+    with pytest.raises(MaskkitError, match="window \\+ 32k"):
+        model(torch.rand(2, 3, 100, 100), _batch("mask")[1])
+    with pytest.raises(MaskkitError, match="needs targets"):
+        model(torch.rand(2, 3, 112, 112))
+    with pytest.raises(MaskkitError, match="kind"):
+        model(torch.rand(2, 3, 112, 112), {"kind": "box"})
+    model.eval()
+    with pytest.raises(MaskkitError, match="\\[3, H, W\\]"):
+        model([torch.rand(1, 30, 30)])
