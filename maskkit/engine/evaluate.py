@@ -20,6 +20,7 @@ import contextlib
 import io
 import json
 import math
+import numbers
 import os
 import sys
 import tempfile
@@ -104,7 +105,11 @@ def predictions_to_coco_results(
 
 
 def _finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _integer(x: Any) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 def check_results(results: Any, coco_gt: COCO, source: str = "results", check_categories: bool = True) -> None:
@@ -121,13 +126,13 @@ def check_results(results: Any, coco_gt: COCO, source: str = "results", check_ca
         if not isinstance(r, dict):
             raise MaskkitError(f"{where}: expected an object with image_id/category_id/score, got {type(r).__name__}")
         image_id = r.get("image_id")
-        if not isinstance(image_id, int) or isinstance(image_id, bool):
+        if not _integer(image_id):
             raise MaskkitError(f"{where}: missing or non-integer 'image_id'")
         if image_id not in images:
             raise MaskkitError(f"{where}: image_id {image_id} is not in the ground-truth annotations")
         if check_categories:
             cat = r.get("category_id")
-            if not isinstance(cat, int) or isinstance(cat, bool):
+            if not _integer(cat):
                 raise MaskkitError(f"{where}: missing or non-integer 'category_id'")
             if cat not in cats:
                 raise MaskkitError(f"{where}: category_id {cat} is not a category of the ground truth "
@@ -454,8 +459,13 @@ def write_metrics(metrics: dict, out_dir: str | os.PathLike) -> Path:
 
 
 def write_results(results: list[dict], path: str | os.PathLike) -> Path:
-    """A COCO results JSON at ``path`` (atomic)."""
-    return _atomic_write_text(Path(path), json.dumps(results))
+    """A COCO results JSON at ``path`` (atomic); numpy scalars are written as numbers."""
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        raise TypeError(f"write_results: {type(o).__name__} is not JSON-serialisable")
+
+    return _atomic_write_text(Path(path), json.dumps(results, default=default))
 
 
 # --------------------------------------------------------------------------- CLI: maskkit eval

@@ -261,7 +261,8 @@ def test_check_results_names_the_problem():
     gt = make_gt({1: [(10, 10, 50, 50, 7)]})
     ok = det(1, 10, 10, 50, 50, 7, 0.9)
     check_results([ok], gt)
-    cases = [({"a": 1}, "expected a JSON list"), ([3], "result 0"), ([{**ok, "image_id": 99}], "image_id 99"),
+    check_results([{**ok, "image_id": np.int64(1), "score": np.float32(0.5)}], gt)  # numpy scalars are fine
+    cases = [({"a": 1}, "expected a JSON list"), ([3], "result 0"), ([{**ok, "image_id": 99}], "image_id 99"), ([{**ok, "image_id": "1"}], "image_id"),
              ([{**ok, "category_id": 5}], "category_id 5"), ([{**ok, "score": float("nan")}], "score"),
              ([{**ok, "bbox": [1, 2, 3]}], "bbox"), ([{**ok, "segmentation": [[1, 2, 3, 4, 5, 6]]}], "RLE"),
              ([{**ok, "segmentation": masks_to_rle(np.ones((1, 5, 5)))[0]}], "size")]
@@ -283,6 +284,8 @@ def test_write_metrics_and_table(tmp_path):
     assert "50.00" in table and "25.00" in table and "12.50" in table and " - " in table
     res = [det(1, 1, 2, 3, 4, 7, 0.5)]
     assert json.loads(write_results(res, tmp_path / "r.json").read_text()) == res
+    res[0]["score"] = np.float32(0.5)
+    assert json.loads(write_results(res, tmp_path / "r.json").read_text())[0]["score"] == 0.5
 
 
 # --------------------------------------------------------------------------- CLI
