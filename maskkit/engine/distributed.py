@@ -100,13 +100,15 @@ class GlobalBatchSampler:
     """Infinite batch sampler yielding this rank's shard of each global batch as
     ``[(index, sample_seed), ...]``.
 
-    ``batch_size`` is the per-rank micro-batch; ``world_size * accum_steps`` micro-batches make
-    one optimiser step of ``global_batch`` samples. ``start_step`` skips the steps already
-    done (resume).
+    ``global_batch`` samples make one optimiser step: this rank's micro-batch is
+    ``global_batch / (world_size * accum_steps)``; ``world_size * accum_steps`` micro-batches make
+    one optimiser step. ``start_step`` skips the steps already done (resume). ``shuffle=False``
+    maps stream position ``p`` to index ``p mod n`` (for datasets that are random by themselves,
+    like the SharpMask window sampler).
     """
 
     def __init__(self, num_samples: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
-                 accum_steps: int = 1, start_step: int = 0):
+                 accum_steps: int = 1, start_step: int = 0, shuffle: bool = True):
         if num_samples <= 0:
             from maskkit.errors import DataError
 
@@ -119,17 +121,20 @@ class GlobalBatchSampler:
                               f"{world_size} process(es) x train.accum_steps={accum_steps}")
         self.n, self.global_batch, self.seed = num_samples, global_batch, seed
         self.rank, self.world, self.accum, self.micro = rank, world_size, accum_steps, micro
-        self.start_step = start_step
+        self.start_step, self.shuffle = start_step, shuffle
 
     def _position(self, pos: int) -> tuple[int, int]:
         """Global stream position -> (dataset index, sample seed)."""
         epoch, offset = divmod(pos, self.n)
+        seed = (self.seed * 7_919 + pos) % (2**31 - 1)
+        if not self.shuffle:
+            return offset, seed
         perm = self._perm_cache.get(epoch)
         if perm is None:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             perm = torch.randperm(self.n, generator=g).tolist()
             self._perm_cache = {epoch: perm}
-        return perm[offset], (self.seed * 7_919 + pos) % (2**31 - 1)
+        return perm[offset], seed
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         self._perm_cache: dict[int, list[int]] = {}

@@ -141,11 +141,12 @@ def collate_pairs(batch: list[tuple[Any, dict]]) -> tuple[list, list]:
     return [b[0] for b in batch], [b[1] for b in batch]
 
 
-def image_batches(dataset, cfg, info, start_step: int, collate_fn: Callable = collate_pairs) -> Iterator:
+def image_batches(dataset, cfg, info, start_step: int, collate_fn: Callable = collate_pairs,
+                  shuffle: bool = True) -> Iterator:
     """Infinite (images, targets) micro-batches: this rank's shard of each seeded global batch."""
     tc = cfg.train
     sampler = GlobalBatchSampler(len(dataset), tc.batch_size, tc.seed, info.rank, info.world_size,
-                                 tc.accum_steps, start_step)
+                                 tc.accum_steps, start_step, shuffle)
     workers = int(getattr(cfg.data, "num_workers", 0))
     loader = torch.utils.data.DataLoader(SeededSamples(dataset), batch_sampler=sampler, num_workers=workers,
                                          collate_fn=collate_fn, persistent_workers=workers > 0)
@@ -153,26 +154,15 @@ def image_batches(dataset, cfg, info, start_step: int, collate_fn: Callable = co
 
 
 def window_batches(dataset, cfg, info, start_step: int) -> Iterator:
-    """SharpMask per-patch training (REFERENCE "Training data"): each global-batch sample is
-    one window drawn by ``WindowSampler`` with that sample's seed."""
+    """SharpMask per-patch training (REFERENCE "Training data"): window ``p`` of the global
+    stream is ``WindowSampler`` item ``p``, a deterministic function of (seed, p); the sampler
+    makes all windows of one global step the same kind (all-mask or all-score)."""
     from maskkit.data.windows import WindowSampler, collate_windows
 
-    sampler = WindowSampler(dataset, cfg.model.sampler)
-    stage_mask_only = int(cfg.train.stage) == 2  # refinement is trained on mask samples only
-    return image_batches(_WindowItems(sampler, stage_mask_only), cfg, info, start_step, collate_windows)
-
-
-class _WindowItems(torch.utils.data.Dataset):
-    """Index -> one window sample (the sampler draws with the RNG seeded per sample)."""
-
-    def __init__(self, sampler, mask_only: bool):
-        self.sampler, self.mask_only = sampler, mask_only
-
-    def __len__(self) -> int:
-        return max(1, len(self.sampler.dataset)) if hasattr(self.sampler, "dataset") else 1
-
-    def __getitem__(self, index: int):
-        return self.sampler.sample(mask_only=self.mask_only) if self.mask_only else self.sampler.sample()
+    tc = cfg.train
+    windows = WindowSampler(dataset, cfg.model.sampler, pixel_mean=tuple(cfg.model.pixel_mean),
+                            batch_size=tc.batch_size, length=tc.batch_size * max(1, tc.max_iter), seed=tc.seed)
+    return image_batches(windows, cfg, info, start_step, collate_windows, shuffle=False)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -472,8 +462,10 @@ def load_datasets(args: argparse.Namespace, cfg) -> tuple[Any, Any]:
 
     explicit = args.ann is not None or args.images is not None
     ann, images = resolve_data(args.data, cfg.data.train_split, args.ann, args.images)
-    train_set = CocoDataset(ann, images, transforms=build_train_transforms(cfg.data),
-                            remove_images_without_annotations=cfg.model.system == "sharpmask")
+    if cfg.model.system == "sharpmask":  # windows bring their own scale jitter and flips
+        train_set = CocoDataset(ann, images, remove_images_without_annotations=True)
+    else:
+        train_set = CocoDataset(ann, images, transforms=build_train_transforms(cfg.data))
     val_set = None
     if not explicit:
         try:
@@ -500,8 +492,10 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         probe = get_config(args.model, None, args.overrides)
         train_set, val_set = load_datasets(args, probe)
-        cfg = build_config(args.model, len(train_set.class_names), args.overrides, args.batch, args.iters,
-                           args.workers)
+        agnostic = probe.model.system == "sharpmask"  # class-agnostic proposals: one "object" class
+        cfg = build_config(args.model, None if agnostic else len(train_set.class_names), args.overrides, args.batch,
+                           args.iters, args.workers)
+        names, cats = (["object"], [1]) if agnostic else (train_set.class_names, train_set.cat_ids)
         out = Path(args.out or Path("runs") / args.model)
         _seed_everything(cfg.train.seed)
         model = build_model(cfg.model)
@@ -510,7 +504,7 @@ def run_cli(args: argparse.Namespace) -> int:
                   f"global batch {cfg.train.batch_size}, lr {cfg.train.lr:g}, {cfg.train.max_iter} steps, "
                   f"{info.world_size} process(es) on {device}) -> {out}", file=sys.stderr)
         summary = fit(cfg, model, train_set, out, val_set=val_set, device=device, resume=args.resume,
-                      progress=not args.no_progress)
+                      class_names=names, cat_ids=cats, progress=not args.no_progress)
     finally:
         if info.distributed:
             import torch.distributed as dist
