@@ -1,0 +1,236 @@
+"""CenterMask assembly (maskkit/models/centermask/model.py) on a tiny stand-in backbone:
+train/eval contracts, empty and crowd-only images, batched == one-by-one, determinism,
+bad input, ablation switches, and a short overfit run."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+from torchvision import tv_tensors
+from torchvision.ops import box_iou
+
+from maskkit.errors import MaskkitError
+from maskkit.models.centermask.config import CenterMaskConfig, FCOSConfig, MaskHeadConfig
+from maskkit.models.centermask.model import CenterMask
+from maskkit.structures import mask_iou
+
+
+class TinyBackbone(nn.Module):
+    """Stand-in trunk with the backbone contract: [C3, C4, C5] at strides 8, 16, 32."""
+
+    def __init__(self):
+        super().__init__()
+        self.out_channels = [32, 48, 64]
+        self.strides = [8, 16, 32]
+
+        def block(i, o):
+            return nn.Sequential(nn.Conv2d(i, o, 3, 2, 1), nn.ReLU(inplace=True))
+
+        self.c3 = nn.Sequential(block(3, 16), block(16, 32), block(32, 32))
+        self.c4 = block(32, 48)
+        self.c5 = block(48, 64)
+
+    def forward(self, x):
+        c3 = self.c3(x)
+        c4 = self.c4(c3)
+        return [c3, c4, self.c5(c4)]
+
+
+def tiny_cfg(**kw) -> CenterMaskConfig:
+    mask = dict(num_convs=2, channels=32, maskiou_num_convs=2, maskiou_channels=32, maskiou_fc_dim=64)
+    mask.update(kw.pop("mask", {}))
+    return CenterMaskConfig(num_classes=2, fpn_channels=48, fcos=FCOSConfig(num_convs=2, **kw.pop("fcos", {})),
+                            mask=MaskHeadConfig(**mask), min_size_test=kw.pop("min_size_test", 0), **kw)
+
+
+def tiny_model(seed: int = 0, **kw) -> CenterMask:
+    torch.manual_seed(seed)
+    return CenterMask(tiny_cfg(**kw), TinyBackbone())
+
+
+def scene(seed: int, size: int = 96, n: int = 2) -> tuple[torch.Tensor, dict]:
+    """Noise background with ``n`` filled shapes: rectangles (class 1) and ellipses (class 2)."""
+    g = torch.Generator().manual_seed(seed)
+    img = torch.rand(3, size, size, generator=g) * 0.3
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    masks, boxes, labels = [], [], []
+    taken = torch.zeros(size, size, dtype=torch.bool)
+    for k in range(n):
+        cx, cy = torch.randint(size // 4, size - size // 4, (2,), generator=g).tolist()
+        rx, ry = torch.randint(size // 10, size // 4, (2,), generator=g).tolist()
+        label = k % 2 + 1
+        if label == 1:
+            m = ((xx - cx).abs() <= rx) & ((yy - cy).abs() <= ry)
+        else:
+            m = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
+        m = m & ~taken  # later shapes lie under earlier ones
+        taken |= m
+        img[:, m] = (torch.rand(3, generator=g) * 0.6 + 0.4)[:, None]
+        ys, xs = m.nonzero(as_tuple=True)
+        boxes.append([xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1])
+        masks.append(m.to(torch.uint8))
+        labels.append(label)
+    return img, {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels),
+                 "masks": torch.stack(masks), "iscrowd": torch.zeros(n, dtype=torch.int64), "image_id": seed}
+
+
+LOSS_KEYS = {"loss_cls", "loss_box", "loss_ctr", "loss_mask", "loss_maskiou"}
+
+
+def _finite_losses_and_grads(model, images, targets) -> dict:
+    model.train()
+    losses = model(images, targets)
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values()), losses
+    model.zero_grad()
+    sum(losses.values()).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), name
+    return losses
+
+
+def test_train_mode_returns_the_loss_dict():
+    model = tiny_model()
+    imgs, tgts = zip(*[scene(0), scene(1, size=80)])
+    losses = _finite_losses_and_grads(model, list(imgs), list(tgts))
+    assert set(losses) == LOSS_KEYS
+    assert losses["loss_mask"] > 0 and losses["loss_box"] > 0
+    assert model.fcos.cls_logits.weight.grad.abs().sum() > 0
+    assert model.mask_head.predictor.weight.grad.abs().sum() > 0
+    assert model.maskiou.predictor.weight.grad.abs().sum() > 0
+
+
+def test_tv_tensors_targets_are_accepted():
+    model = tiny_model()
+    img, t = scene(3)
+    t = dict(t, boxes=tv_tensors.BoundingBoxes(t["boxes"], format="XYXY", canvas_size=(96, 96)),
+             masks=tv_tensors.Mask(t["masks"]))
+    assert set(_finite_losses_and_grads(model, [img], [t])) == LOSS_KEYS
+
+
+def test_images_without_objects_and_crowd_only_train_without_nan():
+    model = tiny_model()
+    img = torch.rand(3, 64, 96)
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+             "masks": torch.zeros(0, 64, 96, dtype=torch.uint8), "iscrowd": torch.zeros(0, dtype=torch.int64)}
+    crowd_mask = torch.zeros(1, 64, 96, dtype=torch.uint8)
+    crowd_mask[0, 10:50, 10:60] = 1
+    crowd = {"boxes": torch.tensor([[10.0, 10, 60, 50]]), "labels": torch.tensor([1]), "masks": crowd_mask,
+             "iscrowd": torch.tensor([1])}
+    for targets in ([empty], [crowd], [empty, crowd]):
+        losses = _finite_losses_and_grads(model, [img] * len(targets), targets)
+        assert losses["loss_mask"].item() == 0 and losses["loss_box"].item() == 0  # no positives at all
+
+
+def test_eval_without_detections_returns_empty_well_formed_predictions():
+    model = tiny_model(fcos={"score_thresh": 1.0}).eval()
+    preds = model([torch.rand(3, 50, 70), torch.rand(3, 64, 64)])
+    assert len(preds) == 2
+    for p, (h, w) in zip(preds, [(50, 70), (64, 64)]):
+        assert p["boxes"].shape == (0, 4) and p["labels"].dtype == torch.int64
+        assert p["masks"].shape == (0, 1, h, w) and p["scores"].shape == (0,) and p["mask_scores"].shape == (0,)
+
+
+def test_eval_predictions_at_original_size_any_size():
+    model = tiny_model(fcos={"score_thresh": 0.0}, min_size_test=64, max_size_test=100).eval()
+    sizes = [(50, 70), (120, 90)]
+    preds = model([torch.rand(3, h, w) for h, w in sizes])
+    for p, (h, w) in zip(preds, sizes):
+        n = len(p["boxes"])
+        assert n == model.cfg.fcos.detections_per_image  # threshold 0: the cap decides
+        assert p["masks"].shape == (n, 1, h, w) and p["masks"].dtype == torch.float32
+        assert 0 <= p["masks"].min() and p["masks"].max() <= 1
+        assert (p["boxes"][:, 2] <= w + 1e-3).all() and (p["boxes"][:, 3] <= h + 1e-3).all()
+        assert ((p["labels"] >= 1) & (p["labels"] <= 2)).all()
+        assert (p["mask_scores"] <= p["scores"] + 1e-6).all()  # box score x predicted IoU in [0, 1]
+        assert (p["scores"][:-1] >= p["scores"][1:]).all()
+
+
+def test_batched_equals_one_by_one():
+    # Inputs are zero-padded bottom/right to a multiple of 32, so an image's features depend
+    # on the padded batch size at its border. Sizes chosen to pad to the same 96 x 128 in
+    # both cases make the comparison exact (up to float summation order).
+    model = tiny_model(fcos={"score_thresh": 0.0}).eval()
+    images = [torch.rand(3, 96, 128), torch.rand(3, 70, 100), torch.rand(3, 90, 120)]
+    batched = model(images)
+    for img, b in zip(images, batched):
+        single = model([img])[0]
+        for k in ("boxes", "scores", "labels", "masks", "mask_scores"):
+            assert b[k].shape == single[k].shape, k
+            assert torch.allclose(b[k].float(), single[k].float(), atol=1e-4), k
+
+
+def test_deterministic_with_a_seed():
+    img, t = scene(5)
+    outs = []
+    for _ in range(2):
+        model = tiny_model(seed=7, fcos={"score_thresh": 0.0})
+        losses = _finite_losses_and_grads(model, [img], [t])
+        outs.append((losses, model.eval()([img])[0]))
+    (l1, p1), (l2, p2) = outs
+    assert all(torch.equal(l1[k], l2[k]) for k in l1)
+    assert all(torch.equal(p1[k], p2[k]) for k in p1)
+
+
+@pytest.mark.parametrize(
+    "switch",
+    [{"sam": False}, {"assignment": "eq1"}, {"maskiou": False}, {"class_agnostic": True}],
+    ids=["no-sam", "eq1", "no-maskiou", "class-agnostic"],
+)
+def test_ablation_switches_build_train_and_predict(switch):
+    model = tiny_model(mask=switch, fcos={"score_thresh": 0.0})
+    img, t = scene(2)
+    losses = _finite_losses_and_grads(model, [img], [t])
+    assert ("loss_maskiou" in losses) == switch.get("maskiou", True)
+    assert isinstance(model.mask_head.sam, nn.Identity) == (not switch.get("sam", True))
+    pred = model.eval()([img])[0]
+    assert pred["masks"].shape[1:] == (1, 96, 96) and len(pred["mask_scores"]) == len(pred["boxes"])
+
+
+def test_bad_input_raises_one_clear_error():
+    model = tiny_model()
+    img, t = scene(1)
+    with pytest.raises(MaskkitError, match="labels must be in 1..2"):
+        model([img], [dict(t, labels=torch.tensor([1, 3]))])
+    with pytest.raises(MaskkitError, match="masks are"):
+        model([img], [dict(t, masks=t["masks"][:, :50])])
+    with pytest.raises(MaskkitError, match="2 boxes but labels"):
+        model([img], [dict(t, labels=torch.tensor([1]))])
+    with pytest.raises(MaskkitError, match="needs one target"):
+        model([img])
+    with pytest.raises(MaskkitError, match=r"\[3, H, W\]"):
+        model.eval()([torch.rand(1, 32, 32)])
+
+
+@pytest.mark.slow  # ~15-25 s on one core: 140 optimisation steps of the whole model
+def test_overfit_a_few_images_recovers_their_masks():
+    torch.set_num_threads(1)
+    model = tiny_model(fcos={"score_thresh": 0.05})
+    data = [scene(i) for i in range(3)]
+    images, targets = [d[0] for d in data], [d[1] for d in data]
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [110], 0.1)
+    model.train()
+    history = []
+    start = time.time()
+    for _ in range(140):
+        losses = model(images, targets)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+        sched.step()
+        history.append({k: v.item() for k, v in losses.items()})
+    assert time.time() - start < 90
+    first, last = history[0], {k: sum(h[k] for h in history[-10:]) / 10 for k in history[0]}
+    assert last["loss_box"] < 0.2 * first["loss_box"], (first, last)
+    assert last["loss_mask"] < 0.3 * first["loss_mask"], (first, last)
+    assert last["loss_cls"] < 0.1 * first["loss_cls"], (first, last)
+    model.eval()
+    for pred, t in zip(model(images), targets):
+        iou = mask_iou(pred["masks"][:, 0] >= 0.5, t["masks"])  # [N_pred, N_gt]
+        top = pred["mask_scores"].argsort(descending=True)[: len(t["labels"]) + 1]
+        best = iou[top].max(dim=0)  # each GT is recovered by one of the best-scored masks
+        assert (best.values > 0.8).all(), best.values
+        assert torch.equal(pred["labels"][top][best.indices], t["labels"])
+        assert (box_iou(pred["boxes"][top], t["boxes"]).max(dim=0).values > 0.7).all()
