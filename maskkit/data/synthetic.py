@@ -184,7 +184,7 @@ def _place(ops: Ops, centre: tuple[float, float], radius: float, angle: float, a
     canvas = Image.new("L", (int(x1 - x0), int(y1 - y0)), 0)
     draw = ImageDraw.Draw(canvas)
     for p, fill in placed:
-        draw.polygon([(float(x - x0), float(y - y0)) for x, y in p], fill=fill)
+        draw.polygon((p - (x0, y0)).ravel().tolist(), fill=fill)  # flat [x0, y0, x1, y1, ...]
     return _Shape(np.asarray(canvas, dtype=bool), int(x0), int(y0))
 
 
@@ -294,8 +294,8 @@ def _areas(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
 
 def _radius_for_area(ops: Ops, area: float) -> float:
     """The radius at which silhouette ``ops`` covers ``area`` px (its unit area measured by
-    rasterising it at radius 64; aspect changes keep the area)."""
-    unit = _place(ops, (0.0, 0.0), 64.0, 0.0, 1.0).full_area / 64.0**2
+    rasterising it at radius 32, within ~2 %; aspect changes keep the area)."""
+    unit = _place(ops, (0.0, 0.0), 32.0, 0.0, 1.0).full_area / 32.0**2
     return math.sqrt(area / unit)
 
 
@@ -417,8 +417,7 @@ def _write_split(out: Path, split: str, num: int, seed: int, size: int, progress
         "categories": [{"id": k + 1, "name": name, "supercategory": "shape"} for k, name in enumerate(CATEGORIES)],
     }
     (out / "annotations").mkdir(parents=True, exist_ok=True)
-    with open(out / "annotations" / f"instances_{split}.json", "w") as f:
-        json.dump(coco, f, separators=(",", ":"))
+    (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco, separators=(",", ":")))
 
 
 def generate(out_dir: str | Path, num_train: int = 1000, num_val: int = 200, seed: int = 0, size: int = 320,
@@ -442,11 +441,18 @@ def generate(out_dir: str | Path, num_train: int = 1000, num_val: int = 200, see
 
 # ----------------------------------------------------------------------------- CLI
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output directory (created; existing files are overwritten)")
-    parser.add_argument("--train", type=int, default=1000, help="number of training images (default: 1000)")
-    parser.add_argument("--val", type=int, default=200, help="number of validation images (default: 200)")
+    parser.epilog = (
+        f"Categories: {', '.join(CATEGORIES)} (ids 1..{len(CATEGORIES)}).\n"
+        "Writes OUT/annotations/instances_{train,val}.json (COCO, masks as compressed RLE) and\n"
+        "OUT/train/*.png, OUT/val/*.png. Use it with: maskkit train --data OUT ...\n"
+        "At 320 px, 1000 + 200 images take about 45 s of one CPU core and 230 MB.")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output directory (created; files of the same names are overwritten)")
+    parser.add_argument("--train", type=int, default=1000, metavar="N", help="number of training images (default: 1000)")
+    parser.add_argument("--val", type=int, default=200, metavar="N", help="number of validation images (default: 200)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same files (default: 0)")
-    parser.add_argument("--size", type=int, default=320, help=f"side of the square images in px, >= {MIN_SIZE} (default: 320)")
+    parser.add_argument("--size", type=int, default=320, metavar="PX",
+                        help=f"side of the square images in px, >= {MIN_SIZE}; object sizes scale with it (default: 320)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
