@@ -241,7 +241,7 @@ def fit(
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
     paths = {"model_last": out / MODEL_LAST, "model_best": out / MODEL_BEST, "state_last": out / STATE_LAST,
-             "metrics": out / METRICS, "curves": out / "curves.png"}
+             "metrics": out / METRICS, "curves": out / "curves.png", "results": out / "results.json"}
     if batches is None:
         batches = window_batches if cfg.model.system == "sharpmask" else image_batches
     names = list(class_names or getattr(train_set, "class_names", []) or [])
@@ -298,7 +298,7 @@ def fit(
         from maskkit.engine.predict import evaluate_model, primary_metric
 
         metrics = evaluate_model(model, val_set, cfg=cfg, device=device, label_to_cat_id=dict(enumerate(cats, 1)),
-                                 progress=False)
+                                 progress=False, results_path=paths["results"] if info.main else None)
         model.train()
         if info.main:
             key, value = primary_metric(metrics)
