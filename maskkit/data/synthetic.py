@@ -434,8 +434,11 @@ def generate(out_dir: str | Path, num_train: int = 1000, num_val: int = 200, see
         raise MaskkitError(f"synthetic image size must be at least {MIN_SIZE} px, got {size}")
     if out.exists() and not out.is_dir():
         raise MaskkitError(f"{out}: exists and is not a directory")
-    for split, num in (("train", num_train), ("val", num_val)):
-        _write_split(out, split, num, seed, size, progress)
+    try:
+        for split, num in (("train", num_train), ("val", num_val)):
+            _write_split(out, split, num, seed, size, progress)
+    except OSError as e:  # unwritable folder, full disk: one line naming the file
+        raise MaskkitError(f"{e.filename or out}: cannot write the dataset ({e.strerror or e})") from None
     return out
 
 

@@ -137,6 +137,8 @@ def test_bad_arguments_raise_one_clear_error(tmp_path: Path):
     (tmp_path / "file").write_text("")
     with pytest.raises(MaskkitError, match="not a directory"):
         generate(tmp_path / "file", 1, 1, size=64, progress=False)
+    with pytest.raises(MaskkitError, match="cannot write"):  # a file where a folder must go
+        generate(tmp_path / "file" / "sub", 1, 1, size=64, progress=False)
 
 
 def test_cli_writes_layout(tmp_path: Path, capsys):
