@@ -64,7 +64,7 @@ def to_image_tensor(image: Any) -> torch.Tensor:
             arr = np.repeat(arr[..., None], 3, axis=2)
         if arr.ndim != 3 or arr.shape[2] not in (3, 4):
             raise DataError(f"expected an H x W x 3 image array, got shape {arr.shape}")
-        image = torch.from_numpy(np.ascontiguousarray(arr[..., :3])).permute(2, 0, 1)
+        image = torch.from_numpy(np.array(arr[..., :3], copy=True)).permute(2, 0, 1)
     image = image.as_subclass(torch.Tensor)
     if image.dim() != 3 or image.shape[0] != 3:
         raise DataError(f"expected an image tensor [3, H, W], got shape {tuple(image.shape)}")
