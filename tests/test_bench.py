@@ -1,0 +1,75 @@
+"""FLOP counting, latency measurement and the `bench` / `models` verbs (maskkit/bench.py, maskkit/models/zoo.py)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import maskkit
+from maskkit.bench import bench_image_size, centermask_gflops, count_gflops, run_bench, time_model
+from maskkit.cli import main
+from maskkit.errors import MaskkitError
+
+
+def test_bench_image_size():
+    assert bench_image_size(600, 1000) == (600, 800)
+    assert bench_image_size(800, 1333) == (800, 1067)
+    assert bench_image_size(800, 1000) == (750, 1000)  # longer side capped
+
+
+def test_count_gflops_counts_a_multiply_add_once():
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    g = count_gflops(lambda: conv(torch.zeros(1, 3, 10, 10)))
+    assert g * 1e9 == pytest.approx(3 * 8 * 9 * 100)
+
+
+def test_centermask_gflops_on_meta_equals_a_real_forward():
+    overrides = ["model.fcos.score_thresh=0.0", "model.min_size_test=128", "model.max_size_test=200"]
+    model = maskkit.create_model("centermask_lite_demo", num_classes=3, overrides=overrides).eval()
+    h, w = bench_image_size(128, 200)
+    with torch.device("meta"):
+        meta = maskkit.create_model("centermask_lite_demo", num_classes=3, overrides=overrides)
+    dets = []
+    real = count_gflops(lambda: dets.append(model([torch.rand(3, h, w)])[0]))
+    assert len(dets[0]["boxes"]) == 50  # threshold 0: the 50 detections of the paper reach the mask branch
+    assert centermask_gflops(meta, h, w) == pytest.approx(real, rel=1e-9)
+    assert centermask_gflops(model, h, w, detections=0) < real
+
+
+def test_time_model_median_and_output():
+    model = maskkit.create_model("centermask_lite_demo", num_classes=2, overrides=["model.min_size_test=64"]).eval()
+    median, times, out = time_model(model, torch.rand(3, 64, 80), iters=3, warmup=1)
+    assert len(times) == 3 and min(times) <= median <= max(times) and median > 0
+    assert set(out) >= {"boxes", "masks", "scores"}
+
+
+@pytest.mark.slow  # ~5-15 s: builds and runs torchvision's Mask R-CNN R50-FPN (random weights) once
+def test_run_bench_forces_the_same_detections_on_both_models():
+    rows = run_bench("centermask_lite_demo", size=96, vs="maskrcnn_r50", iters=1, warmup=0, detections=20,
+                     num_classes=3, flops=False)
+    assert [r["model"] for r in rows] == ["centermask_lite_demo", "maskrcnn_r50"]
+    assert [r["detections"] for r in rows] == [20, 20]
+    assert rows[0]["input"] == rows[1]["input"] == "96x128"
+
+
+def test_bench_rejects_unknown_models_and_peers(capsys):
+    with pytest.raises(MaskkitError, match="unknown model"):
+        run_bench("no_such_model", iters=1, flops=False)
+    assert main(["bench", "--model", "no_such_model", "--iters", "1", "--no-flops"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--model", "centermask_lite_demo", "--vs", "yolo"])
+
+
+def test_bench_and_models_verbs_print_tables(capsys):
+    assert main(["bench", "--model", "centermask_lite_demo", "--size", "64", "--iters", "1", "--warmup", "0",
+                 "--num-classes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "centermask_lite_demo" in out and "64x85" in out and "GFLOPs" in out
+    assert main(["models", "centermask_lite_demo", "centermask_r50"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert lines["centermask_r50"][2] == "51.23" and lines["centermask_r50"][3] == "800x1067"
+    assert float(lines["centermask_r50"][4]) > 100  # GFLOPs at 800x1067
+    assert main(["models", "--no-flops", "centermask_lite_v19"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[-1] == "-"
