@@ -338,9 +338,10 @@ def _render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[dict]
         for c, area in zip(cats, areas):
             ops = SILHOUETTES[CATEGORIES[c]](rng)
             radius = _radius_for_area(ops, area)
-            # A third of the centres anywhere, up to 5 % outside the image (cut by the border);
-            # the rest keep the shape (extent <= 1.25 radius) inside when it fits.
-            margin = -0.05 * size if rng.random() < 1 / 3 else min(1.25 * radius, size / 2)
+            # A third of the centres anywhere in the image (often cut by the border, but never
+            # by more than about half, so the silhouette stays recognisable); the rest keep the
+            # shape (extent <= 1.25 radius) inside when it fits.
+            margin = 0.0 if rng.random() < 1 / 3 else min(1.25 * radius, size / 2)
             centre = tuple(rng.uniform(margin, size - margin, size=2))
             shapes.append(_place(ops, centre, radius, rng.uniform(0, 2 * np.pi), rng.uniform(0.8, 1.25)))
         # Decide visibility front to back; only kept instances occlude the ones behind them.
