@@ -452,17 +452,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "At 320 px, 1000 + 200 images take about 45 s of one CPU core and 230 MB.")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output directory (created; files of the same names are overwritten)")
-    parser.add_argument("--train", type=int, default=1000, metavar="N", help="number of training images (default: 1000)")
-    parser.add_argument("--val", type=int, default=200, metavar="N", help="number of validation images (default: 200)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same files (default: 0)")
+    parser.add_argument("--train", type=int, default=1000, metavar="N",
+                        help="number of training images (default: 1000)")
+    parser.add_argument("--val", type=int, default=200, metavar="N",
+                        help="number of validation images (default: 200)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed; the same seed writes the same files (default: 0)")
     parser.add_argument("--size", type=int, default=320, metavar="PX",
-                        help=f"side of the square images in px, >= {MIN_SIZE}; object sizes scale with it (default: 320)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+                        help=f"side of the square images in px, >= {MIN_SIZE}; object sizes scale with it "
+                             "(default: 320)")
+    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     out = generate(args.out, num_train=args.train, num_val=args.val, seed=args.seed, size=args.size,
-                   progress=not args.quiet)
+                   progress=not args.no_progress)
     print(f"wrote {args.train} train + {args.val} val images ({args.size}x{args.size}, "
           f"{len(CATEGORIES)} categories: {', '.join(CATEGORIES)}) to {out}")
     return 0
