@@ -12,7 +12,8 @@ from torchvision.ops import FrozenBatchNorm2d
 
 import maskkit
 from maskkit.errors import MaskkitError
-from maskkit.models.sharpmask.model import mask_boxes, mask_loss, score_loss
+from maskkit.models.sharpmask.model import mask_boxes, mask_loss, paste_window_masks, score_loss
+from maskkit.structures import paste_masks_in_image
 from maskkit.models.sharpmask.refine import crop_windows
 
 
@@ -189,6 +190,25 @@ def test_mask_boxes_tight_and_fallback():
     masks[0, 0, 2:5, 3:9] = True
     fallback = torch.tensor([[0.0, 0, 1, 1], [1.0, 2, 3, 4]])
     assert mask_boxes(masks, fallback).tolist() == [[3, 2, 9, 5], [1, 2, 3, 4]]
+
+
+@pytest.mark.parametrize("m", [28, 160])
+def test_window_paste_equals_full_image_paste(m):
+    """The per-window paste gives exactly the full-image bilinear paste binarised at 0.2, and the
+    tight boxes of the result (windows of several scales, partly outside the image, one empty)."""
+    g = torch.Generator().manual_seed(m)
+    masks = torch.rand(40, m, m, generator=g) ** 3
+    masks[5] = 0
+    sides = torch.tensor([40.0, 56.57, 113.1, 226.3])[torch.randint(0, 4, (40,), generator=g)]
+    x0 = torch.rand(40, generator=g) * 200 - 60
+    y0 = torch.rand(40, generator=g) * 150 - 60
+    boxes = torch.stack([x0, y0, x0 + sides, y0 + sides], 1)
+    fallback = torch.rand(40, 4, generator=g)
+    pasted, tight = paste_window_masks(masks, boxes, (120, 170), 0.2, fallback, chunk=7)
+    expect = paste_masks_in_image(masks, boxes, (120, 170)) >= 0.2
+    assert pasted.dtype == torch.bool and torch.equal(pasted, expect)
+    assert torch.equal(tight, mask_boxes(expect, fallback))
+    assert torch.equal(tight[5], fallback[5])
 
 
 def test_losses_are_the_logistic_loss():

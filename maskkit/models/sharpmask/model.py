@@ -35,6 +35,8 @@ for callers that want to encode masks without full-image tensors for all ``top_n
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,9 +46,9 @@ from maskkit.errors import MaskkitError
 from maskkit.models.sharpmask.config import SharpMaskConfig
 from maskkit.models.sharpmask.deepmask import HeadC, build_trunk
 from maskkit.models.sharpmask.refine import Refinement, crop_windows
-from maskkit.structures import empty_prediction, paste_masks_in_image
+from maskkit.structures import empty_prediction
 
-__all__ = ["SharpMask", "mask_loss", "score_loss", "mask_boxes"]
+__all__ = ["SharpMask", "mask_loss", "score_loss", "mask_boxes", "paste_window_masks"]
 
 
 # --------------------------------------------------------------------------- losses
@@ -90,6 +92,58 @@ def mask_boxes(masks: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
     boxes = torch.stack([x0, y0, x1, y1], dim=1).to(fallback.dtype)
     empty = ~rows.any(dim=1)
     return torch.where(empty[:, None], fallback, boxes)
+
+
+def paste_window_masks(masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], threshold: float,
+                       fallback: torch.Tensor, chunk: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """Window masks ``[N, M, M]`` (probabilities) over equal-size windows ``boxes [N, 4]`` -> binary
+    image masks ``bool [N, 1, H, W]`` and their tight boxes (``fallback`` for empty masks).
+
+    Same values as ``structures.paste_masks_in_image(masks, boxes) >= threshold`` (bilinear,
+    a cell's centre at ``x0 + (i + 0.5) * side / M``, pixels whose centre is outside the window
+    set to 0), but each mask is resampled only over its window instead of the whole image:
+    windows of one scale share one side, so one ``grid_sample`` per scale and chunk, and the
+    results are scattered into the image with one ``index_put_``. At 1000 proposals most
+    windows are small (most windows come from the finest scales): much faster than resampling
+    1000 full images, which no library op avoids.
+    """
+    h, w = image_size
+    n = masks.shape[0]
+    out = torch.zeros((n, h, w), dtype=torch.uint8, device=masks.device)
+    tight = fallback.clone()
+    sides = boxes[:, 2] - boxes[:, 0]
+    for side in torch.unique(sides).tolist():
+        group = (sides == side).nonzero().flatten()
+        size = math.ceil(side) + 2  # region side (px): every pixel centre inside the window
+        ar = torch.arange(size, device=masks.device)
+        for c in range(0, group.numel(), chunk):
+            idx = group[c : c + chunk]
+            b = boxes[idx]
+            origin = b[:, :2].floor().long()  # [n, 2] region top-left (x, y), image px
+            centres = origin[:, None, :] + ar[None, :, None] + 0.5  # [n, size, 2] pixel centres
+            g = (centres - b[:, None, :2]) / side * 2 - 1  # [n, size, 2] in the window's [-1, 1]
+            k = idx.numel()
+            grid = torch.stack([g[:, None, :, 0].expand(k, size, size), g[:, :, None, 1].expand(k, size, size)], dim=3)
+            vals = F.grid_sample(masks[idx, None].float(), grid, mode="bilinear", padding_mode="zeros",
+                                 align_corners=False)[:, 0] >= threshold  # [n, size, size]
+            xs, ys = origin[:, 0:1] + ar, origin[:, 1:2] + ar  # [n, size]
+            # pixel centres inside the window (bilinear bleeds half a cell past it) and the image
+            inside_x = (xs >= 0) & (xs < w) & (g[:, :, 0].abs() <= 1)
+            inside_y = (ys >= 0) & (ys < h) & (g[:, :, 1].abs() <= 1)
+            vals &= inside_y[:, :, None] & inside_x[:, None, :]
+            # out-of-image cells are clamped onto the border and add 0 (accumulate), so they
+            # cannot overwrite a real pixel; in-image cells of one window are distinct.
+            out.index_put_((idx[:, None, None], ys.clamp(0, h - 1)[:, :, None], xs.clamp(0, w - 1)[:, None, :]),
+                           vals.to(torch.uint8), accumulate=True)
+            rows, cols = vals.any(dim=2), vals.any(dim=1)  # [n, size]
+            y0 = rows.int().argmax(dim=1)
+            y1 = size - rows.flip(1).int().argmax(dim=1)
+            x0 = cols.int().argmax(dim=1)
+            x1 = size - cols.flip(1).int().argmax(dim=1)
+            box = torch.stack([x0, y0, x1, y1], dim=1) + origin.repeat(1, 2)
+            nonempty = rows.any(dim=1)
+            tight[idx[nonempty]] = box[nonempty].to(tight.dtype)
+    return out.view(torch.bool)[:, None], tight
 
 
 # --------------------------------------------------------------------------- the model
@@ -281,17 +335,12 @@ class SharpMask(nn.Module):
             pred = empty_prediction(h, w, with_mask_scores=False, device=props["scores"].device)
             pred["masks"] = pred["masks"].bool()
             return pred
-        chunks = []
-        for c in range(0, n, self.cfg.refine_batch):
-            part = slice(c, c + self.cfg.refine_batch)
-            pasted = paste_masks_in_image(props["masks"][part], props["window_boxes"][part], (h, w))
-            chunks.append(pasted >= self.cfg.mask_threshold)
-        masks = torch.cat(chunks)  # [N, 1, H, W] bool
         wb = props["window_boxes"]
         centre = (wb[:, :2] + wb[:, 2:]) / 2
         half = (wb[:, 2:] - wb[:, :2]) * (self.cfg.sampler.canonical_size / self.cfg.window) / 2
-        fallback = torch.cat([centre - half, centre + half], dim=1)
-        boxes = mask_boxes(masks, fallback)
+        fallback = torch.cat([centre - half, centre + half], dim=1)  # the canonical object box
+        masks, boxes = paste_window_masks(props["masks"], wb, (h, w), self.cfg.mask_threshold, fallback,
+                                          chunk=self.cfg.refine_batch)
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         return {
