@@ -464,9 +464,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
 
 
+def _summary(ann_file: Path) -> str:
+    """One line on a written split: images, instances, COCO size classes of the visible areas."""
+    data = json.loads(ann_file.read_text())
+    areas = np.array([a["area"] for a in data["annotations"]], dtype=np.float64)
+    if areas.size == 0:
+        return f"{len(data['images'])} images, no instances"
+    small, large = (areas < 32**2).mean(), (areas > 96**2).mean()
+    return (f"{len(data['images'])} images, {areas.size} instances "
+            f"({small:.0%} small, {1 - small - large:.0%} medium, {large:.0%} large)")
+
+
 def run_cli(args: argparse.Namespace) -> int:
     out = generate(args.out, num_train=args.train, num_val=args.val, seed=args.seed, size=args.size,
                    progress=not args.no_progress)
-    print(f"wrote {args.train} train + {args.val} val images ({args.size}x{args.size}, "
-          f"{len(CATEGORIES)} categories: {', '.join(CATEGORIES)}) to {out}")
+    print(f"wrote {out} ({args.size}x{args.size} px, {len(CATEGORIES)} categories: {', '.join(CATEGORIES)})")
+    for split in SPLITS:
+        print(f"  {split}: {_summary(out / 'annotations' / f'instances_{split}.json')}")
     return 0

@@ -144,7 +144,8 @@ def test_bad_arguments_raise_one_clear_error(tmp_path: Path):
 def test_cli_writes_layout(tmp_path: Path, capsys):
     out = tmp_path / "cli"
     assert main(["data", "synth", "--out", str(out), "--train", "2", "--val", "1", "--size", "96", "--seed", "1", "--no-progress"]) == 0
-    assert "2 train + 1 val" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "train: 2 images" in printed and "val: 1 images" in printed
     for split, num in (("train", 2), ("val", 1)):
         ann = json.loads((out / "annotations" / f"instances_{split}.json").read_text())
         assert len(ann["images"]) == num
