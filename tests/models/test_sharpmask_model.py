@@ -32,7 +32,8 @@ def _count(module) -> int:
 
 
 def test_deepmask_r50_parameter_count_matches_official():
-    m = maskkit.create_model("deepmask_r50")
+    with torch.device("meta"):
+        m = maskkit.create_model("deepmask_r50")
     assert m.refinement is None
     assert _count(m.trunk) == 8_512_704  # ResNet-50 conv1..layer3 (frozen BN holds buffers only)
     assert _count(m.head.reduce) == 131_200
@@ -43,7 +44,8 @@ def test_deepmask_r50_parameter_count_matches_official():
 
 
 def test_sharpmask_r50_refinement_adds_under_3m_parameters():
-    m = maskkit.create_model("sharpmask_r50")
+    with torch.device("meta"):
+        m = maskkit.create_model("sharpmask_r50")
     r = m.refinement
     assert _count(r.m1) == 1_641_600  # Linear(512 -> 32*10*10)
     skip = [_count(mod.skip_path) for mod in r.modules_list]
@@ -66,6 +68,19 @@ def test_r50_trunk_is_torchvision_resnet50_with_reflect_padding():
     convs = [mod for mod in m.trunk.modules() if isinstance(mod, torch.nn.Conv2d)]
     assert all(c.padding_mode == ("reflect" if c.kernel_size[0] > 1 else "zeros") for c in convs)
     assert all(not isinstance(mod, torch.nn.BatchNorm2d) for mod in m.trunk.modules())
+
+
+def test_deepmask_vgg_is_the_original_deepmask():
+    with torch.device("meta"):  # shapes only: no memory, no initialisation time
+        m = maskkit.create_model("deepmask_vgg")
+        vgg = torchvision.models.vgg11(weights=None)
+    assert _count(m) == 75_844_545  # the paper's "~75M" for the original DeepMask
+    assert _count(m.trunk) == 9_220_480 and _count(m.head.fc) == 51_380_736
+    assert _count(m.head.score_fc) + _count(m.head.score) == 13_371_905
+    # the trunk's names and shapes are torchvision vgg11's conv layers: ImageNet VGG-A weights load
+    ours = {k: v.shape for k, v in m.trunk.state_dict().items()}
+    assert ours == {k: v.shape for k, v in vgg.state_dict().items() if k.startswith("features.")}
+    assert m.cfg.window == 224 and m.refinement is None
 
 
 def _padded(model, image: torch.Tensor) -> torch.Tensor:
@@ -128,6 +143,19 @@ def test_convolutional_inference_equals_per_window_r50():
     # of context around the 160 px window covers it; the padded image is 560 px, the crop 544.
     out = _check_conv_equals_windows(model, image, [(12, 12)], context=192)
     assert out["refined"].shape == (1, 160, 160) and out["mask"].shape == (1, 56, 56)
+
+
+def test_convolutional_inference_equals_per_window_vgg_original_head():
+    """The original head's score branch (2x2 max-pool + Linear) runs as a stride-1 pool and a
+    dilated 7x7 conv: stride-16 scores equal the per-window ones (narrow VGG for speed)."""
+    torch.manual_seed(0)
+    narrow = ["model.trunk_width=8", "model.reduce_channels=32", "model.hidden_dim=64",
+              "model.score_pool_hidden=32", "model.score_hidden=32"]
+    model = maskkit.create_model("deepmask_vgg", overrides=narrow)
+    image = torch.rand(3, 160, 160)
+    # VGG-A conv5 receptive field is 134 px: 64 px of context around the 224 px window
+    out = _check_conv_equals_windows(model, image, [(4, 4), (4, 5), (5, 4), (5, 5)], context=64)
+    assert out["mask"].shape == (4, 56, 56)
 
 
 def test_propose_uses_shared_skips_and_matches_score_maps():

@@ -37,17 +37,21 @@ class SharpMaskConfig:
     num_classes: int = 1  # class-agnostic proposals
     # Trunk: "resnet50" (DeepMask-ours, torchvision Bottleneck [3, 4, 6] truncated after layer3),
     # "resnet18" (BasicBlock [2, 2, 2]) or "resnet_tiny" (BasicBlock [1, 1, 1], narrow: the
-    # CPU demo trunk). ``trunk_width`` scales the stem/stage widths (64 -> 64*width/64 ...).
+    # CPU demo trunk), or "vgg_a" (the original DeepMask's VGG-A conv layers, with
+    # trunk_norm "none" or "BN"). ``trunk_width`` is the first stage's width (64 in the papers;
+    # the others follow: ResNet 64/128/256 x expansion, VGG 64/128/256/512).
     trunk: str = "resnet50"
-    trunk_width: int = 64  # stem width; stages use width, 2x, 4x (x4 for Bottleneck outputs)
+    trunk_width: int = 64
     trunk_norm: str = "FrozenBN"  # "FrozenBN" (official) | "BN" | "GN" (from scratch)
     padding: str = "reflect"  # 3x3/7x7 conv padding: "reflect" (official) | "zeros"
+    head: str = "C"  # "C" (DeepMask-ours, Fig. 3d) | "original" (DeepMask, Fig. 3a: separate score branch)
     reduce_channels: int = 128  # F128
     feature_size: int = 10  # window 160 / stride 16
     hidden_dim: int = 512  # head C's shared vector
     mask_size: int = 56  # DeepMask mask output
     mask_loss_size: int = 112  # DeepMask: the mask logits are upsampled to this for the loss
     score_hidden: int = 1024
+    score_pool_hidden: int = 512  # original head only: Linear(512*7*7 -> 512) after the 2x2 max-pool
     score_dropout: float = 0.5
     score_loss_weight: float = 1.0 / 32.0
     refine: bool = True  # add the SharpMask refinement modules

@@ -20,18 +20,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.vgg import make_layers
 
 from maskkit.errors import MaskkitError
 from maskkit.models.norm import norm_layer
 from maskkit.models.sharpmask.config import SharpMaskConfig
 
-__all__ = ["TRUNKS", "ResNetTrunk", "HeadC", "build_trunk", "center_crop"]
+__all__ = ["TRUNKS", "ResNetTrunk", "VGGTrunk", "HeadC", "HeadOriginal", "build_trunk", "build_head", "center_crop"]
 
 # Architectures as data: block type and blocks per stage (layer1..layer3; layer4 is dropped).
 TRUNKS: dict[str, dict] = {
     "resnet50": {"block": Bottleneck, "layers": (3, 4, 6)},
     "resnet18": {"block": BasicBlock, "layers": (2, 2, 2)},
     "resnet_tiny": {"block": BasicBlock, "layers": (1, 1, 1)},
+    # VGG-A (original DeepMask, [22]): conv layers of torchvision's vgg11 without the last pool
+    "vgg_a": {"cfg": (1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8)},
 }
 
 
@@ -90,11 +93,51 @@ class ResNetTrunk(nn.Module):
         return [f2, f4, f8, f16]
 
 
-def build_trunk(cfg: SharpMaskConfig) -> ResNetTrunk:
+class VGGTrunk(nn.Module):
+    """VGG-A conv layers (original DeepMask: 4 poolings, stride 16), built by torchvision's
+    ``make_layers`` so ``features.*`` match ``vgg11`` (``norm="none"``) or ``vgg11_bn``
+    (``norm="BN"``) state dicts. Output: the last conv (+ReLU) before each pooling from
+    stride 2 on and the final one: ``[f2, f4, f8, f16]`` (attribute ``channels``)."""
+
+    def __init__(self, spec: tuple, width: int, norm: str, padding: str) -> None:
+        super().__init__()
+        if norm not in ("none", "", "BN"):
+            raise MaskkitError(f"the VGG trunk supports trunk_norm 'none' (original) or 'BN', got {norm!r}")
+        self.features = make_layers([c if c == "M" else c * width for c in spec], batch_norm=norm == "BN")
+        pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        self.taps = pools[1:] + [len(self.features)]  # outputs just before pools 2, 3, 4 and the end
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        self.channels = [[m for m in self.features[:t] if isinstance(m, nn.Conv2d)][-1].out_channels for t in self.taps]
+        if padding not in ("reflect", "zeros"):
+            raise MaskkitError(f"sharpmask padding must be 'reflect' or 'zeros', got {padding!r}")
+        for c in convs:
+            c.padding_mode = padding
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats, start = [], 0
+        for tap in self.taps:
+            for m in self.features[start:tap]:
+                x = m(x)
+            feats.append(x)  # strides 2, 4, 8, 16
+            start = tap
+        return feats
+
+
+def build_trunk(cfg: SharpMaskConfig) -> nn.Module:
     if cfg.trunk not in TRUNKS:
         raise MaskkitError(f"unknown sharpmask trunk {cfg.trunk!r}; choose one of {sorted(TRUNKS)}")
     spec = TRUNKS[cfg.trunk]
+    if "cfg" in spec:
+        return VGGTrunk(spec["cfg"], cfg.trunk_width, cfg.trunk_norm, cfg.padding)
     return ResNetTrunk(spec["block"], spec["layers"], cfg.trunk_width, cfg.trunk_norm, cfg.padding)
+
+
+def build_head(in_channels: int, cfg: SharpMaskConfig) -> nn.Module:
+    if cfg.head == "C":
+        return HeadC(in_channels, cfg)
+    if cfg.head == "original":
+        return HeadOriginal(in_channels, cfg)
+    raise MaskkitError(f"unknown sharpmask head {cfg.head!r}; choose 'C' (DeepMask-ours) or 'original' (DeepMask)")
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -150,3 +193,58 @@ class HeadC(nn.Module):
     def score_logits(self, vec: torch.Tensor) -> torch.Tensor:
         """``[..., hidden]`` -> objectness logits ``[...]``."""
         return self.score(vec).squeeze(-1)
+
+    def window_score(self, f16: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        """Per-window score logits ``[B]``: head C scores the shared vector."""
+        return self.score_logits(vec)
+
+    def score_map(self, f16: torch.Tensor, vmap: torch.Tensor) -> torch.Tensor:
+        """Score logits at every window position ``[B, gh, gw]`` from the vector map ``[B, hidden, gh, gw]``."""
+        return self.score_logits(vmap.permute(0, 2, 3, 1))
+
+
+class HeadOriginal(nn.Module):
+    """The original DeepMask head (Fig. 3a; DeepMask [22] Sec. 3.1), for the VGG baseline.
+
+    Mask branch: 1x1 conv + ReLU, then the pixel classifier factorised into two linear layers
+    without a non-linearity in between (``s*s*512 -> 512 -> 56*56``). Score branch, separate:
+    2x2 max-pool, ``Linear(512*7*7 -> 512)``, ReLU, Dropout, ``Linear(512 -> 1024)``, ReLU,
+    Dropout, ``Linear(1024 -> 1)``. Convolutionally, the pool+Linear becomes a stride-1 2x2
+    max-pool and a 7x7 convolution with dilation 2 (the paper's "interleaving" for stride 16).
+    """
+
+    def __init__(self, in_channels: int, cfg: SharpMaskConfig) -> None:
+        super().__init__()
+        if cfg.feature_size % 2:
+            raise MaskkitError(f"the original DeepMask head needs an even feature_size, got {cfg.feature_size}")
+        self.feature_size = cfg.feature_size
+        self.mask_size = cfg.mask_size
+        self.reduce = nn.Conv2d(in_channels, cfg.reduce_channels, kernel_size=1)
+        self.fc = nn.Linear(cfg.reduce_channels * cfg.feature_size**2, cfg.hidden_dim)
+        self.mask = nn.Linear(cfg.hidden_dim, cfg.mask_size**2)
+        self.score_fc = nn.Linear(in_channels * (cfg.feature_size // 2) ** 2, cfg.score_pool_hidden)
+        self.score = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.Dropout(cfg.score_dropout),
+            nn.Linear(cfg.score_pool_hidden, cfg.score_hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(cfg.score_dropout),
+            nn.Linear(cfg.score_hidden, 1),
+        )
+
+    vector = HeadC.vector
+    vector_map = HeadC.vector_map
+    mask_logits = HeadC.mask_logits
+
+    def window_score(self, f16: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        """Per-window score logits ``[B]`` from the window's features (not the mask vector)."""
+        x = F.max_pool2d(center_crop(f16, self.feature_size), 2)  # [B, 512, 7, 7]
+        return self.score(self.score_fc(x.flatten(1))).squeeze(-1)
+
+    def score_map(self, f16: torch.Tensor, vmap: torch.Tensor) -> torch.Tensor:
+        """Score logits ``[B, gh, gw]`` at every stride-16 window position."""
+        x = F.max_pool2d(f16, 2, stride=1)  # [B, 512, h-1, w-1]: pools at every offset
+        k = self.feature_size // 2
+        weight = self.score_fc.weight.view(self.score_fc.out_features, -1, k, k)
+        x = F.conv2d(x, weight, self.score_fc.bias, dilation=2)  # [B, 512, h-s+1, w-s+1]
+        return self.score(x.permute(0, 2, 3, 1)).squeeze(-1)

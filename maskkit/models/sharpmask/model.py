@@ -44,7 +44,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from maskkit.errors import MaskkitError
 from maskkit.models.sharpmask.config import SharpMaskConfig
-from maskkit.models.sharpmask.deepmask import HeadC, build_trunk
+from maskkit.models.sharpmask.deepmask import build_head, build_trunk
 from maskkit.models.sharpmask.refine import Refinement, crop_windows
 from maskkit.structures import empty_prediction
 
@@ -163,7 +163,7 @@ class SharpMask(nn.Module):
         if cfg.window % 16 or cfg.stride != 16:
             raise MaskkitError(f"sharpmask needs stride 16 and a window multiple of 16, got {cfg.stride}/{cfg.window}")
         self.trunk = build_trunk(cfg)
-        self.head = HeadC(self.trunk.channels[-1], cfg)
+        self.head = build_head(self.trunk.channels[-1], cfg)
         self.refinement = Refinement(self.trunk.channels, cfg) if cfg.refine else None
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(3, 1, 1), persistent=False)
@@ -235,7 +235,8 @@ class SharpMask(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             feats = self.trunk(self.normalize(crops))
             vec = self.head.vector(feats[-1])  # [B, 512]
-        out = {"vector": vec, "score": self.head.score_logits(vec), "mask": self.head.mask_logits(vec)}
+            score = self.head.window_score(feats[-1], vec)  # [B]
+        out = {"vector": vec, "score": score, "mask": self.head.mask_logits(vec)}
         if refine:
             skips = self.refinement.window_skips(self.refinement.skip_features(feats))
             out["refined"] = self.refinement(vec, skips)[:, 0]  # [B, 160, 160]
@@ -274,7 +275,7 @@ class SharpMask(nn.Module):
         x = F.pad(x, (pad, pad + extra_w, pad, pad + extra_h), value=0.0)
         feats = self.trunk(x[None])
         vmap = self.head.vector_map(feats[-1])[0]  # [512, gh, gw]
-        scores = self.head.score_logits(vmap.permute(1, 2, 0))  # [gh, gw]
+        scores = self.head.score_map(feats[-1], vmap[None])[0]  # [gh, gw]
         skips = self.refinement.skip_features(feats) if refine else None
         return {"vectors": vmap, "scores": scores, "skips": skips, "factor": f, "pad": pad}
 

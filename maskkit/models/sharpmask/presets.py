@@ -6,7 +6,11 @@ train them from a local ``train.init_weights`` file or load published weights):
 - ``deepmask_r50``: DeepMask-ours (W160-P4-D39-F128 + head C), stage 1 (17,333,121 parameters).
 - ``sharpmask_r50``: + refinement (schedule (b), k = 32), stage 2: trunk and head frozen,
   ``train.init_weights`` should name the stage-1 (``deepmask_r50``) model file.
-- ``sharpmask_zoom_r50``: SharpMaskZoom, the scales extended by 2^1 for small objects.
+- ``sharpmask_zoom_r50`` / ``sharpmask_zoom2_r50``: SharpMaskZoom / Zoom2, the scales extended
+  by 2^1 (and 2^1.5) for small objects.
+- ``deepmask_vgg``: the original DeepMask (Table 3's baseline row): VGG-A conv layers (no BN,
+  zero padding), 224 px windows without extra context (14x14 cells), the original head
+  (separate score branch), canonical object 128 px, scales 2^-2 .. 2^1 (~75.8M parameters).
 
 Demo presets (from scratch on a CPU): trainable BatchNorm, the narrow ``resnet_tiny`` trunk
 (BasicBlock [1, 1, 1], widths 16/32/64), an 80 px window (5x5 stride-16 cells, 112 px crops,
@@ -56,6 +60,20 @@ def sharpmask_zoom_r50() -> Config:
                   train=_train(2, 150000))
 
 
+def sharpmask_zoom2_r50() -> Config:
+    return Config(model=SharpMaskConfig(refine=True, sampler=WindowSamplerConfig(mask_batch_prob=1.0),
+                                        scales=(-2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5)),
+                  train=_train(2, 150000))
+
+
+def deepmask_vgg() -> Config:
+    sampler = WindowSamplerConfig(window=224, context=0, canonical_size=128, neg_reject_dist=32)
+    return Config(model=SharpMaskConfig(trunk="vgg_a", trunk_norm="none", padding="zeros", head="original",
+                                        reduce_channels=512, feature_size=14, refine=False, sampler=sampler,
+                                        scales=(-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0)),
+                  train=_train(1, 300000))
+
+
 def deepmask_demo() -> Config:
     return Config(model=_demo_model(refine=False), train=_train(1, 2000, lr=0.02, log_period=50))
 
@@ -68,6 +86,8 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "deepmask_r50": deepmask_r50,
     "sharpmask_r50": sharpmask_r50,
     "sharpmask_zoom_r50": sharpmask_zoom_r50,
+    "sharpmask_zoom2_r50": sharpmask_zoom2_r50,
+    "deepmask_vgg": deepmask_vgg,
     "deepmask_demo": deepmask_demo,
     "sharpmask_demo": sharpmask_demo,
 }
