@@ -112,35 +112,40 @@ def paste_window_masks(masks: torch.Tensor, boxes: torch.Tensor, image_size: tup
     out = torch.zeros((n, h, w), dtype=torch.uint8, device=masks.device)
     tight = fallback.clone()
     sides = boxes[:, 2] - boxes[:, 0]
-    for side in torch.unique(sides).tolist():
-        group = (sides == side).nonzero().flatten()
-        size = math.ceil(side) + 2  # region side (px): every pixel centre inside the window
-        ar = torch.arange(size, device=masks.device)
+    keys = (sides * 1000).round()  # one group per scale (float rounding differs per window)
+    for key in torch.unique(keys):
+        group = (keys == key).nonzero().flatten()
+        side = float(sides[group].max())
+        # region: every pixel whose centre is inside the window, clipped to the image
+        size_h, size_w = min(math.ceil(side) + 2, h), min(math.ceil(side) + 2, w)
+        ar_h, ar_w = torch.arange(size_h, device=masks.device), torch.arange(size_w, device=masks.device)
         for c in range(0, group.numel(), chunk):
             idx = group[c : c + chunk]
             b = boxes[idx]
-            origin = b[:, :2].floor().long()  # [n, 2] region top-left (x, y), image px
-            centres = origin[:, None, :] + ar[None, :, None] + 0.5  # [n, size, 2] pixel centres
-            g = (centres - b[:, None, :2]) / side * 2 - 1  # [n, size, 2] in the window's [-1, 1]
+            x_org = b[:, 0].floor().long().clamp(0, w - size_w)  # [n] region top-left, image px
+            y_org = b[:, 1].floor().long().clamp(0, h - size_h)
+            xs, ys = x_org[:, None] + ar_w, y_org[:, None] + ar_h  # [n, size_w], [n, size_h]
+            bw, bh = (b[:, 2:3] - b[:, 0:1]), (b[:, 3:4] - b[:, 1:2])
+            gx = (xs + 0.5 - b[:, 0:1]) / bw * 2 - 1  # pixel centres in the window's [-1, 1]
+            gy = (ys + 0.5 - b[:, 1:2]) / bh * 2 - 1
             k = idx.numel()
-            grid = torch.stack([g[:, None, :, 0].expand(k, size, size), g[:, :, None, 1].expand(k, size, size)], dim=3)
+            grid = torch.stack([gx[:, None, :].expand(k, size_h, size_w), gy[:, :, None].expand(k, size_h, size_w)], dim=3)
             vals = F.grid_sample(masks[idx, None].float(), grid, mode="bilinear", padding_mode="zeros",
-                                 align_corners=False)[:, 0] >= threshold  # [n, size, size]
-            xs, ys = origin[:, 0:1] + ar, origin[:, 1:2] + ar  # [n, size]
+                                 align_corners=False)[:, 0] >= threshold  # [n, size_h, size_w]
             # pixel centres inside the window (bilinear bleeds half a cell past it) and the image
-            inside_x = (xs >= 0) & (xs < w) & (g[:, :, 0].abs() <= 1)
-            inside_y = (ys >= 0) & (ys < h) & (g[:, :, 1].abs() <= 1)
+            inside_x = (xs >= 0) & (xs < w) & (gx.abs() <= 1)
+            inside_y = (ys >= 0) & (ys < h) & (gy.abs() <= 1)
             vals &= inside_y[:, :, None] & inside_x[:, None, :]
             # out-of-image cells are clamped onto the border and add 0 (accumulate), so they
             # cannot overwrite a real pixel; in-image cells of one window are distinct.
             out.index_put_((idx[:, None, None], ys.clamp(0, h - 1)[:, :, None], xs.clamp(0, w - 1)[:, None, :]),
                            vals.to(torch.uint8), accumulate=True)
-            rows, cols = vals.any(dim=2), vals.any(dim=1)  # [n, size]
+            rows, cols = vals.any(dim=2), vals.any(dim=1)  # [n, size_h], [n, size_w]
             y0 = rows.int().argmax(dim=1)
-            y1 = size - rows.flip(1).int().argmax(dim=1)
+            y1 = size_h - rows.flip(1).int().argmax(dim=1)
             x0 = cols.int().argmax(dim=1)
-            x1 = size - cols.flip(1).int().argmax(dim=1)
-            box = torch.stack([x0, y0, x1, y1], dim=1) + origin.repeat(1, 2)
+            x1 = size_w - cols.flip(1).int().argmax(dim=1)
+            box = torch.stack([x0 + x_org, y0 + y_org, x1 + x_org, y1 + y_org], dim=1)
             nonempty = rows.any(dim=1)
             tight[idx[nonempty]] = box[nonempty].to(tight.dtype)
     return out.view(torch.bool)[:, None], tight
