@@ -173,6 +173,17 @@ def test_deterministic_with_a_seed():
     assert all(torch.equal(p1[k], p2[k]) for k in p1)
 
 
+def test_bf16_autocast_trains_and_predicts_in_float32_outputs():
+    model = tiny_model(fcos={"score_thresh": 0.0})
+    img, t = scene(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = _finite_losses_and_grads(model, [img], [t])
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pred = model.eval()([img])[0]
+    assert all(pred[k].dtype == torch.float32 for k in ("boxes", "scores", "masks", "mask_scores"))
+
+
 @pytest.mark.parametrize(
     "switch",
     [{"sam": False}, {"assignment": "eq1"}, {"maskiou": False}, {"class_agnostic": True}],

@@ -9,7 +9,6 @@ image at the image's original size (data contract in :mod:`maskkit.structures`).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
@@ -104,12 +103,13 @@ class CenterMask(nn.Module):
         f = self.cfg.fcos
         labels, box_t = fcos_targets(level_locations(feats, self.strides), self.strides, targets,
                                      f.size_of_interest, f.center_sampling_radius)
-        return fcos_losses(flatten_levels(cls), flatten_levels(reg), flatten_levels(ctr)[..., 0], labels, box_t,
-                           f.focal_alpha, f.focal_gamma)
+        # Losses in float32 also under autocast (focal/GIoU terms are precision-sensitive).
+        return fcos_losses(flatten_levels(cls).float(), flatten_levels(reg).float(), flatten_levels(ctr)[..., 0].float(),
+                           labels, box_t, f.focal_alpha, f.focal_gamma)
 
     def detect(self, head, feats: list[Tensor], sizes: list[tuple[int, int]], max_dets: int) -> list[dict]:
         f = self.cfg.fcos
-        cls, reg, ctr = (list(map(Tensor.detach, h)) for h in head)
+        cls, reg, ctr = ([t.detach().float() for t in h] for h in head)  # decode in float32 (also under autocast)
         return fcos_decode(cls, reg, ctr, level_locations(feats, self.strides), self.strides, sizes,
                            f.score_thresh, f.pre_nms_topk, f.nms_thresh, max_dets, f.scoring)
 
@@ -139,13 +139,13 @@ class CenterMask(nn.Module):
             gt_area.append(gt_masks.flatten(1).sum(1).to(torch.float32)[g])
         boxes, bidx, labels, tgts = torch.cat(boxes), torch.cat(bidx), torch.cat(labels), torch.cat(tgts)
         roi_feats = self.roi_features(feats, boxes, bidx, sizes)
-        logits = self.mask_head(roi_feats)  # [P, K, 28, 28]
+        logits = self.mask_head(roi_feats).float()  # [P, K, 28, 28]
         losses = {"loss_mask": mask_loss(logits, labels, tgts)}
         if self.maskiou is not None:
             sel = select_class(logits, labels).detach()  # [P, 28, 28]
             roi_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
             iou_t = maskiou_targets(sel, tgts, torch.cat(gt_area), roi_area)
-            pred = self.maskiou(roi_feats, sel.sigmoid()[:, None])
+            pred = self.maskiou(roi_feats, sel.sigmoid()[:, None].to(roi_feats.dtype)).float()
             losses["loss_maskiou"] = self.cfg.mask.maskiou_loss_weight * maskiou_loss(pred, labels, iou_t)
         return losses
 
@@ -160,15 +160,16 @@ class CenterMask(nn.Module):
                                        torch.tensor(counts, device=boxes.device))
         if boxes.shape[0]:
             roi_feats = self.roi_features(feats, boxes, bidx, sizes)
-            probs = select_class(self.mask_head(roi_feats), labels).sigmoid()  # [R, 28, 28]
+            probs = select_class(self.mask_head(roi_feats), labels).float().sigmoid()  # [R, 28, 28]
             if self.maskiou is not None:
-                iou = self.maskiou(roi_feats, probs[:, None])
+                iou = self.maskiou(roi_feats, probs[:, None].to(roi_feats.dtype)).float()
                 iou = iou[torch.arange(len(labels), device=labels.device), labels - 1].clamp(0, 1)
                 mask_scores = scores * iou
             else:
                 mask_scores = scores.clone()
         else:
-            probs = boxes.new_zeros((0, 28, 28))
+            m = 2 * self.cfg.mask.pooler_resolution
+            probs = boxes.new_zeros((0, m, m))
             mask_scores = scores.clone()
         out = []
         for i, (n_i, (h, w), (h0, w0)) in enumerate(zip(counts, sizes, orig_sizes)):
