@@ -237,6 +237,7 @@ def fit(
     writes files. Raises :class:`TrainingError` on a non-finite loss (files untouched).
     """
     tc, info, device = cfg.train, dist_info(), torch.device(device)
+    _autocast(device, tc.amp)  # validates train.amp for this device before any work
     out = Path(out_dir)
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -278,7 +279,7 @@ def fit(
     if info.distributed:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    scaler = torch.amp.GradScaler("cuda", enabled=tc.amp == "fp16")
+    scaler = torch.amp.GradScaler("cuda", enabled=tc.amp == "fp16" and device.type == "cuda")
     with torch.random.fork_rng(devices=[]):  # DataLoader draws a base seed: keep the step RNG stream intact
         stream = batches(train_set, cfg, info, start_step)
     tb = _tensorboard(out) if info.main else None

@@ -116,3 +116,13 @@ def test_lr_schedule_warmup_step_cosine():
     cfg.schedule = "cosine"
     assert lr_factor(10, cfg) == pytest.approx(0.5 * (1 + __import__("math").cos(__import__("math").pi * 0.1)))
     assert lr_factor(100, cfg) == pytest.approx(0.0)
+
+
+def test_bf16_autocast_on_cpu_trains(tmp_path):
+    cfg = tiny_config(max_iter=3, amp="bf16")
+    model = _train(tmp_path, cfg, noisy=False)
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in model.parameters())
+    losses = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")]
+    assert len(losses) == 3 and all(l == l for l in losses)
+    with pytest.raises(Exception, match="fp16 needs a CUDA device"):
+        _train(tmp_path / "b", tiny_config(max_iter=1, amp="fp16"))

@@ -1,0 +1,45 @@
+"""`maskkit demo --quick`: the whole pipeline end to end on tiny synthetic data (numbers are
+meaningless at this size; the full demo is a benchmark, see benchmarks/synthetic_protocol.md)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from maskkit.checkpoint import load_model
+from maskkit.cli import main
+
+
+@pytest.mark.slow  # ~15-40 s: synthesise 12 images, 3 training steps, evaluation, overlays
+@pytest.mark.timeout(300)
+def test_demo_quick_centermask(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "Evaluation results for segm" in printed and str(out) in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    # the same keys as `maskkit eval`: 12 COCO figures per IoU type + per-category AP
+    for t in ("bbox", "segm"):
+        assert {f"{t}/{k}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")} <= set(metrics)
+        assert f"{t}/AP-star" in metrics
+    assert len(list((out / "overlays").glob("*.png"))) == 4
+    assert (out / "curves.png").stat().st_size > 1000
+    assert isinstance(json.loads((out / "results.json").read_text()), list)
+    steps = [json.loads(line).get("step") for line in open(out / "metrics.jsonl")]
+    assert steps[:3] == [1, 2, 3]
+    model = load_model(out / "model_best.safetensors")
+    assert model.class_names[0] == "star" and model.maskkit_config.name == "centermask_lite_demo"
+
+
+@pytest.mark.slow  # ~15-40 s: two short training stages (DeepMask, then SharpMask refinement)
+@pytest.mark.timeout(300)
+def test_demo_quick_sharpmask(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--system", "sharpmask", "--out", str(out), "--no-progress"]) == 0
+    assert "AR@10" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"proposals/segm/AR@10", "proposals/segm/AR@20"} <= set(metrics)
+    assert (out / "stage1" / "model_last.safetensors").is_file()
+    model = load_model(out / "model_best.safetensors")
+    assert model.maskkit_config.train.stage == 2 and model.maskkit_config.model.refine
+    assert list((out / "overlays").glob("*.png"))
