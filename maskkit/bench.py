@@ -112,15 +112,16 @@ def run_bench(model_name: str, size: int | None = None, vs: str | None = None, i
               device: str = "cpu", detections: int = 50, num_classes: int = 80, flops: bool = True) -> list[dict]:
     """Time preset ``model_name`` (and the peer ``vs``) on the same image -> one row per model:
     ``dict(model, input, detections, median_ms, gflops, ...)``."""
-    from maskkit.models.zoo import create_model
+    from maskkit.models.zoo import build_model, get_config
 
+    cfg = get_config(model_name, num_classes)
+    if cfg.model.system != "centermask":
+        raise MaskkitError(f"bench measures CenterMask presets; {model_name!r} is a {cfg.model.system} model")
     overrides = ["model.fcos.score_thresh=0.0", f"model.fcos.detections_per_image={detections}"]
     if size:
         overrides.append(f"model.min_size_test={size}")
-    model = create_model(model_name, num_classes=num_classes, overrides=overrides)
-    if getattr(model.cfg, "system", "") != "centermask":
-        raise MaskkitError(f"bench measures CenterMask presets; {model_name!r} is a {model.cfg.system} model")
-    model = model.to(device).eval()
+    cfg = get_config(model_name, num_classes, overrides)
+    model = build_model(cfg.model).to(device).eval()
     h, w = bench_image_size(model.cfg.min_size_test, model.cfg.max_size_test)
     image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
     rows = []

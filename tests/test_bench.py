@@ -57,6 +57,8 @@ def test_bench_rejects_unknown_models_and_peers(capsys):
         run_bench("no_such_model", iters=1, flops=False)
     assert main(["bench", "--model", "no_such_model", "--iters", "1", "--no-flops"]) == 2
     assert "unknown model" in capsys.readouterr().err
+    with pytest.raises(MaskkitError, match="sharpmask model"):
+        run_bench("deepmask_demo", iters=1, flops=False)
     with pytest.raises(SystemExit):
         main(["bench", "--model", "centermask_lite_demo", "--vs", "yolo"])
 

@@ -120,8 +120,9 @@ def mask_targets(gt_masks: Tensor, boxes: Tensor, gt_idx: Tensor, size: int = 28
     ``[P, size, size]`` float in {0, 1}. One batched ``roi_align`` over the dense masks."""
     if boxes.shape[0] == 0:
         return gt_masks.new_zeros((0, size, size), dtype=torch.float32)
-    rois = torch.cat([gt_idx[:, None].to(boxes.dtype), boxes], dim=1)
-    crops = roi_align(gt_masks[:, None].to(torch.float32), rois, size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
+    used, idx = gt_idx.unique(return_inverse=True)  # convert only the matched GT masks to float
+    rois = torch.cat([idx[:, None].to(boxes.dtype), boxes.to(torch.float32)], dim=1)
+    crops = roi_align(gt_masks[used][:, None].to(torch.float32), rois, size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
     return (crops[:, 0] >= 0.5).to(torch.float32)
 
 
