@@ -170,3 +170,25 @@ def test_maskiou_head_and_loss():
     assert maskiou_loss(exact, labels, target).item() == pytest.approx(0.0, abs=1e-12)
     assert maskiou_loss(exact + 0.1, labels, target).item() == pytest.approx(0.01, rel=1e-4)
     assert maskiou_loss(pred[:0], labels[:0], target[:0]).item() == 0
+
+
+def test_maskiou_targets_polygon_and_rle_ground_truth_alike():
+    # The official code computed the mask-scoring "mask ratio" from polygons and crashed on
+    # RLE; here both formats arrive as dense masks (as the data layer decodes them) and give
+    # the same targets.
+    h, w = 64, 80
+    poly = [[10.0, 10.0, 60.0, 12.0, 50.0, 50.0, 12.0, 40.0]]
+    from_poly = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(poly, h, w)))
+    rle = mask_utils.encode(np.asfortranarray(from_poly))  # the same object stored as RLE
+    rle["counts"] = rle["counts"].decode("ascii")  # as in a COCO json file
+    from_rle = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
+    boxes = torch.tensor([[8.0, 8.0, 40.0, 52.0], [10.0, 10.0, 60.0, 50.0]])  # the first cuts the object
+    results = []
+    for dense in (from_poly, from_rle):
+        gt = torch.from_numpy(dense)[None]
+        t = mask_targets(gt, boxes, torch.zeros(2, dtype=torch.int64))
+        logits = torch.full((2, 28, 28), 5.0)  # predict the whole RoI
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        results.append(maskiou_targets(logits, t, gt.flatten(1).sum(1).float().expand(2), area))
+    assert torch.equal(results[0], results[1])
+    assert 0 < results[0][0] < results[0][1] < 1  # the cut RoI misses part of the object
