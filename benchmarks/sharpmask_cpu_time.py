@@ -3,7 +3,7 @@ timings: K40 GPU, DeepMask-ours 0.46 s, SharpMask 0.76 s per image).
 
 Both models are randomly initialised (the timing does not depend on the weights: every scale
 is computed in full and exactly ``top_n`` windows are decoded/refined whatever their scores).
-Reported per image, median over ``--runs`` after one warm-up:
+Reported per image, median over ``--runs`` after one warm-up, wall-clock and process CPU time:
 
 - ``propose``: multi-scale trunk + head C (+ shared skip features and batched refinement of
   the top N windows for SharpMask), window-level masks;
@@ -27,14 +27,18 @@ import torch
 from maskkit.models import zoo
 
 
-def _median_time(fn, runs: int) -> float:
+def _median_time(fn, runs: int) -> tuple[float, float]:
+    """Median wall-clock and process CPU seconds of ``fn()`` over ``runs`` after a warm-up (CPU
+    time is the steadier number on a shared machine: with one thread it is the time the
+    work took whenever it got the core)."""
     fn()  # warm-up
-    times = []
+    wall, cpu = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def _cpu_name() -> str:
@@ -63,8 +67,8 @@ def main() -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     print(f"# {args.size[0]}x{args.size[1]} image, top {args.top_n}, {args.threads} thread(s), device {device}, "
           f"CPU {_cpu_name()}, torch {torch.__version__}")
-    print("| model | scales | propose (s) | predict (s) |")
-    print("|---|---|---|---|")
+    print("| model | scales | propose wall (s) | propose CPU (s) | predict wall (s) | predict CPU (s) |")
+    print("|---|---|---|---|---|---|")
     for name in ("deepmask_r50", "sharpmask_r50"):
         cfg = zoo.get_config(name, overrides=[f"model.top_n={args.top_n}"])
         model = zoo.build_model(cfg.model).to(device).eval()
@@ -79,10 +83,10 @@ def main() -> None:
                 model([image])
             sync()
 
-        t_prop = _median_time(propose, args.runs)
-        t_pred = _median_time(predict, args.runs)
+        w_prop, c_prop = _median_time(propose, args.runs)
+        w_pred, c_pred = _median_time(predict, args.runs)
         scales = ",".join(f"{s:g}" for s in cfg.model.scales)
-        print(f"| {name} | 2^({scales}) | {t_prop:.2f} | {t_pred:.2f} |", flush=True)
+        print(f"| {name} | 2^({scales}) | {w_prop:.2f} | {c_prop:.2f} | {w_pred:.2f} | {c_pred:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import torchvision
 from torchvision.ops import FrozenBatchNorm2d
 
 import maskkit
-from maskkit.errors import MaskkitError
+from maskkit.errors import CheckpointError, MaskkitError
 from maskkit.models.sharpmask.model import mask_boxes, mask_loss, paste_window_masks, score_loss
 from maskkit.structures import paste_masks_in_image
 from maskkit.models.sharpmask.refine import crop_windows
@@ -81,6 +81,27 @@ def test_deepmask_vgg_is_the_original_deepmask():
     ours = {k: v.shape for k, v in m.trunk.state_dict().items()}
     assert ours == {k: v.shape for k, v in vgg.state_dict().items() if k.startswith("features.")}
     assert m.cfg.window == 224 and m.refinement is None
+
+
+def test_trunk_loads_imagenet_classifier_weights(tmp_path):
+    """A torchvision classifier state dict (what users download themselves) initialises the
+    trunk; layer4/fc are ignored; a wrong architecture or a corrupt file is one clear error."""
+    ref = torchvision.models.resnet18(weights=None)
+    torch.nn.init.normal_(ref.layer3[1].conv2.weight)
+    torch.save(ref.state_dict(), tmp_path / "resnet18.pth")
+    model = maskkit.create_model("sharpmask_demo", overrides=["model.trunk=resnet18", "model.trunk_width=64",
+                                                             "model.trunk_norm=FrozenBN"])
+    model.load_trunk_weights(tmp_path / "resnet18.pth")
+    assert torch.equal(model.trunk.layer3[1].conv2.weight, ref.layer3[1].conv2.weight)
+    assert torch.equal(model.trunk.bn1.running_var, ref.bn1.running_var)
+    with pytest.raises(CheckpointError, match="resnet18.pth.*layer1.0.conv1.weight.*has shape"):
+        maskkit.create_model("deepmask_demo", overrides=["model.trunk=resnet50", "model.trunk_width=64"]).load_trunk_weights(
+            tmp_path / "resnet18.pth")
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pth"):
+        model.load_trunk_weights(tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="not found"):
+        model.load_trunk_weights(tmp_path / "missing.pth")
 
 
 def _padded(model, image: torch.Tensor) -> torch.Tensor:
@@ -211,6 +232,30 @@ def test_coarse_or_refined_from_one_network():
     coarse = model.propose(image, top_n=4, refined=False)
     assert fine["masks"].shape[-1] == 80 and coarse["masks"].shape[-1] == 28
     torch.testing.assert_close(fine["scores"], coarse["scores"])
+
+
+def test_tiny_and_odd_sized_images():
+    model = maskkit.create_model("sharpmask_demo", overrides=["model.top_n=5"]).eval()
+    for h, w in [(1, 1), (7, 33), (41, 17)]:
+        p = model([torch.rand(3, h, w)])[0]
+        assert p["masks"].shape == (5, 1, h, w) and p["boxes"].shape == (5, 4)
+        assert p["boxes"][:, 2].max() <= w and p["boxes"][:, 3].max() <= h
+
+
+def test_presets_round_trip_through_the_saved_config():
+    from maskkit.config import config_from_json, config_to_json
+    from maskkit.models.sharpmask.presets import PRESETS
+    from maskkit.models.zoo import get_config
+
+    assert {"deepmask_r50", "sharpmask_r50", "sharpmask_zoom_r50", "deepmask_vgg"} <= set(maskkit.list_models())
+    for name in PRESETS:
+        cfg = get_config(name)
+        back = config_from_json(config_to_json(cfg))
+        assert back == cfg and back.model.window == 16 * back.model.feature_size
+        assert back.model.sampler.window == back.model.window  # the sampler cuts the model's windows
+    assert get_config("sharpmask_r50").train.stage == 2 and get_config("deepmask_r50").train.stage == 1
+    assert get_config("sharpmask_r50").model.sampler.mask_batch_prob == 1.0  # stage 2: mask samples only
+    assert get_config("sharpmask_zoom_r50").model.scales[-1] == 1.0
 
 
 def test_mask_boxes_tight_and_fallback():

@@ -36,13 +36,15 @@ for callers that want to encode masks without full-image tensors for all ``top_n
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from maskkit.errors import MaskkitError
+from maskkit.errors import CheckpointError, MaskkitError
 from maskkit.models.sharpmask.config import SharpMaskConfig
 from maskkit.models.sharpmask.deepmask import build_head, build_trunk
 from maskkit.models.sharpmask.refine import Refinement, crop_windows
@@ -203,6 +205,38 @@ class SharpMask(nn.Module):
         if self.stage == 2:
             return list(self.refinement.parameters())
         return [p for p in list(self.trunk.parameters()) + list(self.head.parameters()) if p.requires_grad]
+
+    def load_trunk_weights(self, path: str | os.PathLike) -> None:
+        """Initialise the trunk from an ImageNet classifier checkpoint of the same architecture
+        (paper Sec. 3.3: "trunk parameters are initialized with a network pre-trained on
+        ImageNet"): a torchvision ``resnet50`` / ``resnet18`` / ``vgg11`` state dict saved by the
+        user (``.pth`` via ``torch.save`` or ``.safetensors``). The classifier's extra layers
+        (``layer4``, ``fc``, ``classifier``) are ignored; every trunk tensor must be present with
+        the right shape, else :class:`CheckpointError` names the file and the first mismatch."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: trunk weights file not found")
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+            raise CheckpointError(f"{path}: cannot read trunk weights ({type(e).__name__}: {e})") from None
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: not a state dict")
+        own = self.trunk.state_dict()
+        for name, tensor in own.items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            if name not in state:
+                raise CheckpointError(f"{path}: no tensor {name!r} for the {self.cfg.trunk} trunk")
+            if tuple(state[name].shape) != tuple(tensor.shape):
+                raise CheckpointError(f"{path}: {name!r} has shape {tuple(state[name].shape)}, the "
+                                      f"{self.cfg.trunk} trunk needs {tuple(tensor.shape)}")
+        self.trunk.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
     # -- shared pieces
 
