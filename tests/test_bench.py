@@ -11,6 +11,13 @@ from maskkit.cli import main
 from maskkit.errors import MaskkitError
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These are small ops: on the shared 2-core CI machine a second intra-op thread only adds
+    # contention (measured: a preset smoke test 0.5 s with 1 thread, 8-12 s with 2 under load).
+    torch.set_num_threads(1)
+
+
 def test_bench_image_size():
     assert bench_image_size(600, 1000) == (600, 800)
     assert bench_image_size(800, 1333) == (800, 1067)
@@ -43,7 +50,6 @@ def test_time_model_median_and_output():
     assert set(out) >= {"boxes", "masks", "scores"}
 
 
-@pytest.mark.slow  # ~5-15 s: builds and runs torchvision's Mask R-CNN R50-FPN (random weights) once
 def test_run_bench_forces_the_same_detections_on_both_models():
     rows = run_bench("centermask_lite_demo", size=96, vs="maskrcnn_r50", iters=1, warmup=0, detections=20,
                      num_classes=3, flops=False)
