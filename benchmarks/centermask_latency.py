@@ -1,8 +1,8 @@
 """CPU latency of CenterMask-Lite V-19 at 600 px vs torchvision's Mask R-CNN R50-FPN.
 
-Runs ``maskkit.bench.run_bench`` (the code behind ``maskkit bench``) and writes the result,
+Runs ``maskkit.bench.run_bench`` (the code behind ``maskkit bench``) and appends the result,
 the exact command, the machine (``lscpu`` model name, cores/threads) and its load
-(``uptime``) before and after to ``benchmarks/centermask_cpu_latency.md``.
+(``uptime``) before and after to ``benchmarks/centermask_cpu_latency.md`` (one section per run).
 
     python benchmarks/centermask_latency.py [--model centermask_lite_v19] [--size 600] [--iters 10] [--threads 0]
 """
@@ -48,7 +48,7 @@ def main() -> int:
     topo = _sh("lscpu | grep -E '^CPU\\(s\\)|Thread\\(s\\) per core|Core\\(s\\) per socket' | tr -s ' '")
     table = _format(rows)
     cmd = "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:])
-    text = f"""# CenterMask CPU latency
+    text = f"""## {args.model} at {args.size} px, {torch.get_num_threads()} thread(s)
 
 Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} with
 
@@ -72,7 +72,9 @@ Load (`uptime`) before: `{load_before}`; after: `{load_after}`.
 The machine is shared with other jobs while this runs: treat the numbers as an upper bound
 and re-run on a quiet machine for a clean measurement.
 """
-    args.out.write_text(text)
+    header = "# CenterMask CPU latency\n\nEach run of `benchmarks/centermask_latency.py` appends one section.\n\n"
+    previous = args.out.read_text() if args.out.exists() else header
+    args.out.write_text(previous.rstrip("\n") + "\n\n" + text)
     print(text)
     return 0
 
