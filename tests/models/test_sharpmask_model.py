@@ -146,9 +146,10 @@ def _randomise_bn(model):
             mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
 
 
-def test_convolutional_inference_equals_per_window_demo():
+@pytest.mark.parametrize("upsample", ["bilinear", "nearest"])
+def test_convolutional_inference_equals_per_window_demo(upsample):
     torch.manual_seed(0)
-    model = maskkit.create_model("sharpmask_demo")
+    model = maskkit.create_model("sharpmask_demo", overrides=[f"model.upsample={upsample}"])
     _randomise_bn(model)
     image = torch.rand(3, 272, 272)
     # receptive field of the demo trunk + skip convs is < 100 px beyond the window: 112 px context
