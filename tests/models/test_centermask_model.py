@@ -154,6 +154,20 @@ def test_eval_predictions_at_original_size_any_size():
         assert (p["scores"][:-1] >= p["scores"][1:]).all()
 
 
+def test_mask_scores_are_box_score_times_predicted_iou():
+    model = tiny_model(fcos={"score_thresh": 0.0}).eval()
+    with torch.no_grad():
+        model.maskiou.predictor.weight.zero_()
+        model.maskiou.predictor.bias.copy_(torch.tensor([0.5, 0.25]))
+    p = model([scene(0)[0]])[0]
+    expected = p["scores"] * torch.where(p["labels"] == 1, 0.5, 0.25)
+    assert torch.allclose(p["mask_scores"], expected)
+    with torch.no_grad():
+        model.maskiou.predictor.bias.fill_(-1.0)  # "no overlap": ranking falls back to the box score
+    p = model([scene(0)[0]])[0]
+    assert torch.allclose(p["mask_scores"], p["scores"] * 1e-3)
+
+
 def test_batched_equals_one_by_one():
     # Inputs are zero-padded bottom/right to a multiple of 32, so an image's features depend
     # on the padded batch size at its border. Sizes chosen to pad to the same 96 x 128 in

@@ -163,8 +163,10 @@ class CenterMask(nn.Module):
             probs = select_class(self.mask_head(roi_feats), labels).float().sigmoid()  # [R, 28, 28]
             if self.maskiou is not None:
                 iou = self.maskiou(roi_feats, probs[:, None].to(roi_feats.dtype)).float()
-                iou = iou[torch.arange(len(labels), device=labels.device), labels - 1].clamp(0, 1)
-                mask_scores = scores * iou
+                iou = iou[torch.arange(len(labels), device=labels.device), labels - 1]
+                # Predicted IoU clamped to [1e-3, 1]: where the head predicts no overlap (early in
+                # training, or for poor masks) the ranking falls back to the box score, not ties at 0.
+                mask_scores = scores * iou.clamp(min=1e-3, max=1.0)
             else:
                 mask_scores = scores.clone()
         else:
