@@ -167,7 +167,7 @@ def run_demo(out: str | Path = "runs/demo", system: str = "centermask", quick: b
     metrics = summary["last_eval"]
     write_metrics(metrics, out)  # the same keys as `maskkit eval`
     model = load_model(out / "model_best.safetensors", device=device)
-    print("[3/4] drawing overlays", file=sys.stderr)
+    print("[3/3] drawing overlays", file=sys.stderr)
     overlays = _overlays(model, val, out, names, 6, 0.3)
     seconds = time.time() - t0
     print(format_table(metrics))

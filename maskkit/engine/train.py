@@ -290,6 +290,8 @@ def fit(
             save_train_state(paths["state_last"], {
                 "step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": rng_state(), "best": best})
+            if step < tc.max_iter and paths["metrics"].exists():
+                _write_plots(out)  # curves as training goes (the final ones are drawn after the last eval)
         barrier()
 
     def run_eval(step: int) -> dict | None:
@@ -312,7 +314,6 @@ def fit(
             if best is None or value > best["value"]:
                 best = {"key": key, "value": float(value), "step": step}
                 save_model(paths["model_best"], model, cfg, names, cats, step)
-            _write_plots(out)
         return metrics
 
     bar = None
@@ -397,7 +398,7 @@ def fit(
         if tb:
             tb.close()
     if info.main and paths["metrics"].exists():
-        _write_plots(out)
+        _write_plots(out)  # losses, lr and AP/AR so far (also written at every checkpoint)
     summary["best"] = best
     return summary
 
