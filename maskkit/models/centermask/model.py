@@ -99,6 +99,7 @@ class CenterMask(nn.Module):
         return batch
 
     def detector_losses(self, head, feats: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
+        """FCOS targets for every location of P3-P7, then focal / GIoU / centerness losses."""
         cls, reg, ctr = head
         f = self.cfg.fcos
         labels, box_t = fcos_targets(level_locations(feats, self.strides), self.strides, targets,
@@ -108,6 +109,7 @@ class CenterMask(nn.Module):
                            labels, box_t, f.focal_alpha, f.focal_gamma)
 
     def detect(self, head, feats: list[Tensor], sizes: list[tuple[int, int]], max_dets: int) -> list[dict]:
+        """Decoded detections per image (no gradient): ``dict(boxes [N, 4], scores [N], labels [N])``."""
         f = self.cfg.fcos
         cls, reg, ctr = ([t.detach().float() for t in h] for h in head)  # decode in float32 (also under autocast)
         return fcos_decode(cls, reg, ctr, level_locations(feats, self.strides), self.strides, sizes,
@@ -125,7 +127,7 @@ class CenterMask(nn.Module):
     def mask_losses(self, feats: list[Tensor], dets: list[dict], targets: list[dict], sizes) -> dict[str, Tensor]:
         """Training RoIs = detections + GT boxes matched to a GT at IoU >= 0.5 (crowd never
         matched); BCE mask loss and, with mask scoring, the MaskIoU L2 loss on them."""
-        boxes, bidx, gidx, labels, tgts, gt_area = [], [], [], [], [], []
+        boxes, bidx, labels, tgts, gt_area = [], [], [], [], []
         for i, (d, t) in enumerate(zip(dets, targets)):
             keep_gt = t["iscrowd"] == 0
             gt_boxes, gt_masks = t["boxes"][keep_gt], t["masks"][keep_gt]
