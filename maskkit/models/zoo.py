@@ -93,8 +93,10 @@ def configure_parser(parser) -> None:
     parser.add_argument("names", nargs="*", help="presets to describe (default: all)")
     parser.add_argument("--num-classes", type=int, default=80, help="number of classes K (default 80, as COCO)")
     parser.add_argument("--no-flops", action="store_true", help="skip counting GFLOPs")
-    parser.epilog = ("GFLOPs count one multiply-add as one FLOP (as the paper and detectron2), for one 4:3 image "
-                     "at the preset's test size with 50 detections through the mask branch (CenterMask presets).")
+    parser.description = "List model presets with their parameters (M) and GFLOPs at the preset's test size."
+    parser.epilog = ("GFLOPs count one multiply-add as one FLOP (as the paper and detectron2), for one 4:3 image\n"
+                     "at the preset's test size with 50 detections through the mask branch (CenterMask presets;\n"
+                     "'-' for SharpMask presets). Models are built on the meta device: no memory, no weights.")
 
 
 def run_cli(args) -> int:
