@@ -168,6 +168,17 @@ def test_mask_scores_are_box_score_times_predicted_iou():
     assert torch.allclose(p["mask_scores"], p["scores"] * 1e-3)
 
 
+@pytest.mark.parametrize("rule,expected", [("eq2", [5, 3]), ("eq1", [3, 3])])
+def test_roi_levels_use_each_images_unpadded_area(rule, expected):
+    # The same 60x60 RoI in a 64x96 image (more than half its area: P5 by Eq. 2) and in a
+    # 320x320 image (P3); Eq. 1 ignores the image and puts both on P3 (60 < 112 px).
+    model = tiny_model(mask={"assignment": rule})
+    feats = [torch.full((2, 48, 40 // s * 8, 40 // s * 8), float(k)) for k, s in zip((3, 4, 5, 6, 7), (1, 2, 4, 8, 16))]
+    boxes = torch.tensor([[2.0, 2.0, 62.0, 62.0], [2.0, 2.0, 62.0, 62.0]])
+    pooled = model.roi_features(feats, boxes, torch.tensor([0, 1]), [(64, 96), (320, 320)])
+    assert pooled[:, 0, 7, 7].tolist() == expected
+
+
 def test_batched_equals_one_by_one():
     # Inputs are zero-padded bottom/right to a multiple of 32, so an image's features depend
     # on the padded batch size at its border. Sizes chosen to pad to the same 96 x 128 in
