@@ -11,13 +11,6 @@ from maskkit.cli import main
 from maskkit.errors import MaskkitError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These are small ops: on the shared 2-core CI machine a second intra-op thread only adds
-    # contention (measured: a preset smoke test 0.5 s with 1 thread, 8-12 s with 2 under load).
-    torch.set_num_threads(1)
-
-
 def test_bench_image_size():
     assert bench_image_size(600, 1000) == (600, 800)
     assert bench_image_size(800, 1333) == (800, 1067)

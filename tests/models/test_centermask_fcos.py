@@ -16,13 +16,6 @@ from maskkit.models.centermask.fcos import (
     level_locations,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These are small ops: on the shared 2-core CI machine a second intra-op thread only adds
-    # contention (measured: a preset smoke test 0.5 s with 1 thread, 8-12 s with 2 under load).
-    torch.set_num_threads(1)
-
 STRIDES = [8, 16, 32, 64, 128]
 
 

@@ -21,13 +21,6 @@ from maskkit.models.centermask.mask_head import (
 from maskkit.models.centermask.maskiou import MaskIoUHead, maskiou_loss, maskiou_targets
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These are small ops: on the shared 2-core CI machine a second intra-op thread only adds
-    # contention (measured: a preset smoke test 0.5 s with 1 thread, 8-12 s with 2 under load).
-    torch.set_num_threads(1)
-
-
 def _square(area: float) -> list[float]:
     s = math.sqrt(area)
     return [0.0, 0.0, s, s]

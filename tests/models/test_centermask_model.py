@@ -17,13 +17,6 @@ from maskkit.models.centermask.model import CenterMask
 from maskkit.structures import mask_iou
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These are small ops: on the shared 2-core CI machine a second intra-op thread only adds
-    # contention (measured: a preset smoke test 0.5 s with 1 thread, 8-12 s with 2 under load).
-    torch.set_num_threads(1)
-
-
 class TinyBackbone(nn.Module):
     """Stand-in trunk with the backbone contract: [C3, C4, C5] at strides 8, 16, 32."""
 

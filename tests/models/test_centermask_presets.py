@@ -8,13 +8,6 @@ import torch
 import maskkit
 from maskkit.models.centermask.presets import PRESETS
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These are small ops: on the shared 2-core CI machine a second intra-op thread only adds
-    # contention (measured: a preset smoke test 0.5 s with 1 thread, 8-12 s with 2 under load).
-    torch.set_num_threads(1)
-
 FULL = ["centermask_r50", "centermask_r101", "centermask_x101", "centermask_mnv2",
         "centermask_v19", "centermask_v39", "centermask_v57", "centermask_v99"]
 LITE = ["centermask_lite_v19", "centermask_lite_v19_slim", "centermask_lite_v19_slim_dw",

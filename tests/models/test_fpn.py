@@ -1,18 +1,10 @@
 """FPN P3-P7 (maskkit/models/fpn.py)."""
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from maskkit.models.fpn import FPN
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These are small ops: on the shared 2-core CI machine a second intra-op thread only adds
-    # contention (measured: a preset smoke test 0.5 s with 1 thread, 8-12 s with 2 under load).
-    torch.set_num_threads(1)
 
 
 def test_levels_strides_and_channels():
