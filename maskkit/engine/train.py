@@ -305,8 +305,10 @@ def fit(
         model.train()
         if info.main:
             key, value = primary_metric(metrics)
-            _log_line(paths["metrics"], {"step": step, **{f"eval/{k}": v for k, v in metrics.items()
-                                                          if isinstance(v, (int, float))}})
+            # headline figures only in the log/curves (the full table is in metrics.json / results)
+            curve = {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))
+                     and (k.rpartition("/")[2] in ("AP", "AP50", "AP75") or "/AR@" in k)}
+            _log_line(paths["metrics"], {"step": step, **curve})
             if tb:
                 for k, v in metrics.items():
                     if isinstance(v, (int, float)):
