@@ -10,7 +10,7 @@ from maskkit.checkpoint import load_model
 from maskkit.cli import main
 
 
-@pytest.mark.slow  # ~15-40 s: synthesise 12 images, 3 training steps, evaluation, overlays
+@pytest.mark.slow  # 2-5 s on a quiet machine (warm imports), up to ~60 s on a loaded 2-core one
 @pytest.mark.timeout(300)
 def test_demo_quick_centermask(tmp_path, capsys):
     out = tmp_path / "demo"
@@ -31,7 +31,7 @@ def test_demo_quick_centermask(tmp_path, capsys):
     assert model.class_names[0] == "star" and model.maskkit_config.name == "centermask_lite_demo"
 
 
-@pytest.mark.slow  # ~15-40 s: two short training stages (DeepMask, then SharpMask refinement)
+@pytest.mark.slow  # two short training stages + multi-scale proposals: as above
 @pytest.mark.timeout(300)
 def test_demo_quick_sharpmask(tmp_path, capsys):
     out = tmp_path / "demo"

@@ -126,3 +126,18 @@ def test_bf16_autocast_on_cpu_trains(tmp_path):
     assert len(losses) == 3 and all(l == l for l in losses)
     with pytest.raises(Exception, match="fp16 needs a CUDA device"):
         _train(tmp_path / "b", tiny_config(max_iter=1, amp="fp16"))
+
+
+def test_init_weights_refuses_other_class_count_and_copies_matching(tmp_path):
+    _train(tmp_path / "a", tiny_config(max_iter=1))
+    src = tmp_path / "a" / "model_last.safetensors"
+    cfg = tiny_config(max_iter=1, init_weights=str(src))
+    cfg.model.num_classes = 5
+    with pytest.raises(CheckpointError, match=r"train.init_weights is for .*2 classes.*5 classes"):
+        fit(cfg, TinyModel(), TinyDataset(), tmp_path / "b", progress=False, class_names=list("abcde"))
+    # same class count: every tensor is copied before the first step (max_iter=0 trains nothing)
+    torch.manual_seed(5)
+    model = TinyModel()
+    fit(tiny_config(max_iter=0, init_weights=str(src)), model, TinyDataset(), tmp_path / "c", progress=False)
+    ref = read_model_file(src).state_dict
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ref.items())
