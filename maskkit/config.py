@@ -72,6 +72,9 @@ class TrainConfig:
     """
 
     batch_size: int = 16
+    # "sgd" (both papers) | "adamw" (betas (0.9, 0.999); for short from-scratch CPU runs such
+    # as the demo, where SGD's few hundred steps leave the mask branch barely trained).
+    optimizer: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4

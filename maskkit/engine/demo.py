@@ -40,13 +40,14 @@ class DemoPlan:
     overrides: tuple[str, ...]  # applied on top of the demo preset
 
 
-# CenterMask-Lite demo: tuned so that the run finishes in about 10 minutes on 2 CPU cores and
-# reaches segm AP50 >= 0.5 on the synthetic val split (benchmarks/synthetic_protocol.md).
+# CenterMask-Lite demo: sized to finish in about 10 minutes on 2 CPU cores. AdamW (lr 3e-3)
+# rather than the paper's SGD: over 400 from-scratch steps it reached bbox AP50 7.1 % vs 2.8 %
+# for SGD lr 0.02. The target segm AP50 >= 0.5 is NOT reached yet (benchmarks/synthetic_protocol.md).
 _CENTERMASK = DemoPlan(
     num_train=600, num_val=50, image_size=192, seed=0,
     overrides=("data.min_size_train=[160,176,192,208]", "data.max_size_train=256", "data.min_size_test=192",
                "data.max_size_test=256", "model.min_size_test=192", "model.max_size_test=256",
-               "train.batch_size=8", "train.lr=0.02", "train.max_iter=400", "train.warmup_iters=50",
+               "train.batch_size=8", "train.optimizer=adamw", "train.lr=0.003", "train.max_iter=400", "train.warmup_iters=50",
                "train.schedule=cosine", "train.eval_period=0", "train.checkpoint_period=100",
                "train.log_period=10", "data.num_workers=0"),
 )

@@ -58,9 +58,10 @@ def _param_groups(params: Iterable[tuple[str, nn.Parameter]], weight_decay: floa
     return groups
 
 
-def build_optimizer(model: nn.Module, tc) -> torch.optim.SGD:
-    """SGD with momentum over the trainable parameters of ``model`` (``model.trainable_parameters()``
-    when it defines it, e.g. SharpMask stage 2 trains only the refinement)."""
+def build_optimizer(model: nn.Module, tc) -> torch.optim.Optimizer:
+    """SGD with momentum (or AdamW, ``train.optimizer=adamw``) over the trainable parameters of
+    ``model`` (``model.trainable_parameters()`` when it defines it, e.g. SharpMask stage 2
+    trains only the refinement)."""
     target = getattr(model, "module", model)
     if hasattr(target, "trainable_parameters"):
         named = [(str(i), p) for i, p in enumerate(target.trainable_parameters())]
@@ -71,7 +72,13 @@ def build_optimizer(model: nn.Module, tc) -> torch.optim.SGD:
         from maskkit.errors import MaskkitError
 
         raise MaskkitError("the model has no trainable parameters")
-    return torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum)
+    if tc.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum)
+    if tc.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=tc.lr)
+    from maskkit.config import ConfigError
+
+    raise ConfigError(f"train.optimizer must be 'sgd' or 'adamw', got {tc.optimizer!r}")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, tc) -> torch.optim.lr_scheduler.LambdaLR:

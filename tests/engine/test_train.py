@@ -141,3 +141,21 @@ def test_init_weights_refuses_other_class_count_and_copies_matching(tmp_path):
     fit(tiny_config(max_iter=0, init_weights=str(src)), model, TinyDataset(), tmp_path / "c", progress=False)
     ref = read_model_file(src).state_dict
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ref.items())
+
+
+def test_adamw_optimizer_option_and_resume(tmp_path):
+    """train.optimizer=adamw builds AdamW (with the same no-decay groups) and resumes exactly."""
+    from maskkit.config import ConfigError
+    from maskkit.engine.schedule import build_optimizer
+
+    cfg = tiny_config(max_iter=4, optimizer="adamw", lr=0.01)
+    opt = build_optimizer(TinyModel(), cfg.train)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert {g["weight_decay"] for g in opt.param_groups} == {cfg.train.weight_decay, 0.0}
+    straight = _train(tmp_path / "a", cfg)
+    _train(tmp_path / "b", tiny_config(max_iter=2, optimizer="adamw", lr=0.01))
+    resumed = _train(tmp_path / "b", tiny_config(max_iter=4, optimizer="adamw", lr=0.01), resume=True, seed=7)
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ConfigError, match="train.optimizer"):
+        build_optimizer(TinyModel(), tiny_config(optimizer="lbfgs").train)
