@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from maskkit.atomic import atomic_write
 from maskkit.errors import CheckpointError
 
 __all__ = [
@@ -64,23 +64,6 @@ class ModelFile:
     @property
     def label_to_cat_id(self) -> dict[int, int]:
         return {i + 1: int(c) for i, c in enumerate(self.cat_ids)}
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it over
-    ``path`` (``os.replace`` is atomic on POSIX and Windows)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

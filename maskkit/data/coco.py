@@ -107,7 +107,7 @@ def _pil_to_rgb_array(img: Image.Image) -> np.ndarray:
 # --------------------------------------------------------------------------- annotation file
 
 
-def _read_instances_json(ann_file: Path) -> dict:
+def read_instances_json(ann_file: Path) -> dict:
     """Parse and structurally check a COCO instances JSON; DataError naming the file."""
     if not ann_file.is_file():
         raise DataError(f"{ann_file}: annotation file not found")
@@ -258,7 +258,7 @@ class CocoDataset(torch.utils.data.Dataset):
         self.transforms = transforms
         if not self.image_dir.is_dir():
             raise DataError(f"{self.image_dir}: image folder not found")
-        data = _read_instances_json(self.ann_file)
+        data = read_instances_json(self.ann_file)
         self._validate(data)
         self.coco = COCO()
         self.coco.dataset = data

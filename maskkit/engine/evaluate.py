@@ -23,7 +23,6 @@ import math
 import numbers
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -32,6 +31,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from maskkit.atomic import atomic_write_text
 from maskkit.errors import DataError, MaskkitError
 from maskkit.structures import masks_to_rle
 
@@ -160,19 +160,12 @@ def check_results(results: Any, coco_gt: COCO, source: str = "results", check_ca
 # --------------------------------------------------------------------------- loading
 def load_coco_gt(ann_file: str | os.PathLike) -> COCO:
     """Read a COCO annotation file with pycocotools (quietly); :class:`DataError` naming the
-    file when it is missing, not JSON or not a COCO instances file."""
+    file when it is missing, not JSON or not a COCO instances file (the data layer's check)."""
+    from maskkit.data.coco import read_instances_json
+
     path = Path(ann_file)
-    if not path.is_file():
-        raise DataError(f"{path}: annotation file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            dataset = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: not a readable JSON file ({e})") from None
-    if not isinstance(dataset, dict) or not all(isinstance(dataset.get(k), list) for k in ("images", "annotations", "categories")):
-        raise DataError(f"{path}: not a COCO instances file (needs lists 'images', 'annotations', 'categories')")
     coco = COCO()
-    coco.dataset = dataset
+    coco.dataset = read_instances_json(path)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             coco.createIndex()
@@ -437,25 +430,10 @@ def _json_value(v: Any) -> Any:
     return v
 
 
-def _atomic_write_text(path: Path, text: str) -> Path:
-    """Write via a temporary file in the same folder + rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def write_metrics(metrics: dict, out_dir: str | os.PathLike) -> Path:
     """``out_dir/metrics.json``: the flat dict, keys sorted, indented; nan -> null. Atomic."""
     flat = {str(k): _json_value(v) for k, v in metrics.items()}
-    return _atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(flat, indent=2, sort_keys=True) + "\n")
+    return atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(flat, indent=2, sort_keys=True) + "\n")
 
 
 def write_results(results: list[dict], path: str | os.PathLike) -> Path:
@@ -465,7 +443,7 @@ def write_results(results: list[dict], path: str | os.PathLike) -> Path:
             return o.item()
         raise TypeError(f"write_results: {type(o).__name__} is not JSON-serialisable")
 
-    return _atomic_write_text(Path(path), json.dumps(results, default=default))
+    return atomic_write_text(Path(path), json.dumps(results, default=default))
 
 
 # --------------------------------------------------------------------------- CLI: maskkit eval

@@ -16,15 +16,6 @@ from maskkit.models.sharpmask.config import WindowSamplerConfig
 MEAN = (0.485, 0.456, 0.406)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these are many small ops, which two threads slow down on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 
 def _item(h, w, boxes, crowd=None, color=None, seed=0):
     """(image, target) with filled rectangles ``boxes`` (xyxy ints)."""

@@ -17,15 +17,6 @@ from maskkit.structures import paste_masks_in_image
 from maskkit.models.sharpmask.refine import crop_windows
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these are many small ops, which two threads slow down on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 
 def _count(module) -> int:
     return sum(p.numel() for p in module.parameters())
