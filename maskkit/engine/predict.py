@@ -281,6 +281,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=2, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     parser.add_argument("--no-draw", action="store_true", help="write the JSON only, no overlay pictures/videos")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def draw_prediction(image: torch.Tensor, pred: dict, class_names: list[str], score_thresh: float,
@@ -308,7 +309,7 @@ def run_cli(args: argparse.Namespace) -> int:
     index: list[dict] = []
     from tqdm import tqdm
 
-    bar = tqdm(total=len(images), desc="predict", unit="img", dynamic_ncols=True, disable=not images)
+    bar = tqdm(total=len(images), desc="predict", unit="img", dynamic_ncols=True, disable=not images or args.no_progress)
     for start in range(0, len(images), predictor.batch_size):
         chunk = images[start:start + predictor.batch_size]
         loaded = [to_image_tensor(p) for p in chunk]
