@@ -135,7 +135,7 @@ def test_decode_known_box_scoring_and_nms():
     ctr[0, 0, 1, 1] = 0.0
     locs = level_locations([cls], [8])
     out = fcos_decode([cls], [reg], [ctr], locs, [8], [(32, 32)], score_thresh=0.05, nms_thresh=0.6)[0]
-    p = torch.sigmoid(torch.tensor(2.0))
+    p = torch.sigmoid(torch.tensor(2.0)).item()
     assert out["labels"].tolist() == [2]
     assert torch.allclose(out["boxes"], torch.tensor([[12.0, 4.0, 36.0, 16.0]]).clamp(max=32))
     assert out["scores"].item() == pytest.approx(math.sqrt(p * 0.5), rel=1e-5)
