@@ -3,7 +3,8 @@
     maskkit train --model centermask_lite_v19 --data DIR [--out RUN] [--resume] [--set k=v ...]
     torchrun --nproc_per_node=N -m maskkit train --model ... --data DIR
 
-SGD + momentum + weight decay, linear warmup then step or cosine decay (``engine/schedule``),
+SGD + momentum + weight decay (AdamW with ``train.optimizer=adamw``), linear warmup then step
+or cosine decay (``engine/schedule``),
 gradient clipping and accumulation, bf16/fp16 autocast, seeded and resumable. The run folder
 holds ``model_last.safetensors`` / ``model_best.safetensors`` (self-contained model files),
 ``state_last.pt`` (optimiser, schedule, step, RNG states), ``metrics.jsonl`` and PNG plots.
