@@ -80,12 +80,16 @@ def load_image(path: str | Path) -> torch.Tensor:
         with Image.open(path) as img:
             img.load()  # decode now: truncated files fail here, inside the try
             img = ImageOps.exif_transpose(img)
-            arr = _pil_to_rgb_array(img)
+            return pil_to_tensor(img)
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot read image ({e})") from None
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))  # [3, H, W]
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """Decoded PIL image -> float32 ``[3, H, W]`` in 0..1, RGB (modes as in :func:`load_image`)."""
+    return torch.from_numpy(np.ascontiguousarray(_pil_to_rgb_array(img).transpose(2, 0, 1)))
 
 
 def _pil_to_rgb_array(img: Image.Image) -> np.ndarray:

@@ -48,17 +48,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".g
 
 def to_image_tensor(image: Any) -> torch.Tensor:
     """Any common image form -> float32 ``[3, H, W]`` in 0..1 (the data contract)."""
-    if isinstance(image, (str, Path)):
-        from maskkit.data.coco import load_image
+    from PIL import Image
 
+    from maskkit.data.coco import load_image, pil_to_tensor
+
+    if isinstance(image, (str, Path)):
         return load_image(image)
+    if isinstance(image, Image.Image):  # the data layer's mode handling (16-bit, palette, alpha)
+        return pil_to_tensor(image)
     if not isinstance(image, torch.Tensor):
-        try:
-            from PIL import Image
-        except ImportError:  # pragma: no cover - pillow is a dependency
-            Image = None
-        if Image is not None and isinstance(image, Image.Image):
-            image = np.asarray(image.convert("RGB"))
         arr = np.asarray(image)
         if arr.ndim == 2:
             arr = np.repeat(arr[..., None], 3, axis=2)

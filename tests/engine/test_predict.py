@@ -173,3 +173,12 @@ def test_video_round_trip(tmp_path, weights):
     assert [e["frame"] for e in index] == [0, 1, 2]
     results = json.loads((out / "results.json").read_text())
     assert results and {r["frame"] for r in results} <= {0, 1, 2}
+
+
+def test_pil_images_use_the_data_layers_mode_handling():
+    """A 16-bit PIL image is scaled from its full range (PIL's convert("RGB") would clip)."""
+    img = Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16))
+    assert img.mode.startswith("I;16")
+    out = to_image_tensor(img)
+    assert out.shape == (3, 1, 3)
+    torch.testing.assert_close(out[0, 0], torch.tensor([0.0, 32768 / 65535, 1.0]))
