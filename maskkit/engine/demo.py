@@ -76,15 +76,6 @@ def plan(system: str, quick: bool) -> DemoPlan:
     raise MaskkitError(f"--system must be centermask or sharpmask, got {system!r}")
 
 
-def _datasets(root: Path, p: DemoPlan, train_transforms, sharpmask: bool):
-    from maskkit.data.coco import CocoDataset
-
-    train = CocoDataset(root / "annotations" / "instances_train.json", root / "train", transforms=train_transforms,
-                        remove_images_without_annotations=sharpmask)
-    val = CocoDataset(root / "annotations" / "instances_val.json", root / "val")
-    return train, val
-
-
 def _make_data(out: Path, p: DemoPlan, progress: bool) -> Path:
     """Synthesise the dataset once per plan (a stamp file records what was written)."""
     from maskkit.data.synthetic import generate
@@ -124,9 +115,8 @@ def run_demo(out: str | Path = "runs/demo", system: str = "centermask", quick: b
              iters: int | None = None, extra_overrides: list[str] | None = None, progress: bool = True) -> dict:
     """Run the whole demo; returns ``{"metrics", "out", "seconds", ...}``."""
     from maskkit.checkpoint import load_model
-    from maskkit.data.transforms import build_train_transforms
     from maskkit.engine.evaluate import format_table, write_metrics
-    from maskkit.engine.train import _seed_everything, fit
+    from maskkit.engine.train import _seed_everything, fit, load_datasets
     from maskkit.models.zoo import build_model, get_config
 
     t0 = time.time()
@@ -137,16 +127,17 @@ def run_demo(out: str | Path = "runs/demo", system: str = "centermask", quick: b
           file=sys.stderr)
     root = _make_data(out, p, progress)
     overrides = list(p.overrides) + list(extra_overrides or [])
+    # the same dataset construction as `maskkit train --data ROOT` (per-system transforms)
+    data_args = argparse.Namespace(data=str(root), ann=None, images=None)
     if system == "centermask":
         cfg = get_config("centermask_lite_demo", None, overrides)
         if iters is not None:
             cfg.train.max_iter = iters
-        train, val = _datasets(root, p, build_train_transforms(cfg.data), False)
+        train, val = load_datasets(data_args, cfg)
         cfg.model.num_classes = len(train.class_names)
         stages = [("centermask_lite_demo", cfg, out)]
         names, cats = train.class_names, train.cat_ids
     else:
-        train, val = _datasets(root, p, None, True)
         stages = []
         for k, (name, n_iter) in enumerate(zip(("deepmask_demo", "sharpmask_demo"), _SHARPMASK_ITERS)):
             n_iter = 2 if quick else (n_iter if iters is None else max(1, iters if k == 0 else iters // 3))
@@ -154,6 +145,7 @@ def run_demo(out: str | Path = "runs/demo", system: str = "centermask", quick: b
             if k == 1:
                 stage_overrides.append(f"train.init_weights={out / 'stage1' / 'model_last.safetensors'}")
             stages.append((name, get_config(name, None, stage_overrides), out / ("stage1" if k == 0 else "")))
+        train, val = load_datasets(data_args, stages[0][1])
         names, cats = ["object"], [1]
 
     summary = {}
