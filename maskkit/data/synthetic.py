@@ -303,39 +303,44 @@ def _radius_for_area(ops: Ops, area: float) -> float:
     return math.sqrt(area / unit)
 
 
-def render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[dict]]:
-    """Render one scene.
+def render_image(rng: np.random.Generator, size: int, max_instances: int = MAX_INSTANCES,
+                 clutter: bool = True) -> tuple[np.ndarray, list[dict]]:
+    """Render one scene (``max_instances`` and ``clutter`` as in :func:`generate`).
 
     Returns the image ``uint8 [size, size, 3]`` RGB and its annotated instances, back to front,
     each ``dict(category=int (0-based index into CATEGORIES), mask=bool [size, size] visible
     (modal) mask, full_area=int px of the whole shape (border cut and occluded parts
     included), truncated=bool (cut by the image border), occluded=bool (partly hidden by
-    something in front))``. At least 1 and at most 15 instances.
+    something in front))``. At least 1 and at most ``max_instances`` instances.
     """
-    image, instances, _ = _render(rng, size)
+    image, instances, _ = _render(rng, size, max_instances, clutter)
     return image, instances
 
 
-def _render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[dict], np.ndarray]:
+def _render(rng: np.random.Generator, size: int, max_instances: int = MAX_INSTANCES,
+            clutter: bool = True) -> tuple[np.ndarray, list[dict], np.ndarray]:
     """:func:`render_image`, also returning who painted each pixel last: int16 ``[size, size]``,
     ``k + 1`` for instance ``k`` and 0 for background and clutter (tests check masks with it)."""
     if size < MIN_SIZE:
         raise MaskkitError(f"synthetic image size must be at least {MIN_SIZE} px, got {size}")
+    if not 1 <= max_instances <= MAX_INSTANCES:
+        raise MaskkitError(f"max_instances must be in 1..{MAX_INSTANCES}, got {max_instances}")
     canvas = _background(rng, size)
     owner = np.zeros((size, size), dtype=np.int16)
-    # Unannotated clutter behind the objects: 2..8 distractor shapes and maybe a thick line.
-    for _ in range(int(rng.integers(2, 9))):
+    # Unannotated clutter behind the objects: 2..8 distractor shapes and maybe a thick line
+    # (none with clutter=False; the textured background stays).
+    for _ in range(int(rng.integers(2, 9)) if clutter else 0):
         ops = DISTRACTORS[int(rng.integers(len(DISTRACTORS)))](rng)
         d = np.exp(rng.uniform(np.log(0.05 * size), np.log(0.4 * size)))
         shape = _place(ops, tuple(rng.uniform(0, size, 2)), d / 2, rng.uniform(0, 2 * np.pi), rng.uniform(0.8, 1.25))
         _paint(canvas, owner, 0, shape, rng, min_contrast=40)
-    if rng.random() < 0.5:
+    if clutter and rng.random() < 0.5:
         _paint(canvas, owner, 0, _line(rng, size, rng.uniform(2, 8) * size / 320), rng, min_contrast=40)
     # Maybe a thin line in front of the objects: an unannotated occluder.
-    front = [_line(rng, size, rng.uniform(1.5, 4) * size / 320) for _ in range(int(rng.integers(0, 2)))]
+    front = [_line(rng, size, rng.uniform(1.5, 4) * size / 320) for _ in range(int(rng.integers(0, 2)) if clutter else 0)]
 
     while True:  # resample the layout in the (rare) case that every instance gets dropped
-        n = int(rng.integers(1, MAX_INSTANCES + 1))
+        n = int(rng.integers(1, max_instances + 1))
         cats = rng.integers(len(CATEGORIES), size=n)
         areas = _areas(rng, n, size)
         shapes = []
@@ -401,12 +406,13 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLITS[split], index])
 
 
-def _write_split(out: Path, split: str, num: int, seed: int, size: int, progress: bool) -> None:
+def _write_split(out: Path, split: str, num: int, seed: int, size: int, progress: bool, max_instances: int,
+                 clutter: bool) -> None:
     image_dir = out / split
     image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for index in tqdm(range(num), desc=f"synth {split}", unit="img", disable=not progress):
-        image, instances = render_image(image_rng(seed, split, index), size)
+        image, instances = render_image(image_rng(seed, split, index), size, max_instances, clutter)
         image_id = index + 1
         file_name = f"{image_id:012d}.png"
         Image.fromarray(image).save(image_dir / file_name, compress_level=1)
@@ -415,7 +421,8 @@ def _write_split(out: Path, split: str, num: int, seed: int, size: int, progress
             annotations.append(_annotation(inst, len(annotations) + 1, image_id))
     coco = {
         "info": {"description": f"maskkit synthetic shapes ({split})", "version": "1.0",
-                 "contributor": "maskkit data synth", "seed": seed, "size": size},
+                 "contributor": "maskkit data synth", "seed": seed, "size": size,
+                 "max_instances": max_instances, "clutter": clutter},
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -426,10 +433,16 @@ def _write_split(out: Path, split: str, num: int, seed: int, size: int, progress
 
 
 def generate(out_dir: str | Path, num_train: int = 1000, num_val: int = 200, seed: int = 0, size: int = 320,
-             progress: bool = True) -> Path:
+             progress: bool = True, max_instances: int = MAX_INSTANCES, clutter: bool = True) -> Path:
     """Write the dataset to ``out_dir`` (train and val splits, COCO layout; see the module
     docstring) and return ``out_dir`` as a Path. Deterministic: the same arguments write the
-    same bytes. Images are ``size x size``."""
+    same bytes. Images are ``size x size``.
+
+    Two scene knobs make an easier variant (the defaults are the full dataset): at most
+    ``max_instances`` (1..15) instances per image, which also makes objects larger on average
+    (the size cap of crowded scenes shrinks as 5/n), and ``clutter=False`` to drop the
+    unannotated distractor shapes and lines (the textured backgrounds, occlusion between
+    instances, lighting, blur and noise stay)."""
     out = Path(out_dir)
     if num_train < 0 or num_val < 0:
         raise MaskkitError(f"image counts must be >= 0, got train={num_train} val={num_val}")
@@ -437,11 +450,13 @@ def generate(out_dir: str | Path, num_train: int = 1000, num_val: int = 200, see
         raise MaskkitError(f"seed must be >= 0, got {seed}")
     if size < MIN_SIZE:
         raise MaskkitError(f"synthetic image size must be at least {MIN_SIZE} px, got {size}")
+    if not 1 <= max_instances <= MAX_INSTANCES:
+        raise MaskkitError(f"max_instances must be in 1..{MAX_INSTANCES}, got {max_instances}")
     if out.exists() and not out.is_dir():
         raise MaskkitError(f"{out}: exists and is not a directory")
     try:
         for split, num in (("train", num_train), ("val", num_val)):
-            _write_split(out, split, num, seed, size, progress)
+            _write_split(out, split, num, seed, size, progress, max_instances, clutter)
     except OSError as e:  # unwritable folder, full disk: one line naming the file
         raise MaskkitError(f"{e.filename or out}: cannot write the dataset ({e.strerror or e})") from None
     return out
@@ -465,6 +480,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=320, metavar="PX",
                         help=f"side of the square images in px, >= {MIN_SIZE}; object sizes scale with it "
                              "(default: 320)")
+    parser.add_argument("--max-instances", type=int, default=MAX_INSTANCES, metavar="N",
+                        help=f"at most N instances per image, 1..{MAX_INSTANCES}; fewer also means larger objects "
+                             f"(default: {MAX_INSTANCES})")
+    parser.add_argument("--no-clutter", action="store_true",
+                        help="no unannotated distractor shapes or lines (an easier variant)")
     parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
 
 
@@ -481,7 +501,7 @@ def _summary(ann_file: Path) -> str:
 
 def run_cli(args: argparse.Namespace) -> int:
     out = generate(args.out, num_train=args.train, num_val=args.val, seed=args.seed, size=args.size,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, max_instances=args.max_instances, clutter=not args.no_clutter)
     print(f"wrote {out} ({args.size}x{args.size} px, {len(CATEGORIES)} categories: {', '.join(CATEGORIES)})")
     for split in SPLITS:
         print(f"  {split}: {_summary(out / 'annotations' / f'instances_{split}.json')}")

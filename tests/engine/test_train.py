@@ -159,3 +159,18 @@ def test_adamw_optimizer_option_and_resume(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     with pytest.raises(ConfigError, match="train.optimizer"):
         build_optimizer(TinyModel(), tiny_config(optimizer="lbfgs").train)
+
+
+def test_tensorboard_logs_the_same_scalars_as_metrics_jsonl(tmp_path):
+    """With tensorboard installed, <run>/tensorboard holds the loss/lr scalars of metrics.jsonl."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _train(tmp_path, tiny_config(max_iter=4))
+    logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"loss", "lr"} <= set(events.Tags()["scalars"])
+    for tag in ("loss", "lr"):
+        got = [(e.step, e.value) for e in events.Scalars(tag)]
+        assert got == [(r["step"], pytest.approx(r[tag], rel=1e-6)) for r in logged]
