@@ -129,7 +129,37 @@ def test_deterministic_and_split_independent(tmp_path: Path):
         assert (a / rel).read_bytes() != (c / rel).read_bytes(), rel  # another seed differs
 
 
+def test_scene_knobs_max_instances_and_clutter(monkeypatch):
+    """max_instances caps the count (and makes objects larger); clutter=False paints no
+    unannotated distractor shapes or lines."""
+    for i in range(12):
+        _, few, _ = _render(image_rng(0, "train", i), 128, max_instances=2)
+        assert 1 <= len(few) <= 2
+    areas = {k: [] for k in (2, 15)}
+    for k in areas:
+        for i in range(30):
+            areas[k] += [int(inst["mask"].sum()) for inst in _render(image_rng(0, "train", i), 128, max_instances=k)[1]]
+    assert np.median(areas[2]) > 1.5 * np.median(areas[15])
+    import maskkit.data.synthetic as synth
+
+    painted = []  # the label of every painted shape: 0 = unannotated clutter
+    real_paint = synth._paint
+    monkeypatch.setattr(synth, "_paint", lambda canvas, owner, label, *a, **k: (
+        painted.append(label), real_paint(canvas, owner, label, *a, **k))[1])
+    for i in range(6):
+        _render(image_rng(4, "val", i), 128)
+    assert painted.count(0) >= 12  # 2..8 distractors per image
+    painted.clear()
+    for i in range(6):
+        insts = _render(image_rng(4, "val", i), 128, clutter=False)[1]
+        assert all(inst["mask"].any() for inst in insts)
+    assert painted and 0 not in painted
+
+
 def test_bad_arguments_raise_one_clear_error(tmp_path: Path):
+    for bad in (0, 16):
+        with pytest.raises(MaskkitError, match="max_instances"):
+            generate(tmp_path / "x", 1, 1, size=64, max_instances=bad, progress=False)
     with pytest.raises(MaskkitError, match="size"):
         generate(tmp_path / "x", 1, 1, size=16, progress=False)
     with pytest.raises(MaskkitError, match=">= 0"):
