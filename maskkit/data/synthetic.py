@@ -218,11 +218,14 @@ def _stripes(rng: np.random.Generator, h: int, w: int, period: float) -> np.ndar
     return np.sin(phase.astype(np.float32))
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int, textured: bool = True) -> np.ndarray:
     """Textured background ``[size, size, 3]`` float 0..255: low-frequency colour clouds, mixed
-    with a grating or a checkerboard of a second colour and fine grain."""
+    with a grating or a checkerboard of a second colour and fine grain (only the clouds when
+    not ``textured``)."""
     base = _upsampled_noise(rng, int(rng.integers(2, 7)), size, size)
     base = base * rng.uniform(0.4, 0.8) + rng.uniform(0, 255, size=3).astype(np.float32) * 0.4
+    if not textured:
+        return base.astype(np.float32, copy=False)
     kind = rng.integers(3)
     if kind == 0:
         pattern = _stripes(rng, size, size, rng.uniform(6, 30) * size / 320)[..., None]
@@ -325,10 +328,10 @@ def _render(rng: np.random.Generator, size: int, max_instances: int = MAX_INSTAN
         raise MaskkitError(f"synthetic image size must be at least {MIN_SIZE} px, got {size}")
     if not 1 <= max_instances <= MAX_INSTANCES:
         raise MaskkitError(f"max_instances must be in 1..{MAX_INSTANCES}, got {max_instances}")
-    canvas = _background(rng, size)
+    canvas = _background(rng, size, textured=clutter)
     owner = np.zeros((size, size), dtype=np.int16)
     # Unannotated clutter behind the objects: 2..8 distractor shapes and maybe a thick line
-    # (none with clutter=False; the textured background stays).
+    # (none with clutter=False, whose background is only the smooth colour clouds).
     for _ in range(int(rng.integers(2, 9)) if clutter else 0):
         ops = DISTRACTORS[int(rng.integers(len(DISTRACTORS)))](rng)
         d = np.exp(rng.uniform(np.log(0.05 * size), np.log(0.4 * size)))
@@ -441,8 +444,9 @@ def generate(out_dir: str | Path, num_train: int = 1000, num_val: int = 200, see
     Two scene knobs make an easier variant (the defaults are the full dataset): at most
     ``max_instances`` (1..15) instances per image, which also makes objects larger on average
     (the size cap of crowded scenes shrinks as 5/n), and ``clutter=False`` to drop the
-    unannotated distractor shapes and lines (the textured backgrounds, occlusion between
-    instances, lighting, blur and noise stay)."""
+    unannotated distractor shapes and lines and the background's texture (the smooth colour
+    clouds, textured object fills, occlusion between instances, lighting, blur and noise
+    stay)."""
     out = Path(out_dir)
     if num_train < 0 or num_val < 0:
         raise MaskkitError(f"image counts must be >= 0, got train={num_train} val={num_val}")
@@ -484,7 +488,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help=f"at most N instances per image, 1..{MAX_INSTANCES}; fewer also means larger objects "
                              f"(default: {MAX_INSTANCES})")
     parser.add_argument("--no-clutter", action="store_true",
-                        help="no unannotated distractor shapes or lines (an easier variant)")
+                        help="no unannotated distractor shapes or lines and untextured backgrounds "
+                             "(an easier variant)")
     parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
 
 
