@@ -25,13 +25,15 @@ def entries(out: Path) -> dict[str, list[str]]:
         "demo": ["demo", "--out", str(out / "demo"), "--no-progress"],
         "sharpmask": ["demo", "--system", "sharpmask", "--out", str(out / "sharpmask"), "--no-progress"],
         # CenterMask-Lite V-19 from scratch: no ImageNet weights offline, so trainable BN instead of
-        # FrozenBN; the demo's image sizes and budget in steps.
+        # FrozenBN; the demo's image sizes, optimiser (AdamW 3e-3, cosine) and budget in steps.
         "lite_v19": ["train", "--model", "centermask_lite_v19", "--data", str(data), "--out", str(out / "lite_v19"),
                      "--no-progress", "--batch", "8", "--iters", "400",
                      "--set", "model.backbone.norm=BN", "--set", "model.backbone.freeze_at=0",
                      "--set", "data.min_size_train=[160,176,192,208]", "--set", "data.max_size_train=256",
+                     "--set", "data.min_size_test=192", "--set", "data.max_size_test=256",
                      "--set", "model.min_size_test=192", "--set", "model.max_size_test=256",
-                     "--set", "train.lr=0.02", "--set", "train.warmup_iters=50", "--set", "train.schedule=cosine",
+                     "--set", "train.optimizer=adamw", "--set", "train.lr=0.003", "--set", "train.clip_grad_norm=10",
+                     "--set", "train.warmup_iters=50", "--set", "train.schedule=cosine",
                      "--set", "train.eval_period=0", "--set", "data.num_workers=0"],
     }
 

@@ -288,13 +288,13 @@ def _lighting(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- scene
-def _areas(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+def _areas(rng: np.random.Generator, n: int, size: int, min_area: float | None = None) -> np.ndarray:
     """Target full areas in px, log-uniform from 200 px (about 14^2) to 45 % of the image at
     320 px, scaling with the image area (never below 100 px). Crowded images hold smaller
     objects (as in COCO): above 5 instances the upper bound shrinks as 5/n, so large
     (> 96^2 px) objects come with few neighbours. Visible areas at 320 px come out about
-    35 % COCO-small, 50 % medium, 15 % large."""
-    lo = max(100.0, 200.0 * (size / 320) ** 2)
+    35 % COCO-small, 50 % medium, 15 % large. ``min_area`` (px) replaces the lower bound."""
+    lo = max(100.0, 200.0 * (size / 320) ** 2) if min_area is None else float(min_area)
     hi = 0.45 * size * size * min(1.0, 5.0 / n)
     return np.exp(rng.uniform(math.log(lo), math.log(max(hi, 2 * lo)), size=n))
 
@@ -307,7 +307,7 @@ def _radius_for_area(ops: Ops, area: float) -> float:
 
 
 def render_image(rng: np.random.Generator, size: int, max_instances: int = MAX_INSTANCES,
-                 clutter: bool = True) -> tuple[np.ndarray, list[dict]]:
+                 clutter: bool = True, min_area: float | None = None) -> tuple[np.ndarray, list[dict]]:
     """Render one scene (``max_instances`` and ``clutter`` as in :func:`generate`).
 
     Returns the image ``uint8 [size, size, 3]`` RGB and its annotated instances, back to front,
@@ -316,12 +316,12 @@ def render_image(rng: np.random.Generator, size: int, max_instances: int = MAX_I
     included), truncated=bool (cut by the image border), occluded=bool (partly hidden by
     something in front))``. At least 1 and at most ``max_instances`` instances.
     """
-    image, instances, _ = _render(rng, size, max_instances, clutter)
+    image, instances, _ = _render(rng, size, max_instances, clutter, min_area)
     return image, instances
 
 
 def _render(rng: np.random.Generator, size: int, max_instances: int = MAX_INSTANCES,
-            clutter: bool = True) -> tuple[np.ndarray, list[dict], np.ndarray]:
+            clutter: bool = True, min_area: float | None = None) -> tuple[np.ndarray, list[dict], np.ndarray]:
     """:func:`render_image`, also returning who painted each pixel last: int16 ``[size, size]``,
     ``k + 1`` for instance ``k`` and 0 for background and clutter (tests check masks with it)."""
     if size < MIN_SIZE:
@@ -345,7 +345,7 @@ def _render(rng: np.random.Generator, size: int, max_instances: int = MAX_INSTAN
     while True:  # resample the layout in the (rare) case that every instance gets dropped
         n = int(rng.integers(1, max_instances + 1))
         cats = rng.integers(len(CATEGORIES), size=n)
-        areas = _areas(rng, n, size)
+        areas = _areas(rng, n, size, min_area)
         shapes = []
         for c, area in zip(cats, areas):
             ops = SILHOUETTES[CATEGORIES[c]](rng)
@@ -410,12 +410,12 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def _write_split(out: Path, split: str, num: int, seed: int, size: int, progress: bool, max_instances: int,
-                 clutter: bool) -> None:
+                 clutter: bool, min_area: float | None) -> None:
     image_dir = out / split
     image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for index in tqdm(range(num), desc=f"synth {split}", unit="img", disable=not progress):
-        image, instances = render_image(image_rng(seed, split, index), size, max_instances, clutter)
+        image, instances = render_image(image_rng(seed, split, index), size, max_instances, clutter, min_area)
         image_id = index + 1
         file_name = f"{image_id:012d}.png"
         Image.fromarray(image).save(image_dir / file_name, compress_level=1)
@@ -425,7 +425,7 @@ def _write_split(out: Path, split: str, num: int, seed: int, size: int, progress
     coco = {
         "info": {"description": f"maskkit synthetic shapes ({split})", "version": "1.0",
                  "contributor": "maskkit data synth", "seed": seed, "size": size,
-                 "max_instances": max_instances, "clutter": clutter},
+                 "max_instances": max_instances, "clutter": clutter, "min_area": min_area},
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -436,7 +436,8 @@ def _write_split(out: Path, split: str, num: int, seed: int, size: int, progress
 
 
 def generate(out_dir: str | Path, num_train: int = 1000, num_val: int = 200, seed: int = 0, size: int = 320,
-             progress: bool = True, max_instances: int = MAX_INSTANCES, clutter: bool = True) -> Path:
+             progress: bool = True, max_instances: int = MAX_INSTANCES, clutter: bool = True,
+             min_area: float | None = None) -> Path:
     """Write the dataset to ``out_dir`` (train and val splits, COCO layout; see the module
     docstring) and return ``out_dir`` as a Path. Deterministic: the same arguments write the
     same bytes. Images are ``size x size``.
@@ -446,7 +447,8 @@ def generate(out_dir: str | Path, num_train: int = 1000, num_val: int = 200, see
     (the size cap of crowded scenes shrinks as 5/n), and ``clutter=False`` to drop the
     unannotated distractor shapes and lines and the background's texture (the smooth colour
     clouds, textured object fills, occlusion between instances, lighting, blur and noise
-    stay)."""
+    stay). ``min_area`` (px) raises the smallest drawn object area (default: 200 px at 320 px,
+    scaling with the image area), for fewer COCO-small objects."""
     out = Path(out_dir)
     if num_train < 0 or num_val < 0:
         raise MaskkitError(f"image counts must be >= 0, got train={num_train} val={num_val}")
@@ -456,11 +458,13 @@ def generate(out_dir: str | Path, num_train: int = 1000, num_val: int = 200, see
         raise MaskkitError(f"synthetic image size must be at least {MIN_SIZE} px, got {size}")
     if not 1 <= max_instances <= MAX_INSTANCES:
         raise MaskkitError(f"max_instances must be in 1..{MAX_INSTANCES}, got {max_instances}")
+    if min_area is not None and not 0 < min_area < 0.45 * size * size:
+        raise MaskkitError(f"min_area must be in (0, {0.45 * size * size:.0f}) px for {size} px images, got {min_area}")
     if out.exists() and not out.is_dir():
         raise MaskkitError(f"{out}: exists and is not a directory")
     try:
         for split, num in (("train", num_train), ("val", num_val)):
-            _write_split(out, split, num, seed, size, progress, max_instances, clutter)
+            _write_split(out, split, num, seed, size, progress, max_instances, clutter, min_area)
     except OSError as e:  # unwritable folder, full disk: one line naming the file
         raise MaskkitError(f"{e.filename or out}: cannot write the dataset ({e.strerror or e})") from None
     return out
@@ -487,6 +491,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-instances", type=int, default=MAX_INSTANCES, metavar="N",
                         help=f"at most N instances per image, 1..{MAX_INSTANCES}; fewer also means larger objects "
                              f"(default: {MAX_INSTANCES})")
+    parser.add_argument("--min-area", type=float, default=None, metavar="PX",
+                        help="smallest object area drawn, in px (default: 200 at 320 px, scaling with "
+                             "--size); larger values mean fewer COCO-small objects")
     parser.add_argument("--no-clutter", action="store_true",
                         help="no unannotated distractor shapes or lines and untextured backgrounds "
                              "(an easier variant)")
@@ -506,7 +513,8 @@ def _summary(ann_file: Path) -> str:
 
 def run_cli(args: argparse.Namespace) -> int:
     out = generate(args.out, num_train=args.train, num_val=args.val, seed=args.seed, size=args.size,
-                   progress=not args.no_progress, max_instances=args.max_instances, clutter=not args.no_clutter)
+                   progress=not args.no_progress, max_instances=args.max_instances, clutter=not args.no_clutter,
+                   min_area=args.min_area)
     print(f"wrote {out} ({args.size}x{args.size} px, {len(CATEGORIES)} categories: {', '.join(CATEGORIES)})")
     for split in SPLITS:
         print(f"  {split}: {_summary(out / 'annotations' / f'instances_{split}.json')}")

@@ -140,6 +140,10 @@ def test_scene_knobs_max_instances_and_clutter(monkeypatch):
         for i in range(30):
             areas[k] += [int(inst["mask"].sum()) for inst in _render(image_rng(0, "train", i), 128, max_instances=k)[1]]
     assert np.median(areas[2]) > 1.5 * np.median(areas[15])
+    # min_area raises the smallest object drawn (visible areas can still be cut by occlusion/border)
+    big = [int(inst["mask"].sum()) for i in range(30)
+           for inst in _render(image_rng(0, "train", i), 128, min_area=1500)[1]]
+    assert np.percentile(big, 25) > 1000 > np.percentile(areas[15], 25)
     import maskkit.data.synthetic as synth
 
     painted = []  # the label of every painted shape: 0 = unannotated clutter
@@ -160,6 +164,8 @@ def test_bad_arguments_raise_one_clear_error(tmp_path: Path):
     for bad in (0, 16):
         with pytest.raises(MaskkitError, match="max_instances"):
             generate(tmp_path / "x", 1, 1, size=64, max_instances=bad, progress=False)
+    with pytest.raises(MaskkitError, match="min_area"):
+        generate(tmp_path / "x", 1, 1, size=64, min_area=64 * 64, progress=False)
     with pytest.raises(MaskkitError, match="size"):
         generate(tmp_path / "x", 1, 1, size=16, progress=False)
     with pytest.raises(MaskkitError, match=">= 0"):
