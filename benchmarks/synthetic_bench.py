@@ -25,7 +25,7 @@ def entries(out: Path) -> dict[str, list[str]]:
         "demo": ["demo", "--out", str(out / "demo"), "--no-progress"],
         "sharpmask": ["demo", "--system", "sharpmask", "--out", str(out / "sharpmask"), "--no-progress"],
         # CenterMask-Lite V-19 from scratch: no ImageNet weights offline, so trainable BN instead of
-        # FrozenBN; the demo's image sizes, optimiser (AdamW 3e-3, cosine) and budget in steps.
+        # FrozenBN; the demo's image sizes and optimiser (AdamW 3e-3, cosine), 400 steps (recorded run).
         "lite_v19": ["train", "--model", "centermask_lite_v19", "--data", str(data), "--out", str(out / "lite_v19"),
                      "--no-progress", "--batch", "8", "--iters", "400",
                      "--set", "model.backbone.norm=BN", "--set", "model.backbone.freeze_at=0",

@@ -42,12 +42,16 @@ class DemoPlan:
 
 # CenterMask-Lite demo: sized to finish in about 10 minutes on 2 CPU cores. AdamW (lr 3e-3)
 # rather than the paper's SGD: over 400 from-scratch steps it reached bbox AP50 7.1 % vs 2.8 %
-# for SGD lr 0.02. The target segm AP50 >= 0.5 is NOT reached yet (benchmarks/synthetic_protocol.md).
+# for SGD lr 0.02. The mask branch trains on the top 20 detections per image (+ GT boxes)
+# instead of the official 100: a step of a trained model costs 0.65 s instead of 1.1 s, so 700
+# steps fit where 400 did, and every metric improved (segm AP50 0.6 -> 3.4 %, bbox AP50 6.1 ->
+# 8.9 %). The target segm AP50 >= 0.5 is NOT reached (benchmarks/synthetic_protocol.md).
 _CENTERMASK = DemoPlan(
     num_train=600, num_val=50, image_size=192, seed=0,
     overrides=("data.min_size_train=[160,176,192,208]", "data.max_size_train=256", "data.min_size_test=192",
                "data.max_size_test=256", "model.min_size_test=192", "model.max_size_test=256",
-               "train.batch_size=8", "train.optimizer=adamw", "train.lr=0.003", "train.max_iter=400", "train.warmup_iters=50",
+               "train.batch_size=8", "train.optimizer=adamw", "train.lr=0.003", "train.max_iter=700", "train.warmup_iters=50",
+               "model.mask.train_detections=20",
                "train.schedule=cosine", "train.eval_period=0", "train.checkpoint_period=100",
                "train.log_period=10", "data.num_workers=0"),
 )
