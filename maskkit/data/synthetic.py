@@ -306,9 +306,19 @@ def _radius_for_area(ops: Ops, area: float) -> float:
     return math.sqrt(area / unit)
 
 
+def _check_scene(size: int, max_instances: int, min_area: float | None) -> None:
+    """One clear error for a bad scene argument (used by :func:`_render` and :func:`generate`)."""
+    if size < MIN_SIZE:
+        raise MaskkitError(f"synthetic image size must be at least {MIN_SIZE} px, got {size}")
+    if not 1 <= max_instances <= MAX_INSTANCES:
+        raise MaskkitError(f"max_instances must be in 1..{MAX_INSTANCES}, got {max_instances}")
+    if min_area is not None and not 0 < min_area < 0.45 * size * size:
+        raise MaskkitError(f"min_area must be in (0, {0.45 * size * size:.0f}) px for {size} px images, got {min_area}")
+
+
 def render_image(rng: np.random.Generator, size: int, max_instances: int = MAX_INSTANCES,
                  clutter: bool = True, min_area: float | None = None) -> tuple[np.ndarray, list[dict]]:
-    """Render one scene (``max_instances`` and ``clutter`` as in :func:`generate`).
+    """Render one scene (``max_instances``, ``clutter`` and ``min_area`` as in :func:`generate`).
 
     Returns the image ``uint8 [size, size, 3]`` RGB and its annotated instances, back to front,
     each ``dict(category=int (0-based index into CATEGORIES), mask=bool [size, size] visible
@@ -324,10 +334,7 @@ def _render(rng: np.random.Generator, size: int, max_instances: int = MAX_INSTAN
             clutter: bool = True, min_area: float | None = None) -> tuple[np.ndarray, list[dict], np.ndarray]:
     """:func:`render_image`, also returning who painted each pixel last: int16 ``[size, size]``,
     ``k + 1`` for instance ``k`` and 0 for background and clutter (tests check masks with it)."""
-    if size < MIN_SIZE:
-        raise MaskkitError(f"synthetic image size must be at least {MIN_SIZE} px, got {size}")
-    if not 1 <= max_instances <= MAX_INSTANCES:
-        raise MaskkitError(f"max_instances must be in 1..{MAX_INSTANCES}, got {max_instances}")
+    _check_scene(size, max_instances, min_area)
     canvas = _background(rng, size, textured=clutter)
     owner = np.zeros((size, size), dtype=np.int16)
     # Unannotated clutter behind the objects: 2..8 distractor shapes and maybe a thick line
@@ -442,24 +449,19 @@ def generate(out_dir: str | Path, num_train: int = 1000, num_val: int = 200, see
     docstring) and return ``out_dir`` as a Path. Deterministic: the same arguments write the
     same bytes. Images are ``size x size``.
 
-    Two scene knobs make an easier variant (the defaults are the full dataset): at most
+    Three scene knobs make an easier variant (the defaults are the full dataset): at most
     ``max_instances`` (1..15) instances per image, which also makes objects larger on average
-    (the size cap of crowded scenes shrinks as 5/n), and ``clutter=False`` to drop the
-    unannotated distractor shapes and lines and the background's texture (the smooth colour
-    clouds, textured object fills, occlusion between instances, lighting, blur and noise
-    stay). ``min_area`` (px) raises the smallest drawn object area (default: 200 px at 320 px,
-    scaling with the image area), for fewer COCO-small objects."""
+    (the size cap of crowded scenes shrinks as 5/n); ``min_area`` (px) to raise the smallest
+    drawn object area (default: 200 px at 320 px, scaling with the image area), for fewer
+    COCO-small objects; and ``clutter=False`` to drop the unannotated distractor shapes and
+    lines and the background's texture (the smooth colour clouds, textured object fills,
+    occlusion between instances, lighting, blur and noise stay)."""
     out = Path(out_dir)
     if num_train < 0 or num_val < 0:
         raise MaskkitError(f"image counts must be >= 0, got train={num_train} val={num_val}")
     if seed < 0:
         raise MaskkitError(f"seed must be >= 0, got {seed}")
-    if size < MIN_SIZE:
-        raise MaskkitError(f"synthetic image size must be at least {MIN_SIZE} px, got {size}")
-    if not 1 <= max_instances <= MAX_INSTANCES:
-        raise MaskkitError(f"max_instances must be in 1..{MAX_INSTANCES}, got {max_instances}")
-    if min_area is not None and not 0 < min_area < 0.45 * size * size:
-        raise MaskkitError(f"min_area must be in (0, {0.45 * size * size:.0f}) px for {size} px images, got {min_area}")
+    _check_scene(size, max_instances, min_area)  # before anything is written
     if out.exists() and not out.is_dir():
         raise MaskkitError(f"{out}: exists and is not a directory")
     try:
