@@ -1,5 +1,8 @@
 #!/bin/bash
 # One CenterMask demo-recipe training run on a synthetic dataset, evaluated on its val split.
+# The recipe is the one of the "Session 2" E/X rows in synthetic_protocol.md (sizes, AdamW 3e-3,
+# warmup 50, cosine, the preset's 100 training detections), kept literal here so those rows stay
+# reproducible; today's demo adds model.mask.train_detections=20 (pass it as a KEY=VALUE).
 # usage: benchmarks/demo_variant.sh NAME DATA ITERS BATCH [KEY=VALUE ...]
 # Appends the headline metrics and the wall/CPU time to ./results.txt (see synthetic_protocol.md).
 name=$1; data=$2; iters=$3; batch=$4; shift 4
