@@ -184,7 +184,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system", default="centermask", choices=["centermask", "sharpmask"],
                         help="centermask (instance segmentation, COCO AP) or sharpmask (proposals, AR@k)")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (under a minute; numbers are meaningless)")
-    parser.add_argument("--iters", type=int, default=None, help="training steps (default: the tuned ~10-minute budget, 700 for centermask; the cosine schedule stretches to fit; 2400 steps, ~33 min on 2 CPU cores, reach segm AP50 ~34 %%)")
+    parser.add_argument("--iters", type=int, default=None,
+                        help="training steps (default: the tuned ~10-minute budget, 700 for centermask); the cosine "
+                             "schedule stretches to fit. 2400 steps (~33 min on 2 CPU cores) reach segm AP50 ~34 %%")
     parser.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override on top of the demo's (repeatable)")
