@@ -10,6 +10,7 @@ is printed, with the time per image.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -36,7 +37,7 @@ def step_time(data: str, batch: int, overrides: list[str], steps: int = 25) -> f
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
-    return sorted(times[5:])[len(times[5:]) // 2]
+    return statistics.median(times[5:])  # the first 5 steps warm up
 
 
 def main() -> int:

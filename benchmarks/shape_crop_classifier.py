@@ -26,6 +26,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from maskkit.data.coco import CocoDataset
+from maskkit.models.centermask.config import CenterMaskConfig
 
 
 def object_crops(root: Path, split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,8 +90,8 @@ def main() -> int:
     held, train = perm[: len(crops) // 10], perm[len(crops) // 10:]
     print(f"{len(crops)} crops ({len(train)} train / {len(held)} held out), {k} classes, "
           f"built in {time.time() - t0:.1f} s; {torch.get_num_threads()} threads", flush=True)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor(CenterMaskConfig.pixel_mean).view(1, 3, 1, 1)  # the models' input normalisation
+    std = torch.tensor(CenterMaskConfig.pixel_std).view(1, 3, 1, 1)
     net = build_net(args.arch, k)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(args.seed)
