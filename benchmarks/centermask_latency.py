@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from maskkit.bench import _format, run_bench
+from maskkit.engine.bench import format_rows, run_bench
 
 OUT = Path(__file__).resolve().parent / "centermask_cpu_latency.md"
 
@@ -46,7 +46,7 @@ def main() -> int:
     load_after = _sh("uptime")
     cpu = _sh("lscpu | grep 'Model name' | sed 's/.*: *//'")
     topo = _sh("lscpu | grep -E '^CPU\\(s\\)|Thread\\(s\\) per core|Core\\(s\\) per socket' | tr -s ' '")
-    table = _format(rows)
+    table = format_rows(rows)
     cmd = "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:])
     text = f"""## {args.model} at {args.size} px, {torch.get_num_threads()} thread(s)
 

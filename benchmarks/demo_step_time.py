@@ -16,14 +16,15 @@ import time
 import torch
 
 from maskkit.engine.demo import plan
-from maskkit.engine.train import collate_pairs, load_datasets
+from maskkit.engine.loader import collate_pairs
+from maskkit.engine.train import load_datasets
 from maskkit.models.zoo import build_model, get_config
 
 
 def step_time(data: str, batch: int, overrides: list[str], steps: int = 25) -> float:
     cfg = get_config("centermask_lite_demo", None, list(plan("centermask", False).overrides) + overrides
                      + [f"train.batch_size={batch}"])
-    train, _ = load_datasets(argparse.Namespace(data=data, ann=None, images=None), cfg)
+    train, _ = load_datasets(cfg, data)
     cfg.model.num_classes = len(train.class_names)
     torch.manual_seed(0)
     model = build_model(cfg.model).train()

@@ -11,7 +11,7 @@ for kv in "$@"; do extra+=(--set "$kv"); done
 /usr/bin/time -f "%e s wall %U s user" maskkit train --model centermask_lite_demo --data $data --out $name --batch $batch --iters $iters --no-progress \
   --set train.optimizer=adamw --set train.lr=0.003 --set train.warmup_iters=50 --set train.schedule=cosine \
   --set train.eval_period=0 --set data.num_workers=0 --set "data.min_size_train=[160,176,192,208]" \
-  --set data.max_size_train=256 --set data.min_size_test=192 --set data.max_size_test=256 \
+  --set data.max_size_train=256 \
   --set model.min_size_test=192 --set model.max_size_test=256 --set train.log_period=20 "${extra[@]}" > $name.log 2>&1
 python -c "
 import json;m=json.load(open('$name/metrics.json'))

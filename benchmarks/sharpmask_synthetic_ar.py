@@ -15,7 +15,7 @@ from pathlib import Path
 
 from maskkit.checkpoint import load_model
 from maskkit.data.coco import CocoDataset
-from maskkit.engine.predict import evaluate_model
+from maskkit.engine.inference import evaluate_model
 
 KEYS = ("proposals/segm/AR@10", "proposals/segm/AR@100", "proposals/segm/AR@1000", "proposals/segm/AUC",
         "proposals/bbox/AR@10", "proposals/bbox/AR@100", "proposals/bbox/AR@1000", "proposals/bbox/AUC")

@@ -39,7 +39,7 @@ def load_model(path, device: str = "cpu"):
 
 def __getattr__(name):
     if name == "Predictor":
-        from maskkit.engine.predict import Predictor
+        from maskkit.engine.inference import Predictor
 
         return Predictor
     raise AttributeError(f"module 'maskkit' has no attribute {name!r}")

@@ -32,7 +32,9 @@ import torch
 from torch import nn
 
 from maskkit.atomic import atomic_write
+from maskkit.config import ConfigError, config_to_json
 from maskkit.errors import CheckpointError
+from maskkit.models.zoo import build, read_config
 
 __all__ = [
     "FORMAT_VERSION",
@@ -84,8 +86,6 @@ def save_model(
     """Write ``model``'s weights with ``cfg`` and the label mapping embedded (atomically)."""
     from safetensors.torch import save_file
 
-    from maskkit.config import config_to_json
-
     class_names = list(class_names or [])
     cat_ids = [int(c) for c in (cat_ids or range(1, len(class_names) + 1))]
     metadata = {
@@ -105,8 +105,6 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
-    from maskkit.config import ConfigError, config_from_json
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
@@ -123,7 +121,7 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path}: model file format {version!r} is not supported (expected {FORMAT_VERSION!r})")
     try:
-        cfg = config_from_json(meta["maskkit_config"])
+        cfg = read_config(meta["maskkit_config"])
         class_names = json.loads(meta.get("class_names", "[]"))
         cat_ids = [int(c) for c in json.loads(meta.get("cat_ids", "[]"))]
         step = int(meta.get("step", "0"))
@@ -178,17 +176,12 @@ def check_compatible(saved_cfg: Any, cfg: Any, path: str | os.PathLike, what: st
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model described by a model file and load its weights; eval mode.
 
-    The returned module carries ``cfg`` (the full Config), ``class_names`` and
-    ``label_to_cat_id`` as attributes so predictions can be reported with the user's ids.
+    The returned module carries ``model.info`` (:class:`maskkit.config.ModelInfo`: the full
+    config, class names and category ids) so predictions can be reported with the user's ids.
     """
-    from maskkit.models.zoo import build_model
-
     mf = read_model_file(path)
-    model = build_model(mf.config.model)
+    model = build(mf.config, mf.class_names, mf.cat_ids)
     load_state_into(model, mf.state_dict, mf.path)
-    model.maskkit_config = mf.config
-    model.class_names = mf.class_names
-    model.label_to_cat_id = mf.label_to_cat_id
     return model.to(device).eval()
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "TrainConfig",
     "EvalConfig",
     "ConfigError",
+    "ModelInfo",
     "apply_overrides",
     "config_to_dict",
     "config_from_dict",
@@ -53,9 +54,7 @@ class DataConfig:
     min_size_train: tuple[int, ...] = (640, 672, 704, 736, 768, 800)
     min_size_train_sampling: str = "choice"  # "choice" | "range"
     max_size_train: int = 1333
-    # Test resize: shorter side to ``min_size_test``, longer side capped at ``max_size_test``.
-    min_size_test: int = 800
-    max_size_test: int = 1333
+    # (The test resize belongs to the model: ``model.min_size_test`` / ``model.max_size_test``.)
     hflip_prob: float = 0.5
     num_workers: int = 2
     # Split names looked up under a COCO-style root (annotations/instances_<split>*.json).
@@ -117,18 +116,29 @@ class Config:
     name: str = ""  # the preset this config came from
 
 
-# --------------------------------------------------------------------------- model registry
+@dataclass
+class ModelInfo:
+    """Everything a model carries besides its weights, as ``model.info``: the full run config and
+    the dataset's label mapping, so predictions come back with the user's category ids and
+    names. Set by :func:`maskkit.models.zoo.build` (hence ``create_model``) and by
+    :func:`maskkit.checkpoint.load_model`; saved in every model file."""
+
+    config: Config
+    class_names: list[str] = field(default_factory=list)  # index = label - 1
+    cat_ids: list[int] = field(default_factory=list)  # index = label - 1 -> the dataset's category id
+
+    @property
+    def label_to_cat_id(self) -> dict[int, int]:
+        """Contiguous label (1..K) -> category id; empty when the model has no dataset mapping."""
+        return {i + 1: int(c) for i, c in enumerate(self.cat_ids)}
+
+    def class_name(self, label: int) -> str:
+        """Name of ``label`` (its number when the model has no class names)."""
+        return self.class_names[label - 1] if 0 < label <= len(self.class_names) else str(label)
 
 
-def _model_config_classes() -> dict[str, type]:
-    """``system`` name -> model config dataclass (imported lazily: no model import at startup)."""
-    from maskkit.models.centermask.config import CenterMaskConfig
-    from maskkit.models.sharpmask.config import SharpMaskConfig
-
-    return {"centermask": CenterMaskConfig, "sharpmask": SharpMaskConfig}
-
-
-# --------------------------------------------------------------------------- (de)serialisation
+# Fields that older model files may still carry and that no longer exist: dropped when read.
+_RETIRED_FIELDS = {"data": ("min_size_test", "max_size_test")}  # the test size lives in the model config
 
 
 def config_to_dict(cfg: Any) -> dict:
@@ -222,16 +232,20 @@ def _dataclass_from_dict(cls: type, data: dict, where: str) -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: dict) -> Config:
-    """Inverse of :func:`config_to_dict`; the model part is chosen by ``model['system']``."""
+def config_from_dict(data: dict, model_classes: dict[str, type]) -> Config:
+    """Inverse of :func:`config_to_dict`; the model part's dataclass is ``model_classes[model['system']]``
+    (the models layer owns that table: :data:`maskkit.models.zoo.MODEL_CONFIGS`)."""
     if not isinstance(data, dict) or "model" not in data:
         raise ConfigError("not a maskkit config: no 'model' section")
     model = data["model"]
     system = model.get("system") if isinstance(model, dict) else None
-    classes = _model_config_classes()
+    classes = model_classes
     if system not in classes:
         raise ConfigError(f"model.system must be one of {sorted(classes)}, got {system!r}")
     rest = {k: v for k, v in data.items() if k != "model"}
+    for section, names in _RETIRED_FIELDS.items():
+        if isinstance(rest.get(section), dict):
+            rest[section] = {k: v for k, v in rest[section].items() if k not in names}
     cfg = _dataclass_from_dict(Config, {**rest, "model": None}, "")
     cfg.model = _dataclass_from_dict(classes[system], model, "model")
     return cfg
@@ -241,12 +255,12 @@ def config_to_json(cfg: Config) -> str:
     return json.dumps(config_to_dict(cfg), sort_keys=True)
 
 
-def config_from_json(text: str) -> Config:
+def config_from_json(text: str, model_classes: dict[str, type]) -> Config:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"config is not valid JSON: {e}") from None
-    return config_from_dict(data)
+    return config_from_dict(data, model_classes)
 
 
 # --------------------------------------------------------------------------- overrides

@@ -1,28 +1,22 @@
-"""Draw a dataset's ground truth (masks, boxes, class names; crowd regions grey) to PNG files.
-
-``maskkit data show`` picks ``--num`` images at random (``--seed``) so annotations can be
-checked by eye before training. The library side draws predictions too ("name 0.93" labels,
-score threshold) and plots training curves from ``metrics.jsonl``. Drawing uses
+"""Drawing: instances (ground truth or predictions: masks, boxes, "name 0.93" labels; crowd
+regions grey) on images, and training curves from ``metrics.jsonl``. Drawing uses
 torchvision's ``draw_segmentation_masks`` / ``draw_bounding_boxes``; curves use matplotlib's
 Agg canvas (no display needed).
 """
 from __future__ import annotations
 
-import argparse
 import colorsys
-import json
-import math
 import os
-import random
 from pathlib import Path
 
 import torch
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from maskkit.errors import DataError, MaskkitError
+from maskkit import metrics_log
+from maskkit.errors import MaskkitError
 
-__all__ = ["draw_instances", "save_image", "plot_metrics", "instance_colors", "configure_parser", "run_cli"]
+__all__ = ["draw_instances", "save_image", "plot_metrics", "instance_colors"]
 
 CROWD_COLOR = (160, 160, 160)  # crowd = ignore region: grey, whatever its class
 
@@ -149,55 +143,22 @@ def save_image(image_uint8: torch.Tensor, path: str | os.PathLike) -> Path:
 
 
 # --------------------------------------------------------------------------- curves
-def _panel_of(key: str) -> str | None:
-    """Which panel a metrics.jsonl key belongs to: loss*, lr, or */AP* and */AR* summary
-    figures (per-category ``AP-<name>`` curves would bury the rest: left out)."""
-    name = key.rsplit("/", 1)[-1]
-    if name.startswith("loss") or key.startswith("loss"):
-        return "loss"
-    if name == "lr":
-        return "lr"
-    if "/" in key and name[:2] in ("AP", "AR") and "-" not in name:
-        return "eval"
-    return None
-
-
 def plot_metrics(jsonl_path: str | os.PathLike, out_png: str | os.PathLike) -> Path:
-    """Training curves from ``metrics.jsonl`` to a PNG.
+    """Training curves from ``metrics.jsonl`` (format: :mod:`maskkit.metrics_log`) to a PNG.
 
-    Each line is a flat JSON dict with the iteration under ``iter`` (or ``step``, as the
-    training loop writes it) and named floats: ``loss*`` keys (``loss``, ``loss/cls``, ...)
-    go in one panel, ``lr`` in one, ``*/AP*`` and ``*/AR*`` summary figures (``bbox/AP``,
-    ``eval/proposals/segm/AR@100``; per-category ``AP-<name>`` left out) in one, in %. Each
-    series is drawn at the iterations where it was logged; nan values are skipped. A file
-    whose lines hold none of these keys gives a figure saying so (training never fails on its
-    plot); a missing file or a malformed line raises :class:`DataError` naming the line.
+    ``loss*`` keys (``loss``, ``loss/cls``, ...) go in one panel, ``lr`` in one, ``*/AP*`` and
+    ``*/AR*`` summary figures (``bbox/AP``, ``eval/proposals/segm/AR@100``; per-category
+    ``AP-<name>`` left out) in one, in %. Each series is drawn at the steps where it was
+    logged; nan values are skipped. A file whose lines hold none of these keys gives a figure
+    saying so (training never fails on its plot); a missing file or a malformed line raises
+    :class:`DataError` naming the line.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     path = Path(jsonl_path)
-    if not path.is_file():
-        raise DataError(f"{path}: metrics file not found")
-    series: dict[str, tuple[list[float], list[float]]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not a JSON line ({e.msg})") from None
-            x = row.get("iter", row.get("step")) if isinstance(row, dict) else None
-            if not isinstance(x, (int, float)) or isinstance(x, bool):
-                raise DataError(f"{path}:{lineno}: expected a JSON object with a numeric 'iter' (or 'step')")
-            for key, value in row.items():
-                if key in ("iter", "step") or not isinstance(value, (int, float)) or isinstance(value, bool):
-                    continue
-                if _panel_of(key) is not None and math.isfinite(value):
-                    xs, ys = series.setdefault(key, ([], []))
-                    xs.append(x)
-                    ys.append(float(value))
+    series = metrics_log.series(metrics_log.read_records(path))
+    _panel_of = metrics_log.panel_of
     panels = [p for p in ("loss", "lr", "eval") if any(_panel_of(k) == p for k in series)]
     fig = Figure(figsize=(5 * max(1, len(panels)), 4), dpi=100)
     FigureCanvasAgg(fig)
@@ -221,33 +182,3 @@ def plot_metrics(jsonl_path: str | os.PathLike, out_png: str | os.PathLike) -> P
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png")
     return out
-
-
-# --------------------------------------------------------------------------- CLI: maskkit data show
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from maskkit.data.coco import add_data_arguments
-
-    add_data_arguments(parser, split_default="train")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the overlay PNGs")
-    parser.add_argument("--num", type=int, default=8, metavar="N", help="number of images to draw (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="which images are picked at random (default: %(default)s)")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from maskkit.data.coco import dataset_from_args
-
-    if args.num < 1:
-        raise MaskkitError(f"--num must be at least 1, got {args.num}")
-    ds = dataset_from_args(args)
-    if len(ds) == 0:
-        raise DataError(f"{ds.ann_file}: the dataset has no images")
-    picks = sorted(random.Random(args.seed).sample(range(len(ds)), min(args.num, len(ds))))
-    out = Path(args.out)
-    for i in tqdm(picks, desc="drawing", unit="img"):
-        image, target = ds.load_image(i), ds.load_target(i)
-        drawn = draw_instances(image, target, class_names=ds.class_names)
-        save_image(drawn, out / f"{Path(ds.image_info(i)['file_name']).stem}.png")
-    print(f"wrote {len(picks)} overlays of {ds.ann_file.name} to {out}/")
-    return 0

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 import maskkit
-from maskkit.bench import bench_image_size, centermask_gflops, count_gflops, run_bench, time_model
+from maskkit.engine.bench import run_bench, time_model
+from maskkit.models.flops import bench_image_size, centermask_gflops, count_gflops
 from maskkit.cli import main
 from maskkit.errors import MaskkitError
 

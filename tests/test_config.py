@@ -12,6 +12,7 @@ from maskkit.config import (
 )
 from maskkit.models.centermask.config import CenterMaskConfig
 from maskkit.models.sharpmask.config import SharpMaskConfig
+from maskkit.models.zoo import MODEL_CONFIGS
 
 
 def test_overrides_are_typed():
@@ -47,7 +48,7 @@ def test_bad_overrides_name_the_problem(override, message):
 def test_round_trip(model):
     cfg = Config(model=model, name="x")
     cfg.train.steps = (5, 7)
-    again = config_from_json(config_to_json(cfg))
+    again = config_from_json(config_to_json(cfg), MODEL_CONFIGS)
     assert again == cfg
     assert type(again.model) is type(model)
     assert config_to_dict(again) == config_to_dict(cfg)
@@ -55,12 +56,12 @@ def test_round_trip(model):
 
 def test_saved_config_errors():
     with pytest.raises(ConfigError, match="not valid JSON"):
-        config_from_json("{not json")
+        config_from_json("{not json", MODEL_CONFIGS)
     with pytest.raises(ConfigError, match="no 'model' section"):
-        config_from_dict({"train": {}})
+        config_from_dict({"train": {}}, MODEL_CONFIGS)
     with pytest.raises(ConfigError, match="model.system"):
-        config_from_dict({"model": {"system": "yolo"}})
+        config_from_dict({"model": {"system": "yolo"}}, MODEL_CONFIGS)
     d = config_to_dict(Config(model=CenterMaskConfig()))
     d["model"]["bogus"] = 1
     with pytest.raises(ConfigError, match="unknown field"):
-        config_from_dict(d)
+        config_from_dict(d, MODEL_CONFIGS)

@@ -29,7 +29,6 @@ truth as training.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -51,8 +50,7 @@ __all__ = [
     "CocoDataset",
     "load_image",
     "resolve_data",
-    "add_data_arguments",
-    "dataset_from_args",
+    "open_split",
     "collate",
 ]
 
@@ -481,25 +479,9 @@ def resolve_data(
     )
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, split_default: str = "val") -> None:
-    """Add ``--data``, ``--split``, ``--ann`` and ``--images`` to a verb's parser."""
-    g = parser.add_argument_group("dataset")
-    g.add_argument(
-        "--data", metavar="DIR", default=None,
-        help="COCO-style root: annotations/instances_<split>*.json beside <split>*/ image folders "
-             "(COCO 2017: instances_val2017.json + val2017/; synthetic: instances_val.json + val/)",
-    )
-    g.add_argument("--split", metavar="NAME", default=split_default,
-                   help=f"split name looked up under --data (default: {split_default})")
-    g.add_argument("--ann", metavar="FILE", default=None,
-                   help="explicit COCO instances JSON (with --images; overrides --data)")
-    g.add_argument("--images", metavar="DIR", default=None,
-                   help="explicit image folder for --ann")
-
-
-def dataset_from_args(args: argparse.Namespace, transforms: Callable | None = None) -> CocoDataset:
-    """The :class:`CocoDataset` named by :func:`add_data_arguments`' options."""
-    ann_file, image_dir = resolve_data(
-        getattr(args, "data", None), getattr(args, "split", "val"), getattr(args, "ann", None), getattr(args, "images", None)
-    )
+def open_split(data: str | Path | None, split: str, ann: str | Path | None = None, images: str | Path | None = None,
+               transforms: Callable | None = None) -> CocoDataset:
+    """The :class:`CocoDataset` of ``split`` under the COCO-style root ``data`` (or the explicit
+    ``ann`` + ``images``), located by :func:`resolve_data`."""
+    ann_file, image_dir = resolve_data(data, split, ann, images)
     return CocoDataset(ann_file, image_dir, transforms=transforms)

@@ -36,7 +36,6 @@ Layout written::
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -49,7 +48,7 @@ from tqdm import tqdm
 
 from maskkit.errors import MaskkitError
 
-__all__ = ["CATEGORIES", "generate", "render_image", "image_rng", "configure_parser", "run_cli"]
+__all__ = ["CATEGORIES", "MAX_INSTANCES", "MIN_SIZE", "SPLITS", "generate", "render_image", "image_rng", "split_summary"]
 
 CATEGORIES: list[str] = ["star", "ring", "cross", "crescent", "gear", "arrow"]
 
@@ -473,36 +472,9 @@ def generate(out_dir: str | Path, num_train: int = 1000, num_val: int = 200, see
 
 
 # ----------------------------------------------------------------------------- CLI
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = (
-        f"Categories: {', '.join(CATEGORIES)} (ids 1..{len(CATEGORIES)}).\n"
-        "Writes OUT/annotations/instances_{train,val}.json (COCO, masks as compressed RLE) and\n"
-        "OUT/train/*.png, OUT/val/*.png. Use it with: maskkit train --data OUT ...\n"
-        "At 320 px, 1000 + 200 images take about 45 s of one CPU core and 230 MB.")
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="output directory (created; files of the same names are overwritten)")
-    parser.add_argument("--train", type=int, default=1000, metavar="N",
-                        help="number of training images (default: 1000)")
-    parser.add_argument("--val", type=int, default=200, metavar="N",
-                        help="number of validation images (default: 200)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="random seed; the same seed writes the same files (default: 0)")
-    parser.add_argument("--size", type=int, default=320, metavar="PX",
-                        help=f"side of the square images in px, >= {MIN_SIZE}; object sizes scale with it "
-                             "(default: 320)")
-    parser.add_argument("--max-instances", type=int, default=MAX_INSTANCES, metavar="N",
-                        help=f"at most N instances per image, 1..{MAX_INSTANCES}; fewer also means larger objects "
-                             f"(default: {MAX_INSTANCES})")
-    parser.add_argument("--min-area", type=float, default=None, metavar="PX",
-                        help="smallest object area drawn, in px (default: 200 at 320 px, scaling with "
-                             "--size); larger values mean fewer COCO-small objects")
-    parser.add_argument("--no-clutter", action="store_true",
-                        help="no unannotated distractor shapes or lines and untextured backgrounds "
-                             "(an easier variant)")
-    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
 
 
-def _summary(ann_file: Path) -> str:
+def split_summary(ann_file: Path) -> str:
     """One line on a written split: images, instances, COCO size classes of the visible areas."""
     data = json.loads(ann_file.read_text())
     areas = np.array([a["area"] for a in data["annotations"]], dtype=np.float64)
@@ -511,13 +483,3 @@ def _summary(ann_file: Path) -> str:
     small, large = (areas < 32**2).mean(), (areas > 96**2).mean()
     return (f"{len(data['images'])} images, {areas.size} instances "
             f"({small:.0%} small, {1 - small - large:.0%} medium, {large:.0%} large)")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    out = generate(args.out, num_train=args.train, num_val=args.val, seed=args.seed, size=args.size,
-                   progress=not args.no_progress, max_instances=args.max_instances, clutter=not args.no_clutter,
-                   min_area=args.min_area)
-    print(f"wrote {out} ({args.size}x{args.size} px, {len(CATEGORIES)} categories: {', '.join(CATEGORIES)})")
-    for split in SPLITS:
-        print(f"  {split}: {_summary(out / 'annotations' / f'instances_{split}.json')}")
-    return 0

@@ -120,10 +120,10 @@ def build_train_transforms(data_cfg: Any) -> v2.Compose:
     return v2.Compose(steps + _sanitize())
 
 
-def build_test_transforms(data_cfg: Any) -> v2.Compose:
+def build_test_transforms(min_size: int, max_size: int) -> v2.Compose:
     """Deterministic resize to ``min_size_test``/``max_size_test`` (targets follow; nothing is
     dropped, so evaluation sees every ground-truth instance)."""
-    return v2.Compose([ResizeShortestSide((data_cfg.min_size_test,), data_cfg.max_size_test)])
+    return v2.Compose([ResizeShortestSide((min_size,), max_size)])
 
 
 def resize_for_test(image: torch.Tensor, min_size: int, max_size: int) -> tuple[torch.Tensor, tuple[float, float]]:

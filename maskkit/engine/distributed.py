@@ -23,8 +23,12 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
+from maskkit.config import ConfigError
+from maskkit.errors import DataError, MaskkitError
+
 __all__ = [
     "DistInfo",
+    "resolve_device",
     "init_distributed",
     "dist_info",
     "is_main",
@@ -49,6 +53,20 @@ class DistInfo:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``auto``/None -> cuda when available, else cpu (per-rank GPU under torchrun)."""
+    if device in (None, "", "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MaskkitError(f"--device {device}: CUDA is not available on this machine")
+        info = dist_info()
+        if info.distributed and dev.index is None:
+            dev = torch.device("cuda", info.local_rank)
+    return dev
 
 
 def init_distributed(device: str = "cpu") -> DistInfo:
@@ -110,13 +128,9 @@ class GlobalBatchSampler:
     def __init__(self, num_samples: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
                  accum_steps: int = 1, start_step: int = 0, shuffle: bool = True):
         if num_samples <= 0:
-            from maskkit.errors import DataError
-
             raise DataError("the training set is empty")
         micro = global_batch // (world_size * accum_steps)
         if micro * world_size * accum_steps != global_batch:
-            from maskkit.config import ConfigError
-
             raise ConfigError(f"train.batch_size={global_batch} is not divisible by "
                               f"{world_size} process(es) x train.accum_steps={accum_steps}")
         self.n, self.global_batch, self.seed = num_samples, global_batch, seed

@@ -1,7 +1,7 @@
 """Video input for ``maskkit predict`` (the ``[video]`` extra: opencv-python-headless).
 
 Frames are read with OpenCV's ``VideoCapture``, sent through the same batched inference path
-as images (:meth:`maskkit.engine.predict.Predictor.predict_many`), drawn, and written with
+as images (:meth:`maskkit.engine.inference.Predictor.predict_many`), drawn, and written with
 ``VideoWriter`` (mp4v) at the source frame rate as ``<out>/<stem>_pred.mp4``.
 """
 from __future__ import annotations
@@ -11,8 +11,11 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from maskkit.errors import DataError, MaskkitError
+from maskkit.evaluation import predictions_to_coco_results
+from maskkit.viz import draw_instances
 
 __all__ = ["VIDEO_SUFFIXES", "is_video", "read_frames", "predict_video"]
 
@@ -60,11 +63,6 @@ def predict_video(predictor, path: str | Path, out_dir: str | Path, *, draw: boo
     """Predict every frame of ``path``; write ``<out>/<stem>_pred.mp4`` when ``draw``; return
     COCO results (``image_id`` numbers the frames from ``first_image_id``; each result also
     names its ``video`` and ``frame``). ``index`` (a list) receives one entry per frame."""
-    from tqdm import tqdm
-
-    from maskkit.engine.evaluate import predictions_to_coco_results
-    from maskkit.engine.predict import draw_prediction
-
     cv2 = _cv2()
     path, out_dir = Path(path), Path(out_dir)
     frames, fps, (h, w), count = read_frames(path)
@@ -95,7 +93,7 @@ def predict_video(predictor, path: str | Path, out_dir: str | Path, *, draw: boo
                 index.append({"id": image_id, "file_name": str(path), "frame": k, "height": h, "width": w,
                               "num_instances": len(rs)})
             if writer is not None:
-                rgb = draw_prediction(frame, pred, predictor.class_names, predictor.score_thresh, mask_threshold)
+                rgb = draw_instances(frame, pred, predictor.class_names, predictor.score_thresh, mask_threshold)
                 writer.write(np.ascontiguousarray(rgb.permute(1, 2, 0).numpy()[..., ::-1]))  # RGB -> BGR
     finally:
         if writer is not None:

@@ -8,20 +8,29 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 
-from maskkit.config import Config, apply_overrides
+from maskkit.config import Config, ModelInfo, apply_overrides, config_from_json
 from maskkit.errors import MaskkitError
+from maskkit.models.centermask.config import CenterMaskConfig
+from maskkit.models.centermask.model import CenterMask
+from maskkit.models.centermask.presets import PRESETS as CENTERMASK_PRESETS
+from maskkit.models.flops import bench_image_size, centermask_gflops
+from maskkit.models.sharpmask.config import SharpMaskConfig
+from maskkit.models.sharpmask.model import SharpMask
+from maskkit.models.sharpmask.presets import PRESETS as SHARPMASK_PRESETS
 
-__all__ = ["presets", "list_models", "get_config", "build_model", "create_model"]
+__all__ = ["MODEL_CONFIGS", "presets", "list_models", "get_config", "read_config", "build_model", "build",
+           "create_model", "describe_preset"]
+
+# ``model.system`` -> its config dataclass: how a saved config finds its model part again.
+MODEL_CONFIGS: dict[str, type] = {"centermask": CenterMaskConfig, "sharpmask": SharpMaskConfig}
 
 
 def presets() -> dict[str, Callable[[], Config]]:
     """All presets by name (both systems)."""
-    from maskkit.models.centermask.presets import PRESETS as CM
-    from maskkit.models.sharpmask.presets import PRESETS as SM
-
-    return {**CM, **SM}
+    return {**CENTERMASK_PRESETS, **SHARPMASK_PRESETS}
 
 
 def list_models() -> list[str]:
@@ -47,41 +56,45 @@ def get_config(name: str, num_classes: int | None = None, overrides: list[str] |
 def build_model(model_cfg) -> nn.Module:
     """Network for a model config (``CenterMaskConfig`` or ``SharpMaskConfig``)."""
     if model_cfg.system == "centermask":
-        from maskkit.models.centermask.model import CenterMask
-
         return CenterMask(model_cfg)
     if model_cfg.system == "sharpmask":
-        from maskkit.models.sharpmask.model import SharpMask
-
         return SharpMask(model_cfg)
     raise MaskkitError(f"unknown model system {model_cfg.system!r}")
+
+
+def read_config(text: str) -> Config:
+    """A saved config (JSON, as in model files) back to a :class:`Config`."""
+    return config_from_json(text, MODEL_CONFIGS)
+
+
+def build(cfg: Config, class_names: list[str] | None = None, cat_ids: list[int] | None = None) -> nn.Module:
+    """The network for a full config, randomly initialised, carrying ``model.info``
+    (:class:`maskkit.config.ModelInfo`: the config and the label mapping)."""
+    model = build_model(cfg.model)
+    names = list(class_names or [])
+    model.info = ModelInfo(cfg, names, [int(c) for c in (cat_ids or range(1, len(names) + 1))])
+    return model
 
 
 def create_model(name: str, num_classes: int | None = None, overrides: list[str] | tuple[str, ...] = ()) -> nn.Module:
     """Build preset ``name`` (randomly initialised; no weights are downloaded).
 
     ``num_classes`` sets K (labels 1..K); ``overrides`` are ``model.x=y`` strings. The
-    returned module keeps its model config as ``model.cfg``.
+    returned module keeps its model config as ``model.cfg`` and the full config as
+    ``model.info.config``.
     """
-    return build_model(get_config(name, num_classes, overrides).model)
+    return build(get_config(name, num_classes, overrides))
 
 
-# --------------------------------------------------------------------------- `maskkit models`
-
-
-def _describe(name: str, num_classes: int | None, flops: bool) -> dict:
+def describe_preset(name: str, num_classes: int | None = None, flops: bool = True) -> dict:
     """Parameters (and CenterMask GFLOPs at the preset's test size) of preset ``name``. The
     model is built on the ``meta`` device: shapes only, so even the largest preset is instant."""
-    import torch
-
     cfg = get_config(name, num_classes)
     with torch.device("meta"):
         model = build_model(cfg.model)
     row = {"name": name, "system": cfg.model.system, "params": sum(p.numel() for p in model.parameters()),
            "test_size": "", "gflops": None}
     if cfg.model.system == "centermask":
-        from maskkit.bench import bench_image_size, centermask_gflops
-
         h, w = bench_image_size(cfg.model.min_size_test, cfg.model.max_size_test)
         row["test_size"] = f"{h}x{w}"
         if flops:
@@ -89,23 +102,3 @@ def _describe(name: str, num_classes: int | None, flops: bool) -> dict:
     return row
 
 
-def configure_parser(parser) -> None:
-    parser.add_argument("names", nargs="*", help="presets to describe (default: all)")
-    parser.add_argument("--num-classes", type=int, default=80, help="number of classes K (default 80, as COCO)")
-    parser.add_argument("--no-flops", action="store_true", help="skip counting GFLOPs")
-    parser.description = "List model presets with their parameters (M) and GFLOPs at the preset's test size."
-    parser.epilog = ("GFLOPs count one multiply-add as one FLOP (as the paper and detectron2), for one 4:3 image\n"
-                     "at the preset's test size with 50 detections through the mask branch (CenterMask presets;\n"
-                     "'-' for SharpMask presets). Models are built on the meta device: no memory, no weights.")
-
-
-def run_cli(args) -> int:
-    from tqdm import tqdm
-
-    names = args.names or list_models()
-    rows = [_describe(n, args.num_classes, not args.no_flops) for n in tqdm(names, desc="models", leave=False, disable=len(names) < 4)]
-    print(f"{'name':<30} {'system':<11} {'params (M)':>10} {'test size':>10} {'GFLOPs':>8}")
-    for r in rows:
-        g = f"{r['gflops']:.1f}" if r["gflops"] is not None else "-"
-        print(f"{r['name']:<30} {r['system']:<11} {r['params'] / 1e6:>10.2f} {r['test_size']:>10} {g:>8}")
-    return 0

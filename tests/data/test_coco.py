@@ -15,11 +15,10 @@ from pycocotools import mask as mask_utils
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from maskkit.cli.common import add_data_arguments, dataset_from_args
 from maskkit.data.coco import (
     CocoDataset,
-    add_data_arguments,
     collate,
-    dataset_from_args,
     load_image,
     resolve_data,
 )

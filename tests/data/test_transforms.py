@@ -73,7 +73,7 @@ def test_train_transforms_flip_and_sanitize_keep_fields_aligned():
     image, target = _sample()
     out, t = build_train_transforms(cfg)(image, target)  # x0.5 then flipped
     assert out.shape == (3, 30, 40)
-    assert torch.allclose(out, build_test_transforms(DataConfig(min_size_test=30))(image, target)[0].flip(-1))
+    assert torch.allclose(out, build_test_transforms(30, 1333)(image, target)[0].flip(-1))
     # the 2x3 px box becomes 1x1.5 px: width 1 is kept; nothing under 1 px here yet
     n = len(t["labels"])
     assert all(len(t[k]) == n for k in ("boxes", "masks", "iscrowd", "area"))
@@ -95,9 +95,8 @@ def test_sanitize_drops_subpixel_boxes_with_their_fields():
 
 
 def test_test_transforms_are_deterministic_and_keep_everything():
-    cfg = DataConfig(min_size_test=15, max_size_test=1000)
     image, target = _sample()
-    tf = build_test_transforms(cfg)
+    tf = build_test_transforms(15, 1000)
     (a, ta), (b, tb) = tf(image, target), tf(image, target)
     assert torch.equal(a, b) and torch.equal(ta["boxes"], tb["boxes"])
     assert len(ta["labels"]) == 3

@@ -48,10 +48,10 @@ def test_round_trip_restores_weights_buffers_and_metadata(demo_file):
     assert any("running_mean" in k for k in ref)  # buffers are in the file too
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
-    assert loaded.class_names == ["disc", "square"]
-    assert loaded.label_to_cat_id == {1: 11, 2: 42}
-    assert loaded.maskkit_config.name == "centermask_lite_demo"
-    assert loaded.maskkit_config.model == cfg.model
+    assert loaded.info.class_names == ["disc", "square"]
+    assert loaded.info.label_to_cat_id == {1: 11, 2: 42}
+    assert loaded.info.config.name == "centermask_lite_demo"
+    assert loaded.info.config.model == cfg.model
     assert read_model_file(path).step == 7
 
 

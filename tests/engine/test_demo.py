@@ -28,7 +28,7 @@ def test_demo_quick_centermask(tmp_path, capsys):
     steps = [json.loads(line).get("step") for line in open(out / "metrics.jsonl")]
     assert steps[:3] == [1, 2, 3]
     model = load_model(out / "model_best.safetensors")
-    assert model.class_names[0] == "star" and model.maskkit_config.name == "centermask_lite_demo"
+    assert model.info.class_names[0] == "star" and model.info.config.name == "centermask_lite_demo"
 
 
 @pytest.mark.slow  # two short training stages + multi-scale proposals: as above
@@ -41,5 +41,5 @@ def test_demo_quick_sharpmask(tmp_path, capsys):
     assert {"proposals/segm/AR@10", "proposals/segm/AR@20"} <= set(metrics)
     assert (out / "stage1" / "model_last.safetensors").is_file()
     model = load_model(out / "model_best.safetensors")
-    assert model.maskkit_config.train.stage == 2 and model.maskkit_config.model.refine
+    assert model.info.config.train.stage == 2 and model.info.config.model.refine
     assert list((out / "overlays").glob("*.png"))

@@ -12,7 +12,8 @@ from PIL import Image
 
 from maskkit.checkpoint import save_model
 from maskkit.cli import main
-from maskkit.engine.predict import Predictor, evaluate_model, expand_inputs, infer_batches, to_image_tensor
+from maskkit.engine.inference import Predictor, evaluate_model, infer_batches, to_image_tensor
+from maskkit.engine.predict import expand_inputs
 from maskkit.errors import DataError
 from maskkit.models.zoo import build_model, get_config
 
@@ -134,7 +135,7 @@ def test_eval_weights_cli(tmp_path, weights, data_root):
     val = CocoDataset(data_root / "annotations" / "instances_val.json", data_root / "val")
     model = load_model(weights)
     w = tmp_path / "m.safetensors"
-    save_model(w, model, model.maskkit_config, val.class_names, val.cat_ids)
+    save_model(w, model, model.info.config, val.class_names, val.cat_ids)
     out = tmp_path / "ev"
     assert main(["eval", "--weights", str(w), "--data", str(data_root), "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -64,17 +64,18 @@ def test_parameter_counts_match_table4(attention, residual):
 def test_sizes_and_schedules():
     full, lite, demo = PRESETS["centermask_r50"](), PRESETS["centermask_lite_v19"](), PRESETS["centermask_lite_demo"]()
     assert (full.model.fpn_channels, full.model.fcos.num_convs, full.model.mask.num_convs) == (256, 4, 4)
-    assert (full.data.min_size_test, full.data.max_size_test, full.model.min_size_test) == (800, 1333, 800)
+    assert (full.model.min_size_test, full.model.max_size_test) == (800, 1333)
+    assert not hasattr(full.data, "min_size_test")  # one home for the test size: the model config
     assert full.data.min_size_train == (640, 672, 704, 736, 768, 800)
     assert (full.train.lr, full.train.batch_size, full.train.max_iter, full.train.steps) == (0.01, 16, 90000, (60000, 80000))
     assert (full.train.warmup_iters, full.train.warmup_factor, full.train.weight_decay) == (1000, 0.001, 1e-4)
     assert full.model.backbone.norm == "FrozenBN"
     assert (lite.model.fpn_channels, lite.model.fcos.num_convs, lite.model.mask.num_convs, lite.model.mask.channels) == (128, 2, 2, 128)
     assert (lite.model.mask.maskiou_num_convs, lite.model.mask.maskiou_channels) == (2, 128)
-    assert (lite.data.min_size_train, lite.data.min_size_test, lite.data.max_size_test) == ((580, 600), 600, 1000)
+    assert lite.data.min_size_train == (580, 600)
     assert (lite.model.min_size_test, lite.model.max_size_test) == (600, 1000)
     assert demo.model.backbone.norm == "BN" and demo.model.backbone.freeze_at == 0
-    assert demo.model.min_size_test == demo.data.min_size_test == 256
+    assert (demo.model.min_size_test, demo.model.max_size_test) == (256, 384)
 
 
 def _train_eval(name: str, size: int = 96) -> None:

@@ -235,14 +235,14 @@ def test_tiny_and_odd_sized_images():
 
 
 def test_presets_round_trip_through_the_saved_config():
-    from maskkit.config import config_from_json, config_to_json
+    from maskkit.config import config_to_json
     from maskkit.models.sharpmask.presets import PRESETS
-    from maskkit.models.zoo import get_config
+    from maskkit.models.zoo import get_config, read_config
 
     assert {"deepmask_r50", "sharpmask_r50", "sharpmask_zoom_r50", "deepmask_vgg"} <= set(maskkit.list_models())
     for name in PRESETS:
         cfg = get_config(name)
-        back = config_from_json(config_to_json(cfg))
+        back = read_config(config_to_json(cfg))
         assert back == cfg and back.model.window == 16 * back.model.feature_size
         assert back.model.sampler.window == back.model.window  # the sampler cuts the model's windows
     assert get_config("sharpmask_r50").train.stage == 2 and get_config("deepmask_r50").train.stage == 1

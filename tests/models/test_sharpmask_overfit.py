@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pycocotools.coco import COCO
 
 from maskkit.data.windows import WindowSampler, collate_windows
-from maskkit.engine.evaluate import evaluate_proposals, predictions_to_coco_results
+from maskkit.evaluation import evaluate_proposals, predictions_to_coco_results
 from maskkit.models import zoo
 from maskkit.structures import masks_to_rle
 

@@ -22,8 +22,8 @@ from maskkit.models.centermask.config import BackboneConfig, CenterMaskConfig, F
 
 __all__ = ["PRESETS"]
 
-_FULL_DATA = dict(min_size_train=(640, 672, 704, 736, 768, 800), max_size_train=1333, min_size_test=800, max_size_test=1333)
-_LITE_DATA = dict(min_size_train=(580, 600), max_size_train=1000, min_size_test=600, max_size_test=1000)
+_FULL_DATA = dict(min_size_train=(640, 672, 704, 736, 768, 800), max_size_train=1333)
+_LITE_DATA = dict(min_size_train=(580, 600), max_size_train=1000)
 
 
 def _bb(name: str, variant: str, **kw) -> BackboneConfig:
@@ -59,8 +59,7 @@ def centermask_lite_demo() -> Config:
         min_size_test=256,
         max_size_test=384,
     )
-    data = DataConfig(min_size_train=(224, 240, 256, 272, 288), max_size_train=384, min_size_test=256,
-                      max_size_test=384, num_workers=0)
+    data = DataConfig(min_size_train=(224, 240, 256, 272, 288), max_size_train=384, num_workers=0)
     train = TrainConfig(batch_size=8, lr=0.02, max_iter=1000, warmup_iters=100, steps=(700, 900),
                         clip_grad_norm=10.0, log_period=20, eval_period=500, checkpoint_period=500)
     return Config(model=model, data=data, train=train)

@@ -1,8 +1,9 @@
 """The ``maskkit`` console script: one command, ecosystem-style verbs.
 
-Each verb's arguments and handler live in the module that does the work; a module provides
-``configure_parser(parser)`` and ``run_cli(args) -> int``. This file only wires them up and
-turns user errors (:class:`maskkit.errors.MaskkitError`, missing files) into one line.
+Each verb is one module of this package (``maskkit/cli/<verb>.py``) holding its flags
+(``configure_parser(parser)``), its printing and its exit code (``run(args) -> int``); the work
+itself is a library call. This is the only package that imports argparse. ``main`` turns user
+errors (:class:`maskkit.errors.MaskkitError`, missing files) into one line on stderr, exit 2.
 """
 from __future__ import annotations
 
@@ -10,18 +11,23 @@ import argparse
 import importlib
 import sys
 
+from maskkit import __version__
+from maskkit.errors import MaskkitError
+
+__all__ = ["VERBS", "DATA_VERBS", "build_parser", "main"]
+
 # verb -> (module, one-line help). "data" has sub-verbs, below.
 VERBS: dict[str, tuple[str, str]] = {
-    "demo": ("maskkit.engine.demo", "synthesise data, train a small model, evaluate it and draw results (the main job)"),
-    "train": ("maskkit.engine.train", "train a model preset on a COCO-format dataset"),
-    "eval": ("maskkit.engine.evaluate", "COCO AP (or proposal AR) of a model file or a results JSON"),
-    "predict": ("maskkit.engine.predict", "run a model on images, folders, globs or videos"),
-    "bench": ("maskkit.bench", "measure inference latency, side by side with a peer"),
-    "models": ("maskkit.models.zoo", "list model presets with parameters and GFLOPs"),
+    "demo": ("maskkit.cli.demo", "synthesise data, train a small model, evaluate it and draw results (the main job)"),
+    "train": ("maskkit.cli.train", "train a model preset on a COCO-format dataset"),
+    "eval": ("maskkit.cli.eval", "COCO AP (or proposal AR) of a model file or a results JSON"),
+    "predict": ("maskkit.cli.predict", "run a model on images, folders, globs or videos"),
+    "bench": ("maskkit.cli.bench", "measure inference latency, side by side with a peer"),
+    "models": ("maskkit.cli.models", "list model presets with parameters and GFLOPs"),
 }
 DATA_VERBS: dict[str, tuple[str, str]] = {
-    "synth": ("maskkit.data.synthetic", "write the synthetic shapes dataset in COCO format"),
-    "show": ("maskkit.viz", "draw a dataset's annotations to PNG files"),
+    "synth": ("maskkit.cli.data_synth", "write the synthetic shapes dataset in COCO format"),
+    "show": ("maskkit.cli.data_show", "draw a dataset's annotations to PNG files"),
 }
 
 
@@ -35,7 +41,7 @@ def _add(sub, name: str, module: str, help_text: str, load: bool) -> None:
     p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip().split("\n\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     mod.configure_parser(p)
-    p.set_defaults(_handler=mod.run_cli)
+    p.set_defaults(_handler=mod.run)
 
 
 def _words(argv: list[str]) -> list[str]:
@@ -43,8 +49,6 @@ def _words(argv: list[str]) -> list[str]:
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    from maskkit import __version__
-
     parser = argparse.ArgumentParser(
         prog="maskkit",
         description="CenterMask and SharpMask instance segmentation: train, evaluate, predict, export.",
@@ -65,8 +69,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from maskkit.errors import MaskkitError
-
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     handler = getattr(args, "_handler", None)
@@ -84,7 +86,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("maskkit: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

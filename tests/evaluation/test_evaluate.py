@@ -11,10 +11,7 @@ import torch
 from pycocotools.coco import COCO
 
 from maskkit.cli import main
-from maskkit.engine.evaluate import (
-    _run_cocoeval,
-    _load_dt,
-    _results_for,
+from maskkit.evaluation import (
     check_results,
     evaluate_coco,
     evaluate_proposals,
@@ -26,6 +23,7 @@ from maskkit.engine.evaluate import (
     write_results,
 )
 from maskkit.errors import MaskkitError
+from maskkit.evaluation.coco import _load_dt, _results_for, _run_cocoeval  # internals checked directly
 from maskkit.structures import masks_to_rle, rle_to_mask
 
 H, W = 200, 200

@@ -1,0 +1,199 @@
+"""The ONE inference path of maskkit: ``predict``, ``eval --weights``, the periodic evaluation
+during training, the demo and the web page all send images through :func:`infer_batches`
+(batch -> device -> ``model(images)`` under ``no_grad`` -> CPU), and all turn predictions into
+COCO results with :func:`maskkit.evaluation.predictions_to_coco_results`.
+
+Run apart from score (as detectron2's ``inference_on_dataset`` + evaluator): this module runs
+models; :mod:`maskkit.evaluation` scores what they produced; the system object
+(:mod:`maskkit.engine.systems`) says which scorer applies.
+
+Python API::
+
+    predictor = maskkit.Predictor("model_best.safetensors")
+    pred = predictor(image)   # image: float [3,H,W] 0..1 | uint8 [3,H,W] | PIL | numpy HxWx3 | path
+    pred["boxes"], pred["labels"], pred["scores"], pred["masks"], pred["category_ids"]
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from maskkit.checkpoint import load_model
+from maskkit.config import EvalConfig, ModelInfo
+from maskkit.data.coco import load_image, open_split, pil_to_tensor
+from maskkit.engine.distributed import all_gather_objects, dist_info, resolve_device
+from maskkit.engine.systems import SYSTEMS, system_of
+from maskkit.errors import DataError
+from maskkit.evaluation import predictions_to_coco_results, write_metrics, write_results
+
+__all__ = ["Predictor", "infer_batches", "to_image_tensor", "mask_threshold_of", "evaluate_model", "evaluate_file"]
+
+
+def to_image_tensor(image: Any) -> torch.Tensor:
+    """Any common image form -> float32 ``[3, H, W]`` in 0..1 (the data contract)."""
+    if isinstance(image, (str, Path)):
+        return load_image(image)
+    if isinstance(image, Image.Image):  # the data layer's mode handling (16-bit, palette, alpha)
+        return pil_to_tensor(image)
+    if not isinstance(image, torch.Tensor):
+        arr = np.asarray(image)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+            raise DataError(f"expected an H x W x 3 image array, got shape {arr.shape}")
+        image = torch.from_numpy(np.array(arr[..., :3], copy=True)).permute(2, 0, 1)
+    image = image.as_subclass(torch.Tensor)
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise DataError(f"expected an image tensor [3, H, W], got shape {tuple(image.shape)}")
+    if image.dtype == torch.uint8:
+        return image.float() / 255.0
+    return image.float()
+
+
+def mask_threshold_of(model: nn.Module) -> float:
+    """The probability at which the model's masks are binarised (0.5 for foreign modules)."""
+    cfg = getattr(model, "cfg", None)  # maskkit models keep their model config as .cfg
+    return float(cfg.mask_threshold) if cfg is not None and hasattr(cfg, "mask_threshold") else 0.5
+
+
+@torch.no_grad()
+def infer_batches(model: nn.Module, images: Iterable[Any], batch_size: int = 1,
+                  device: str | torch.device = "cpu") -> Iterator[dict]:
+    """Yield one prediction per input image (in order), running ``model`` on batches of
+    ``batch_size`` images. Predictions are on the CPU, in the data contract."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        batch: list[torch.Tensor] = []
+        for image in images:
+            batch.append(to_image_tensor(image))
+            if len(batch) == batch_size:
+                yield from _run(model, batch, device)
+                batch = []
+        if batch:
+            yield from _run(model, batch, device)
+    finally:
+        model.train(was_training)
+
+
+def _run(model: nn.Module, batch: list[torch.Tensor], device: torch.device) -> list[dict]:
+    preds = model([im.to(device) for im in batch])
+    return [{k: (v.to("cpu") if isinstance(v, torch.Tensor) else v) for k, v in p.items()} for p in preds]
+
+
+def _filter(pred: dict, score_thresh: float) -> dict:
+    keep = pred["scores"] >= score_thresh
+    return {k: (v[keep] if isinstance(v, torch.Tensor) and v.shape[:1] == keep.shape else v) for k, v in pred.items()}
+
+
+class Predictor:
+    """Inference with a trained model: ``Predictor(path_or_model)(image) -> prediction``.
+
+    Accepts a model file (see :mod:`maskkit.checkpoint`) or a loaded module. One image in, one
+    prediction dict out; a list in, a list out (run in batches of ``batch_size``). Each
+    prediction also carries ``category_ids`` (the user's ids) and ``class_names``, from
+    ``model.info`` (:class:`maskkit.config.ModelInfo`; a module without it reports labels as ids).
+    """
+
+    def __init__(self, model: str | Path | nn.Module, device: str = "cpu", score_thresh: float = 0.0,
+                 batch_size: int = 1):
+        if isinstance(model, (str, Path)):
+            model = load_model(model, device=device)
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.score_thresh, self.batch_size = float(score_thresh), int(batch_size)
+        self.info: ModelInfo | None = getattr(model, "info", None)  # None: a module not built by maskkit
+        self.class_names: list[str] = list(self.info.class_names) if self.info else []
+        self.label_to_cat_id: dict[int, int] = self.info.label_to_cat_id if self.info else {}
+        self.config = self.info.config if self.info else None
+        self.mask_threshold = mask_threshold_of(self.model)
+
+    def _finish(self, pred: dict) -> dict:
+        pred = _filter(pred, self.score_thresh)
+        labels = pred["labels"].tolist()
+        pred["category_ids"] = torch.tensor([self.label_to_cat_id.get(int(k), int(k)) for k in labels], dtype=torch.int64)
+        pred["class_names"] = [self.class_names[k - 1] if 0 < k <= len(self.class_names) else str(k) for k in labels]
+        return pred
+
+    def predict_many(self, images: Iterable[Any]) -> Iterator[dict]:
+        for pred in infer_batches(self.model, images, self.batch_size, self.device):
+            yield self._finish(pred)
+
+    def __call__(self, images: Any) -> dict | list[dict]:
+        if isinstance(images, (list, tuple)):
+            return list(self.predict_many(images))
+        return next(self.predict_many([images]))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate_model(model: nn.Module, dataset, *, cfg=None, device: str | torch.device = "cpu",
+                   label_to_cat_id: dict[int, int] | None = None, batch_size: int | None = None,
+                   max_images: int | None = None, progress: bool = True, results_path: str | Path | None = None,
+                   ) -> dict[str, float]:
+    """Metrics of ``model`` on ``dataset`` (a CocoDataset without transforms, so predictions
+    come back at the ground truth's size), scored by the config's system: CenterMask box and
+    mask AP (+ per-category AP); SharpMask class-agnostic AR@max_dets.
+
+    ``cfg`` defaults to ``model.info.config``; a module not built by maskkit (no ``info``) is
+    scored as CenterMask with the default evaluation settings. Under torchrun each process
+    predicts its share of the images; the COCO results are gathered and scored on rank 0
+    (other ranks return ``{}``). ``dataset`` needs ``image_ids``, ``coco`` and ``load_image(i)``
+    (or ``dataset[i][0]``).
+    """
+    info = dist_info()
+    if cfg is None and getattr(model, "info", None) is not None:
+        cfg = model.info.config
+    system = system_of(cfg) if cfg is not None else SYSTEMS["centermask"]
+    ecfg = cfg.eval if cfg is not None else EvalConfig()
+    batch_size = int(batch_size or ecfg.batch_size)
+    max_images = int(max_images if max_images is not None else ecfg.max_images)
+    n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
+    mine = list(range(info.rank, n, info.world_size))
+    if label_to_cat_id is None:
+        label_to_cat_id = getattr(dataset, "label_to_cat_id", None)
+    mapping = system.results_mapping(label_to_cat_id)
+
+    images = (dataset.load_image(i) if hasattr(dataset, "load_image") else dataset[i][0] for i in mine)
+    preds = infer_batches(model, images, batch_size, device)
+    if progress and info.main:
+        preds = tqdm(preds, total=len(mine), desc="eval", unit="img", dynamic_ncols=True)
+    threshold = mask_threshold_of(model)
+    results: list[dict] = []
+    for i, pred in zip(mine, preds):
+        results += predictions_to_coco_results([pred], [dataset.image_ids[i]], mapping, threshold)
+    gathered = all_gather_objects(results)
+    if not info.main:
+        return {}
+    results = [r for part in gathered for r in part]
+    if results_path is not None:
+        write_results(results, results_path)
+    return system.score(dataset.coco, results, cfg, [dataset.image_ids[i] for i in range(n)])
+
+
+def evaluate_file(weights: str | Path, out: str | Path, *, data: str | Path | None = None, split: str = "val",
+                  ann: str | Path | None = None, images: str | Path | None = None, device: str | None = None,
+                  batch_size: int | None = None, progress: bool = True) -> dict[str, float]:
+    """``maskkit eval --weights``: run a model file on a dataset split (``data`` root + ``split``,
+    or ``ann`` + ``images``) and write ``results.json`` and ``metrics.json`` to ``out``; returns
+    the metrics. The model file is checked before the dataset is read."""
+    device = resolve_device(device)
+    model = load_model(weights, device=device)
+    dataset = open_split(data, split, ann, images)
+    system_of(model.info.config).check_classes(model.info.cat_ids, dataset, weights)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"evaluating {weights} on {dataset}", file=sys.stderr)
+    metrics = evaluate_model(model, dataset, device=device, batch_size=batch_size, progress=progress,
+                             results_path=out / "results.json")
+    write_metrics(metrics, out)
+    return metrics
