@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from maskkit.atomic import atomic_write
@@ -84,8 +86,6 @@ def save_model(
     step: int = 0,
 ) -> Path:
     """Write ``model``'s weights with ``cfg`` and the label mapping embedded (atomically)."""
-    from safetensors.torch import save_file
-
     class_names = list(class_names or [])
     cat_ids = [int(c) for c in (cat_ids or range(1, len(class_names) + 1))]
     metadata = {
@@ -102,9 +102,6 @@ def save_model(
 def read_model_file(path: str | os.PathLike) -> ModelFile:
     """Read a model file; :class:`CheckpointError` (one line naming the file) when it is
     missing, not safetensors, or carries no maskkit metadata."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")

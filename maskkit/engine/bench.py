@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from maskkit.errors import MaskkitError
+from maskkit.models.centermask.config import CenterMaskConfig
 from maskkit.models.flops import bench_image_size, centermask_gflops, count_gflops
 from maskkit.models.zoo import build_model, get_config
 
@@ -61,7 +62,7 @@ def run_bench(model_name: str, size: int | None = None, vs: str | None = None, i
     """Time preset ``model_name`` (and the peer ``vs``) on the same image -> one row per model:
     ``dict(model, input, detections, median_ms, gflops, ...)``."""
     cfg = get_config(model_name, num_classes)
-    if cfg.model.system != "centermask":
+    if not isinstance(cfg.model, CenterMaskConfig):
         raise MaskkitError(f"bench measures CenterMask presets; {model_name!r} is a {cfg.model.system} model")
     overrides = ["model.fcos.score_thresh=0.0", f"model.fcos.detections_per_image={detections}"]
     if size:

@@ -17,9 +17,11 @@ augmentations, and a resumed run continues the exact stream.
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -174,10 +176,6 @@ class SeededSamples(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, item: tuple[int, int]):
-        import random
-
-        import numpy as np
-
         index, seed = item
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):

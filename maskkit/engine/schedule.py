@@ -18,6 +18,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from maskkit.config import ConfigError
+from maskkit.errors import MaskkitError
+
 __all__ = ["scale_lr", "lr_factor", "build_optimizer", "build_scheduler"]
 
 
@@ -38,8 +41,6 @@ def lr_factor(step: int, tc) -> float:
     elif tc.schedule == "step":
         decay = tc.gamma ** sum(1 for s in tc.steps if step >= s)
     else:
-        from maskkit.config import ConfigError
-
         raise ConfigError(f"train.schedule must be 'step' or 'cosine', got {tc.schedule!r}")
     return warm * decay
 
@@ -69,15 +70,11 @@ def build_optimizer(model: nn.Module, tc) -> torch.optim.Optimizer:
         named = list(target.named_parameters())
     groups = _param_groups(named, tc.weight_decay)
     if not any(g["params"] for g in groups):
-        from maskkit.errors import MaskkitError
-
         raise MaskkitError("the model has no trainable parameters")
     if tc.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum)
     if tc.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=tc.lr)
-    from maskkit.config import ConfigError
-
     raise ConfigError(f"train.optimizer must be 'sgd' or 'adamw', got {tc.optimizer!r}")
 
 

@@ -1,0 +1,145 @@
+"""The shape of the code base (issue #13): no import cycles between maskkit's modules — counting
+every import statement, including those inside functions —, imports only go down the layers,
+argparse only in ``maskkit/cli``, no file over 600 lines, no function over 80 lines, and the
+engine never asks which system it runs."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "maskkit"
+# Top to bottom; a module may import from its own layer's package and from any layer below.
+LAYERS = [
+    {"maskkit.cli"},
+    {"maskkit.engine"},
+    {"maskkit.evaluation", "maskkit.viz", "maskkit.convert"},
+    {"maskkit.checkpoint"},
+    {"maskkit.models", "maskkit.data"},
+    {"maskkit.config", "maskkit.structures", "maskkit.metrics_log"},
+    {"maskkit.errors", "maskkit.atomic"},
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PKG.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PKG.rglob("*.py"))}
+
+
+def _imports(path: Path) -> set[str]:
+    """maskkit modules imported anywhere in ``path`` (module level and inside functions);
+    ``from a import b`` counts as importing ``a.b`` when that is a module, else ``a``."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module
+                     for a in node.names]
+        else:
+            continue
+        found |= {n for n in names if n == "maskkit" or n.startswith("maskkit.")}
+    return found
+
+
+GRAPH = {m: {i for i in _imports(p) if i in MODULES and i != m} for m, p in MODULES.items()}
+
+
+def _layer(module: str) -> int | None:
+    for k, layer in enumerate(LAYERS):
+        if any(module == top or module.startswith(top + ".") for top in layer):
+            return k
+    return None  # the package root (maskkit/__init__.py, __main__.py) sits above all layers
+
+
+def _cycles() -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in GRAPH[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1 or v in GRAPH[v]:
+                out.append(sorted(comp))
+
+    for v in sorted(GRAPH):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_import_graph_sees_function_level_imports(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def f():\n    from maskkit.engine import train\n    import maskkit.viz\n")
+    assert _imports(f) == {"maskkit.engine.train", "maskkit.viz"}
+
+
+def test_no_import_cycles():
+    assert _cycles() == []
+
+
+def test_imports_only_go_down_the_layers():
+    upward = []
+    for m, deps in GRAPH.items():
+        lm = _layer(m)
+        if lm is None:
+            continue
+        for d in deps:
+            ld = _layer(d)
+            if ld is not None and ld < lm:
+                upward.append(f"{m} -> {d}")
+    assert upward == []
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in MODULES if _layer(m) is None and m not in ("maskkit", "maskkit.__main__")] == []
+
+
+def test_argparse_only_in_the_cli():
+    users = [m for m, p in MODULES.items() if "argparse" in {a.name for n in ast.walk(ast.parse(p.read_text()))
+                                                             if isinstance(n, ast.Import) for a in n.names}
+             | {n.module for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.ImportFrom)}]
+    assert users and all(m.startswith("maskkit.cli") for m in users), users
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_file_and_function_sizes(module):
+    path = MODULES[module]
+    lines = path.read_text().splitlines()
+    assert len(lines) <= 600, f"{path}: {len(lines)} lines"
+    long = [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80]
+    assert long == [], f"{path}: {long}"
+
+
+def test_the_engine_never_asks_which_system():
+    """System-specific behaviour lives in engine/systems.py; the rest of the engine asks the
+    system object: no comparison with a system name, no ``.system ==``, no probing a model for
+    a system's methods (``hasattr``/``getattr`` of ``set_stage``)."""
+    pattern = re.compile(r"""[=!]=\s*["'](?:sharpmask|centermask)["']|["'](?:sharpmask|centermask)["']\s*[=!]=|"""
+                         r"""\.system\s*[=!]=|set_stage""")
+    offenders = [f"{m}: {hit}" for m, p in MODULES.items()
+                 if m.startswith("maskkit.engine") and m != "maskkit.engine.systems"
+                 for hit in pattern.findall(p.read_text())]
+    assert offenders == []
