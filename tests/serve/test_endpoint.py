@@ -11,8 +11,7 @@ import sys
 import pytest
 from PIL import Image
 
-from serve_helpers import REPO, get, post_image, running_server
-from test_images import encode, png_header_only
+from serve_helpers import REPO, encode, get, png_header_only, post_image, running_server
 
 pytestmark = pytest.mark.usefixtures("needs_serve_extra")
 
@@ -109,6 +108,17 @@ def test_analysis_views_and_downloads(server):
     assert get(server + "api/overlay/unknown.png")[0] == 404
     assert get(server + "api/examples/none.png")[0] == 404
     assert get(server + f"api/overlay/{a['id']}.png?score_thr=7")[0] == 422
+
+
+def test_sharpmask_top_n_over_http(sharpmask_file):
+    with running_server(sharpmask_file, "--max-proposals", "8") as base:
+        info = json.loads(get(base + "api/info")[1])
+        assert info["class_agnostic"] and info["max_detections"] == 8 and info["classes"] == ["object"]
+        data = encode(Image.open(io.BytesIO(get(base + "api/examples/shapes-3.png")[1])).convert("RGB"), "JPEG")
+        status, everything = post_image(base + "api/predict?score_thr=0", data, "s.jpg")
+        assert status == 200 and len(everything) == 8 and {r["category_id"] for r in everything} == {1}
+        status, top3 = post_image(base + "api/predict?score_thr=0&top_n=3", data, "s.jpg")
+        assert status == 200 and top3 == everything[:3]
 
 
 def test_bad_weights_is_one_error_line(tmp_path):

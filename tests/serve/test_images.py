@@ -3,8 +3,6 @@ images are converted like files are by the data layer."""
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -13,22 +11,7 @@ from PIL import Image
 
 from maskkit.errors import DataError, ImageTooLargeError
 from maskkit.serve.images import check_upload_size, decode_image
-
-
-def encode(img: Image.Image, fmt: str = "PNG") -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header announces ``width x height`` 8-bit gray pixels, with one empty
-    compressed block of data: a decompression bomb's header in 60 bytes."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+from serve_helpers import encode, png_header_only
 
 
 def test_rgb_png_round_trip():
