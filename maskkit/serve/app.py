@@ -26,6 +26,7 @@ from importlib import resources
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maskkit.errors import ImageTooLargeError, MaskkitError
 from maskkit.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, check_upload_size, decode_image
@@ -44,12 +45,10 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_app(session: ServeSession, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:
-    """The app serving ``session``'s model; uploads above ``max_bytes`` bytes or ``max_pixels``
-    pixels are refused with 413."""
-    app = FastAPI(title=f"maskkit serve: {session.info.name}", docs_url=None, redoc_url=None)
-    page = _page()
-    examples = dict(session.examples)
+def _install_error_handling(app: FastAPI, max_bytes: int) -> None:
+    """Every error answers ``{"error": "<one line>"}``: MaskkitError -> 400 (413 when too
+    large), HTTP errors keep their status, malformed requests -> 422; bodies whose
+    Content-Length is over ``max_bytes`` are refused before they are read."""
 
     @app.exception_handler(MaskkitError)
     async def _maskkit_error(request: Request, exc: MaskkitError) -> JSONResponse:
@@ -64,20 +63,8 @@ def create_app(session: ServeSession, max_pixels: int = DEFAULT_MAX_PIXELS, max_
                                f"{max_bytes / 2**20:.1f} MiB (maskkit serve --max-upload-mb)")
         return await call_next(request)
 
-    def _read(upload: UploadFile) -> Analysis:
-        name = upload.filename or "upload"
-        data = upload.file.read(max_bytes + 1)
-        check_upload_size(data, name, max_bytes)
-        return session.analyze(decode_image(data, name, max_pixels), name=name)
-
-    def _cached(analysis_id: str) -> Analysis:
-        analysis = session.get(analysis_id)
-        if analysis is None:
-            raise HTTPException(404, f"analysis {analysis_id} is no longer held by the server: upload the image again")
-        return analysis
-
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
@@ -89,6 +76,31 @@ def create_app(session: ServeSession, max_pixels: int = DEFAULT_MAX_PIXELS, max_
         hint = " (send the image as multipart form field 'image', e.g. curl -F image=@photo.jpg)" \
             if any("image" in p for p in problems) else ""
         return _error(422, "; ".join(problems) + hint)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:  # a maskkit bug: logged by uvicorn too
+        return _error(500, f"internal error ({type(exc).__name__}: {exc}); the server keeps running")
+
+
+def create_app(session: ServeSession, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:
+    """The app serving ``session``'s model; uploads above ``max_bytes`` bytes or ``max_pixels``
+    pixels are refused with 413."""
+    app = FastAPI(title=f"maskkit serve: {session.info.name}", docs_url=None, redoc_url=None)
+    _install_error_handling(app, max_bytes)
+    page = _page()
+    examples = dict(session.examples)
+
+    def _read(upload: UploadFile) -> Analysis:
+        name = upload.filename or "upload"
+        data = upload.file.read(max_bytes + 1)
+        check_upload_size(data, name, max_bytes)
+        return session.analyze(decode_image(data, name, max_pixels), name=name)
+
+    def _cached(analysis_id: str) -> Analysis:
+        analysis = session.get(analysis_id)
+        if analysis is None:
+            raise HTTPException(404, f"analysis {analysis_id} is no longer held by the server: upload the image again")
+        return analysis
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:

@@ -107,6 +107,8 @@ def test_analysis_views_and_downloads(server):
     assert status == 200 and Image.open(io.BytesIO(png)).size == (256, 256)
     assert get(server + "api/overlay/unknown.png")[0] == 404
     assert get(server + "api/examples/none.png")[0] == 404
+    status, body = get(server + "api/no/such/route")
+    assert status == 404 and json.loads(body) == {"error": "Not Found"}
     assert get(server + f"api/overlay/{a['id']}.png?score_thr=7")[0] == 422
 
 
