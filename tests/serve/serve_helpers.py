@@ -17,6 +17,7 @@ import urllib.request
 import zlib
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -31,14 +32,26 @@ def encode(img: Image.Image, fmt: str = "PNG") -> bytes:
     return buf.getvalue()
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header announces ``width x height`` 8-bit gray pixels, with one empty
-    compressed block of data: a decompression bomb's header in 60 bytes."""
+def _png(width: int, height: int, bit_depth: int, color_type: int, raw: bytes) -> bytes:
+    """A PNG file from its header fields and the (filtered) scanline bytes (PNG spec, Sec. 11.2.2)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header announces ``width x height`` 8-bit gray pixels, with one empty
+    compressed block of data: a decompression bomb's header in 60 bytes."""
+    return _png(width, height, 8, 0, b"")
+
+
+def png_rgb48(rgb: np.ndarray) -> bytes:
+    """A 16-bit-per-channel RGB PNG of ``rgb`` uint16 ``[H, W, 3]`` (PIL cannot write one)."""
+    big = rgb.astype(">u2")
+    raw = b"".join(b"\0" + row.tobytes() for row in big)  # filter type 0 per scanline
+    return _png(rgb.shape[1], rgb.shape[0], 16, 2, raw)
 
 
 def make_model_file(path: Path, system: str = "centermask") -> Path:

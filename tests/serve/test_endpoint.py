@@ -8,10 +8,11 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from serve_helpers import REPO, encode, get, png_header_only, post_image, running_server
+from serve_helpers import REPO, encode, get, png_header_only, png_rgb48, post_image, running_server
 
 pytestmark = pytest.mark.usefixtures("needs_serve_extra")
 
@@ -86,11 +87,11 @@ def test_huge_body_refused_from_its_header(server):
 
 
 def test_16bit_and_cmyk_uploads_are_converted(server):
-    import numpy as np
-
-    gray16 = Image.fromarray((np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) * 16))
+    gray16 = np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) * 16
     cmyk = Image.new("CMYK", (80, 64), (0, 200, 200, 10))
-    for name, data in (("depth.png", encode(gray16)), ("print.jpg", encode(cmyk, "JPEG"))):
+    rgb48 = np.stack([gray16, gray16 // 2, 65535 - gray16], axis=2).astype(np.uint16)
+    uploads = {"depth.png": encode(Image.fromarray(gray16)), "print.jpg": encode(cmyk, "JPEG"), "rgb48.png": png_rgb48(rgb48)}
+    for name, data in uploads.items():
         status, body = post_image(server + "api/analyze", data, name)
         assert status == 200, body
         assert (body["width"], body["height"], body["name"]) == (80, 64, name)

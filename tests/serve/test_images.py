@@ -11,7 +11,7 @@ from PIL import Image
 
 from maskkit.errors import DataError, ImageTooLargeError
 from maskkit.serve.images import check_upload_size, decode_image
-from serve_helpers import encode, png_header_only
+from serve_helpers import encode, png_header_only, png_rgb48
 
 
 def test_rgb_png_round_trip():
@@ -29,6 +29,14 @@ def test_16bit_gray_is_scaled_by_65535():
     assert t.shape == (3, 2, 2)
     assert torch.allclose(t[0], torch.from_numpy(arr.astype(np.float32) / 65535.0))
     assert torch.equal(t[0], t[2])
+
+
+def test_16bit_rgb_png_keeps_the_high_byte():
+    rgb = np.zeros((3, 4, 3), dtype=np.uint16)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 65535, 32768, 256
+    t = decode_image(png_rgb48(rgb), "rgb48.png")  # PIL reads 48-bit PNG as 8-bit RGB
+    assert t.shape == (3, 3, 4)
+    assert (t[:, 0, 0] * 255).round().tolist() == [255, 128, 1]
 
 
 def test_cmyk_jpeg_is_converted_to_rgb():
