@@ -39,6 +39,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="SharpMask: proposals computed per image, the top-N slider's maximum (default: %(default)s)")
 
 
+def _check_port(host: str, port: int) -> None:
+    """One clear error now, rather than uvicorn's after the model has loaded, when
+    ``host:port`` cannot be listened on (taken, or an address this machine does not have)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, addr = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            s.bind(addr)
+    except OSError as e:
+        raise MaskkitError(f"cannot listen on {host}:{port}: {e.strerror or e} (choose another --port or --host)") from None
+
+
 def run_cli(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -52,6 +67,7 @@ def run_cli(args: argparse.Namespace) -> int:
         raise MaskkitError(f"--port must be in 0..65535, got {args.port}")
     if args.max_pixels <= 0 or args.max_upload_mb <= 0:
         raise MaskkitError("--max-pixels and --max-upload-mb must be positive")
+    _check_port(args.host, args.port)
     session = ServeSession(args.weights, device=args.device, max_proposals=args.max_proposals)
     app = create_app(session, max_pixels=int(args.max_pixels * 1e6), max_bytes=int(args.max_upload_mb * 2**20))
     info = session.info

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 
 import pytest
@@ -35,3 +36,12 @@ def test_missing_extra_is_one_clear_error(monkeypatch):
 def test_bad_numbers(argv, match, needs_serve_extra):
     with pytest.raises(MaskkitError, match=match):
         run_cli(parse("--weights", "m.safetensors", *argv))
+
+
+def test_port_in_use_is_one_clear_error(needs_serve_extra):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(MaskkitError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
+            run_cli(parse("--weights", "m.safetensors", "--port", str(port)))
