@@ -13,3 +13,7 @@ class DataError(MaskkitError, ValueError):
 
 class CheckpointError(MaskkitError, ValueError):
     """A weights/checkpoint file that is missing, corrupt or for another model."""
+
+
+class ImageTooLargeError(DataError):
+    """An image whose bytes or pixel count exceed a limit (``maskkit serve`` answers 413)."""

@@ -14,6 +14,7 @@ PKG = Path(__file__).resolve().parents[1] / "maskkit"
 # Top to bottom; a module may import from its own layer's package and from any layer below.
 LAYERS = [
     {"maskkit.cli"},
+    {"maskkit.serve"},
     {"maskkit.engine"},
     {"maskkit.evaluation", "maskkit.viz", "maskkit.convert"},
     {"maskkit.checkpoint"},

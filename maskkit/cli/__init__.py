@@ -24,6 +24,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "predict": ("maskkit.cli.predict", "run a model on images, folders, globs or videos"),
     "bench": ("maskkit.cli.bench", "measure inference latency, side by side with a peer"),
     "models": ("maskkit.cli.models", "list model presets with parameters and GFLOPs"),
+    "serve": ("maskkit.cli.serve", "try a model file in the browser: a local web page and a JSON endpoint"),
 }
 DATA_VERBS: dict[str, tuple[str, str]] = {
     "synth": ("maskkit.cli.data_synth", "write the synthetic shapes dataset in COCO format"),

@@ -17,7 +17,13 @@ from maskkit.data.coco import resolve_data
 from maskkit.engine.inference import evaluate_file
 from maskkit.errors import MaskkitError
 from maskkit.evaluation import (
-    IOU_TYPES, evaluate_coco, evaluate_proposals, format_table, load_coco_gt, load_results, write_metrics,
+    IOU_TYPES,
+    evaluate_coco,
+    evaluate_proposals,
+    format_table,
+    load_coco_gt,
+    load_results,
+    write_metrics,
 )
 
 

@@ -29,6 +29,7 @@ class CenterMaskSystem:
     """Instance segmentation with the dataset's classes, scored by COCO box and mask AP."""
 
     name = "centermask"
+    class_agnostic = False
 
     def training_set(self, ann: Path, images: Path, cfg) -> CocoDataset:
         """The training split with the config's train transforms (resize jitter, flips)."""
@@ -68,11 +69,22 @@ class CenterMaskSystem:
         """(prediction, threshold) to draw: instances above the threshold."""
         return pred, score_thresh
 
+    def describe_input(self, model_cfg) -> str:
+        """The model's test-time sizing, in words."""
+        return (f"shorter side resized to {model_cfg.min_size_test} px, longer side at most "
+                f"{model_cfg.max_size_test} px")
+
+    def limit_detections(self, model: nn.Module, limit: int) -> int:
+        """Detections per image the model returns (CenterMask: ``fcos.detections_per_image``,
+        left as configured)."""
+        return int(model.cfg.fcos.detections_per_image)
+
 
 class SharpMaskSystem:
     """Class-agnostic object proposals (DeepMask / SharpMask), scored by proposal AR@k."""
 
     name = "sharpmask"
+    class_agnostic = True
 
     def training_set(self, ann: Path, images: Path, cfg) -> CocoDataset:
         """The training split without transforms: the window sampler brings its own scale
@@ -111,6 +123,17 @@ class SharpMaskSystem:
         order = pred["scores"].argsort(descending=True)[:top]
         n = pred["scores"].shape
         return {k: v[order] if isinstance(v, torch.Tensor) and v.shape[:1] == n else v for k, v in pred.items()}, 0.0
+
+    def describe_input(self, model_cfg) -> str:
+        """The model's test-time sizing, in words (SharpMask Sec. 3.3: windows over a scale pyramid)."""
+        scales = ", ".join(f"{s:g}" for s in model_cfg.scales)
+        return f"any size: {model_cfg.window} px windows slid at stride {model_cfg.stride} over scales 2^({scales})"
+
+    def limit_detections(self, model: nn.Module, limit: int) -> int:
+        """Cap the proposals per image (``top_n``) at ``limit`` (full-image masks for 1000
+        proposals take gigabytes); returns the cap in force."""
+        model.cfg.top_n = min(int(model.cfg.top_n), int(limit))
+        return int(model.cfg.top_n)
 
 
 SYSTEMS = {s.name: s for s in (CenterMaskSystem(), SharpMaskSystem())}
