@@ -1,0 +1,2 @@
+"""Loading the authors' published weights (``maskkit convert``): safe readers and per-source
+name mappings. See README "Pretrained weights"."""
