@@ -8,7 +8,7 @@
 - ``.pkl``: detectron2's model-zoo pickles, ``{"model": {name: numpy.ndarray}, "__author__": ...}``,
   read with a restricted :class:`pickle.Unpickler` whose ``find_class`` only resolves the
   globals that rebuild numpy arrays (``numpy.core.multiarray._reconstruct`` / ``numpy._core``,
-  ``numpy.ndarray``, ``numpy.dtype``, ``numpy.core.multiarray.scalar``), plain builtin
+  ``numpy.core.numeric._frombuffer`` for protocol 5, ``numpy.ndarray``, ``numpy.dtype``, ``numpy.core.multiarray.scalar``), plain builtin
   containers and ``_codecs.encode`` (how protocol-2 pickles from Python 3 store bytes). Any other global (``os.system``, ``builtins.eval``, ...) is refused with a
   :class:`MaskkitError` *before* anything is called, so a payload never runs. The standard
   library has no ready-made safe unpickler for numpy pickles (``torch.load(weights_only=True)``
@@ -32,6 +32,7 @@ __all__ = ["read_state_dict", "SafeUnpickler", "ALLOWED_GLOBALS"]
 # "numpy.core", numpy 2.x "numpy._core") and builtin containers.
 ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     [(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")]
+    + [(m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")]  # protocol 5
     + [("numpy", "ndarray"), ("numpy", "dtype")]
     + [("collections", "OrderedDict")]
     # Protocol-2 pickles written by Python 3 spell bytes as _codecs.encode(str, "latin1"): a
@@ -54,8 +55,8 @@ class SafeUnpickler(pickle.Unpickler):
         if (module, name) not in ALLOWED_GLOBALS:
             raise CheckpointError(f"{self.file_name}: refused to unpickle global {module}.{name} "
                                   "(only numpy arrays and plain containers are allowed in a weights .pkl)")
-        if module == "numpy._core.multiarray" and not hasattr(np, "_core"):
-            module = "numpy.core.multiarray"  # a numpy-2 pickle read with numpy 1.x
+        if module.startswith("numpy._core.") and not hasattr(np, "_core"):
+            module = "numpy.core." + module.split(".", 2)[2]  # a numpy-2 pickle read with numpy 1.x
         return super().find_class(module, name)
 
     def persistent_load(self, pid):
