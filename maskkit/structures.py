@@ -37,13 +37,15 @@ def empty_prediction(height: int, width: int, with_mask_scores: bool = True, dev
     return pred
 
 
-def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],
+                         zero_outside: bool = True) -> torch.Tensor:
     """Paste per-box mask probabilities ``[N, M, M]`` (or ``[N, 1, M, M]``) into the image.
 
     Each ``M x M`` mask covers its box ``[N, 4]`` (xyxy, image pixels); it is resampled
     bilinearly onto the pixel grid of the whole image in one batched ``grid_sample``
     (torchvision's ``paste_masks_in_image`` loops over masks in Python, which the hot path
-    must not). Pixels outside a box get 0. Returns float ``[N, 1, H, W]``.
+    must not). Pixels outside a box get 0 (``zero_outside=False``: only those beyond the
+    bilinear bleed of half a mask cell, as detectron2). Returns float ``[N, 1, H, W]``.
     """
     if masks.dim() == 4:
         masks = masks[:, 0]
@@ -63,6 +65,8 @@ def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_size: t
         [gx[:, None, :].expand(n, h, w), gy[:, :, None].expand(n, h, w)], dim=3
     )  # [N, H, W, 2]
     out = F.grid_sample(masks[:, None].to(torch.float32), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if not zero_outside:  # as detectron2's paste_masks_in_image (mask_ops._do_paste_mask): keep the bleed
+        return out
     # Bilinear sampling bleeds half a mask cell past the box edge; pixels whose centre lies
     # outside the box are set to 0 so low binarisation thresholds (SharpMask's 0.2) stay inside.
     inside = (gy.abs() <= 1)[:, :, None] & (gx.abs() <= 1)[:, None, :]  # [N, H, W]

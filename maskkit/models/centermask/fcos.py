@@ -238,13 +238,16 @@ def fcos_decode(
     nms_thresh: float = 0.6,
     detections_per_image: int = 50,
     scoring: str = "sqrt",
+    clip: bool = True,
 ) -> list[dict[str, Tensor]]:
     """Head outputs (lists over levels, as :class:`FCOSHead`) -> per image
     ``dict(boxes [N, 4] xyxy in the resized image, scores [N], labels [N] 1..K)``.
 
     Per level: class probabilities above ``score_thresh``, scored ``sqrt(cls * ctr)``
     (``scoring="product"``: ``cls * ctr``), top ``pre_nms_topk``; then over all levels
-    class-wise NMS and the best ``detections_per_image``.
+    class-wise NMS and the best ``detections_per_image``. ``clip=True`` (maskkit) clips the
+    boxes to the image and drops empty ones before NMS; ``clip=False`` keeps them as decoded,
+    as the official ``FCOSOutputs.predict_proposals`` (clipping happens after the mask branch).
     """
     if scoring not in ("sqrt", "product"):
         raise ValueError(f"scoring must be 'sqrt' or 'product', got {scoring!r}")
@@ -269,10 +272,11 @@ def fcos_decode(
             boxes_l.append(torch.cat([p - d[:, :2], p + d[:, 2:]], dim=1))
             scores_l.append(score)
             labels_l.append(cls_idx + 1)
-        boxes = clip_boxes_to_image(torch.cat(boxes_l), (h, w))
-        scores, labels = torch.cat(scores_l), torch.cat(labels_l)
-        nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        boxes, scores, labels = boxes[nonempty], scores[nonempty], labels[nonempty]
+        boxes, scores, labels = torch.cat(boxes_l), torch.cat(scores_l), torch.cat(labels_l)
+        if clip:  # clip=False: the official training proposals (neither clipped nor filtered)
+            boxes = clip_boxes_to_image(boxes, (h, w))
+            nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, scores, labels = boxes[nonempty], scores[nonempty], labels[nonempty]
         keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_image]
         results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
     return results

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import clip_boxes_to_image
 from torchvision.transforms.v2 import functional as TF
 
 from maskkit.data.transforms import test_resize_size
@@ -42,6 +43,8 @@ class CenterMask(nn.Module):
     def __init__(self, cfg: CenterMaskConfig, backbone: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
+        if cfg.postprocess not in ("maskkit", "centermask2"):
+            raise MaskkitError(f"model.postprocess must be 'maskkit' or 'centermask2', got {cfg.postprocess!r}")
         if backbone is None:
             from maskkit.models.backbones import build_backbone
 
@@ -113,7 +116,8 @@ class CenterMask(nn.Module):
         f = self.cfg.fcos
         cls, reg, ctr = ([t.detach().float() for t in h] for h in head)  # decode in float32 (also under autocast)
         return fcos_decode(cls, reg, ctr, level_locations(feats, self.strides), self.strides, sizes,
-                           f.score_thresh, f.pre_nms_topk, f.nms_thresh, max_dets, f.scoring)
+                           f.score_thresh, f.pre_nms_topk, f.nms_thresh, max_dets, f.scoring,
+                           clip=self.cfg.postprocess != "centermask2")
 
     def roi_features(self, feats: list[Tensor], boxes: Tensor, batch_idx: Tensor, sizes: list[tuple[int, int]]) -> Tensor:
         """RoIAlign 14x14 on P_kmin..P_kmax with the configured level rule -> ``[R, C, 14, 14]``."""
@@ -166,9 +170,10 @@ class CenterMask(nn.Module):
             if self.maskiou is not None:
                 iou = self.maskiou(roi_feats, probs[:, None].to(roi_feats.dtype)).float()
                 iou = iou[torch.arange(len(labels), device=labels.device), labels - 1]
-                # Predicted IoU clamped to [1e-3, 1]: where the head predicts no overlap (early in
-                # training, or for poor masks) the ranking falls back to the box score, not ties at 0.
-                mask_scores = scores * iou.clamp(min=1e-3, max=1.0)
+                # maskkit: predicted IoU clamped to [1e-3, 1]: where the head predicts no overlap (early
+                # in training, or for poor masks) the ranking falls back to the box score, not ties at
+                # 0. centermask2 (maskiou_head.mask_iou_inference): score x IoU, unclamped.
+                mask_scores = scores * (iou if self.cfg.postprocess == "centermask2" else iou.clamp(min=1e-3, max=1.0))
             else:
                 mask_scores = scores.clone()
         else:
@@ -183,6 +188,9 @@ class CenterMask(nn.Module):
             sl = slice(sum(counts[:i]), sum(counts[:i]) + n_i)
             scale = boxes.new_tensor([w0 / w, h0 / h, w0 / w, h0 / h])
             b = boxes[sl] * scale
+            if self.cfg.postprocess == "centermask2":
+                out.append(_detectron2_postprocess(b, labels[sl], scores[sl], probs[sl], mask_scores[sl], (h0, w0)))
+                continue
             out.append({
                 "boxes": b,
                 "labels": labels[sl],
@@ -225,6 +233,22 @@ class CenterMask(nn.Module):
             raise MaskkitError(f"target of image {t.get('image_id', '?')}: labels must be in 1..{self.cfg.num_classes}, "
                                f"got {labels.min().item()}..{labels.max().item()}")
         return {"boxes": boxes, "labels": labels, "masks": masks, "iscrowd": crowd}
+
+
+def _detectron2_postprocess(boxes: Tensor, labels: Tensor, scores: Tensor, probs: Tensor, mask_scores: Tensor,
+                            size: tuple[int, int]) -> dict:
+    """``postprocess="centermask2"``, after the mask branch ran on the unclipped boxes: clip the
+    boxes ``[N, 4]`` (already at the output size) to ``size``, drop the empty ones, and paste the
+    masks ``[N, 28, 28]`` into the clipped boxes without zeroing the bilinear bleed past the box
+    (detectron2 ``modeling/postprocessing.py: detector_postprocess`` + ``layers/mask_ops.py``)."""
+    boxes = clip_boxes_to_image(boxes, size)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    if not bool(keep.any()):
+        return empty_prediction(size[0], size[1], device=boxes.device)
+    boxes = boxes[keep]
+    return {"boxes": boxes, "labels": labels[keep], "scores": scores[keep],
+            "masks": paste_masks_in_image(probs[keep], boxes, size, zero_outside=False),
+            "mask_scores": mask_scores[keep]}
 
 
 def _check_images(images) -> None:
