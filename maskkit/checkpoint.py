@@ -184,7 +184,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
     from maskkit.models.zoo import build_model
 
     mf = read_model_file(path)
-    model = build_model(mf.config.model)
+    model = build_model(mf.config.model, backbone_weights=False)  # the file holds every tensor
     load_state_into(model, mf.state_dict, mf.path)
     model.maskkit_config = mf.config
     model.class_names = mf.class_names

@@ -202,19 +202,6 @@ def _write_plots(out: Path) -> None:
     plot_metrics(out / METRICS, out / "curves.png")
 
 
-def _init_from(model: nn.Module, path: str, cfg) -> int:
-    """``train.init_weights``: copy every tensor whose name and shape match (e.g. the stage-1
-    DeepMask into a SharpMask for stage 2). Refuses another system or class count."""
-    mf = read_model_file(path)
-    check_compatible(mf.config, cfg, path, "train.init_weights")
-    own = model.state_dict()
-    matched = {k: v for k, v in mf.state_dict.items() if k in own and own[k].shape == v.shape}
-    if not matched:
-        raise CheckpointError(f"{path}: no tensor matches the model (train.init_weights)")
-    model.load_state_dict(matched, strict=False)
-    return len(matched)
-
-
 def fit(
     cfg,
     model: nn.Module,
@@ -264,8 +251,13 @@ def fit(
                                   f"{mf.path} (step {mf.step}); the run folder is inconsistent")
         load_state_into(model, mf.state_dict, mf.path)
         start_step, best = int(resumed_state["step"]), resumed_state.get("best")
-    elif tc.init_weights:
-        _init_from(model, tc.init_weights, cfg)
+    elif tc.init_weights:  # fine-tuning start: fitting tensors loaded, class-specific layers fresh
+        from maskkit.convert.finetune import load_init_weights
+
+        reinit = load_init_weights(model, tc.init_weights)
+        if info.main:
+            print(f"maskkit: started from {tc.init_weights}" + (f"; re-initialised for {cfg.model.num_classes} classes: "
+                  f"{', '.join(reinit)}" if reinit else ""), file=sys.stderr)
 
     optimizer = build_optimizer(model, tc)
     scheduler = build_scheduler(optimizer, tc)

@@ -44,12 +44,23 @@ def get_config(name: str, num_classes: int | None = None, overrides: list[str] |
     return cfg
 
 
-def build_model(model_cfg) -> nn.Module:
-    """Network for a model config (``CenterMaskConfig`` or ``SharpMaskConfig``)."""
+def build_model(model_cfg, backbone_weights: bool = True) -> nn.Module:
+    """Network for a model config (``CenterMaskConfig`` or ``SharpMaskConfig``).
+
+    With ``model.backbone.weights`` set (and ``backbone_weights``), the CenterMask trunk starts
+    from that ImageNet file and ``model_cfg``'s input normalisation becomes the file's own
+    (``maskkit.models.backbones.pretrained``). Pass ``backbone_weights=False`` when the whole
+    state dict is loaded next (model files, resume): the ImageNet file is then not read.
+    """
     if model_cfg.system == "centermask":
         from maskkit.models.centermask.model import CenterMask
 
-        return CenterMask(model_cfg)
+        model = CenterMask(model_cfg)
+        if backbone_weights and getattr(model_cfg.backbone, "weights", None):
+            from maskkit.models.backbones.pretrained import apply_backbone_weights
+
+            apply_backbone_weights(model, model_cfg)
+        return model
     if model_cfg.system == "sharpmask":
         from maskkit.models.sharpmask.model import SharpMask
 

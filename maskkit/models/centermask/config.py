@@ -19,6 +19,10 @@ class BackboneConfig:
     freeze_at: int = 0  # freeze the stem and the first `freeze_at - 1` stages (0 = nothing frozen)
     residual: bool = True  # VoVNetV2 identity mapping (False = VoVNetV1)
     attention: str = "eSE"  # "eSE" | "SE" (original, reduction 16) | "none"
+    # ImageNet weights file the trunk starts from (torchvision, timm, centermask2/detectron2
+    # layouts: maskkit/models/backbones/pretrained.py). The model builder loads it and sets
+    # input_format / pixel_mean / pixel_std to the weights' own convention.
+    weights: str | None = None
     # ResNet only: stride 2 in the 1x1 conv of each stage's first bottleneck (detectron2's
     # STRIDE_IN_1X1, the MSRA/Caffe2 R-50/R-101 of the official configs) instead of in the 3x3
     # (torchvision, and the official X-101).
