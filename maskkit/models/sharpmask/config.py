@@ -43,7 +43,9 @@ class SharpMaskConfig:
     trunk: str = "resnet50"
     trunk_width: int = 64
     trunk_norm: str = "FrozenBN"  # "FrozenBN" (official) | "BN" | "GN" (from scratch)
-    padding: str = "reflect"  # 3x3/7x7 conv padding: "reflect" (official) | "zeros"
+    # 3x3/7x7 conv padding (padding.py): "symmetric" (official SpatialSymmetricPadding, cba|abcd)
+    # | "reflect" (dcb|abcd, maskkit's earlier default) | "zeros"
+    padding: str = "symmetric"
     head: str = "C"  # "C" (DeepMask-ours, Fig. 3d) | "original" (DeepMask, Fig. 3a: separate score branch)
     reduce_channels: int = 128  # F128
     feature_size: int = 10  # window 160 / stride 16
@@ -58,6 +60,7 @@ class SharpMaskConfig:
     refine_channels: tuple[int, ...] = (32, 16, 8, 4)  # schedule (b), k = 32: k_m^i = k_s^i
     skip_channels: tuple[int, ...] = (64, 64, 64, 32)  # first skip conv width per level (stride 16, 8, 4, 2)
     upsample: str = "bilinear"  # "bilinear" (paper) | "nearest" (official code)
+    refine_mask_convs: int = 1  # 3x3 convs on the mask path: 1 (paper Fig. 7b) | 2 (official code, released model)
     use_refinement_output: bool = True  # False: return the coarse DeepMask mask
     sampler: WindowSamplerConfig = field(default_factory=WindowSamplerConfig)
     # Full-image inference (REFERENCE 'Full-image inference').

@@ -1,0 +1,254 @@
+"""Official DeepMask / SharpMask Torch7 files -> maskkit (maskkit/convert/torch7.py).
+
+The files are written by ``t7_writer`` in the official module layout, small (trunk width 8,
+a 2x2-cell window) but with the same module tree, and one at full size for the layout and
+parameter counts. The converted networks are checked against an independent evaluation of the
+written Torch7 module tree: each Torch7 module type run by its own semantics, in float64, from
+the tensors that were written (``_run`` below), never through the converter or maskkit's
+modules. Symmetric padding there is ``numpy.pad(mode="symmetric")``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import maskkit
+from maskkit.checkpoint import save_model
+from maskkit.convert.torch7 import convert_torch7
+from maskkit.errors import CheckpointError
+from maskkit.models.zoo import build_model, get_config
+from t7_writer import T7Class, T7Tensor, conv, deepmask_file, seq, sharpmask_file, sym_padded, write_t7
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # computeProposals.lua's meanstd
+
+
+# --------------------------------------------------------------------------- independent reference
+
+
+def _t(x: T7Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(x.array, dtype=np.float64))
+
+
+def _run(m: T7Class, x):
+    """Evaluate one Torch7 module (evaluate mode) on ``x`` (a tensor or a list for tables)."""
+    t, f = m.typename, m.fields
+    if t == "nn.Sequential":
+        for sub in f["modules"]:
+            x = _run(sub, x)
+        return x
+    if t == "nn.ConcatTable":
+        return [_run(sub, x) for sub in f["modules"]]
+    if t == "nn.ParallelTable":
+        return [_run(sub, xi) for sub, xi in zip(f["modules"], x)]
+    if t == "nn.CAddTable":
+        return sum(x)
+    if t in ("cudnn.ReLU", "nn.ReLU"):
+        return x.clamp(min=0)
+    if t == "nn.Threshold":
+        return torch.where(x > f["threshold"], x, torch.full_like(x, f["val"]))
+    if t in ("nn.Dropout", "nn.Identity", "nn.Copy"):
+        return x
+    if t == "nn.SpatialSymmetricPadding":  # Matlab padarray 'symmetric'
+        pads = ((0, 0), (0, 0), (f["pad_t"], f["pad_b"]), (f["pad_l"], f["pad_r"]))
+        return torch.from_numpy(np.pad(x.numpy(), pads, mode="symmetric"))
+    if t == "nn.SpatialZeroPadding":
+        p = f["pad_t"]
+        return x[..., -p : x.shape[-2] + p, -p : x.shape[-1] + p] if p < 0 else F.pad(x, [p] * 4)
+    if t == "cudnn.SpatialConvolution":
+        bias = _t(f["bias"]) if "bias" in f else None
+        return F.conv2d(x, _t(f["weight"]), bias, (f["dH"], f["dW"]), (f["padH"], f["padW"]))
+    if t == "inn.ConstAffine":
+        return x * _t(f["a"])[None, :, None, None] + _t(f["b"])[None, :, None, None]
+    if t == "cudnn.SpatialMaxPooling":
+        return F.max_pool2d(x, (f["kH"], f["kW"]), (f["dH"], f["dW"]), (f["padH"], f["padW"]), ceil_mode=f["ceil_mode"])
+    if t == "nn.View":
+        return x.reshape(x.shape[0], *f["size"])
+    if t == "nn.Linear":
+        return x @ _t(f["weight"]).T + _t(f["bias"])
+    if t == "nn.SpatialUpSamplingNearest":
+        s = f["scale_factor"]
+        return x.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1)
+    raise AssertionError(f"no reference for {t}")
+
+
+def _reference(model: T7Class, crops: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-window outputs of the official tree for crops ``[B, 3, S, S]`` (0..1; S = window + 32).
+
+    Trunk, mask and score as the stored modules; the refinement as the official inference
+    runs it (``SharpMask:inference`` replaces the trunk's crop and the skip nets'
+    SpatialZeroPadding by Identity, ``Infer:getTopPatches`` cuts each skip map to the window)."""
+    f = model.fields
+    x = (crops.double() - torch.tensor(MEAN, dtype=torch.float64)[:, None, None]) / torch.tensor(STD, dtype=torch.float64)[:, None, None]
+    outs = [x]
+    for m in f["trunk"].fields["modules"]:
+        outs.append(_run(m, outs[-1]))  # outs[k] = output of trunk.modules[k] (1-based)
+    vec = outs[-1]
+    mask_branch = f["maskBranchDM"] if "maskBranchDM" in f else f["maskBranch"]
+    res = {"vector": vec, "score": _run(f["scoreBranch"], vec)[:, 0], "mask": _run(mask_branch.fields["modules"][0], vec)}
+    if "refs" in f:
+        refs, fsz = f["refs"], f["fSz"]
+        m = _run(refs[0], vec)
+        for i, k in enumerate((7, 6, 5, 3), start=1):  # skpos {8, 6, 5, 3}, module 8 (the crop) removed
+            par, *rest = refs[i].fields["modules"]
+            neth, netv = par.fields["modules"]
+            h = outs[k]
+            for sub in neth.fields["modules"]:
+                h = h if sub.typename == "nn.SpatialZeroPadding" else _run(sub, h)
+            c = 2 ** (i - 1)  # the context border: one stride-16 cell at this level's resolution
+            m = [h[..., c : c + fsz * c, c : c + fsz * c], _run(netv, m)]
+            for sub in rest:
+                m = _run(sub, m)
+        res["refined"] = m
+    return res
+
+
+def _crops(n: int, side: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, side, side, generator=torch.Generator().manual_seed(seed))
+
+
+def _close(ours: torch.Tensor, ref: torch.Tensor, rel: float = 1e-4) -> None:
+    ref = ref.reshape(ours.shape).to(ours.dtype)
+    torch.testing.assert_close(ours, ref, rtol=rel, atol=rel * float(ref.abs().max()))
+
+
+# --------------------------------------------------------------------------- equivalence
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_deepmask_t7_outputs_equal_the_official_module_tree(tmp_path, bias):
+    tree = deepmask_file(np.random.default_rng(0), bias=bias)  # bias: trunk conv biases folded into the affines
+    write_t7(tmp_path / "model.t7", tree)
+    model = convert_torch7(tmp_path / "model.t7")
+    cfg = model.maskkit_config
+    assert (cfg.name, cfg.model.padding, cfg.model.refine) == ("deepmask_r50", "symmetric", False)
+    assert (cfg.model.trunk_width, cfg.model.feature_size, cfg.model.mask_size, cfg.model.mask_loss_size) == (8, 2, 8, 16)
+    assert model.class_names == ["object"] and model.label_to_cat_id == {1: 1} and not model.training
+    crops = _crops(3, 64)
+    ref = _reference(tree["model"], crops)
+    with torch.no_grad():
+        out = model.window_outputs(crops)
+    _close(out["vector"], ref["vector"])
+    _close(out["mask"], ref["mask"])  # [B, 8, 8] logits, row-major as the official View
+    _close(out["score"], ref["score"])
+
+
+def test_sharpmask_t7_refined_masks_equal_the_official_module_tree(tmp_path):
+    tree = sharpmask_file(np.random.default_rng(1))
+    write_t7(tmp_path / "model.t7", tree)
+    model = convert_torch7(tmp_path / "model.t7")
+    m = model.maskkit_config.model
+    assert (m.upsample, m.refine_mask_convs, m.refine_channels, m.skip_channels) == ("nearest", 2, (16, 8, 4, 2), (16, 16, 16, 8))
+    crops = _crops(2, 64, seed=1)
+    ref = _reference(tree["model"], crops)
+    with torch.no_grad():
+        out = model.window_outputs(crops, refined=True)
+    for k in ("vector", "mask", "score", "refined"):
+        _close(out[k], ref[k])  # refined: [B, 32, 32] logits for the 32 px window
+    # the padding mode matters: the same weights with reflection padding give other masks
+    other = build_model(m.__class__(**{**m.__dict__, "padding": "reflect"}))
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        refl = other.eval().window_outputs(crops, refined=True)["refined"]
+    assert (refl - ref["refined"].reshape(refl.shape).float()).abs().max() > 1e-2 * ref["refined"].abs().max()
+
+
+def test_converted_model_saves_and_loads_as_a_model_file(tmp_path):
+    write_t7(tmp_path / "model.t7", deepmask_file(np.random.default_rng(2)))
+    model = convert_torch7(tmp_path / "model.t7")
+    out = save_model(tmp_path / "dm.safetensors", model, model.maskkit_config, model.class_names,
+                     list(model.label_to_cat_id.values()))
+    back = maskkit.load_model(out)
+    assert back.maskkit_config.model.padding == "symmetric"
+    crops = _crops(1, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(back.window_outputs(crops)["mask"], model.window_outputs(crops)["mask"])
+
+
+def test_full_size_official_layouts_convert_to_the_presets(tmp_path):
+    """The released models' sizes (trunk width 64, 160 px window, km = ks = 32): same configs
+    as the presets and the official parameter counts (SharpMask: + the 12,300 parameters of
+    the vertical nets' first convs, which the paper's Fig. 7b does not have)."""
+    rng = np.random.default_rng(3)
+    kw = dict(width=64, fsz=10, reduce=128, hidden=512, osz=56, score_hidden=1024)
+    write_t7(tmp_path / "sharp.t7", sharpmask_file(rng, km=32, skip=(64, 64, 64, 32), **kw))
+    model = convert_torch7(tmp_path / "sharp.t7")
+    preset = get_config("sharpmask_r50").model
+    got = model.maskkit_config.model
+    assert {k for k in preset.__dict__ if getattr(preset, k) != getattr(got, k)} == {"upsample", "refine_mask_convs"}
+    assert sum(p.numel() for p in model.parameters()) == 17_333_121 + 2_738_235 + 12_300
+    write_t7(tmp_path / "deep.t7", deepmask_file(rng, gsz=112, **kw))
+    deep = convert_torch7(tmp_path / "deep.t7", "deepmask_r50")
+    assert sum(p.numel() for p in deep.parameters()) == 17_333_121
+    assert deep.maskkit_config.model == get_config("deepmask_r50").model
+
+
+# --------------------------------------------------------------------------- strictness and safety
+
+
+def _dm_tree(seed: int = 4) -> dict:
+    return deepmask_file(np.random.default_rng(seed))
+
+
+def _refused(tmp_path, tree, *needles, preset=None) -> str:
+    write_t7(tmp_path / "bad.t7", tree)
+    with pytest.raises(CheckpointError) as e:
+        convert_torch7(tmp_path / "bad.t7", preset)
+    msg = str(e.value)
+    assert "bad.t7" in msg and "\n" not in msg
+    for n in needles:
+        assert n in msg, msg
+    return msg
+
+
+def test_a_removed_tensor_is_reported_missing(tmp_path):
+    tree = _dm_tree()
+    del tree["model"].fields["trunk"].fields["modules"][-1].fields["bias"]  # Linear(128*fSz^2 -> 512) bias
+    _refused(tmp_path, tree, "1 missing: head.fc.bias")
+
+
+def test_extra_modules_are_reported_unexpected(tmp_path):
+    rng = np.random.default_rng(5)
+    tree = sharpmask_file(rng)
+    tree["model"].fields["refs"][4].fields["modules"].append(sym_padded(conv(rng, 1, 1, 3, 1, 1, bias=True)))  # after the output
+    _refused(tmp_path, tree, "2 unexpected: refs[4].modules[7].modules[2].weight, refs[4].modules[7].modules[2].bias")
+    tree = sharpmask_file(rng)
+    tree["model"].fields["neths"].append(seq(conv(rng, 8, 4, 3, 1, 1)))  # a 5th skip net that refs does not use
+    _refused(tmp_path, tree, "1 unexpected: neths[5].modules[1].weight")
+
+
+def test_another_configuration_is_refused(tmp_path):
+    tree = _dm_tree()
+    layer3 = tree["model"].fields["trunk"].fields["modules"][6].fields["modules"]
+    del layer3[-1]  # a ResNet with 5 blocks in layer3: not the official ResNet-50 trunk
+    _refused(tmp_path, tree, "(3, 4, 5) blocks")
+    _refused(tmp_path, _dm_tree(), "converts to deepmask_r50, not 'sharpmask_r50'", preset="sharpmask_r50")
+
+
+def test_a_wrongly_padded_conv_is_refused(tmp_path):
+    tree = _dm_tree()
+    conv1 = tree["model"].fields["trunk"].fields["modules"][0]  # Sequential(SymmetricPadding, conv 7x7)
+    tree["model"].fields["trunk"].fields["modules"][0] = conv1.fields["modules"][1]  # padW = 0 now: unpadded
+    _refused(tmp_path, tree, "trunk.modules[1] kernel/stride/padding ((7, 7), (2, 2), (0, 0), 'zeros')")
+    tree = _dm_tree()
+    c = tree["model"].fields["trunk"].fields["modules"][0].fields["modules"][1].fields
+    c["padW"] = c["padH"] = 3
+    tree["model"].fields["trunk"].fields["modules"][0] = tree["model"].fields["trunk"].fields["modules"][0].fields["modules"][1]
+    _refused(tmp_path, tree, "convs padded in several ways")
+
+
+def test_not_a_model_file_and_corrupt_files_are_refused(tmp_path):
+    _refused(tmp_path, {"model": seq(conv(np.random.default_rng(0), 3, 4, 3))}, "found nn.Sequential")
+    (tmp_path / "cut.t7").write_bytes((tmp_path / "bad.t7").read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="cut.t7: not a readable Torch7 file"):
+        convert_torch7(tmp_path / "cut.t7")
+    with pytest.raises(CheckpointError, match="no such Torch7 file"):
+        convert_torch7(tmp_path / "absent.t7")
+
+
+def test_a_tensor_pointing_outside_its_storage_is_refused(tmp_path):
+    tree = _dm_tree()
+    lin = tree["model"].fields["trunk"].fields["modules"][-1].fields
+    lin["weight"].strides = (10**9, 1)  # torchfile would build a view far outside the storage
+    _refused(tmp_path, tree, "trunk.modules[12].weight points outside its storage")
