@@ -18,6 +18,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "predict": ("maskkit.engine.predict", "run a model on images, folders, globs or videos"),
     "bench": ("maskkit.bench", "measure inference latency, side by side with a peer"),
     "models": ("maskkit.models.zoo", "list model presets with parameters and GFLOPs"),
+    "convert": ("maskkit.cli_convert", "convert published weights (centermask2, DeepMask/SharpMask .t7, ImageNet) to a model file"),
 }
 DATA_VERBS: dict[str, tuple[str, str]] = {
     "synth": ("maskkit.data.synthetic", "write the synthetic shapes dataset in COCO format"),

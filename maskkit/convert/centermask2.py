@@ -267,7 +267,7 @@ def detect_preset(sd: dict, source: str = "?") -> str:
 # --------------------------------------------------------------------------- conversion
 
 
-def _list(names: list[str], limit: int = 40) -> str:
+def _list(names: list[str], limit: int = 25) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 

@@ -1,0 +1,162 @@
+"""maskkit.convert.centermask2 + convert_file: every official configuration converts strictly,
+and the converted models give the authors' outputs (stored in tests/convert/reference/)."""
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from maskkit.convert import convert_file
+from maskkit.convert.centermask2 import OFFICIAL_CONFIGS, convert_state_dict, official_names
+from maskkit.data.coco_classes import COCO_CAT_IDS, COCO_CLASSES
+from maskkit.errors import MaskkitError
+from maskkit.models.zoo import build_model
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from official_weights import load_layout, official_random_state_dict  # noqa: E402
+
+LAYOUTS = HERE / "reference" / "layouts"
+INFERENCE = HERE / "reference" / "inference"
+COCO = HERE.parents[1] / ".." / "shared" / "data" / "coco-tiny"
+DCN = sorted(p.stem for p in LAYOUTS.glob("*dcn*.json"))
+
+
+def _meta_state(layout: dict) -> dict[str, torch.Tensor]:
+    """Shapes only (meta tensors): enough to check names, shapes and parameter counts instantly."""
+    return {k: torch.empty(s, device="meta") for k, s in layout["tensors"].items()}
+
+
+def _meta_model(cfg):
+    with torch.device("meta"):
+        return build_model(cfg.model)
+
+
+@pytest.mark.parametrize("config_name", sorted(OFFICIAL_CONFIGS))
+def test_every_official_layout_converts_with_the_official_parameter_count(config_name):
+    layout = load_layout(config_name)
+    cfg, state = convert_state_dict(_meta_state(layout), source=config_name)
+    assert cfg.name == OFFICIAL_CONFIGS[config_name]  # detected from names and shapes
+    model = _meta_model(cfg)
+    assert set(state) == set(model.state_dict())
+    assert sum(p.numel() for p in model.parameters()) == layout["num_parameters"]
+    # Official facts of this config (layout["config"], read from the official yaml).
+    off = layout["config"]
+    assert cfg.model.input_format == "BGR255" and off["INPUT"]["FORMAT"] == "BGR"
+    assert tuple(cfg.model.pixel_std) == pytest.approx(off["MODEL"]["PIXEL_STD"])
+    assert tuple(cfg.model.pixel_mean) == pytest.approx(off["MODEL"]["PIXEL_MEAN"])
+    assert cfg.model.fcos.score_thresh == off["MODEL"]["FCOS"]["INFERENCE_TH_TEST"]
+    assert cfg.model.fcos.detections_per_image == off["MODEL"]["FCOS"]["POST_NMS_TOPK_TEST"]
+    assert (cfg.model.min_size_test, cfg.model.max_size_test) == (off["INPUT"]["MIN_SIZE_TEST"], off["INPUT"]["MAX_SIZE_TEST"])
+    assert cfg.model.backbone.freeze_at == off["MODEL"]["BACKBONE"]["FREEZE_AT"]
+    if cfg.model.backbone.name == "resnet":
+        assert cfg.model.backbone.stride_in_1x1 == off["MODEL"]["RESNETS"]["STRIDE_IN_1X1"]
+    assert cfg.model.postprocess == "centermask2"
+
+
+def test_values_land_where_the_table_says():
+    """Real values (seeded per name): each maskkit tensor is the official tensor(s) it maps from."""
+    layout = load_layout("centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x")
+    sd = official_random_state_dict(layout)
+    cfg, state = convert_state_dict(sd)
+    table = official_names(_meta_model(cfg))
+    for mine, theirs in table.items():
+        expected = torch.cat([sd[t].reshape(-1) for t in theirs])
+        assert torch.equal(state[mine].reshape(-1), expected), mine
+    assert table["fcos.scales"] == tuple(f"proposal_generator.fcos_head.scales.{i}.scale" for i in range(5))
+
+
+@pytest.mark.parametrize("config_name", DCN)
+def test_dcn_checkpoints_are_refused(config_name):
+    with pytest.raises(MaskkitError, match=r"deformable-convolution \(DCN\).*no DCN presets"):
+        convert_state_dict(_meta_state(load_layout(config_name)), source=config_name)
+
+
+def test_one_tensor_removed_or_renamed_is_one_clear_error():
+    sd = _meta_state(load_layout("centermask_lite_V_19_eSE_FPN_ms_4x"))
+    gone = "roi_heads.mask_head.spatialAtt.conv.weight"
+    removed = {k: v for k, v in sd.items() if k != gone}
+    with pytest.raises(MaskkitError) as e:
+        convert_state_dict(removed, source="x.pth")
+    msg = str(e.value)
+    assert msg.startswith("x.pth: does not match centermask_lite_v19") and f"1 missing: {gone}" in msg
+    assert "\n" not in msg and "unexpected" not in msg
+    renamed = dict(removed, **{"roi_heads.mask_head.spatial_att.conv.weight": sd[gone]})
+    with pytest.raises(MaskkitError, match=rf"1 missing: {gone}; 1 unexpected: roi_heads\.mask_head\.spatial_att\.conv\.weight"):
+        convert_state_dict(renamed, source="x.pth")
+
+
+def test_state_dict_of_another_configuration_names_what_differs():
+    sd = _meta_state(load_layout("centermask_lite_V_39_eSE_FPN_ms_4x"))
+    with pytest.raises(MaskkitError) as e:
+        convert_state_dict(sd, "centermask_lite_v19", source="v39.pth")
+    msg = str(e.value)
+    assert "v39.pth: does not match centermask_lite_v19 (nothing converted)" in msg
+    extra = set(sd) - set(load_layout("centermask_lite_V_19_eSE_FPN_ms_4x")["tensors"])
+    assert f": {len(extra)} unexpected: backbone.bottom_up.stage2.OSA2_1.layers.3." in msg  # V-39: 5 layers per block
+    assert "with another shape: " in msg and "OSA5_1_concat/conv.weight (1024, 1888, 1, 1) (maskkit (1024, 1440, 1, 1))" in msg
+    sd = _meta_state(load_layout("centermask_R_50_FPN_ms_3x"))
+    with pytest.raises(MaskkitError, match=r"does not match centermask_lite_v19 \(nothing converted\): \d+ missing: .*stem_1/conv\.weight.*; "
+                                           r"\d+ unexpected: .*res2\.0\.conv1\.weight.*with another shape"):
+        convert_state_dict(sd, "centermask_lite_v19", source="r50.pth")
+
+
+def test_unknown_checkpoint_asks_for_model(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"model": {"proposal_generator.fcos_head.x": torch.zeros(1), "backbone.bottom_up.y": torch.zeros(1)}}, path)
+    with pytest.raises(MaskkitError, match=r"other\.pth: not a centermask2 CenterMask checkpoint maskkit knows.*--model"):
+        convert_file(path, tmp_path / "out.safetensors")
+
+
+def _small_official(tmp_path, suffix: str) -> tuple[Path, dict]:
+    sd = official_random_state_dict(load_layout("centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x"))
+    sd["pixel_mean"] = torch.tensor([103.53, 116.28, 123.675]).view(3, 1, 1)  # 2020 checkpoints carry these
+    sd["pixel_std"] = torch.ones(3, 1, 1)
+    path = tmp_path / f"model_final{suffix}"
+    if suffix == ".pth":
+        torch.save({"model": sd, "iteration": 359999}, path)
+    else:
+        with open(path, "wb") as fh:
+            pickle.dump({"model": {k: v.numpy() for k, v in sd.items()}, "__author__": "centermask2"}, fh)
+    return path, sd
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pkl"])
+def test_convert_file_writes_a_normal_model_file(tmp_path, suffix):
+    import maskkit
+
+    src, sd = _small_official(tmp_path, suffix)
+    out = convert_file(src, tmp_path / "lite.safetensors")
+    model = maskkit.load_model(out)
+    cfg = model.maskkit_config
+    assert cfg.name == "centermask_lite_v19_slim_dw" and cfg.model.postprocess == "centermask2"
+    assert model.class_names == list(COCO_CLASSES) and len(COCO_CLASSES) == 80
+    assert model.label_to_cat_id[1] == 1 and model.label_to_cat_id[80] == 90
+    assert torch.equal(model.state_dict()["mask_head.sam.conv.weight"], sd["roi_heads.mask_head.spatialAtt.conv.weight"])
+    pred = maskkit.Predictor(out)(torch.rand(3, 64, 80))
+    assert set(pred) >= {"boxes", "labels", "scores", "masks"}
+
+
+def test_coco_classes_match_the_annotation_files():
+    ann = COCO / "annotations" / "instances_val2017.json"
+    if not ann.is_file():
+        pytest.skip("../shared/data/coco-tiny not present")
+    cats = json.loads(ann.read_text())["categories"]
+    assert [(c["id"], c["name"]) for c in cats] == list(zip(COCO_CAT_IDS, COCO_CLASSES))
+
+
+def test_cli_convert(tmp_path, capsys):
+    from maskkit.cli import main
+
+    src, _ = _small_official(tmp_path, ".pth")
+    assert main(["convert", str(src), "--out", str(tmp_path / "m.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "centermask_lite_v19_slim_dw" in out and "wrote" in out and (tmp_path / "m.safetensors").is_file()
+    assert main(["convert", str(src), "--out", str(tmp_path / "n.safetensors"), "--model", "centermask_lite_v39"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("maskkit: error: ") and "does not match centermask_lite_v39" in err[0]
