@@ -299,6 +299,9 @@ def _config(obj, leaves: list[_Leaf], parts: dict, preset: str | None, path: Pat
     m.padding = _padding_mode(leaves, path)
     if m.refine:
         m.upsample = "nearest"  # SharpMask.lua: SpatialUpSamplingNearest(2)
+    # full-image inference as InferDeepMask.lua / InferSharpMask.lua: corner-aligned bilinear
+    # pyramid, image border filled with 0.5 (0..1 RGB) before the ImageNet mean/std
+    m.pyramid, m.border_fill = "official", 0.5
     return cfg
 
 
@@ -374,8 +377,9 @@ def convert_torch7(path: str | os.PathLike, preset: str | None = None) -> nn.Mod
     ``preset``: ``deepmask_r50`` for an ``nn.DeepMask`` file; ``sharpmask_r50`` (default),
     ``sharpmask_zoom_r50`` or ``sharpmask_zoom2_r50`` for an ``nn.SharpMask`` file (same
     weights, more scales); None picks the first. The returned module carries
-    ``maskkit_config`` (the Config: the preset's, with the file's sizes, symmetric padding and
-    for SharpMask nearest upsampling and ``refine_mask_convs = 2``), ``class_names``
+    ``maskkit_config`` (the Config: the preset's, with the file's sizes, symmetric padding, the
+    official image pyramid and border (``pyramid="official"``, ``border_fill=0.5``) and for
+    SharpMask nearest upsampling and ``refine_mask_convs = 2``), ``class_names``
     (``["object"]``) and ``label_to_cat_id`` (``{1: 1}``), as :func:`maskkit.checkpoint.load_model`
     gives, so ``save_model(out, model, model.maskkit_config, model.class_names, [1])`` writes it.
     """

@@ -154,6 +154,61 @@ def test_sharpmask_t7_refined_masks_equal_the_official_module_tree(tmp_path):
     assert (refl - ref["refined"].reshape(refl.shape).float()).abs().max() > 1e-2 * ref["refined"].abs().max()
 
 
+def _nnx_bilinear(img: np.ndarray, oh: int, ow: int) -> np.ndarray:
+    """nnx SpatialReSamplingEx 'bilinear' (generic/SpatialReSamplingEx.c): output pixel x samples
+    input position x * (iw - 1) / (ow - 1), bilinear between the 4 neighbours."""
+    ih, iw = img.shape[-2:]
+    def axis(n_in, n_out):
+        pos = np.arange(n_out) * ((n_in - 1) / (n_out - 1))
+        i0 = np.minimum(np.floor(pos).astype(int), n_in - 1)
+        return i0, np.minimum(i0 + 1, n_in - 1), pos - i0
+    y0, y1, wy = axis(ih, oh)
+    x0, x1, wx = axis(iw, ow)
+    top = img[..., y0, :][..., x0] * (1 - wx) + img[..., y0, :][..., x1] * wx
+    bottom = img[..., y1, :][..., x0] * (1 - wx) + img[..., y1, :][..., x1] * wx
+    return top * (1 - wy[:, None]) + bottom * wy[:, None]
+
+
+def _reference_score_map(model: T7Class, image: torch.Tensor, scale: float) -> torch.Tensor:
+    """Score logits over one pyramid level as InferSharpMask.lua computes them: resize, a
+    half-window border of 0.5, mean/std, the trunk run convolutionally (``linear2convTrunk``:
+    the crop and View become Identity, the Linear an fSz x fSz conv), the score branch as 1x1
+    convs with ReLU for the Threshold (``linear2convHead``)."""
+    f = model.fields
+    h, w = (int(np.floor(s * scale + 0.5)) for s in image.shape[-2:])
+    x = torch.from_numpy(_nnx_bilinear(image.double().numpy(), h, w))
+    bw = 8 * f["fSz"]  # iSz / 2
+    canvas = torch.full((1, 3, h + 2 * bw, w + 2 * bw), 0.5, dtype=torch.float64)
+    canvas[0, :, bw : bw + h, bw : bw + w] = x
+    x = (canvas - torch.tensor(MEAN, dtype=torch.float64)[:, None, None]) / torch.tensor(STD, dtype=torch.float64)[:, None, None]
+    trunk = f["trunk"].fields["modules"]
+    for m in trunk[:7] + trunk[8:10]:  # modules 1-7, (8: crop removed), 9 conv, 10 ReLU
+        x = _run(m, x)
+    lin = trunk[11].fields
+    fsz = f["fSz"]
+    x = F.conv2d(x, _t(lin["weight"]).reshape(-1, x.shape[1], fsz, fsz), _t(lin["bias"]))  # [1, 512, gh, gw]
+    for m in f["scoreBranch"].fields["modules"]:
+        t = m.typename
+        if t == "nn.Linear":
+            x = torch.einsum("bchw,oc->bohw", x, _t(m.fields["weight"])) + _t(m.fields["bias"])[None, :, None, None]
+        elif t == "nn.Threshold":
+            x = x.clamp(min=0)
+    return x[0, 0]
+
+
+@pytest.mark.parametrize("log2_scale,size", [(0.0, (64, 96)), (-0.5, (91, 136)), (0.5, (68, 79))])
+def test_converted_model_scores_whole_images_as_the_official_inference(tmp_path, log2_scale, size):
+    tree = deepmask_file(np.random.default_rng(6))
+    write_t7(tmp_path / "model.t7", tree)
+    model = convert_torch7(tmp_path / "model.t7")
+    image = torch.rand(3, *size, generator=torch.Generator().manual_seed(6))
+    ref = _reference_score_map(tree["model"], image, 2.0**log2_scale)
+    with torch.no_grad():
+        ours = model._scale_maps(image, log2_scale, refine=False)["scores"]
+    assert ours.shape == ref.shape  # sizes chosen so the border needs no rounding to whole cells
+    _close(ours, ref)
+
+
 def test_converted_model_saves_and_loads_as_a_model_file(tmp_path):
     write_t7(tmp_path / "model.t7", deepmask_file(np.random.default_rng(2)))
     model = convert_torch7(tmp_path / "model.t7")
@@ -176,12 +231,15 @@ def test_full_size_official_layouts_convert_to_the_presets(tmp_path):
     model = convert_torch7(tmp_path / "sharp.t7")
     preset = get_config("sharpmask_r50").model
     got = model.maskkit_config.model
-    assert {k for k in preset.__dict__ if getattr(preset, k) != getattr(got, k)} == {"upsample", "refine_mask_convs"}
+    official = {"pyramid", "border_fill"}  # full-image inference as Infer*.lua
+    assert {k for k in preset.__dict__ if getattr(preset, k) != getattr(got, k)} == {"upsample", "refine_mask_convs"} | official
     assert sum(p.numel() for p in model.parameters()) == 17_333_121 + 2_738_235 + 12_300
     write_t7(tmp_path / "deep.t7", deepmask_file(rng, gsz=112, **kw))
     deep = convert_torch7(tmp_path / "deep.t7", "deepmask_r50")
     assert sum(p.numel() for p in deep.parameters()) == 17_333_121
-    assert deep.maskkit_config.model == get_config("deepmask_r50").model
+    preset = get_config("deepmask_r50").model
+    got = deep.maskkit_config.model
+    assert {k for k in preset.__dict__ if getattr(preset, k) != getattr(got, k)} == official
 
 
 # --------------------------------------------------------------------------- strictness and safety

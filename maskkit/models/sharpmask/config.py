@@ -66,6 +66,10 @@ class SharpMaskConfig:
     # Full-image inference (REFERENCE 'Full-image inference').
     scales: tuple[float, ...] = (-2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5)  # log2 scales
     stride: int = 16
+    # image pyramid resize: "antialias" (torchvision resize) | "official" (InferSharpMask.lua: nnx
+    # SpatialReSamplingEx bilinear, corners aligned, no antialiasing; what converted .t7 models use)
+    pyramid: str = "antialias"
+    border_fill: float | None = None  # half-window image border in 0..1 RGB: None = mean colour; official 0.5
     top_n: int = 1000
     mask_threshold: float = 0.2
     refine_batch: int = 100  # windows refined (and masks pasted) per chunk at inference

@@ -306,12 +306,25 @@ class SharpMask(nn.Module):
         ``S*`` maps, refining only), ``factor`` (2^s) and ``pad`` (px added on the top/left)."""
         h0, w0 = image.shape[-2:]
         f = 2.0**log2_scale
-        h, w = max(1, round(h0 * f)), max(1, round(w0 * f))
-        x = TF.resize(image, [h, w], antialias=True) if (h, w) != (h0, w0) else image
-        x = self.normalize(x)
-        pad = self.cfg.window // 2  # half a window of mean colour (0 after normalisation)
+        official = self.cfg.pyramid == "official"
+        if self.cfg.pyramid not in ("antialias", "official"):
+            raise MaskkitError(f"sharpmask pyramid must be 'antialias' or 'official', got {self.cfg.pyramid!r}")
+        # official: nnx SpatialReSamplingEx bilinear (InferSharpMask.lua): size floor(s*f + 0.5), corners aligned
+        h, w = (max(1, math.floor(h0 * f + 0.5)), max(1, math.floor(w0 * f + 0.5))) if official else \
+            (max(1, round(h0 * f)), max(1, round(w0 * f)))
+        if (h, w) != (h0, w0):
+            x = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=True)[0] if official else \
+                TF.resize(image, [h, w], antialias=True)
+        else:
+            x = image
+        pad = self.cfg.window // 2  # half a window of border
         extra_h, extra_w = (-(h + 2 * pad)) % 16, (-(w + 2 * pad)) % 16  # whole stride-16 cells
-        x = F.pad(x, (pad, pad + extra_w, pad, pad + extra_h), value=0.0)
+        x = self.normalize(x)
+        # border colour: the mean (0 after normalisation), or border_fill in 0..1 (official Infer*.lua: 0.5)
+        fill = 0.0 if self.cfg.border_fill is None else self.normalize(x.new_full((3, 1, 1), self.cfg.border_fill))
+        canvas = x.new_zeros((3, h + 2 * pad + extra_h, w + 2 * pad + extra_w)) + fill
+        canvas[:, pad : pad + h, pad : pad + w] = x
+        x = canvas
         feats = self.trunk(x[None])
         vmap = self.head.vector_map(feats[-1])[0]  # [512, gh, gw]
         scores = self.head.score_map(feats[-1], vmap[None])[0]  # [gh, gw]
