@@ -232,3 +232,50 @@ def test_outputs_equal_the_official_code(ref_path, tmp_path):
         mask_ious = [1.0 if mask_util.area(mine[i]) == mask_util.area(theirs[match[i]]) == 0
                      else mask_util.iou([mine[i]], [theirs[match[i]]], [0])[0, 0] for i in range(len(mine))]
         assert min(mask_ious) >= 0.99, f"{where}: mask IoU {min(mask_ious):.4f}"
+
+
+# --------------------------------------------------------------------------- post-processing switch
+
+
+def test_fcos_decode_clip_switch_keeps_boxes_outside_the_image():
+    from maskkit.models.centermask.fcos import fcos_decode
+
+    # One level, 1x2 locations at stride 8 (x = 4, 12), one class; both confident.
+    cls = [torch.full((1, 1, 1, 2), 5.0)]
+    ctr = [torch.full((1, 1, 1, 2), 5.0)]
+    reg = [torch.tensor([[[[1.0, 0.0]], [[1.0, 1.0]], [[1.0, 0.0]], [[1.0, 1.0]]]])]  # ltrb / stride
+    loc = [torch.tensor([[4.0, 4.0], [12.0, 4.0]])]
+    kw = dict(score_thresh=0.05, pre_nms_topk=10, nms_thresh=0.6, detections_per_image=10)
+    official = fcos_decode(cls, reg, ctr, loc, [8], [(8, 8)], clip=False, **kw)[0]["boxes"]
+    assert sorted(official.tolist()) == [[-4.0, -4.0, 12.0, 12.0], [12.0, -4.0, 12.0, 12.0]]  # as decoded
+    clipped = fcos_decode(cls, reg, ctr, loc, [8], [(8, 8)], **kw)[0]["boxes"]
+    assert clipped.tolist() == [[0.0, 0.0, 8.0, 8.0]]  # clipped, and the empty one dropped before the cut
+
+
+def test_detectron2_postprocess_clips_after_the_cut_and_pastes_into_the_clipped_box():
+    from maskkit.models.centermask.model import _detectron2_postprocess
+    from maskkit.structures import paste_masks_in_image
+
+    boxes = torch.tensor([[-10.0, 0.0, 14.0, 14.0], [50.0, 50.0, 60.0, 60.0]])  # the 2nd lies outside 40x40
+    # 2x2 masks (a cell is 7 px wide, so positions and the half-cell bleed are visible): left column 1.
+    probs = torch.tensor([[1.0, 0.0], [1.0, 0.0]]).expand(2, 2, 2)
+    out = _detectron2_postprocess(boxes, torch.tensor([3, 4]), torch.tensor([0.9, 0.8]), probs,
+                                  torch.tensor([-0.1, 0.5]), (40, 40))
+    assert out["boxes"].tolist() == [[0.0, 0.0, 14.0, 14.0]] and out["labels"].tolist() == [3]
+    assert out["mask_scores"].tolist() == pytest.approx([-0.1])  # score x IoU, unclamped
+    m = out["masks"][0, 0]
+    # Pasted into the clipped box x 0..14 (the 1-0 edge at x = 7), not the decoded one (-10..14, edge at x = 2).
+    assert m[5, 4] > 0.8 and m[5, 10] < 0.2
+    assert 0.3 < m[14, 3] < 0.5 and m[18, 3] == 0.0  # detectron2 keeps the bilinear bleed past the box
+    assert paste_masks_in_image(probs[:1], out["boxes"], (40, 40))[0, 0, 14, 3] == 0.0  # maskkit zeroes it
+
+
+def test_resnet_stride_in_1x1_moves_the_stride_only():
+    from maskkit.models.backbones.resnet import build_resnet
+
+    msra, tv = build_resnet("resnet50", stride_in_1x1=True), build_resnet("resnet50")
+    for a, b in zip(msra.stages[1:], tv.stages[1:]):  # stages 3-5 start with a stride-2 block
+        assert (a[0].conv1.stride, a[0].conv2.stride) == ((2, 2), (1, 1))
+        assert (b[0].conv1.stride, b[0].conv2.stride) == ((1, 1), (2, 2))
+    x = torch.rand(1, 3, 64, 64)
+    assert [f.shape for f in msra(x)] == [f.shape for f in tv(x)]
