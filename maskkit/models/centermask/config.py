@@ -27,10 +27,6 @@ class BackboneConfig:
     # layouts: maskkit/models/backbones/pretrained.py). The model builder loads it and sets
     # input_format / pixel_mean / pixel_std to the weights' own convention.
     weights: str | None = None
-    # ResNet only: stride 2 in the 1x1 conv of each stage's first bottleneck (detectron2's
-    # STRIDE_IN_1X1, the MSRA/Caffe2 R-50/R-101 of the official configs) instead of in the 3x3
-    # (torchvision, and the official X-101).
-    stride_in_1x1: bool = False
 
 
 @dataclass
@@ -90,17 +86,6 @@ class CenterMaskConfig:
     min_size_test: int = 800
     max_size_test: int = 1333
     mask_threshold: float = 0.5
-    # Post-processing (decoded boxes -> NMS -> mask branch -> output):
-    #  "maskkit":     boxes clipped to the image before NMS and the mask branch; empty boxes
-    #                 dropped before the top-k cut; mask score = box score x clamp(IoU, 1e-3, 1);
-    #                 pasted masks zeroed outside their box.
-    #  "centermask2": the official released code (centermask2 fcos_outputs.predict_proposals,
-    #                 maskiou_head.mask_iou_inference, detectron2 detector_postprocess): unclipped
-    #                 boxes through NMS and RoIAlign, top-k cut, then boxes scaled to the output
-    #                 size, clipped and empty ones dropped; mask score = box score x IoU (unclamped);
-    #                 masks pasted into the clipped boxes as detectron2's paste_masks_in_image.
-    # Converted centermask2 checkpoints use "centermask2"; the paper presets keep "maskkit".
-    postprocess: str = "maskkit"
     # Post-processing (decoded boxes -> NMS -> mask branch -> output):
     #  "maskkit":     boxes clipped to the image before NMS and the mask branch; empty boxes
     #                 dropped before the top-k cut; mask score = box score x clamp(IoU, 1e-3, 1);
