@@ -141,7 +141,10 @@ class _Walker:
             if obj.pad_t != obj.pad_b or obj.pad_l != obj.pad_r:
                 raise CheckpointError(f"{self.path}: {name}: asymmetric padding is not supported")
             return
-        leaf = self._leaf(obj, t, name, pad[0])
+        try:
+            leaf = self._leaf(obj, t, name, pad[0])
+        except (TypeError, ValueError) as e:  # a field missing (None) or of the wrong kind
+            raise CheckpointError(f"{self.path}: {name}: malformed {t.decode(errors='replace')} module ({e})") from None
         if leaf is not None:
             out.append(leaf)
         pad[0] = None
@@ -189,29 +192,37 @@ def _model_object(root, path: Path):
     return obj
 
 
+def _container(obj, name: str, path: Path):
+    """``obj`` when it is a Torch7 container module (with a ``modules`` list), else an error."""
+    if not (_type(obj) and isinstance(obj.modules, list)):
+        raise CheckpointError(f"{path}: {name} is not a module container (found "
+                              f"{_type(obj).decode(errors='replace') or type(obj).__name__})")
+    return obj
+
+
 def _official_leaves(obj, path: Path) -> tuple[list[_Leaf], dict]:
     """The parametric leaves in the order of maskkit's modules, and the per-part leaf lists
     (part ``extra``: leaves of ``neths``/``netvs`` entries that ``refs`` does not use)."""
     w = _Walker(path)
     sharp = _type(obj) == b"nn.SharpMask"
-    parts = {"trunk": w.leaves(obj.trunk, "trunk")}
-    parts["mask"] = w.leaves(obj.maskBranchDM if sharp else obj.maskBranch, "maskBranchDM" if sharp else "maskBranch")
-    parts["score"] = w.leaves(obj.scoreBranch, "scoreBranch")
+    mask = "maskBranchDM" if sharp else "maskBranch"
+    parts = {k: w.leaves(_container(obj[name], name, path), name)
+             for k, name in (("trunk", "trunk"), ("mask", mask), ("score", "scoreBranch"))}
     if sharp:
         refs = obj.refs
         if not isinstance(refs, dict) or sorted(refs) != [0, 1, 2, 3, 4]:
             raise CheckpointError(f"{path}: SharpMask file without refs[0..4] (the refinement modules)")
-        parts["m1"] = w.leaves(refs[0], "refs[0]")
+        parts["m1"] = w.leaves(_container(refs[0], "refs[0]", path), "refs[0]")
         for i in range(1, 5):
-            par = refs[i].modules[0] if isinstance(refs[i].modules, list) else None
-            if _type(par) != b"nn.ParallelTable" or len(par.modules) != 2:
+            par = _container(refs[i], f"refs[{i}]", path).modules[0] if refs[i].modules else None
+            if _type(par) != b"nn.ParallelTable" or not isinstance(par.modules, list) or len(par.modules) != 2:
                 raise CheckpointError(f"{path}: refs[{i}] does not start with ParallelTable(horizontal, vertical)")
             parts[f"h{i}"] = w.leaves(par.modules[0], f"refs[{i}].modules[1].modules[1]")
             parts[f"v{i}"] = w.leaves(par.modules[1], f"refs[{i}].modules[1].modules[2]")
         parts["out"] = w.leaves(refs[4], "refs[4]")  # the parallel part was walked above
         for k in ("neths", "netvs"):  # entries not reachable from refs would be unexpected tensors
             table = obj[k]
-            for j, m in (table.items() if isinstance(table, dict) else enumerate(table or [], 1)):
+            for j, m in table.items() if isinstance(table, dict) else enumerate(table if isinstance(table, list) else [], 1):
                 parts.setdefault("extra", []).extend(w.leaves(m, f"{k}[{j}]"))
     return [leaf for k, p in parts.items() if k != "extra" for leaf in p], parts
 
@@ -237,7 +248,7 @@ def _side(n: int, what: str, path: Path) -> int:
 
 def _sizes(obj, parts: dict, path: Path) -> dict:
     """SharpMaskConfig fields read from the file's layer sizes (the real file gives the preset's)."""
-    trunk_mods = obj.trunk.modules if isinstance(obj.trunk.modules, list) else []
+    trunk_mods = obj.trunk.modules
     blocks = tuple(len(m.modules) if isinstance(m.modules, list) else 0 for m in trunk_mods[4:7])
     if blocks != _RESNET50_BLOCKS:
         raise CheckpointError(f"{path}: trunk stages with {blocks} blocks; the official ResNet-50 trunk "

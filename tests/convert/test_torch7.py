@@ -310,3 +310,16 @@ def test_a_tensor_pointing_outside_its_storage_is_refused(tmp_path):
     lin = tree["model"].fields["trunk"].fields["modules"][-1].fields
     lin["weight"].strides = (10**9, 1)  # torchfile would build a view far outside the storage
     _refused(tmp_path, tree, "trunk.modules[12].weight points outside its storage")
+
+
+def test_malformed_module_records_are_refused(tmp_path):
+    tree = _dm_tree()
+    tree["model"].fields["scoreBranch"] = 3  # not a module
+    _refused(tmp_path, tree, "scoreBranch is not a module container (found int)")
+    tree = _dm_tree()
+    del tree["model"].fields["trunk"].fields["modules"][8].fields["nOutputPlane"]  # the 1x1 conv
+    _refused(tmp_path, tree, "trunk.modules[9]: malformed cudnn.SpatialConvolution module")
+    rng = np.random.default_rng(7)
+    tree = sharpmask_file(rng)
+    tree["model"].fields["refs"][2] = seq(conv(rng, 2, 2, 1))
+    _refused(tmp_path, tree, "refs[2] does not start with ParallelTable")
