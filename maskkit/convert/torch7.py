@@ -136,13 +136,15 @@ class _Walker:
                 self._walk(m, f"{name}.modules[{i + 1}]", out, pad)  # Lua's 1-based index
             return
         t = _type(obj)
-        if t == _SYM_PAD:
-            pad[0] = (int(obj.pad_t), int(obj.pad_l))
-            if obj.pad_t != obj.pad_b or obj.pad_l != obj.pad_r:
-                raise CheckpointError(f"{self.path}: {name}: asymmetric padding is not supported")
-            return
         try:
+            if t == _SYM_PAD:  # applies to the conv that follows it (updatePadding's Sequential)
+                pad[0] = (int(obj.pad_t), int(obj.pad_l))
+                if (obj.pad_t, obj.pad_l) != (obj.pad_b, obj.pad_r):
+                    raise CheckpointError(f"{self.path}: {name}: asymmetric padding is not supported")
+                return
             leaf = self._leaf(obj, t, name, pad[0])
+        except CheckpointError:
+            raise
         except (TypeError, ValueError) as e:  # a field missing (None) or of the wrong kind
             raise CheckpointError(f"{self.path}: {name}: malformed {t.decode(errors='replace')} module ({e})") from None
         if leaf is not None:
