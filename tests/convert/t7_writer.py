@@ -2,7 +2,8 @@
 writeObject``), and builders of the official DeepMask / SharpMask module trees, for the tests.
 
 Format (native byte order, ``int`` 4 bytes, ``long`` 8 bytes as on 64-bit Linux): every
-object starts with an int type (0 nil, 1 number, 2 string, 3 table, 4 torch class, 5 boolean).
+object starts with an int type (0 nil, 1 number, 2 string, 3 table, 4 torch class, 5 boolean,
+6 function: reference index, int length + Lua bytecode, upvalues).
 number: a double; string: int length + bytes; boolean: int 0/1; table and torch class: an int
 reference index (an object written before is written as its index only), then for a table an
 int entry count and key/value objects, for a torch class the strings ``"V <version>"`` and the
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-_NIL, _NUMBER, _STRING, _TABLE, _TORCH, _BOOLEAN = 0, 1, 2, 3, 4, 5
+_NIL, _NUMBER, _STRING, _TABLE, _TORCH, _BOOLEAN, _FUNCTION = 0, 1, 2, 3, 4, 5, 6
 _STORAGE = {"torch.FloatTensor": "torch.FloatStorage", "torch.CudaTensor": "torch.CudaStorage",
             "torch.DoubleTensor": "torch.DoubleStorage", "torch.LongTensor": "torch.LongStorage"}
 _DTYPE = {"torch.FloatTensor": np.float32, "torch.CudaTensor": np.float32, "torch.DoubleTensor": np.float64,
@@ -37,6 +38,14 @@ class T7Class:
     typename: str
     fields: dict = field(default_factory=dict)
     version: int = 1
+
+
+@dataclass(eq=False)
+class LuaFunction:
+    """A serialised Lua function: ``string.dump`` bytecode and its upvalues table."""
+
+    bytecode: bytes
+    upvalues: dict = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -105,6 +114,11 @@ class T7Writer:
                     self.write(obj.fields)
                 else:
                     self._tensor(obj)
+        elif isinstance(obj, LuaFunction):  # type 6: index, int size + bytecode, upvalues
+            self._int(_FUNCTION)
+            if not self._ref(obj):
+                self._str(obj.bytecode)
+                self.write(obj.upvalues)
         else:
             raise TypeError(f"cannot write {type(obj).__name__} to a Torch7 file")
 

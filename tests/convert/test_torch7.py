@@ -16,10 +16,10 @@ import torch.nn.functional as F
 
 import maskkit
 from maskkit.checkpoint import save_model
-from maskkit.convert.torch7 import convert_torch7
+from maskkit.convert.torch7 import convert_torch7, read_torch7
 from maskkit.errors import CheckpointError
 from maskkit.models.zoo import build_model, get_config
-from t7_writer import T7Class, T7Tensor, conv, deepmask_file, seq, sharpmask_file, sym_padded, write_t7
+from t7_writer import LuaFunction, T7Class, T7Tensor, conv, deepmask_file, seq, sharpmask_file, sym_padded, write_t7
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # computeProposals.lua's meanstd
 
@@ -324,3 +324,16 @@ def test_malformed_module_records_are_refused(tmp_path):
     tree = sharpmask_file(rng)
     tree["model"].fields["refs"][2] = seq(conv(rng, 2, 2, 1))
     _refused(tmp_path, tree, "refs[2] does not start with ParallelTable")
+
+
+def test_a_serialised_lua_function_is_kept_as_bytes_never_run(tmp_path):
+    """torchfile has no Lua interpreter: a function in the file (here in the saved config, where
+    a trainer could leave a hook) comes back as its bytecode, and the model converts."""
+    tree = _dm_tree()
+    payload = b"\x1bLua" + b"os.execute('touch " + str(tmp_path / "ran").encode() + b"')"
+    tree["config"]["hook"] = LuaFunction(payload, {1: "upvalue"})
+    write_t7(tmp_path / "model.t7", tree)
+    hook = read_torch7(tmp_path / "model.t7")[b"config"][b"hook"]
+    assert type(hook).__name__ == "LuaFunction" and hook.dumped == payload
+    convert_torch7(tmp_path / "model.t7")
+    assert not (tmp_path / "ran").exists()
