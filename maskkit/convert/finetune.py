@@ -15,24 +15,67 @@ to fit are the class-specific layers, which keep the initialisation the model wa
 DeepMask / SharpMask are class-agnostic: everything loads; a DeepMask file (stage 1) may
 start a SharpMask (stage 2), whose refinement modules then keep their initialisation. Any
 other tensor that does not fit (another backbone, missing or unexpected names, another
-system) is one :class:`CheckpointError` listing them: never a silent partial load.
+system) is one :class:`CheckpointError` listing them: never a silent partial load. Settings
+that change what the weights compute without changing a shape (VoVNet identity/attention,
+ResNet stride placement, SharpMask padding) must agree with the file's, and the model takes
+over the file's input convention (``input_format``, ``pixel_mean``, ``pixel_std``): a converted
+official model keeps its BGR 0-255 input.
 """
 from __future__ import annotations
 
 import os
 
+import torch
 from torch import nn
 
 from maskkit.checkpoint import read_model_file
 from maskkit.errors import CheckpointError
 
-__all__ = ["CLASS_SPECIFIC_LAYERS", "load_init_weights"]
+__all__ = ["CLASS_SPECIFIC_LAYERS", "SHAPELESS_SETTINGS", "load_init_weights"]
 
 # system -> layers whose output size is the class count K (re-initialised when K differs).
 CLASS_SPECIFIC_LAYERS: dict[str, tuple[str, ...]] = {
     "centermask": ("fcos.cls_logits", "mask_head.predictor", "maskiou.predictor"),
     "sharpmask": (),  # class-agnostic proposals
 }
+
+
+# Settings that change what the weights compute without changing any tensor's shape: they
+# must agree with the file's (a stride-in-1x1 R-50 in a stride-in-3x3 trunk would load and
+# silently compute something else).
+SHAPELESS_SETTINGS: dict[str, tuple[str, ...]] = {
+    "centermask": ("backbone.residual", "backbone.attention", "backbone.stride_in_1x1"),
+    "sharpmask": ("padding",),
+}
+# The weights' input convention, taken over from the file.
+INPUT_SETTINGS = ("input_format", "pixel_mean", "pixel_std")
+
+
+def _get(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part, None)
+    return cfg
+
+
+def _check_and_adopt_settings(target: nn.Module, file_cfg, system: str, path) -> None:
+    """Refuse shape-invisible architecture differences; take over the file's input convention
+    (``model.cfg`` and the model's normalisation buffers), as the weights were trained with it."""
+    own_cfg = getattr(target, "cfg", None)
+    if own_cfg is None:
+        return
+    diff = [f"{k}={_get(file_cfg, k)!r} in the file vs {_get(own_cfg, k)!r}" for k in SHAPELESS_SETTINGS.get(system, ())
+            if _get(file_cfg, k) != _get(own_cfg, k)]
+    if diff:
+        raise CheckpointError(f"{path}: train.init_weights was trained with other settings: {'; '.join(diff)} "
+                              "(set them with --set model.<key>=<value>)")
+    for key in INPUT_SETTINGS:
+        if hasattr(own_cfg, key) and hasattr(file_cfg, key):
+            setattr(own_cfg, key, getattr(file_cfg, key))
+    with torch.no_grad():
+        for key in ("pixel_mean", "pixel_std"):
+            buf = getattr(target, key, None)
+            if isinstance(buf, torch.Tensor) and hasattr(file_cfg, key):
+                buf.copy_(torch.tensor(getattr(file_cfg, key), dtype=buf.dtype).view(buf.shape))
 
 
 def _layer(key: str) -> str:
@@ -56,6 +99,7 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike) -> list[str]:
     own_system = getattr(getattr(target, "cfg", None), "system", system)
     if own_system != system:
         raise CheckpointError(f"{mf.path}: train.init_weights is a {system} model file, this run trains a {own_system}")
+    _check_and_adopt_settings(target, mf.config.model, system, mf.path)
     own = {k: v for k, v in target.state_dict().items() if not k.endswith("num_batches_tracked")}
     theirs = {k: v for k, v in mf.state_dict.items() if not k.endswith("num_batches_tracked")}
     class_layers = CLASS_SPECIFIC_LAYERS.get(system, ())

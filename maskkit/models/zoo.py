@@ -47,10 +47,11 @@ def get_config(name: str, num_classes: int | None = None, overrides: list[str] |
 def build_model(model_cfg, backbone_weights: bool = True) -> nn.Module:
     """Network for a model config (``CenterMaskConfig`` or ``SharpMaskConfig``).
 
-    With ``model.backbone.weights`` set (and ``backbone_weights``), the CenterMask trunk starts
-    from that ImageNet file and ``model_cfg``'s input normalisation becomes the file's own
-    (``maskkit.models.backbones.pretrained``). Pass ``backbone_weights=False`` when the whole
-    state dict is loaded next (model files, resume): the ImageNet file is then not read.
+    With ``model.backbone.weights`` (CenterMask) or ``model.trunk_weights`` (DeepMask/SharpMask)
+    set, and ``backbone_weights``, the trunk starts from that ImageNet file and ``model_cfg``'s
+    input normalisation becomes the file's own (``maskkit.models.backbones.pretrained``).
+    Pass ``backbone_weights=False`` when the whole state dict is loaded next (model files,
+    resume): the ImageNet file is then not read.
     """
     if model_cfg.system == "centermask":
         from maskkit.models.centermask.model import CenterMask
@@ -64,7 +65,12 @@ def build_model(model_cfg, backbone_weights: bool = True) -> nn.Module:
     if model_cfg.system == "sharpmask":
         from maskkit.models.sharpmask.model import SharpMask
 
-        return SharpMask(model_cfg)
+        model = SharpMask(model_cfg)
+        if backbone_weights and getattr(model_cfg, "trunk_weights", None):
+            from maskkit.models.backbones.pretrained import apply_trunk_weights
+
+            apply_trunk_weights(model, model_cfg)
+        return model
     raise MaskkitError(f"unknown model system {model_cfg.system!r}")
 
 

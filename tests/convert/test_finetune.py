@@ -114,3 +114,17 @@ def test_training_engine_fine_tunes_and_says_once_which_layers(tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.count("re-initialised for 3 classes: fcos.cls_logits, mask_head.predictor, maskiou.predictor") == 1
     assert torch.equal(model.state_dict()["fpn.fpn.layer_blocks.0.0.weight"], file_sd["fpn.fpn.layer_blocks.0.0.weight"])
+
+
+def test_shape_invisible_settings_must_agree_and_input_convention_is_the_files(tmp_path):
+    bgr = ["model.input_format=BGR255", "model.pixel_mean=[103.53,116.28,123.675]", "model.pixel_std=[1,1,1]"]
+    path, _ = _model_file(tmp_path, "centermask_lite_demo", 80, bgr)  # as a converted official model
+    model, _ = _fresh("centermask_lite_demo", 3)
+    assert model.cfg.input_format == "RGB"
+    load_init_weights(model, path)
+    assert (model.cfg.input_format, model.cfg.pixel_mean, model.cfg.pixel_std) == (
+        "BGR255", (103.53, 116.28, 123.675), (1.0, 1.0, 1.0))
+    assert model.pixel_mean.flatten().tolist() == pytest.approx([103.53, 116.28, 123.675])
+    v1, _ = _fresh("centermask_lite_demo", 3, ["model.backbone.residual=false"])  # same shapes, other network
+    with pytest.raises(CheckpointError, match=r"other settings: backbone.residual=True in the file vs False"):
+        load_init_weights(v1, path)

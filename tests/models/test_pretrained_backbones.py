@@ -446,3 +446,17 @@ def test_training_run_starts_from_the_file_and_records_it(tmp_path):
     weights.unlink()  # the model file holds every tensor: the ImageNet file is not read again
     model = load_model(out / "model_last.safetensors")
     assert torch.equal(model.backbone.state_dict()["stem.0.0.weight"], sd["stem.stem_1/conv.weight"])
+
+
+def test_sharpmask_trunk_starts_from_torchvision_resnet50(tmp_path):
+    """DeepMask/SharpMask: `--set model.trunk_weights=F` fills conv1..layer3 (layer4/fc unused)."""
+    from maskkit.models.zoo import build_model, get_config
+
+    sd = _randomise(_meta_state_dict(torchvision.models.resnet50))
+    torch.save(sd, tmp_path / "resnet50.pth")
+    cfg = get_config("deepmask_r50", None, [f"model.trunk_weights={tmp_path / 'resnet50.pth'}"])
+    model = build_model(cfg.model)
+    _assert_trunk_equals(model.trunk, sd, lambda k: k)
+    assert cfg.model.pixel_mean == (0.485, 0.456, 0.406) and cfg.model.pixel_std == (0.229, 0.224, 0.225)
+    with pytest.raises(MaskkitError, match="no ImageNet file fits trunk 'resnet_tiny'"):
+        build_model(get_config("deepmask_demo", None, [f"model.trunk_weights={tmp_path / 'resnet50.pth'}"]).model)

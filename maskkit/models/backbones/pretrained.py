@@ -41,6 +41,10 @@ lists the missing, unexpected and mis-shaped names. Sources, each by its own key
   ``features.1.conv.0.weight`` .. ``features.17.conv.7.running_var``). Input: detectron2's
   default BGR 0-255, std 1 (``centermask_lite_Mv2_FPN_ms_4x.yaml`` sets none).
 
+The DeepMask/SharpMask trunk (``model.trunk_weights``, ``apply_trunk_weights``) takes
+torchvision's ResNet-50/18 files: its ``conv1`` .. ``layer3`` keep torchvision's names;
+``layer4`` and ``fc`` are unused.
+
 Files: ``.safetensors``, ``.pth``/``.pt`` (``torch.load(weights_only=True)``) and ``.pkl``
 (restricted unpickler), both through ``maskkit.convert.safe_load.read_state_dict``.
 ``num_batches_tracked`` counters and Caffe2 ``_momentum`` blobs carry no weights and are dropped.
@@ -57,12 +61,17 @@ from torch import nn
 
 from maskkit.errors import CheckpointError, MaskkitError
 
-__all__ = ["BackboneWeights", "load_backbone_weights", "read_weights_file", "IMAGENET_RGB", "DETECTRON2_BGR"]
+__all__ = ["BackboneWeights", "load_backbone_weights", "apply_backbone_weights", "apply_trunk_weights",
+           "read_weights_file", "IMAGENET_RGB", "DETECTRON2_BGR"]
 
 # (input_format, pixel_mean, pixel_std) as CenterMaskConfig reads them.
 IMAGENET_RGB = ("RGB", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 DETECTRON2_BGR = ("BGR255", (103.53, 116.28, 123.675), (1.0, 1.0, 1.0))
 DETECTRON2_BGR_X101 = ("BGR255", (103.53, 116.28, 123.675), (57.375, 57.120, 58.395))
+
+# SharpMask trunks (SharpMaskConfig.trunk) that torchvision's ImageNet ResNets fit: stem +
+# layer1..3 with torchvision's names; widths as torchvision's only at trunk_width 64.
+SHARPMASK_TRUNKS = ("resnet50", "resnet18")
 
 _PREFIXES = ("module.", "backbone.bottom_up.")  # DataParallel / detectron2 model wrappers
 
@@ -223,6 +232,9 @@ def _detect(sd: dict[str, torch.Tensor], family: str, path: Path) -> str:
             return "Caffe2 ResNet (detectron2 .pkl)"
         if "stem.conv1.weight" in keys and "res2.0.conv1.weight" in keys:
             return "detectron2 ResNet"
+    elif family == "resnet_c4":  # SharpMask's trunk keeps torchvision's names
+        if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys:
+            return "torchvision ResNet"
     elif family == "mobilenet_v2":
         if "features.1.conv.0.0.weight" in keys:
             return "torchvision MobileNetV2"
@@ -243,6 +255,8 @@ def _family(spec_name: str) -> str:
         return "resnet"
     if spec_name in ("mobilenet_v2", ""):
         return "mobilenet_v2"
+    if spec_name.startswith("sharpmask:") and spec_name.split(":", 1)[1] in SHARPMASK_TRUNKS:
+        return "resnet_c4"
     raise MaskkitError(f"no ImageNet weights layout for backbone variant {spec_name!r}")
 
 
@@ -270,6 +284,8 @@ def _full_name_table(backbone: nn.Module, source: str) -> dict[str, str]:
         return official_names(backbone)
     if source == "timm VoVNet":
         return _vovnet_timm_names(backbone)
+    if source == "torchvision ResNet" and hasattr(backbone, "layer1"):
+        return {k: k for k in own}  # SharpMask trunk: torchvision's own module names
     if source == "torchvision ResNet":
         table = {"stem.0.": "conv1.", "stem.1.": "bn1."}
         out = {}
@@ -306,6 +322,8 @@ def _stride_in_1x1(backbone: nn.Module) -> bool:
 
 def _convention(source: str, sd: dict[str, torch.Tensor], backbone: nn.Module, path: Path):
     """(input_format, mean, std) of ``source``; checks the ResNet stride placement it needs."""
+    if hasattr(backbone, "layer1"):  # SharpMask trunk: torchvision files only
+        return IMAGENET_RGB
     if "ResNet" not in source:
         return DETECTRON2_BGR if source.startswith("centermask2") else IMAGENET_RGB
     msra = False
@@ -358,15 +376,16 @@ def _mismatch_error(path: Path, source: str, missing, unexpected, shapes) -> Che
 
 def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, spec_name: str) -> BackboneWeights:
     """Copy the ImageNet weights in ``path`` into ``backbone`` (built by ``build_backbone`` for
-    variant ``spec_name``: a ``VOVNET_SPECS`` key, a ``RESNET_VARIANTS`` name or
-    ``mobilenet_v2``). Strict; see the module docstring for the sources and conventions."""
+    variant ``spec_name``: a ``VOVNET_SPECS`` key, a ``RESNET_VARIANTS`` name, ``mobilenet_v2``,
+    or ``sharpmask:resnet50`` / ``sharpmask:resnet18`` for the DeepMask/SharpMask trunk). Strict; see the module docstring for the sources and conventions."""
     path = Path(path)
     _check_norms(backbone, path)
     sd = read_weights_file(path)
     source = _detect(sd, _family(spec_name), path)
     table = _name_table(backbone, source)
     used = set(table.values())
-    ignore = re.compile(_IGNORED[source])
+    # SharpMask's trunk ends after layer3 (stride 16): torchvision's layer4 is unused too.
+    ignore = re.compile(_IGNORED[source] + (r"|^layer4\." if _family(spec_name) == "resnet_c4" else ""))
     ignored = sorted(k for k in sd if k not in used and ignore.search(k))
     unexpected = sorted(k for k in sd if k not in used and not ignore.search(k))
     # Caffe2 BatchNorm is a folded affine (scale, bias) without statistics.
@@ -415,6 +434,21 @@ def apply_backbone_weights(model: nn.Module, model_cfg) -> BackboneWeights:
     report = load_backbone_weights(model.backbone, bb.weights, bb.variant if bb.name != "mobilenet_v2" else "mobilenet_v2")
     model_cfg.input_format, model_cfg.pixel_mean, model_cfg.pixel_std = (
         report.input_format, tuple(report.pixel_mean), tuple(report.pixel_std))
+    with torch.no_grad():
+        model.pixel_mean.copy_(torch.tensor(report.pixel_mean).view(3, 1, 1))
+        model.pixel_std.copy_(torch.tensor(report.pixel_std).view(3, 1, 1))
+    return report
+
+
+def apply_trunk_weights(model: nn.Module, model_cfg) -> BackboneWeights:
+    """``model.trunk_weights`` of a DeepMask/SharpMask model: torchvision's ImageNet ResNet-50
+    (or -18) into the stride-16 trunk (``conv1`` .. ``layer3``; ``layer4`` and ``fc`` unused),
+    and the model's pixel mean/std set to the file's (RGB 0-1, ImageNet mean/std)."""
+    if model_cfg.trunk not in SHARPMASK_TRUNKS or model_cfg.trunk_width != 64:
+        raise MaskkitError(f"model.trunk_weights: no ImageNet file fits trunk {model_cfg.trunk!r} of width "
+                           f"{model_cfg.trunk_width}; use trunk resnet50 or resnet18 with trunk_width 64")
+    report = load_backbone_weights(model.trunk, model_cfg.trunk_weights, f"sharpmask:{model_cfg.trunk}")
+    model_cfg.pixel_mean, model_cfg.pixel_std = tuple(report.pixel_mean), tuple(report.pixel_std)
     with torch.no_grad():
         model.pixel_mean.copy_(torch.tensor(report.pixel_mean).view(3, 1, 1))
         model.pixel_std.copy_(torch.tensor(report.pixel_std).view(3, 1, 1))

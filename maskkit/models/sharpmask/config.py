@@ -42,6 +42,9 @@ class SharpMaskConfig:
     # the others follow: ResNet 64/128/256 x expansion, VGG 64/128/256/512).
     trunk: str = "resnet50"
     trunk_width: int = 64
+    # ImageNet file the trunk starts from: torchvision's resnet50 / resnet18 state dict
+    # (maskkit/models/backbones/pretrained.py; layer4 and fc unused). The builder loads it.
+    trunk_weights: str | None = None
     trunk_norm: str = "FrozenBN"  # "FrozenBN" (official) | "BN" | "GN" (from scratch)
     # 3x3/7x7 conv padding (padding.py): "symmetric" (official SpatialSymmetricPadding, cba|abcd)
     # | "reflect" (dcb|abcd, maskkit's earlier default) | "zeros"
