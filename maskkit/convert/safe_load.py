@@ -8,9 +8,11 @@
 - ``.pkl``: detectron2's model-zoo pickles, ``{"model": {name: numpy.ndarray}, "__author__": ...}``,
   read with a restricted :class:`pickle.Unpickler` whose ``find_class`` only resolves the
   globals that rebuild numpy arrays (``numpy.core.multiarray._reconstruct`` / ``numpy._core``,
-  ``numpy.core.numeric._frombuffer`` for protocol 5, ``numpy.ndarray``, ``numpy.dtype``, ``numpy.core.multiarray.scalar``), plain builtin
-  containers and ``_codecs.encode`` (how protocol-2 pickles from Python 3 store bytes). Any other global (``os.system``, ``builtins.eval``, ...) is refused with a
-  :class:`MaskkitError` *before* anything is called, so a payload never runs. The standard
+  ``numpy.core.numeric._frombuffer`` for protocol 5, ``numpy.ndarray``, ``numpy.dtype``,
+  ``numpy.core.multiarray.scalar``), plain builtin containers and ``_codecs.encode`` (how
+  protocol-2 pickles from Python 3 store bytes). Any other global (``os.system``,
+  ``builtins.eval``, ...) is refused with a :class:`MaskkitError` *before* anything is
+  called, so a payload never runs. The standard
   library has no ready-made safe unpickler for numpy pickles (``torch.load(weights_only=True)``
   refuses numpy's reconstruct functions unless they are allow-listed globally), hence this
   small class.
@@ -63,6 +65,11 @@ class SafeUnpickler(pickle.Unpickler):
         raise CheckpointError(f"{self.file_name}: refused a persistent id in a weights .pkl")
 
 
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
 def _unwrap(obj, path: Path) -> dict:
     """detectron2's ``{"model": sd, ...}`` wrapper -> sd; a bare state dict passes through."""
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
@@ -70,7 +77,8 @@ def _unwrap(obj, path: Path) -> dict:
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj:
-        raise CheckpointError(f"{path}: no state dict found (expected a dict of tensors, or {{'model': dict}})")
+        raise CheckpointError(f"{path}: no state dict found (expected a dict of tensors, "
+                              "or {'model': dict} as detectron2 writes)")
     return obj
 
 
@@ -103,7 +111,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except CheckpointError:
             raise
         except Exception as e:  # truncated/corrupt pickles raise many types
-            raise CheckpointError(f"{path}: unreadable pickle ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+            raise CheckpointError(f"{path}: unreadable pickle ({_first_line(e)})") from None
     elif suffix in (".pth", ".pt"):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -112,7 +120,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             reason = next((ln for ln in first if "global" in ln.lower()), first[0] if first else "")
             raise CheckpointError(f"{path}: refused by torch.load(weights_only=True): {reason.strip()}") from None
         except Exception as e:
-            raise CheckpointError(f"{path}: unreadable torch file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+            raise CheckpointError(f"{path}: unreadable torch file ({_first_line(e)})") from None
     else:
         raise CheckpointError(f"{path}: unknown weights format {suffix!r} (expected .pth, .pt or .pkl)")
     sd = _unwrap(obj, path)
