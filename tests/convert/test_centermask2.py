@@ -296,3 +296,28 @@ def test_resnet_stride_in_1x1_moves_the_stride_only():
         assert (b[0].conv1.stride, b[0].conv2.stride) == ((1, 1), (2, 2))
     x = torch.rand(1, 3, 64, 64)
     assert [f.shape for f in msra(x)] == [f.shape for f in tv(x)]
+
+
+def test_imagenet_backbone_file_needs_a_preset_and_loads_into_its_trunk(tmp_path):
+    import torchvision
+
+    import maskkit
+
+    net = torchvision.models.mobilenet_v2(weights=None)
+    path = tmp_path / "mobilenet_v2.pth"
+    torch.save(net.state_dict(), path)  # torchvision's own key names
+    with pytest.raises(MaskkitError, match=r"mobilenet_v2\.pth: neither a centermask2 checkpoint.*--model PRESET"):
+        convert_file(path, tmp_path / "x.safetensors")
+    model = maskkit.load_model(convert_file(path, tmp_path / "mnv2.safetensors", model="centermask_lite_mnv2"))
+    assert torch.equal(model.backbone.stem[0][0].weight, net.features[0][0].weight)
+    assert torch.equal(model.backbone.stages[3][3].conv[2].weight, net.features[17].conv[2].weight)
+    assert model.maskkit_config.model.input_format == "RGB"  # torchvision's own convention
+
+
+def test_torch7_file_dispatches_to_the_torch7_converter(tmp_path):
+    import maskkit
+    from t7_writer import deepmask_file, write_t7
+
+    write_t7(tmp_path / "model.t7", deepmask_file(np.random.default_rng(2)))
+    model = maskkit.load_model(convert_file(tmp_path / "model.t7", tmp_path / "dm.safetensors"))
+    assert model.maskkit_config.model.system == "sharpmask" and model.class_names == ["object"]
