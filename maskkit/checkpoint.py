@@ -177,7 +177,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
     config, class names and category ids) so predictions can be reported with the user's ids.
     """
     mf = read_model_file(path)
-    model = build(mf.config, mf.class_names, mf.cat_ids)
+    model = build(mf.config, mf.class_names, mf.cat_ids, backbone_weights=False)  # the file holds every tensor
     load_state_into(model, mf.state_dict, mf.path)
     return model.to(device).eval()
 

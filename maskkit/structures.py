@@ -3,12 +3,18 @@
 Image:      ``float32 [3, H, W]`` in 0..1, RGB.
 Target:     ``dict(boxes=float32 [N,4] xyxy absolute px, labels=int64 [N] in 1..K,
             masks=uint8/bool [N,H,W], image_id=int, iscrowd=int64 [N])``; crowd regions are
-            ignore regions, never positives.
+            ignore regions, never positives. Optional ``polygons``: a list of N entries, each
+            None (instance known only as a dense mask, e.g. RLE) or a list of 1-D float arrays
+            ``[x0, y0, x1, y1, ...]`` (the instance's polygon parts in the image's pixel
+            coordinates). Where present, CenterMask's training mask targets rasterise them
+            exactly inside each RoI, as the official code does (:func:`polygons_to_mask_in_box`).
 Prediction: ``dict(boxes [N,4], labels [N], scores [N], masks [N,1,H,W] float probabilities
             (or binary), mask_scores [N] where the model predicts them)``. SharpMask
             proposals have ``labels`` all 1.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
@@ -21,6 +27,11 @@ __all__ = [
     "masks_to_rle",
     "rle_to_mask",
     "mask_iou",
+    "Polygons",
+    "polygons_to_mask_in_box",
+    "polygon_area",
+    "polygon_area_in_box",
+    "instance_polygons",
 ]
 
 
@@ -37,13 +48,15 @@ def empty_prediction(height: int, width: int, with_mask_scores: bool = True, dev
     return pred
 
 
-def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],
+                         zero_outside: bool = True) -> torch.Tensor:
     """Paste per-box mask probabilities ``[N, M, M]`` (or ``[N, 1, M, M]``) into the image.
 
     Each ``M x M`` mask covers its box ``[N, 4]`` (xyxy, image pixels); it is resampled
     bilinearly onto the pixel grid of the whole image in one batched ``grid_sample``
     (torchvision's ``paste_masks_in_image`` loops over masks in Python, which the hot path
-    must not). Pixels outside a box get 0. Returns float ``[N, 1, H, W]``.
+    must not). Pixels outside a box get 0 (``zero_outside=False``: only those beyond the
+    bilinear bleed of half a mask cell, as detectron2). Returns float ``[N, 1, H, W]``.
     """
     if masks.dim() == 4:
         masks = masks[:, 0]
@@ -63,6 +76,8 @@ def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_size: t
         [gx[:, None, :].expand(n, h, w), gy[:, :, None].expand(n, h, w)], dim=3
     )  # [N, H, W, 2]
     out = F.grid_sample(masks[:, None].to(torch.float32), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if not zero_outside:  # as detectron2's paste_masks_in_image (mask_ops._do_paste_mask): keep the bleed
+        return out
     # Bilinear sampling bleeds half a mask cell past the box edge; pixels whose centre lies
     # outside the box are set to 0 so low binarisation thresholds (SharpMask's 0.2) stay inside.
     inside = (gy.abs() <= 1)[:, :, None] & (gx.abs() <= 1)[:, None, :]  # [N, H, W]
@@ -107,3 +122,117 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     inter = a @ b.T
     union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
     return inter / union.clamp(min=1e-6)
+
+
+def instance_polygons(target: dict, n: int) -> list | None:
+    """The ``polygons`` entry of a target as a list of ``n`` entries (None or a list of
+    float64 arrays), or None when the target has none.
+
+    Accepts the documented list form, or the packed form :class:`maskkit.data.coco.CocoDataset`
+    produces so that the polygons follow the image through ``transforms.v2``: ``polygons``
+    ``[V, 2]`` (all vertices), ``polygon_parts`` int64 ``[P, 2]`` (annotation index, vertex
+    count; parts in order) and ``ann_index`` int64 ``[N]`` (each instance's annotation index).
+    Raises ValueError on a malformed entry (the model turns it into a MaskkitError).
+    """
+    polys = target.get("polygons")
+    if polys is None:
+        return None
+    if isinstance(polys, torch.Tensor):
+        parts, ann_index = target.get("polygon_parts"), target.get("ann_index")
+        if parts is None or ann_index is None:
+            raise ValueError("packed 'polygons' needs 'polygon_parts' and 'ann_index'")
+        verts = polys.detach().to("cpu", torch.float64).reshape(-1, 2).numpy()
+        parts = torch.as_tensor(parts).reshape(-1, 2).tolist()
+        if sum(c for _, c in parts) != verts.shape[0]:
+            raise ValueError(f"'polygon_parts' counts {sum(c for _, c in parts)} vertices, 'polygons' has {verts.shape[0]}")
+        by_ann: dict[int, list] = {}
+        start = 0
+        for a, c in parts:
+            by_ann.setdefault(int(a), []).append(verts[start:start + c].reshape(-1).copy())
+            start += c
+        ann_index = torch.as_tensor(ann_index).reshape(-1).tolist()
+        if len(ann_index) != n:
+            raise ValueError(f"'ann_index' has {len(ann_index)} entries for {n} instances")
+        return [by_ann.get(int(a)) for a in ann_index]
+    if not isinstance(polys, (list, tuple)) or len(polys) != n:
+        raise ValueError(f"'polygons' must be a list of {n} entries (None or a list of [x0, y0, x1, y1, ...])")
+    out = []
+    for p in polys:
+        if p is None:
+            out.append(None)
+            continue
+        parts = [np.asarray(q.detach().cpu() if isinstance(q, torch.Tensor) else q, dtype=np.float64).reshape(-1)
+                 for q in p]
+        if any(q.size < 6 or q.size % 2 for q in parts):
+            raise ValueError("each polygon part needs an even number >= 6 of coordinates")
+        out.append(parts)
+    return out
+
+
+Polygons = list  # one instance: a list of 1-D float64 arrays [x0, y0, x1, y1, ...] (its parts)
+
+
+def _box_origin_size(box) -> tuple[float, float, float, float]:
+    """(x0, y0, w, h) of a float32 box, the width and height rounded to float32 as the
+    official code computes them (numpy float32 boxes), so rasterisation edges agree exactly."""
+    b = np.asarray(box, dtype=np.float32).reshape(4)
+    return float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])
+
+
+def _ratio(size: int, extent: float) -> float:
+    """``size / max(extent, 0.1)`` with the official float32 rounding (numpy 2 scalar rules)."""
+    return float(np.float32(size / extent)) if extent > 0.1 else size / 0.1
+
+
+def polygons_to_mask_in_box(polygons: Polygons, box, size: int) -> np.ndarray:
+    """Rasterise one instance's polygons inside ``box`` (x0, y0, x1, y1) at ``size x size`` ->
+    bool ``[size, size]``.
+
+    As detectron2's ``rasterize_polygons_within_box`` (used by the official CenterMask for
+    its mask targets): the polygons are shifted to the box origin, scaled exactly by
+    ``size / max(w, 0.1)`` and ``size / max(h, 0.1)``, and rasterised by pycocotools
+    (``frPyObjects`` + ``merge`` + ``decode``); no dense resize, so no half-pixel shift.
+    """
+    x0, y0, w, h = _box_origin_size(box)
+    rw, rh = _ratio(size, w), _ratio(size, h)
+    parts = []
+    for p in polygons:
+        q = np.array(p, dtype=np.float64).reshape(-1)
+        q[0::2] = (q[0::2] - x0) * rw
+        q[1::2] = (q[1::2] - y0) * rh
+        parts.append(q)
+    if not parts:
+        return np.zeros((size, size), dtype=bool)
+    rle = mask_utils.merge(mask_utils.frPyObjects(parts, size, size))
+    with warnings.catch_warnings():  # pycocotools' own numpy-2 DeprecationWarning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
+
+
+def polygon_area(polygons: Polygons) -> float:
+    """Sum of the shoelace areas of an instance's polygon parts (detectron2's
+    ``PolygonMasks.area``; overlapping parts count twice, as there)."""
+    total = 0.0
+    for p in polygons:
+        q = np.asarray(p, dtype=np.float64).reshape(-1)
+        x, y = q[0::2], q[1::2]
+        total += 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+    return total
+
+
+def polygon_area_in_box(polygons: Polygons, box) -> float:
+    """Pixel area of the polygons inside ``box``: each part shifted to the box origin and
+    rasterised by pycocotools on the ``int(h) x int(w)`` box grid, areas summed over parts.
+    This is the numerator of the official MaskIoU "mask ratio" (centermask2
+    ``mask_head.mask_rcnn_loss``); the box size is truncated to whole pixels there too."""
+    x0, y0, wf, hf = _box_origin_size(box)
+    h, w = int(hf), int(wf)
+    parts = []
+    for p in polygons:
+        q = np.array(p, dtype=np.float64).reshape(-1)
+        q[0::2] -= x0
+        q[1::2] -= y0
+        parts.append(q)
+    if not parts or h <= 0 or w <= 0:
+        return 0.0
+    return float(mask_utils.area(mask_utils.frPyObjects(parts, h, w)).sum())

@@ -19,7 +19,7 @@ LAYERS = [
     {"maskkit.evaluation", "maskkit.viz", "maskkit.convert"},
     {"maskkit.checkpoint"},
     {"maskkit.models", "maskkit.data"},
-    {"maskkit.config", "maskkit.structures", "maskkit.metrics_log"},
+    {"maskkit.config", "maskkit.structures", "maskkit.metrics_log", "maskkit.safe_load"},
     {"maskkit.errors", "maskkit.atomic"},
 ]
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from maskkit.checkpoint import check_compatible, load_state_into, load_train_state, read_model_file
+from maskkit.convert.finetune import load_init_weights
 from maskkit.data.coco import CocoDataset, resolve_data
 from maskkit.engine.distributed import all_reduce_sum, dist_info, init_distributed, resolve_device
 from maskkit.engine.hooks import (
@@ -53,19 +54,6 @@ def autocast(device: torch.device, amp: str):
             raise MaskkitError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 on CPU")
         return torch.autocast("cuda", dtype=torch.float16)
     raise MaskkitError(f"train.amp must be none, bf16 or fp16, got {amp!r}")
-
-
-def initialise_from(model: nn.Module, path: str, cfg) -> int:
-    """``train.init_weights``: copy every tensor whose name and shape match (e.g. the stage-1
-    DeepMask into a SharpMask for stage 2). Refuses another system or class count."""
-    mf = read_model_file(path)
-    check_compatible(mf.config, cfg, path, "train.init_weights")
-    own = model.state_dict()
-    matched = {k: v for k, v in mf.state_dict.items() if k in own and own[k].shape == v.shape}
-    if not matched:
-        raise CheckpointError(f"{path}: no tensor matches the model (train.init_weights)")
-    model.load_state_dict(matched, strict=False)
-    return len(matched)
 
 
 def _resume(state: TrainState) -> None:
@@ -165,8 +153,11 @@ def fit(cfg, model: nn.Module, train_set, out_dir: str | Path, *, val_set=None, 
                        val_set=val_set, writers=metric_writers(files, info))
     if resume:
         _resume(state)
-    elif tc.init_weights:
-        initialise_from(model, tc.init_weights, cfg)
+    elif tc.init_weights:  # fine-tuning start: fitting tensors loaded, class-specific layers fresh
+        reinit = load_init_weights(model, tc.init_weights)
+        if info.main:
+            print(f"maskkit: started from {tc.init_weights}" + (f"; re-initialised for {cfg.model.num_classes} classes: "
+                  f"{', '.join(reinit)}" if reinit else ""), file=sys.stderr)
     net = model
     if info.distributed:
         net = nn.parallel.DistributedDataParallel(
@@ -256,7 +247,7 @@ def train(model: str, *, data: str | Path | None = None, ann: str | Path | None 
         names, cats = system.label_mapping(train_set)
         out = Path(out or Path("runs") / model)
         seed_everything(cfg.train.seed)
-        net = build(cfg, names, cats)
+        net = build(cfg, names, cats, backbone_weights=not resume)  # a resumed run reads its own files
         if info.main:
             print(f"maskkit: training {model} ({cfg.model.num_classes} classes, {len(train_set)} images, "
                   f"global batch {cfg.train.batch_size}, lr {cfg.train.lr:g}, {cfg.train.max_iter} steps, "

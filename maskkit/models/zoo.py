@@ -13,6 +13,7 @@ from torch import nn
 
 from maskkit.config import Config, ModelInfo, apply_overrides, config_from_json
 from maskkit.errors import MaskkitError
+from maskkit.models.backbones.pretrained import apply_backbone_weights, apply_trunk_weights
 from maskkit.models.centermask.config import CenterMaskConfig
 from maskkit.models.centermask.model import CenterMask
 from maskkit.models.centermask.presets import PRESETS as CENTERMASK_PRESETS
@@ -53,12 +54,25 @@ def get_config(name: str, num_classes: int | None = None, overrides: list[str] |
     return cfg
 
 
-def build_model(model_cfg) -> nn.Module:
-    """Network for a model config (``CenterMaskConfig`` or ``SharpMaskConfig``)."""
+def build_model(model_cfg, backbone_weights: bool = True) -> nn.Module:
+    """Network for a model config (``CenterMaskConfig`` or ``SharpMaskConfig``).
+
+    With ``model.backbone.weights`` (CenterMask) or ``model.trunk_weights`` (DeepMask/SharpMask)
+    set, and ``backbone_weights``, the trunk starts from that ImageNet file and ``model_cfg``'s
+    input normalisation becomes the file's own (``maskkit.models.backbones.pretrained``).
+    Pass ``backbone_weights=False`` when the whole state dict is loaded next (model files,
+    resume): the ImageNet file is then not read.
+    """
     if model_cfg.system == "centermask":
-        return CenterMask(model_cfg)
+        model = CenterMask(model_cfg)
+        if backbone_weights and model_cfg.backbone.weights:
+            apply_backbone_weights(model, model_cfg)
+        return model
     if model_cfg.system == "sharpmask":
-        return SharpMask(model_cfg)
+        model = SharpMask(model_cfg)
+        if backbone_weights and model_cfg.trunk_weights:
+            apply_trunk_weights(model, model_cfg)
+        return model
     raise MaskkitError(f"unknown model system {model_cfg.system!r}")
 
 
@@ -67,10 +81,12 @@ def read_config(text: str) -> Config:
     return config_from_json(text, MODEL_CONFIGS)
 
 
-def build(cfg: Config, class_names: list[str] | None = None, cat_ids: list[int] | None = None) -> nn.Module:
-    """The network for a full config, randomly initialised, carrying ``model.info``
-    (:class:`maskkit.config.ModelInfo`: the config and the label mapping)."""
-    model = build_model(cfg.model)
+def build(cfg: Config, class_names: list[str] | None = None, cat_ids: list[int] | None = None,
+          backbone_weights: bool = True) -> nn.Module:
+    """The network for a full config, carrying ``model.info`` (:class:`maskkit.config.ModelInfo`:
+    the config and the label mapping); randomly initialised except for an ImageNet trunk named
+    in the config (see :func:`build_model`)."""
+    model = build_model(cfg.model, backbone_weights)
     names = list(class_names or [])
     model.info = ModelInfo(cfg, names, [int(c) for c in (cat_ids or range(1, len(names) + 1))])
     return model

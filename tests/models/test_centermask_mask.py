@@ -18,7 +18,7 @@ from maskkit.models.centermask.mask_head import (
     match_rois,
     multilevel_roi_align,
 )
-from maskkit.models.centermask.maskiou import MaskIoUHead, maskiou_loss, maskiou_targets
+from maskkit.models.centermask.maskiou import MaskIoUHead, mask_ratios, maskiou_loss, maskiou_targets
 
 
 def _square(area: float) -> list[float]:
@@ -146,16 +146,23 @@ def test_maskiou_targets_count_gt_outside_the_roi():
     tgt = torch.zeros(1, 28, 28)
     tgt[0, :, :14] = 1.0  # the GT fills the left half of the RoI (392 cells)
     perfect = tgt * 40 - 20  # logits: exactly the cropped GT
-    roi_area = torch.tensor([28.0 * 28.0])  # 1 px per cell
-    # GT entirely inside the RoI: IoU 1.
-    assert maskiou_targets(perfect, tgt, torch.tensor([392.0]), roi_area).item() == pytest.approx(1.0)
-    # The same crop, but the full GT is twice as large (half of it outside the RoI): IoU 0.5.
-    assert maskiou_targets(perfect, tgt, torch.tensor([784.0]), roi_area).item() == pytest.approx(0.5)
+    one = torch.tensor([1.0], dtype=torch.float64)
+    # GT entirely inside the RoI (mask ratio 1): IoU 1.
+    assert maskiou_targets(perfect, tgt, one).item() == pytest.approx(1.0)
+    # The same crop, but only half of the GT lies in the RoI (ratio 0.5): full area 784, IoU 0.5.
+    assert maskiou_targets(perfect, tgt, one / 2).item() == pytest.approx(0.5)
     # Predicting the whole RoI: intersection 392, union 784.
     full = torch.full((1, 28, 28), 20.0)
-    assert maskiou_targets(full, tgt, torch.tensor([392.0]), roi_area).item() == pytest.approx(0.5)
-    # Nothing predicted, nothing there: 0, not NaN.
-    assert maskiou_targets(-full, tgt * 0, torch.tensor([0.0]), roi_area).item() == 0.0
+    assert maskiou_targets(full, tgt, one).item() == pytest.approx(0.5)
+    # Nothing predicted, nothing there (ratio 0): 0, not NaN (union floored at 1 cell, as official).
+    assert maskiou_targets(-full, tgt * 0, one * 0).item() == 0.0
+    # Official formula on a hand case: pred 100 cells, 60 of them on a GT crop of 80 cells
+    # that is 40 % of the GT -> full 200, union 100 + 200 - 60 = 240, IoU 0.25.
+    t2 = torch.zeros(1, 28, 28)
+    t2.view(-1)[:80] = 1.0
+    p2 = torch.full((1, 28, 28), -1.0)
+    p2.view(-1)[20:120] = 1.0
+    assert maskiou_targets(p2, t2, one * 0.4).item() == pytest.approx(60 / 240, rel=1e-12)
 
 
 def test_maskiou_head_and_loss():
@@ -168,14 +175,22 @@ def test_maskiou_head_and_loss():
     exact = pred.detach().clone()
     exact[torch.arange(3), labels - 1] = target
     assert maskiou_loss(exact, labels, target).item() == pytest.approx(0.0, abs=1e-12)
-    assert maskiou_loss(exact + 0.1, labels, target).item() == pytest.approx(0.01, rel=1e-4)
+    # Official: sum(0.5 * d^2) / #positive targets = 0.5 * 0.01.
+    assert maskiou_loss(exact + 0.1, labels, target).item() == pytest.approx(0.005, rel=1e-4)
+    # A RoI with target 0 is left out of both the sum and the count.
+    zero_t = torch.tensor([0.0, 0.5, 0.9])
+    off = exact.clone()
+    off[0, 0] = 0.7  # far from its (zero) target: ignored
+    off[1, 3] = 0.3  # d = -0.2 -> 0.5 * 0.04 / 2 positives
+    assert maskiou_loss(off, labels, zero_t).item() == pytest.approx(0.01, rel=1e-4)
+    assert maskiou_loss(off, labels, torch.zeros(3)).item() == 0
     assert maskiou_loss(pred[:0], labels[:0], target[:0]).item() == 0
 
 
 def test_maskiou_targets_polygon_and_rle_ground_truth_alike():
-    # The official code computed the mask-scoring "mask ratio" from polygons and crashed on
-    # RLE; here both formats arrive as dense masks (as the data layer decodes them) and give
-    # the same targets.
+    # The official code computes the mask-scoring "mask ratio" from polygons and crashes on
+    # RLE; here polygons give the official ratio and RLE a dense-mask ratio, and the two
+    # agree closely on the same object.
     h, w = 64, 80
     poly = [[10.0, 10.0, 60.0, 12.0, 50.0, 50.0, 12.0, 40.0]]
     from_poly = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(poly, h, w)))
@@ -183,12 +198,13 @@ def test_maskiou_targets_polygon_and_rle_ground_truth_alike():
     rle["counts"] = rle["counts"].decode("ascii")  # as in a COCO json file
     from_rle = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
     boxes = torch.tensor([[8.0, 8.0, 40.0, 52.0], [10.0, 10.0, 60.0, 50.0]])  # the first cuts the object
+    gt = torch.from_numpy(from_rle)[None]
+    g = torch.zeros(2, dtype=torch.int64)
+    logits = torch.full((2, 28, 28), 5.0)  # predict the whole RoI
     results = []
-    for dense in (from_poly, from_rle):
-        gt = torch.from_numpy(dense)[None]
-        t = mask_targets(gt, boxes, torch.zeros(2, dtype=torch.int64))
-        logits = torch.full((2, 28, 28), 5.0)  # predict the whole RoI
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        results.append(maskiou_targets(logits, t, gt.flatten(1).sum(1).float().expand(2), area))
-    assert torch.equal(results[0], results[1])
-    assert 0 < results[0][0] < results[0][1] < 1  # the cut RoI misses part of the object
+    for polys in ([[np.array(poly[0])]], None):
+        t = mask_targets(gt, boxes, g, gt_polygons=polys)
+        results.append(maskiou_targets(logits, t, mask_ratios(gt, boxes, g, polys)))
+    assert torch.allclose(results[0], results[1], atol=0.03)
+    for r in results:
+        assert 0 < r[0] < r[1] < 1  # the cut RoI misses part of the object

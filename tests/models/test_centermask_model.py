@@ -242,7 +242,9 @@ def test_bad_input_raises_one_clear_error():
 @pytest.mark.slow  # ~15-25 s on one core: 140 optimisation steps of the whole model
 def test_overfit_a_few_images_recovers_their_masks():
     torch.set_num_threads(1)
-    model = tiny_model(fcos={"score_thresh": 0.05})
+    # mask.init="maskkit": the official SAM initialisation (std ~0.47) saturates the attention at
+    # the start and this 140-step run from scratch no longer recovers every mask (0.55 IoU).
+    model = tiny_model(fcos={"score_thresh": 0.05}, mask={"init": "maskkit"})
     data = [scene(i) for i in range(3)]
     images, targets = [d[0] for d in data], [d[1] for d in data]
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)

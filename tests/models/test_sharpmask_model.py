@@ -14,6 +14,7 @@ import maskkit
 from maskkit.errors import CheckpointError, MaskkitError
 from maskkit.models.sharpmask.model import mask_boxes, mask_loss, paste_window_masks, score_loss
 from maskkit.structures import paste_masks_in_image
+from maskkit.models.sharpmask.padding import conv_padding_mode
 from maskkit.models.sharpmask.refine import crop_windows
 
 
@@ -51,13 +52,14 @@ def test_sharpmask_r50_refinement_adds_under_3m_parameters():
     assert [mod.skip_path[2].out_channels for mod in r.modules_list] == [32, 16, 8, 4]
 
 
-def test_r50_trunk_is_torchvision_resnet50_with_reflect_padding():
+def test_r50_trunk_is_torchvision_resnet50_with_symmetric_padding():
     m = maskkit.create_model("deepmask_r50")
     ref = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
     sd = {k: v for k, v in ref.state_dict().items() if not k.startswith(("layer4", "fc"))}
     m.trunk.load_state_dict(sd, strict=True)  # same names and shapes: ImageNet weights load
     convs = [mod for mod in m.trunk.modules() if isinstance(mod, torch.nn.Conv2d)]
-    assert all(c.padding_mode == ("reflect" if c.kernel_size[0] > 1 else "zeros") for c in convs)
+    # official SpatialSymmetricPadding on every 3x3/7x7 conv (maskkit/models/sharpmask/padding.py)
+    assert all(conv_padding_mode(c) == ("symmetric" if c.kernel_size[0] > 1 else "zeros") for c in convs)
     assert all(not isinstance(mod, torch.nn.BatchNorm2d) for mod in m.trunk.modules())
 
 

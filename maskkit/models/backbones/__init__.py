@@ -49,7 +49,7 @@ def build_backbone(cfg) -> nn.Module:
     elif cfg.name == "resnet":
         from maskkit.models.backbones.resnet import build_resnet
 
-        backbone = build_resnet(cfg.variant, norm=cfg.norm)
+        backbone = build_resnet(cfg.variant, norm=cfg.norm, stride_in_1x1=getattr(cfg, "stride_in_1x1", False))
     elif cfg.name == "mobilenet_v2":
         from maskkit.models.backbones.mobilenet import build_mobilenet_v2
 

@@ -39,10 +39,17 @@ class ResNetTrunk(nn.Module):
         return feats[1:]  # [B, 512, H/8, W/8], [B, 1024, H/16, W/16], [B, 2048, H/32, W/32]
 
 
-def build_resnet(variant: str, norm: str = "FrozenBN") -> ResNetTrunk:
+def build_resnet(variant: str, norm: str = "FrozenBN", stride_in_1x1: bool = False) -> ResNetTrunk:
     """torchvision ``variant`` (resnet50 | resnet101 | resnext101_32x8d), random init, with the
-    normalisation from ``maskkit.models.norm.norm_layer``."""
+    normalisation from ``maskkit.models.norm.norm_layer``.
+
+    ``stride_in_1x1``: the stride-2 of each stage's first bottleneck sits in its 1x1 ``conv1``
+    instead of the 3x3 ``conv2`` (detectron2 ``BottleneckBlock(stride_in_1x1=True)``, the MSRA
+    ResNets of the official CenterMask R-50/R-101 configs). Same weights' shapes either way."""
     if variant not in RESNET_VARIANTS:
         raise MaskkitError(f"unknown ResNet variant {variant!r}; known: {', '.join(RESNET_VARIANTS)}")
     net = getattr(torchvision.models, variant)(weights=None, norm_layer=partial(norm_layer, norm))
+    if stride_in_1x1:
+        for layer in (net.layer2, net.layer3, net.layer4):
+            layer[0].conv1.stride, layer[0].conv2.stride = layer[0].conv2.stride, (1, 1)
     return ResNetTrunk(net)

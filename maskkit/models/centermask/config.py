@@ -19,6 +19,14 @@ class BackboneConfig:
     freeze_at: int = 0  # freeze the stem and the first `freeze_at - 1` stages (0 = nothing frozen)
     residual: bool = True  # VoVNetV2 identity mapping (False = VoVNetV1)
     attention: str = "eSE"  # "eSE" | "SE" (original, reduction 16) | "none"
+    # ImageNet weights file the trunk starts from (torchvision, timm, centermask2/detectron2
+    # layouts: maskkit/models/backbones/pretrained.py). The model builder loads it and sets
+    # input_format / pixel_mean / pixel_std to the weights' own convention.
+    weights: str | None = None
+    # ResNet only: stride 2 in the 1x1 conv of each stage's first bottleneck (detectron2's
+    # STRIDE_IN_1X1, the MSRA/Caffe2 R-50/R-101 of the official configs) instead of in the 3x3
+    # (torchvision, and the official X-101).
+    stride_in_1x1: bool = False
 
 
 @dataclass
@@ -32,6 +40,12 @@ class FCOSConfig:
     focal_gamma: float = 2.0
     prior_prob: float = 0.01
     score_thresh: float = 0.03  # the paper (Sec. 2.6); FCOS and the official code: 0.05
+    # Training: detections sent to the mask branch pass this class-probability threshold
+    # (official INFERENCE_TH_TRAIN 0.05) and are NOT clipped to the image (as the official code).
+    score_thresh_train: float = 0.05
+    # Crowd regions in the focal loss: "ignore" (maskkit: locations inside a crowd box that no
+    # object claims are left out) | "negative" (official: detectron2 drops crowd annotations).
+    crowd: str = "ignore"
     pre_nms_topk: int = 1000  # per level
     nms_thresh: float = 0.6
     detections_per_image: int = 50  # top detections sent to the mask branch (Sec. 2.6)
@@ -57,6 +71,16 @@ class MaskHeadConfig:
     maskiou_loss_weight: float = 1.0
     train_iou_thresh: float = 0.5  # proposals matched to GT at IoU >= this are mask positives
     train_detections: int = 100  # FCOS detections (+ GT boxes) sent to the mask branch in training (Sec. 2.6)
+    # Foreground RoIs per image for the mask losses: at most this many, drawn at random (official
+    # sampler: 512 RoIs x positive fraction 0.25 = 128); 0 = no cap.
+    train_max_fg: int = 128
+    # Detach the predicted mask before the MaskIoU head (False = official: the MaskIoU loss
+    # also trains the mask head through the mask it is given).
+    maskiou_detach_mask: bool = False
+    # Initialisation of the SAM conv and the MaskIoU FC layers: "official" (He normal, fan_out:
+    # SAM std ~0.47) | "maskkit" (PyTorch default SAM conv, std ~0.14, and He-uniform FCs: the
+    # mask branch learns faster from scratch on small problems, e.g. the CPU demo).
+    init: str = "official"
 
 
 @dataclass
@@ -67,7 +91,9 @@ class CenterMaskConfig:
     fpn_channels: int = 256  # Lite: 128
     fcos: FCOSConfig = field(default_factory=FCOSConfig)
     mask: MaskHeadConfig = field(default_factory=MaskHeadConfig)
-    # Input convention: RGB float images in 0..1 are normalised with these (0..1 scale).
+    # Input convention: RGB float images in 0..1 are normalised with these (0..1 scale); with
+    # input_format "BGR255" the image is first turned into BGR 0..255 and these are in that
+    # scale and channel order (detectron2's PIXEL_MEAN / PIXEL_STD, as converted checkpoints).
     pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225)
     input_format: str = "RGB"  # "BGR255" reproduces the official weights' convention
@@ -76,3 +102,14 @@ class CenterMaskConfig:
     min_size_test: int = 800
     max_size_test: int = 1333
     mask_threshold: float = 0.5
+    # Post-processing (decoded boxes -> NMS -> mask branch -> output):
+    #  "maskkit":     boxes clipped to the image before NMS and the mask branch; empty boxes
+    #                 dropped before the top-k cut; mask score = box score x clamp(IoU, 1e-3, 1);
+    #                 pasted masks zeroed outside their box.
+    #  "centermask2": the official released code (centermask2 fcos_outputs.predict_proposals,
+    #                 maskiou_head.mask_iou_inference, detectron2 detector_postprocess): unclipped
+    #                 boxes through NMS and RoIAlign, top-k cut, then boxes scaled to the output
+    #                 size, clipped and empty ones dropped; mask score = box score x IoU (unclamped);
+    #                 masks pasted into the clipped boxes as detectron2's paste_masks_in_image.
+    # Converted centermask2 checkpoints use "centermask2"; the paper presets keep "maskkit".
+    postprocess: str = "maskkit"

@@ -6,6 +6,8 @@ The head returns raw per-level tensors; :func:`fcos_targets`, :func:`fcos_losses
 
 Label convention inside this module: 0 = background, 1..K = class, -1 = ignored (a
 location inside a crowd box that no ordinary box claims; crowd boxes are never positives).
+With ``crowd="negative"`` (the official code, whose data loader drops crowd annotations)
+crowd boxes are simply absent: their locations are negatives.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, clip_boxes_to_image, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import batched_nms, clip_boxes_to_image, sigmoid_focal_loss
 
 __all__ = [
     "FCOSHead",
@@ -24,6 +26,7 @@ __all__ = [
     "fcos_targets",
     "centerness_target",
     "fcos_losses",
+    "giou_loss_ltrb",
     "fcos_decode",
 ]
 
@@ -118,6 +121,7 @@ def fcos_targets(
     targets: list[dict],
     size_of_interest: tuple[float, ...] = (64.0, 128.0, 256.0, 512.0),
     center_sampling_radius: float = 1.5,
+    crowd: str = "ignore",
 ) -> tuple[Tensor, Tensor]:
     """FCOS target assignment (REFERENCE 'Targets').
 
@@ -125,16 +129,21 @@ def fcos_targets(
     center sampling, within ``radius * stride`` of the box centre (clipped to the box) - and
     the largest of its ltrb distances falls in its level's size range. Ambiguous locations
     go to the box of smallest area. Returns ``labels [B, L]`` (0 bg, 1..K, -1 ignore) and
-    ``box_targets [B, L, 4]`` (ltrb divided by the location's stride).
+    ``box_targets [B, L, 4]`` (ltrb divided by the location's stride). ``crowd``:
+    ``"ignore"`` (maskkit) marks locations inside crowd boxes -1; ``"negative"`` (official
+    centermask2: detectron2's mapper drops crowd annotations) leaves them background.
     """
+    if crowd not in ("ignore", "negative"):
+        raise ValueError(f"crowd must be 'ignore' or 'negative', got {crowd!r}")
     loc, stride, ranges = _per_location(locations, strides, size_of_interest)
     n = loc.shape[0]
     all_labels, all_boxes = [], []
+    crowd_mode_ignore = crowd == "ignore"
     for t in targets:
         boxes, labels = t["boxes"], t["labels"]
-        crowd = t.get("iscrowd")
-        crowd = torch.zeros_like(labels, dtype=torch.bool) if crowd is None else crowd.bool()
-        gb, gl = boxes[~crowd], labels[~crowd]
+        is_crowd = t.get("iscrowd")
+        is_crowd = torch.zeros_like(labels, dtype=torch.bool) if is_crowd is None else is_crowd.bool()
+        gb, gl = boxes[~is_crowd], labels[~is_crowd]
         if gb.shape[0] == 0:
             lab = torch.zeros(n, dtype=torch.int64, device=loc.device)
             reg = torch.zeros(n, 4, device=loc.device)
@@ -164,8 +173,8 @@ def fcos_targets(
             lab = gl[idx].clone()
             lab[min_area == INF] = 0
             reg = ltrb[torch.arange(n, device=loc.device), idx] / stride[:, None]
-        if crowd.any():
-            in_crowd = (_ltrb(loc, boxes[crowd]).min(dim=2).values > 0).any(dim=1)
+        if crowd_mode_ignore and is_crowd.any():
+            in_crowd = (_ltrb(loc, boxes[is_crowd]).min(dim=2).values > 0).any(dim=1)
             lab[(lab == 0) & in_crowd] = -1  # crowd = ignore region
         all_labels.append(lab)
         all_boxes.append(reg)
@@ -177,6 +186,21 @@ def centerness_target(ltrb: Tensor) -> Tensor:
     lr, tb = ltrb[:, [0, 2]], ltrb[:, [1, 3]]
     c = (lr.min(1).values / lr.max(1).values.clamp(min=1e-6)) * (tb.min(1).values / tb.max(1).values.clamp(min=1e-6))
     return c.clamp(min=0).sqrt()
+
+
+def giou_loss_ltrb(pred: Tensor, target: Tensor, smooth: float = 1.0) -> Tensor:
+    """GIoU loss ``1 - GIoU`` of ltrb distances from a common location: pred, target ``[P, 4]``
+    -> ``[P]``. As the official ``IOULoss('giou')`` (centermask2 ``centermask/layers/iou_loss.py``)
+    the IoU term is smoothed, ``(I + smooth) / (U + smooth)`` (distances in stride units, so
+    ``smooth=1`` is one stride-cell of area), and the enclosing-box penalty uses the plain
+    union. Written out because torchvision's ``generalized_box_iou_loss`` has no smoothing."""
+    pl, pt, pr, pb = pred.unbind(1)
+    tl, tt, tr, tb = target.unbind(1)
+    inter = (torch.minimum(pl, tl) + torch.minimum(pr, tr)) * (torch.minimum(pt, tt) + torch.minimum(pb, tb))
+    union = (tl + tr) * (tt + tb) + (pl + pr) * (pt + pb) - inter
+    enclose = (torch.maximum(pl, tl) + torch.maximum(pr, tr)) * (torch.maximum(pt, tt) + torch.maximum(pb, tb))
+    iou = (inter + smooth) / (union + smooth)
+    return 1.0 - (iou - (enclose - union) / enclose)
 
 
 def _mean_over_workers(x: Tensor) -> Tensor:
@@ -201,7 +225,8 @@ def fcos_losses(
 
     cls_logits ``[B, L, K]``, box_reg ``[B, L, 4]``, ctr_logits ``[B, L]``, labels ``[B, L]``,
     box_targets ``[B, L, 4]``. Focal loss over non-ignored locations / #positives; GIoU loss
-    on positives weighted by the centerness target / its sum; centerness BCE / #positives.
+    (:func:`giou_loss_ltrb`, official +1 smoothing) on positives weighted by the centerness
+    target / its sum; centerness BCE / #positives (centermask2 ``fcos_outputs.fcos_losses``).
     """
     valid = labels >= 0
     pos = labels > 0
@@ -216,9 +241,7 @@ def fcos_losses(
         zero = box_reg.sum() * 0 + ctr_logits.sum() * 0
         return {"loss_cls": loss_cls, "loss_box": zero, "loss_ctr": zero}
     ctr_t = centerness_target(tgt)
-    # ltrb distances -> boxes around the origin; GIoU is invariant to the common shift.
-    as_box = lambda d: torch.stack([-d[:, 0], -d[:, 1], d[:, 2], d[:, 3]], dim=1)  # noqa: E731
-    giou = generalized_box_iou_loss(as_box(pred), as_box(tgt), reduction="none")
+    giou = giou_loss_ltrb(pred, tgt)
     ctr_sum = _mean_over_workers(ctr_t.sum()).clamp(min=1e-6)
     loss_box = (giou * ctr_t).sum() / ctr_sum
     loss_ctr = F.binary_cross_entropy_with_logits(ctr_logits[pos], ctr_t, reduction="sum") / num_pos
@@ -238,13 +261,16 @@ def fcos_decode(
     nms_thresh: float = 0.6,
     detections_per_image: int = 50,
     scoring: str = "sqrt",
+    clip: bool = True,
 ) -> list[dict[str, Tensor]]:
     """Head outputs (lists over levels, as :class:`FCOSHead`) -> per image
     ``dict(boxes [N, 4] xyxy in the resized image, scores [N], labels [N] 1..K)``.
 
     Per level: class probabilities above ``score_thresh``, scored ``sqrt(cls * ctr)``
     (``scoring="product"``: ``cls * ctr``), top ``pre_nms_topk``; then over all levels
-    class-wise NMS and the best ``detections_per_image``.
+    class-wise NMS and the best ``detections_per_image``. ``clip=True`` (maskkit) clips the
+    boxes to the image and drops empty ones before NMS; ``clip=False`` keeps them as decoded,
+    as the official ``FCOSOutputs.predict_proposals`` (clipping happens after the mask branch).
     """
     if scoring not in ("sqrt", "product"):
         raise ValueError(f"scoring must be 'sqrt' or 'product', got {scoring!r}")
@@ -269,10 +295,11 @@ def fcos_decode(
             boxes_l.append(torch.cat([p - d[:, :2], p + d[:, 2:]], dim=1))
             scores_l.append(score)
             labels_l.append(cls_idx + 1)
-        boxes = clip_boxes_to_image(torch.cat(boxes_l), (h, w))
-        scores, labels = torch.cat(scores_l), torch.cat(labels_l)
-        nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        boxes, scores, labels = boxes[nonempty], scores[nonempty], labels[nonempty]
+        boxes, scores, labels = torch.cat(boxes_l), torch.cat(scores_l), torch.cat(labels_l)
+        if clip:  # clip=False: the official training proposals (neither clipped nor filtered)
+            boxes = clip_boxes_to_image(boxes, (h, w))
+            nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, scores, labels = boxes[nonempty], scores[nonempty], labels[nonempty]
         keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_image]
         results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
     return results

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou, roi_align
 
+from maskkit.structures import polygons_to_mask_in_box
+
 __all__ = [
     "assign_fpn_levels",
     "multilevel_roi_align",
@@ -17,6 +19,7 @@ __all__ = [
     "SAGMaskHead",
     "match_rois",
     "mask_targets",
+    "sample_foreground",
     "select_class",
     "mask_loss",
 ]
@@ -65,9 +68,15 @@ class SpatialAttention(nn.Module):
     (mean, max), which is the order used here so official weights load unchanged.
     """
 
-    def __init__(self):
+    def __init__(self, init: str = "official"):
         super().__init__()
         self.conv = nn.Conv2d(2, 1, 3, padding=1, bias=False)
+        if init == "official":
+            # centermask2 sam.py: fvcore c2_msra_fill = He normal, fan_out, ReLU gain:
+            # std = sqrt(2 / (1 * 3 * 3)) ~ 0.47.
+            nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        elif init != "maskkit":  # "maskkit": PyTorch's default conv init (std ~0.14)
+            raise ValueError(f"init must be 'official' or 'maskkit', got {init!r}")
 
     def attention(self, x: Tensor) -> Tensor:
         """The attention map ``[R, 1, H, W]`` in (0, 1)."""
@@ -82,13 +91,14 @@ class SAGMaskHead(nn.Module):
     """``[R, C_in, 14, 14]`` RoI features -> mask logits ``[R, K, 28, 28]`` (``K = 1`` if
     class-agnostic): ``num_convs`` x (3x3 conv + ReLU) -> SAM -> 2x2 deconv + ReLU -> 1x1 conv."""
 
-    def __init__(self, in_channels: int, num_classes: int, num_convs: int = 4, channels: int = 256, sam: bool = True):
+    def __init__(self, in_channels: int, num_classes: int, num_convs: int = 4, channels: int = 256, sam: bool = True,
+                 init: str = "official"):
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(num_convs):
             layers += [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
         self.convs = nn.Sequential(*layers)
-        self.sam = SpatialAttention() if sam else nn.Identity()
+        self.sam = SpatialAttention(init) if sam else nn.Identity()
         self.deconv = nn.ConvTranspose2d(channels if num_convs else in_channels, channels, 2, stride=2)
         self.predictor = nn.Conv2d(channels, num_classes, 1)
         for m in [*self.convs, self.deconv]:
@@ -114,16 +124,44 @@ def match_rois(boxes: Tensor, gt_boxes: Tensor, iou_thresh: float = 0.5) -> tupl
     return keep, gt_idx[keep]
 
 
-def mask_targets(gt_masks: Tensor, boxes: Tensor, gt_idx: Tensor, size: int = 28) -> Tensor:
-    """GT masks cropped to RoIs: gt_masks ``[G, H, W]`` (dense uint8/bool, whatever the
-    annotation format was: polygons and RLE alike), boxes ``[P, 4]``, gt_idx ``[P]`` ->
-    ``[P, size, size]`` float in {0, 1}. One batched ``roi_align`` over the dense masks."""
+def mask_targets(gt_masks: Tensor, boxes: Tensor, gt_idx: Tensor, size: int = 28,
+                 gt_polygons: list | None = None) -> Tensor:
+    """GT masks cropped to RoIs -> ``[P, size, size]`` float in {0, 1}.
+
+    gt_masks ``[G, H, W]`` (dense uint8/bool), boxes ``[P, 4]``, gt_idx ``[P]``, gt_polygons
+    (optional, length G: None or the GT's polygon parts, see :mod:`maskkit.structures`).
+    A GT with polygons is rasterised exactly inside each RoI (detectron2's
+    ``PolygonMasks.crop_and_resize``, the official CenterMask targets); a GT known only as a
+    dense mask (RLE) is cropped from the full-resolution mask by one batched RoIAlign with
+    ``aligned=True`` and thresholded at 0.5 (detectron2's ``BitMasks.crop_and_resize``).
+    """
     if boxes.shape[0] == 0:
         return gt_masks.new_zeros((0, size, size), dtype=torch.float32)
-    used, idx = gt_idx.unique(return_inverse=True)  # convert only the matched GT masks to float
-    rois = torch.cat([idx[:, None].to(boxes.dtype), boxes.to(torch.float32)], dim=1)
-    crops = roi_align(gt_masks[used][:, None].to(torch.float32), rois, size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
-    return (crops[:, 0] >= 0.5).to(torch.float32)
+    out = torch.empty((boxes.shape[0], size, size), dtype=torch.float32, device=boxes.device)
+    has_poly = torch.tensor([gt_polygons is not None and gt_polygons[int(g)] is not None for g in gt_idx],
+                            dtype=torch.bool)
+    dense = (~has_poly).nonzero(as_tuple=True)[0].to(boxes.device)
+    if dense.numel():
+        used, idx = gt_idx[dense].unique(return_inverse=True)  # convert only the matched GT masks to float
+        rois = torch.cat([idx[:, None].to(torch.float32), boxes[dense].to(torch.float32)], dim=1)
+        crops = roi_align(gt_masks[used][:, None].to(torch.float32), rois, size, spatial_scale=1.0,
+                          sampling_ratio=0, aligned=True)
+        out[dense] = (crops[:, 0] >= 0.5).to(torch.float32)
+    if has_poly.any():
+        box_np = boxes.detach().to("cpu", torch.float32).numpy()
+        for r in has_poly.nonzero(as_tuple=True)[0].tolist():
+            m = polygons_to_mask_in_box(gt_polygons[int(gt_idx[r])], box_np[r], size)
+            out[r] = torch.from_numpy(m).to(out.device, torch.float32)
+    return out
+
+
+def sample_foreground(num: int, max_fg: int, device=None) -> Tensor:
+    """Indices of the foreground RoIs kept for the mask losses: all ``num`` when
+    ``num <= max_fg`` (or ``max_fg <= 0``), else a random ``max_fg`` of them (torch RNG), as
+    detectron2's ``subsample_labels`` with 512 RoIs x 0.25 positive fraction = 128 per image."""
+    if max_fg <= 0 or num <= max_fg:
+        return torch.arange(num, device=device)
+    return torch.randperm(num, device=device)[:max_fg]
 
 
 def select_class(mask_logits: Tensor, labels: Tensor) -> Tensor:

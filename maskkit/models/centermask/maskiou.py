@@ -1,17 +1,25 @@
 """Mask scoring (MaskIoU head of Mask Scoring R-CNN, used by CenterMask Sec. 2.6 / Table 1).
 
 The head regresses the IoU between each predicted mask and its ground truth; at inference
-``mask_score = box score x predicted IoU`` ranks the segmentation results. Targets are
-computed from dense masks, so polygon and RLE annotations work alike (the official code
-derived the "mask ratio" from polygons and crashed on RLE).
+``mask_score = box score x predicted IoU`` ranks the segmentation results. Targets and loss
+follow the official code (centermask2 ``mask_head.mask_rcnn_loss`` / ``maskiou_head.py``):
+the IoU of the binarised predicted mask with the GT's *whole* area, and a 0.5 x squared
+error averaged over the RoIs with a positive target. The "mask ratio" (share of the GT inside
+the RoI) comes from the polygons as there; for RLE ground truth (where the official code
+crashes) it comes from the dense mask.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MaskIoUHead", "maskiou_targets", "maskiou_loss"]
+from maskkit.structures import polygon_area, polygon_area_in_box
+
+__all__ = ["MaskIoUHead", "mask_ratios", "maskiou_targets", "maskiou_loss"]
 
 
 class MaskIoUHead(nn.Module):
@@ -23,7 +31,7 @@ class MaskIoUHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, num_classes: int, num_convs: int = 4, channels: int = 256,
-                 fc_dim: int = 1024, resolution: int = 14):
+                 fc_dim: int = 1024, resolution: int = 14, init: str = "official"):
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(num_convs):
@@ -39,8 +47,13 @@ class MaskIoUHead(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.constant_(m.bias, 0.0)
+        if init not in ("official", "maskkit"):
+            raise ValueError(f"init must be 'official' or 'maskkit', got {init!r}")
         for m in (self.fc1, self.fc2):
-            nn.init.kaiming_uniform_(m.weight, a=1)
+            if init == "official":  # centermask2 maskiou_head.py: He normal, fan_out, ReLU gain
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            else:  # maskkit: Caffe2-style Xavier fill (He uniform, a=1)
+                nn.init.kaiming_uniform_(m.weight, a=1)
             nn.init.constant_(m.bias, 0.0)
         nn.init.normal_(self.predictor.weight, std=0.01)
         nn.init.constant_(self.predictor.bias, 0.0)
@@ -52,27 +65,62 @@ class MaskIoUHead(nn.Module):
 
 
 @torch.no_grad()
-def maskiou_targets(mask_logits: Tensor, targets: Tensor, gt_area: Tensor, roi_area: Tensor) -> Tensor:
-    """IoU of the binarised predicted mask with the *whole* GT mask.
+def mask_ratios(gt_masks: Tensor, boxes: Tensor, gt_idx: Tensor, gt_polygons: list | None = None) -> Tensor:
+    """Share of each matched GT inside its RoI -> ``[P]`` float64 in [0, 1].
 
-    mask_logits ``[P, M, M]`` (the GT class's mask), targets ``[P, M, M]`` (GT cropped to
-    the RoI), gt_area ``[P]`` (GT mask area in image pixels), roi_area ``[P]`` (RoI box area
-    in pixels) -> ``[P]`` in [0, 1]. The GT part outside the RoI counts in the union: the
-    GT's full area in M x M RoI cells is ``gt_area * M^2 / roi_area`` (Mask Scoring
-    R-CNN's "area / mask ratio", here from dense masks so any annotation format works).
+    gt_masks ``[G, H, W]``, boxes ``[P, 4]``, gt_idx ``[P]``, gt_polygons as in
+    :func:`maskkit.models.centermask.mask_head.mask_targets`. Polygon GT (official):
+    polygon area rasterised on the RoI's whole-pixel grid / shoelace area of the polygons.
+    Dense GT (RLE): mask pixels whose centre lies in the RoI / all mask pixels.
     """
-    m2 = targets.shape[-1] * targets.shape[-2]
+    ratios = torch.zeros(boxes.shape[0], dtype=torch.float64)
+    box_np = boxes.detach().to("cpu", torch.float32).numpy()
+    dense_area = None
+    for r in range(boxes.shape[0]):
+        g = int(gt_idx[r])
+        poly = gt_polygons[g] if gt_polygons is not None else None
+        if poly is not None:
+            total = polygon_area(poly)
+            total = float(np.float32(total))  # detectron2 PolygonMasks.area() is a float32 tensor
+            ratios[r] = polygon_area_in_box(poly, box_np[r]) / total if total > 0 else 0.0
+            continue
+        if dense_area is None:
+            dense_area = gt_masks.flatten(1).sum(1).to("cpu", torch.float64)
+        h, w = gt_masks.shape[-2:]
+        x0, y0, x1, y1 = (float(v) for v in box_np[r])
+        # pixel (i, j) has its centre at (j + 0.5, i + 0.5): centre in [x0, x1) x [y0, y1)
+        cols = slice(max(math.ceil(x0 - 0.5), 0), min(max(math.ceil(x1 - 0.5), 0), w))
+        rows = slice(max(math.ceil(y0 - 0.5), 0), min(max(math.ceil(y1 - 0.5), 0), h))
+        inside = float(gt_masks[g, rows, cols].sum())
+        ratios[r] = inside / float(dense_area[g]) if dense_area[g] > 0 else 0.0
+    return ratios.clamp(0.0, 1.0).to(boxes.device)
+
+
+@torch.no_grad()
+def maskiou_targets(mask_logits: Tensor, targets: Tensor, ratios: Tensor) -> Tensor:
+    """IoU of the binarised predicted mask with the *whole* GT mask (official formula).
+
+    mask_logits ``[P, M, M]`` (the GT class's mask), targets ``[P, M, M]`` (GT cropped to the
+    RoI), ratios ``[P]`` (:func:`mask_ratios`) -> ``[P]`` float64. The GT's full area in
+    RoI cells is ``targets.sum / max(ratio, 1e-10)``; the union is at least 1 cell.
+    """
     pred = (mask_logits > 0).to(torch.float32)  # probability > 0.5
-    inter = (pred * targets).sum(dim=(1, 2))
-    gt_full = torch.maximum(gt_area * m2 / roi_area.clamp(min=1e-6), targets.sum(dim=(1, 2)))
-    union = pred.sum(dim=(1, 2)) + gt_full - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-6), torch.zeros_like(union)).clamp(0, 1)
+    full = targets.sum(dim=(1, 2)).to(torch.float64) / ratios.to(torch.float64).clamp(min=1e-10)
+    inter = (pred * targets).sum(dim=(1, 2)).to(torch.float64).clamp(min=0)
+    union = (pred.sum(dim=(1, 2)).to(torch.float64) + full - inter).clamp(min=1.0)
+    return inter / union
 
 
 def maskiou_loss(pred: Tensor, labels: Tensor, targets: Tensor) -> Tensor:
-    """L2 loss between the GT class's predicted IoU (pred ``[P, K]``, labels ``[P]`` 1..K)
-    and the IoU target ``[P]``; mean over positive RoIs."""
+    """Official MaskIoU loss (centermask2 ``maskiou_head.mask_iou_loss``): the GT class's
+    predicted IoU (pred ``[P, K]``, labels ``[P]`` 1..K) against the IoU target ``[P]``,
+    ``sum(0.5 * (pred - target)^2) / #positive`` over the RoIs whose target is > 0 (0 when
+    none is). The caller multiplies by the loss weight."""
     if pred.shape[0] == 0:
         return pred.sum() * 0
     sel = pred[:, 0] if pred.shape[1] == 1 else pred[torch.arange(pred.shape[0], device=pred.device), labels - 1]
-    return F.mse_loss(sel, targets)
+    pos = targets > 0
+    if not pos.any():
+        return sel.sum() * 0
+    d = sel[pos].to(targets.dtype) - targets[pos]
+    return (0.5 * d * d).sum().div(pos.sum()).to(pred.dtype)

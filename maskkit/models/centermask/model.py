@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import clip_boxes_to_image
 from torchvision.transforms.v2 import functional as TF
 
 from maskkit.data.transforms import test_resize_size
@@ -23,11 +24,12 @@ from maskkit.models.centermask.mask_head import (
     mask_targets,
     match_rois,
     multilevel_roi_align,
+    sample_foreground,
     select_class,
 )
-from maskkit.models.centermask.maskiou import MaskIoUHead, maskiou_loss, maskiou_targets
+from maskkit.models.centermask.maskiou import MaskIoUHead, mask_ratios, maskiou_loss, maskiou_targets
 from maskkit.models.fpn import FPN
-from maskkit.structures import empty_prediction, paste_masks_in_image
+from maskkit.structures import empty_prediction, instance_polygons, paste_masks_in_image
 
 __all__ = ["CenterMask"]
 
@@ -42,6 +44,8 @@ class CenterMask(nn.Module):
     def __init__(self, cfg: CenterMaskConfig, backbone: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
+        if cfg.postprocess not in ("maskkit", "centermask2"):
+            raise MaskkitError(f"model.postprocess must be 'maskkit' or 'centermask2', got {cfg.postprocess!r}")
         if backbone is None:
             from maskkit.models.backbones import build_backbone
 
@@ -51,8 +55,9 @@ class CenterMask(nn.Module):
         self.fpn = FPN(list(backbone.out_channels), c, list(backbone.strides))
         self.strides = self.fpn.strides  # P3..P7
         self.fcos = FCOSHead(c, k, cfg.fcos.num_convs, len(self.strides), cfg.fcos.prior_prob)
-        self.mask_head = SAGMaskHead(c, 1 if m.class_agnostic else k, m.num_convs, m.channels, m.sam)
-        self.maskiou = MaskIoUHead(c, k, m.maskiou_num_convs, m.maskiou_channels, m.maskiou_fc_dim, m.pooler_resolution) if m.maskiou else None
+        self.mask_head = SAGMaskHead(c, 1 if m.class_agnostic else k, m.num_convs, m.channels, m.sam, m.init)
+        self.maskiou = MaskIoUHead(c, k, m.maskiou_num_convs, m.maskiou_channels, m.maskiou_fc_dim, m.pooler_resolution,
+                                   m.init) if m.maskiou else None
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std, dtype=torch.float32).view(3, 1, 1), persistent=False)
 
@@ -69,7 +74,7 @@ class CenterMask(nn.Module):
         feats = self.fpn(self.backbone(self.preprocess(images)))
         head = self.fcos(feats)
         losses = self.detector_losses(head, feats, targets)
-        dets = self.detect(head, feats, sizes, self.cfg.mask.train_detections)
+        dets = self.detect(head, feats, sizes, self.cfg.mask.train_detections, train=True)
         losses.update(self.mask_losses(feats, dets, targets, sizes))
         return losses
 
@@ -103,17 +108,24 @@ class CenterMask(nn.Module):
         cls, reg, ctr = head
         f = self.cfg.fcos
         labels, box_t = fcos_targets(level_locations(feats, self.strides), self.strides, targets,
-                                     f.size_of_interest, f.center_sampling_radius)
+                                     f.size_of_interest, f.center_sampling_radius, f.crowd)
         # Losses in float32 also under autocast (focal/GIoU terms are precision-sensitive).
         return fcos_losses(flatten_levels(cls).float(), flatten_levels(reg).float(), flatten_levels(ctr)[..., 0].float(),
                            labels, box_t, f.focal_alpha, f.focal_gamma)
 
-    def detect(self, head, feats: list[Tensor], sizes: list[tuple[int, int]], max_dets: int) -> list[dict]:
-        """Decoded detections per image (no gradient): ``dict(boxes [N, 4], scores [N], labels [N])``."""
+    def detect(self, head, feats: list[Tensor], sizes: list[tuple[int, int]], max_dets: int,
+               train: bool = False) -> list[dict]:
+        """Decoded detections per image (no gradient): ``dict(boxes [N, 4], scores [N], labels [N])``.
+        ``train=True``: the mask branch's training RoIs, as the official code (threshold
+        ``score_thresh_train``, boxes neither clipped nor filtered)."""
         f = self.cfg.fcos
         cls, reg, ctr = ([t.detach().float() for t in h] for h in head)  # decode in float32 (also under autocast)
+        if train:
+            return fcos_decode(cls, reg, ctr, level_locations(feats, self.strides), self.strides, sizes,
+                               f.score_thresh_train, f.pre_nms_topk, f.nms_thresh, max_dets, f.scoring, clip=False)
         return fcos_decode(cls, reg, ctr, level_locations(feats, self.strides), self.strides, sizes,
-                           f.score_thresh, f.pre_nms_topk, f.nms_thresh, max_dets, f.scoring)
+                           f.score_thresh, f.pre_nms_topk, f.nms_thresh, max_dets, f.scoring,
+                           clip=self.cfg.postprocess != "centermask2")
 
     def roi_features(self, feats: list[Tensor], boxes: Tensor, batch_idx: Tensor, sizes: list[tuple[int, int]]) -> Tensor:
         """RoIAlign 14x14 on P_kmin..P_kmax with the configured level rule -> ``[R, C, 14, 14]``."""
@@ -126,29 +138,37 @@ class CenterMask(nn.Module):
 
     def mask_losses(self, feats: list[Tensor], dets: list[dict], targets: list[dict], sizes) -> dict[str, Tensor]:
         """Training RoIs = detections + GT boxes matched to a GT at IoU >= 0.5 (crowd never
-        matched); BCE mask loss and, with mask scoring, the MaskIoU L2 loss on them."""
-        boxes, bidx, labels, tgts, gt_area = [], [], [], [], []
+        matched), at most ``train_max_fg`` per image; BCE mask loss and, with mask scoring,
+        the MaskIoU loss on them (centermask2 ``center_heads.CenterROIHeads``)."""
+        m = self.cfg.mask
+        boxes, bidx, labels, tgts, ratios = [], [], [], [], []
         for i, (d, t) in enumerate(zip(dets, targets)):
-            keep_gt = t["iscrowd"] == 0
+            keep_gt = (t["iscrowd"] == 0).nonzero(as_tuple=True)[0]
             gt_boxes, gt_masks = t["boxes"][keep_gt], t["masks"][keep_gt]
+            polys = t.get("polygons")
+            gt_polys = None if polys is None else [polys[int(j)] for j in keep_gt]
             cand = torch.cat([d["boxes"], gt_boxes])
-            keep, g = match_rois(cand, gt_boxes, self.cfg.mask.train_iou_thresh)
+            keep, g = match_rois(cand, gt_boxes, m.train_iou_thresh)
+            sel = sample_foreground(len(keep), m.train_max_fg, keep.device)
+            keep, g = keep[sel], g[sel]
             b = cand[keep]
             boxes.append(b)
             bidx.append(torch.full((len(keep),), i, dtype=torch.int64, device=b.device))
             labels.append(t["labels"][keep_gt][g])
-            tgts.append(mask_targets(gt_masks, b, g, 2 * self.cfg.mask.pooler_resolution))
-            gt_area.append(gt_masks.flatten(1).sum(1).to(torch.float32)[g])
+            tgts.append(mask_targets(gt_masks, b, g, 2 * m.pooler_resolution, gt_polys))
+            if self.maskiou is not None:
+                ratios.append(mask_ratios(gt_masks, b, g, gt_polys))
         boxes, bidx, labels, tgts = torch.cat(boxes), torch.cat(bidx), torch.cat(labels), torch.cat(tgts)
         roi_feats = self.roi_features(feats, boxes, bidx, sizes)
         logits = self.mask_head(roi_feats).float()  # [P, K, 28, 28]
         losses = {"loss_mask": mask_loss(logits, labels, tgts)}
         if self.maskiou is not None:
-            sel = select_class(logits, labels).detach()  # [P, 28, 28]
-            roi_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            iou_t = maskiou_targets(sel, tgts, torch.cat(gt_area), roi_area)
-            pred = self.maskiou(roi_feats, sel.sigmoid()[:, None].to(roi_feats.dtype)).float()
-            losses["loss_maskiou"] = self.cfg.mask.maskiou_loss_weight * maskiou_loss(pred, labels, iou_t)
+            sel_logits = select_class(logits, labels)  # [P, 28, 28]
+            if m.maskiou_detach_mask:
+                sel_logits = sel_logits.detach()
+            iou_t = maskiou_targets(sel_logits.detach(), tgts, torch.cat(ratios))
+            pred = self.maskiou(roi_feats, sel_logits.sigmoid()[:, None].to(roi_feats.dtype)).float()
+            losses["loss_maskiou"] = m.maskiou_loss_weight * maskiou_loss(pred, labels, iou_t)
         return losses
 
     def segment(self, feats: list[Tensor], dets: list[dict], sizes, orig_sizes) -> list[dict]:
@@ -166,9 +186,10 @@ class CenterMask(nn.Module):
             if self.maskiou is not None:
                 iou = self.maskiou(roi_feats, probs[:, None].to(roi_feats.dtype)).float()
                 iou = iou[torch.arange(len(labels), device=labels.device), labels - 1]
-                # Predicted IoU clamped to [1e-3, 1]: where the head predicts no overlap (early in
-                # training, or for poor masks) the ranking falls back to the box score, not ties at 0.
-                mask_scores = scores * iou.clamp(min=1e-3, max=1.0)
+                # maskkit: predicted IoU clamped to [1e-3, 1]: where the head predicts no overlap (early
+                # in training, or for poor masks) the ranking falls back to the box score, not ties at
+                # 0. centermask2 (maskiou_head.mask_iou_inference): score x IoU, unclamped.
+                mask_scores = scores * (iou if self.cfg.postprocess == "centermask2" else iou.clamp(min=1e-3, max=1.0))
             else:
                 mask_scores = scores.clone()
         else:
@@ -183,6 +204,9 @@ class CenterMask(nn.Module):
             sl = slice(sum(counts[:i]), sum(counts[:i]) + n_i)
             scale = boxes.new_tensor([w0 / w, h0 / h, w0 / w, h0 / h])
             b = boxes[sl] * scale
+            if self.cfg.postprocess == "centermask2":
+                out.append(_detectron2_postprocess(b, labels[sl], scores[sl], probs[sl], mask_scores[sl], (h0, w0)))
+                continue
             out.append({
                 "boxes": b,
                 "labels": labels[sl],
@@ -224,7 +248,27 @@ class CenterMask(nn.Module):
         if n and (labels.min() < 1 or labels.max() > self.cfg.num_classes):
             raise MaskkitError(f"target of image {t.get('image_id', '?')}: labels must be in 1..{self.cfg.num_classes}, "
                                f"got {labels.min().item()}..{labels.max().item()}")
-        return {"boxes": boxes, "labels": labels, "masks": masks, "iscrowd": crowd}
+        try:
+            polygons = instance_polygons(t, n)
+        except ValueError as e:
+            raise MaskkitError(f"target of image {t.get('image_id', '?')}: {e}") from None
+        return {"boxes": boxes, "labels": labels, "masks": masks, "iscrowd": crowd, "polygons": polygons}
+
+
+def _detectron2_postprocess(boxes: Tensor, labels: Tensor, scores: Tensor, probs: Tensor, mask_scores: Tensor,
+                            size: tuple[int, int]) -> dict:
+    """``postprocess="centermask2"``, after the mask branch ran on the unclipped boxes: clip the
+    boxes ``[N, 4]`` (already at the output size) to ``size``, drop the empty ones, and paste the
+    masks ``[N, 28, 28]`` into the clipped boxes without zeroing the bilinear bleed past the box
+    (detectron2 ``modeling/postprocessing.py: detector_postprocess`` + ``layers/mask_ops.py``)."""
+    boxes = clip_boxes_to_image(boxes, size)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    if not bool(keep.any()):
+        return empty_prediction(size[0], size[1], device=boxes.device)
+    boxes = boxes[keep]
+    return {"boxes": boxes, "labels": labels[keep], "scores": scores[keep],
+            "masks": paste_masks_in_image(probs[keep], boxes, size, zero_outside=False),
+            "mask_scores": mask_scores[keep]}
 
 
 def _check_images(images) -> None:

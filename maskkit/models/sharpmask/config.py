@@ -42,8 +42,13 @@ class SharpMaskConfig:
     # the others follow: ResNet 64/128/256 x expansion, VGG 64/128/256/512).
     trunk: str = "resnet50"
     trunk_width: int = 64
+    # ImageNet file the trunk starts from: torchvision's resnet50 / resnet18 state dict
+    # (maskkit/models/backbones/pretrained.py; layer4 and fc unused). The builder loads it.
+    trunk_weights: str | None = None
     trunk_norm: str = "FrozenBN"  # "FrozenBN" (official) | "BN" | "GN" (from scratch)
-    padding: str = "reflect"  # 3x3/7x7 conv padding: "reflect" (official) | "zeros"
+    # 3x3/7x7 conv padding (padding.py): "symmetric" (official SpatialSymmetricPadding, cba|abcd)
+    # | "reflect" (dcb|abcd, maskkit's earlier default) | "zeros"
+    padding: str = "symmetric"
     head: str = "C"  # "C" (DeepMask-ours, Fig. 3d) | "original" (DeepMask, Fig. 3a: separate score branch)
     reduce_channels: int = 128  # F128
     feature_size: int = 10  # window 160 / stride 16
@@ -58,11 +63,16 @@ class SharpMaskConfig:
     refine_channels: tuple[int, ...] = (32, 16, 8, 4)  # schedule (b), k = 32: k_m^i = k_s^i
     skip_channels: tuple[int, ...] = (64, 64, 64, 32)  # first skip conv width per level (stride 16, 8, 4, 2)
     upsample: str = "bilinear"  # "bilinear" (paper) | "nearest" (official code)
+    refine_mask_convs: int = 1  # 3x3 convs on the mask path: 1 (paper Fig. 7b) | 2 (official code, released model)
     use_refinement_output: bool = True  # False: return the coarse DeepMask mask
     sampler: WindowSamplerConfig = field(default_factory=WindowSamplerConfig)
     # Full-image inference (REFERENCE 'Full-image inference').
     scales: tuple[float, ...] = (-2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5)  # log2 scales
     stride: int = 16
+    # image pyramid resize: "antialias" (torchvision resize) | "official" (InferSharpMask.lua: nnx
+    # SpatialReSamplingEx bilinear, corners aligned, no antialiasing; what converted .t7 models use)
+    pyramid: str = "antialias"
+    border_fill: float | None = None  # half-window image border in 0..1 RGB: None = mean colour; official 0.5
     top_n: int = 1000
     mask_threshold: float = 0.2
     refine_batch: int = 100  # windows refined (and masks pasted) per chunk at inference

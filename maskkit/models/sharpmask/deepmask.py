@@ -25,6 +25,7 @@ from torchvision.models.vgg import make_layers
 from maskkit.errors import MaskkitError
 from maskkit.models.norm import norm_layer
 from maskkit.models.sharpmask.config import SharpMaskConfig
+from maskkit.models.sharpmask.padding import set_conv_padding
 
 __all__ = ["TRUNKS", "ResNetTrunk", "VGGTrunk", "HeadC", "HeadOriginal", "build_trunk", "build_head", "center_crop"]
 
@@ -44,9 +45,10 @@ class ResNetTrunk(nn.Module):
     Module names follow torchvision's ``ResNet`` (``conv1``, ``bn1``, ``layer1`` ...), so an
     ImageNet ``resnet50`` state dict loads into it (its ``layer4``/``fc`` keys are unused).
     torchvision's ``ResNet`` class is not used directly because its widths are fixed at 64
-    (the demo trunk is narrower). Reflection padding (official code, Sec. 5): every conv with a
-    kernel > 1 gets ``padding_mode="reflect"`` after construction — the weights and padding
-    amounts are unchanged, only what the border is filled with.
+    (the demo trunk is narrower). Border padding (``padding.py``): every conv with a kernel > 1
+    gets the configured mode after construction — symmetric in the official code
+    (``SpatialSymmetricPadding``), or reflect / zeros; the weights and padding amounts are
+    unchanged, only what the border is filled with.
 
     Input ``[B, 3, H, W]`` normalised, H and W multiples of 16. Output: list of 4 tensors
     ``[B, C_l, H/s, W/s]`` for strides ``s = 2, 4, 8, 16`` (attribute ``channels``).
@@ -65,11 +67,8 @@ class ResNetTrunk(nn.Module):
         self.layer3 = self._make_layer(block, width * 4, layers[2], 2, make_norm)
         e = block.expansion
         self.channels = [width, width * e, width * 2 * e, width * 4 * e]  # strides 2, 4, 8, 16
-        if padding not in ("reflect", "zeros"):
-            raise MaskkitError(f"sharpmask padding must be 'reflect' or 'zeros', got {padding!r}")
+        set_conv_padding(self, padding)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1:
-                m.padding_mode = padding
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
@@ -106,12 +105,8 @@ class VGGTrunk(nn.Module):
         self.features = make_layers([c if c == "M" else c * width for c in spec], batch_norm=norm == "BN")
         pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
         self.taps = pools[1:] + [len(self.features)]  # outputs just before pools 2, 3, 4 and the end
-        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
         self.channels = [[m for m in self.features[:t] if isinstance(m, nn.Conv2d)][-1].out_channels for t in self.taps]
-        if padding not in ("reflect", "zeros"):
-            raise MaskkitError(f"sharpmask padding must be 'reflect' or 'zeros', got {padding!r}")
-        for c in convs:
-            c.padding_mode = padding
+        set_conv_padding(self.features, padding)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats, start = [], 0

@@ -169,6 +169,8 @@ class SharpMask(nn.Module):
         self.cfg = cfg
         if cfg.window % 16 or cfg.stride != 16:
             raise MaskkitError(f"sharpmask needs stride 16 and a window multiple of 16, got {cfg.stride}/{cfg.window}")
+        if cfg.pyramid not in ("antialias", "official"):
+            raise MaskkitError(f"sharpmask pyramid must be 'antialias' or 'official', got {cfg.pyramid!r}")
         self.trunk = build_trunk(cfg)
         self.head = build_head(self.trunk.channels[-1], cfg)
         self.refinement = Refinement(self.trunk.channels, cfg) if cfg.refine else None
@@ -299,19 +301,35 @@ class SharpMask(nn.Module):
 
     # -- full-image inference
 
+    def _pyramid_level(self, image: torch.Tensor, f: float) -> torch.Tensor:
+        """``image [3, H, W]`` resized by ``f`` -> ``[3, h, w]``: torchvision's antialiased resize,
+        or (``pyramid="official"``) nnx's SpatialReSamplingEx bilinear as InferSharpMask.lua
+        uses it: size ``floor(f * H + 0.5)``, corners aligned, no antialiasing."""
+        h0, w0 = image.shape[-2:]
+        if self.cfg.pyramid == "official":
+            h, w = max(1, math.floor(h0 * f + 0.5)), max(1, math.floor(w0 * f + 0.5))
+            if (h, w) == (h0, w0):
+                return image
+            return F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=True)[0]
+        h, w = max(1, round(h0 * f)), max(1, round(w0 * f))
+        return TF.resize(image, [h, w], antialias=True) if (h, w) != (h0, w0) else image
+
     def _scale_maps(self, image: torch.Tensor, log2_scale: float, refine: bool) -> dict:
         """Trunk + head C run convolutionally on one image at one scale.
 
         Returns ``vectors [512, gh, gw]``, ``scores [gh, gw]`` logits, ``skips`` (list of
         ``S*`` maps, refining only), ``factor`` (2^s) and ``pad`` (px added on the top/left)."""
-        h0, w0 = image.shape[-2:]
         f = 2.0**log2_scale
-        h, w = max(1, round(h0 * f)), max(1, round(w0 * f))
-        x = TF.resize(image, [h, w], antialias=True) if (h, w) != (h0, w0) else image
-        x = self.normalize(x)
-        pad = self.cfg.window // 2  # half a window of mean colour (0 after normalisation)
+        x = self._pyramid_level(image, f)
+        h, w = x.shape[-2:]
+        pad = self.cfg.window // 2  # half a window of border
         extra_h, extra_w = (-(h + 2 * pad)) % 16, (-(w + 2 * pad)) % 16  # whole stride-16 cells
-        x = F.pad(x, (pad, pad + extra_w, pad, pad + extra_h), value=0.0)
+        x = self.normalize(x)
+        # border colour: the mean (0 after normalisation), or border_fill in 0..1 (official Infer*.lua: 0.5)
+        fill = 0.0 if self.cfg.border_fill is None else self.normalize(x.new_full((3, 1, 1), self.cfg.border_fill))
+        canvas = x.new_zeros((3, h + 2 * pad + extra_h, w + 2 * pad + extra_w)) + fill
+        canvas[:, pad : pad + h, pad : pad + w] = x
+        x = canvas
         feats = self.trunk(x[None])
         vmap = self.head.vector_map(feats[-1])[0]  # [512, gh, gw]
         scores = self.head.score_map(feats[-1], vmap[None])[0]  # [gh, gw]

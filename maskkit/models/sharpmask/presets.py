@@ -12,10 +12,13 @@ train them from a local ``train.init_weights`` file or load published weights):
   zero padding), 224 px windows without extra context (14x14 cells), the original head
   (separate score branch), canonical object 128 px, scales 2^-2 .. 2^1 (~75.8M parameters).
 
-Demo presets (from scratch on a CPU): trainable BatchNorm, the narrow ``resnet_tiny`` trunk
-(BasicBlock [1, 1, 1], widths 16/32/64), an 80 px window (5x5 stride-16 cells, 112 px crops,
-canonical object 46 px), smaller head (F32, 128-d vector, 28x28 mask): ``deepmask_demo``
-(stage 1) and ``sharpmask_demo`` (stage 2).
+The faithful presets pad their 3x3/7x7 convs symmetrically, as the official code
+(``padding.py``); ``--set model.padding=reflect`` selects reflection.
+
+Demo presets (from scratch on a CPU; reflection padding, as their recorded runs): trainable
+BatchNorm, the narrow ``resnet_tiny`` trunk (BasicBlock [1, 1, 1], widths 16/32/64), an 80 px
+window (5x5 stride-16 cells, 112 px crops, canonical object 46 px), smaller head (F32, 128-d
+vector, 28x28 mask): ``deepmask_demo`` (stage 1) and ``sharpmask_demo`` (stage 2).
 
 Per-window training (REFERENCE): SGD lr 1e-3, momentum 0.9, weight decay 5e-4, batch 32; lr
 5e-4 and 1e-4 later. ``train.batch_size`` is the number of windows per step.
@@ -42,7 +45,8 @@ def _demo_model(refine: bool) -> SharpMaskConfig:
     return SharpMaskConfig(trunk="resnet_tiny", trunk_width=16, trunk_norm="BN", reduce_channels=32, feature_size=5,
                            hidden_dim=128, mask_size=28, mask_loss_size=56, score_hidden=128, refine=refine,
                            refine_channels=(32, 16, 8, 4), skip_channels=(32, 32, 16, 16), sampler=sampler,
-                           scales=(-1.0, -0.5, 0.0, 0.5), top_n=100, score_dropout=0.1)
+                           scales=(-1.0, -0.5, 0.0, 0.5), top_n=100, score_dropout=0.1,
+                           padding="reflect")  # the padding of the recorded demo runs (README, benchmarks/)
 
 
 def deepmask_r50() -> Config:

@@ -9,7 +9,9 @@ Each module, in the refactored form of Fig. 7b (what the official code runs):
 - skip ("horizontal") path: ``S^i = ReLU(conv3x3(ReLU(conv3x3(F^i -> 64)) -> k_s^i))`` — two 3x3
   convs, reducing to 64 channels first (32 at stride 2), Sec. 5.2 — then
   ``S*^i = conv3x3(S^i -> k_m^{i+1})``;
-- mask ("vertical") path: ``M*^i = conv3x3(M^i -> k_m^{i+1})``;
+- mask ("vertical") path: ``M*^i = conv3x3(M^i -> k_m^{i+1})`` (paper, Fig. 7b); the
+  official code (``SharpMask.lua: createVertical``) runs ``conv3x3(M^i -> k_m^i) + ReLU`` first
+  (``SharpMaskConfig.refine_mask_convs = 2``, the layout of the released SharpMask model);
 - ``M^{i+1} = upsample2(ReLU(M*^i + S*^i))``.
 
 conv over ``concat(M, S)`` equals ``conv_m(M) + conv_s(S)`` (split the kernel along its input
@@ -34,24 +36,30 @@ from torch import nn
 from maskkit.errors import MaskkitError
 from maskkit.models.sharpmask.config import SharpMaskConfig
 from maskkit.models.sharpmask.deepmask import center_crop
+from maskkit.models.sharpmask.padding import set_conv_padding
 
 __all__ = ["RefinementModule", "Refinement", "crop_windows"]
 
 
 def _conv3x3(cin: int, cout: int, padding: str) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, kernel_size=3, padding=1, padding_mode=padding)
+    return set_conv_padding(nn.Conv2d(cin, cout, kernel_size=3, padding=1), padding)
 
 
 class RefinementModule(nn.Module):
     """One ``R^i`` (Fig. 7b). ``skip`` is shared per image; ``forward`` is per window."""
 
-    def __init__(self, in_channels: int, hidden: int, k_s: int, k_m: int, k_out: int, padding: str, upsample: str) -> None:
+    def __init__(self, in_channels: int, hidden: int, k_s: int, k_m: int, k_out: int, padding: str, upsample: str,
+                 mask_convs: int = 1) -> None:
         super().__init__()
+        if mask_convs not in (1, 2):
+            raise MaskkitError(f"sharpmask refine_mask_convs must be 1 (paper) or 2 (official code), got {mask_convs}")
         self.skip_path = nn.Sequential(
             _conv3x3(in_channels, hidden, padding), nn.ReLU(inplace=True),
             _conv3x3(hidden, k_s, padding), nn.ReLU(inplace=True),
         )
         self.skip_merge = _conv3x3(k_s, k_out, padding)  # S -> S*
+        # official code only: conv3x3(M -> k_m) + ReLU before the merge conv (SharpMask.lua createVertical)
+        self.mask_conv = _conv3x3(k_m, k_m, padding) if mask_convs == 2 else None
         self.mask_merge = _conv3x3(k_m, k_out, padding)  # M -> M*
         self.upsample = upsample
 
@@ -61,6 +69,8 @@ class RefinementModule(nn.Module):
 
     def forward(self, m: torch.Tensor, s_star: torch.Tensor) -> torch.Tensor:
         """``M^i [N, k_m, h, w]`` + window crop of ``S*^i [N, k_out, h, w]`` -> ``M^{i+1} [N, k_out, 2h, 2w]``."""
+        if self.mask_conv is not None:
+            m = F.relu(self.mask_conv(m))  # [N, k_m, h, w]
         x = F.relu(self.mask_merge(m) + s_star)
         if self.upsample == "bilinear":  # the paper (Sec. 3.2)
             return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
@@ -87,7 +97,8 @@ class Refinement(nn.Module):
         in_ch = list(reversed(trunk_channels))  # strides 16, 8, 4, 2
         self.m1 = nn.Linear(cfg.hidden_dim, ks[0] * cfg.feature_size**2)
         self.modules_list = nn.ModuleList(
-            RefinementModule(in_ch[i], cfg.skip_channels[i], ks[i], ks[i], outs[i], cfg.padding, cfg.upsample)
+            RefinementModule(in_ch[i], cfg.skip_channels[i], ks[i], ks[i], outs[i], cfg.padding, cfg.upsample,
+                             cfg.refine_mask_convs)
             for i in range(4)
         )
         self.out = _conv3x3(outs[-1], 1, cfg.padding)
