@@ -144,3 +144,12 @@ def test_the_engine_never_asks_which_system():
                  if m.startswith("maskkit.engine") and m != "maskkit.engine.systems"
                  for hit in pattern.findall(p.read_text())]
     assert offenders == []
+
+
+def test_no_private_names_imported_across_modules():
+    """A ``_name`` is private to its module: other library modules import public names only."""
+    crossing = [f"{m}: from {node.module} import {a.name}" for m, p in MODULES.items()
+                for node in ast.walk(ast.parse(p.read_text()))
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("maskkit")
+                for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    assert crossing == []
