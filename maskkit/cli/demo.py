@@ -16,6 +16,7 @@ Everything happens offline in the run folder (``--out``, default ``runs/demo``):
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from maskkit.cli.common import add_device_argument, add_set_argument
@@ -41,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     done = run_demo(args.out, args.system, args.quick, str(resolve_device(args.device)), args.iters, args.overrides,
                     not args.no_progress)
     out = Path(done["out"])
+    if done.get("interrupted"):
+        print(f"maskkit: demo stopped by signal {done['interrupted']} at step {done['step']} after "
+              f"{done['seconds'] / 60:.1f} min; the last checkpoint is {done['model']}", file=sys.stderr)
+        return 128 + int(done["interrupted"])  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     print(format_table(done["metrics"]))
     print(f"\ndemo finished in {done['seconds'] / 60:.1f} min. Run folder: {out}\n"
           f"  model:    {out / 'model_best.safetensors'}\n"

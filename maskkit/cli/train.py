@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from maskkit.cli.common import add_device_argument, add_set_argument
 from maskkit.engine.train import train
@@ -44,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
     summary = train(args.model, data=args.data, ann=args.ann, images=args.images, out=args.out, resume=args.resume,
                     device=args.device, overrides=args.overrides, batch=args.batch, iters=args.iters,
                     workers=args.workers, progress=not args.no_progress)
+    if summary["signal"] is not None:
+        if summary["main"]:
+            print(f"\nmaskkit: stopped by signal {summary['signal']} at step {summary['step']}; checkpoint saved to "
+                  f"{summary['model_last']} (continue with --resume)", file=sys.stderr)
+        return 128 + int(summary["signal"])  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     if summary["main"]:
         if summary["last_eval"]:
             print(format_table(summary["last_eval"]))

@@ -126,7 +126,9 @@ def _stage_iters(p: DemoPlan, k: int, default: int, iters: int | None) -> int:
 
 def run_demo(out: str | Path = "runs/demo", system: str = "centermask", quick: bool = False, device: str = "cpu",
              iters: int | None = None, extra_overrides: list[str] | None = None, progress: bool = True) -> dict:
-    """Run the whole demo; returns ``{"metrics", "out", "seconds", ...}``."""
+    """Run the whole demo; returns ``{"metrics", "out", "seconds", "overlays", "data"}``, or, when a
+    SIGINT/SIGTERM stopped training, ``{"interrupted": signal number, "step", "model", "out", "seconds"}``
+    (the checkpoint of that step is saved; no evaluation or drawing follows)."""
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,6 +155,9 @@ def run_demo(out: str | Path = "runs/demo", system: str = "centermask", quick: b
         model = build(cfg, *sys_.label_mapping(train))
         summary = fit(cfg, model, train, run, val_set=val if last else None, device=device, progress=progress)
         previous = run / "model_last.safetensors"
+        if summary["interrupted"]:  # stopped by SIGINT/SIGTERM: what was saved stays, nothing more runs
+            return {"interrupted": summary["signal"], "step": summary["step"], "out": str(out),
+                    "model": str(previous), "seconds": time.time() - t0}
     metrics = summary["last_eval"]
     write_metrics(metrics, out)  # the same keys as `maskkit eval`
     model = load_model(out / "model_best.safetensors", device=device)

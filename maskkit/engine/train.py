@@ -126,7 +126,9 @@ def fit(cfg, model: nn.Module, train_set, out_dir: str | Path, *, val_set=None, 
         resume: bool = False, class_names: list[str] | None = None, cat_ids: list[int] | None = None,
         progress: bool = True, batches: Callable | None = None, hooks: list[Hook] | None = None) -> dict:
     """Train ``model`` for ``cfg.train.max_iter`` optimiser steps; returns a summary dict
-    (``step``, ``interrupted``, ``best``, ``last_eval``, paths).
+    (``step``, ``interrupted``, ``signal`` (the stop signal's number or None), ``best``,
+    ``last_eval``, paths). A SIGINT/SIGTERM stops the loop at the next step boundary after
+    saving ``model_last`` + ``state_last`` (continue with ``resume=True``).
 
     ``train_set`` yields ``(image [3,H,W], target)``; ``batches(train_set, cfg, info, start_step)``
     turns it into an infinite stream of ``(inputs, targets)`` micro-batches (default: the
@@ -176,9 +178,6 @@ def fit(cfg, model: nn.Module, train_set, out_dir: str | Path, *, val_set=None, 
                 for h in hooks:
                     h.after_step(state)
             state.interrupted = state.stopping is not None
-            if state.stopping is not None and info.main:
-                print(f"\nmaskkit: stopped by signal {state.stopping} at step {state.step}; checkpoint saved to "
-                      f"{files.model_last} (continue with --resume)", file=sys.stderr)
             for h in hooks:
                 h.after_train(state)
     finally:
@@ -186,7 +185,8 @@ def fit(cfg, model: nn.Module, train_set, out_dir: str | Path, *, val_set=None, 
             h.close()
         for w in state.writers:
             w.close()
-    return {"step": state.step, "interrupted": state.interrupted, "best": state.best, "last_eval": state.last_eval,
+    return {"step": state.step, "interrupted": state.interrupted, "signal": state.stopping, "best": state.best,
+            "last_eval": state.last_eval,
             **{k: str(getattr(files, k)) for k in ("model_last", "model_best", "state_last", "metrics", "curves",
                                                    "results")}}
 

@@ -3,6 +3,11 @@ meaningless at this size; the full demo is a benchmark, see benchmarks/synthetic
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -43,3 +48,27 @@ def test_demo_quick_sharpmask(tmp_path, capsys):
     model = load_model(out / "model_best.safetensors")
     assert model.info.config.train.stage == 2 and model.info.config.model.refine
     assert list((out / "overlays").glob("*.png"))
+
+
+@pytest.mark.timeout(240)
+def test_demo_sigterm_is_one_line_and_keeps_the_checkpoint(tmp_path):
+    """A SIGTERM during the demo's training: exit 128 + 15, one ``maskkit:`` line naming the
+    saved checkpoint, no traceback (before the fix, ``write_metrics`` received None)."""
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "maskkit", "demo", "--quick", "--iters", "100000", "--out", str(out), "--no-progress",
+           "--set", "train.log_period=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = out / "metrics.jsonl"
+    deadline = time.time() + 200
+    while not (log.exists() and log.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "Traceback" not in stdout
+    lines = [line for line in err.splitlines() if line.startswith("maskkit:")]
+    assert len(lines) == 1 and "stopped by signal 15" in lines[0] and "model_last.safetensors" in lines[0]
+    assert (out / "model_last.safetensors").is_file() and not (out / "metrics.json").exists()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -80,7 +81,7 @@ class Slow(TinyModel):
 torch.set_num_threads(1)
 torch.manual_seed(0)
 s = fit(tiny_config(max_iter=100000), Slow(), TinyDataset(), {out!r}, progress=False)
-print("STOPPED", s["step"], s["interrupted"])
+print("STOPPED", s["step"], s["interrupted"], "SIGNAL", s["signal"])
 """
 
 
@@ -99,7 +100,7 @@ def test_sigint_saves_and_exits_cleanly(tmp_path):
     assert proc.returncode == 0, err
     step = int(out.split("STOPPED")[1].split()[0])
     assert "True" in out and 2 <= step < 100000
-    assert "stopped by signal" in err and "--resume" in err
+    assert f"SIGNAL {int(signal.SIGINT)}" in out  # the CLI turns it into one line + exit 130 (test below)
     assert read_model_file(tmp_path / "model_last.safetensors").step == step
     assert load_train_state(tmp_path / "state_last.pt")["step"] == step
 
@@ -175,3 +176,32 @@ def test_tensorboard_logs_the_same_scalars_as_metrics_jsonl(tmp_path):
     for tag in ("loss", "lr"):
         got = [(e.step, e.value) for e in events.Scalars(tag)]
         assert got == [(r["step"], pytest.approx(r[tag], rel=1e-6)) for r in logged]
+
+
+@pytest.mark.timeout(180)
+def test_cli_train_sigterm_saves_and_exits_143_with_one_line(tmp_path):
+    """``maskkit train`` stopped by SIGTERM: checkpoint of that step saved, exit 128 + 15, one
+    message line on stderr naming the checkpoint and --resume, no traceback."""
+    from maskkit.data.synthetic import generate
+
+    data = generate(tmp_path / "data", num_train=8, num_val=2, size=96, progress=False)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "maskkit", "train", "--model", "centermask_lite_demo", "--data", str(data),
+           "--out", str(out), "--iters", "100000", "--batch", "2", "--no-progress", "--set", "train.log_period=1",
+           "--set", "data.min_size_train=[96]", "--set", "data.max_size_train=128"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = out / "metrics.jsonl"
+    deadline = time.time() + 150
+    while not (log.exists() and log.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "stopped by signal" in line]
+    assert len(lines) == 1 and "--resume" in lines[0] and "model_last.safetensors" in lines[0]
+    step = read_model_file(out / "model_last.safetensors").step
+    assert step >= 2 and load_train_state(out / "state_last.pt")["step"] == step
