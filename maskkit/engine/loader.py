@@ -35,7 +35,7 @@ def image_batches(dataset, cfg, info: DistInfo, start_step: int, collate_fn: Cal
     tc = cfg.train
     sampler = GlobalBatchSampler(len(dataset), tc.batch_size, tc.seed, info.rank, info.world_size,
                                  tc.accum_steps, start_step, shuffle)
-    workers = int(getattr(cfg.data, "num_workers", 0))
+    workers = int(cfg.data.num_workers)
     loader = torch.utils.data.DataLoader(SeededSamples(dataset), batch_sampler=sampler, num_workers=workers,
                                          collate_fn=collate_fn, persistent_workers=workers > 0)
     return iter(loader)
