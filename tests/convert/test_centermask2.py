@@ -77,6 +77,15 @@ def test_dcn_checkpoints_are_refused(config_name):
         convert_state_dict(_meta_state(load_layout(config_name)), source=config_name)
 
 
+def test_panoptic_checkpoints_and_non_centermask_presets_are_refused():
+    sd = _meta_state(load_layout("centermask_V_39_eSE_FPN_ms_3x"))
+    sd["sem_seg_head.predictor.weight"] = torch.empty(54, 128, 1, 1, device="meta")
+    with pytest.raises(MaskkitError, match=r"pan\.pth: panoptic CenterMask checkpoint \(1 sem_seg_head tensors\)"):
+        convert_state_dict(sd, source="pan.pth")
+    with pytest.raises(MaskkitError, match=r"v39\.pth: a centermask2 checkpoint converts to a CenterMask preset, not sharpmask_r50"):
+        convert_state_dict(_meta_state(load_layout("centermask_V_39_eSE_FPN_ms_3x")), "sharpmask_r50", source="v39.pth")
+
+
 def test_one_tensor_removed_or_renamed_is_one_clear_error():
     sd = _meta_state(load_layout("centermask_lite_V_19_eSE_FPN_ms_4x"))
     gone = "roi_heads.mask_head.spatialAtt.conv.weight"
