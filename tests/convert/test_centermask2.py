@@ -204,6 +204,57 @@ def _reference_params():
     return out
 
 
+def _same_stats(t: torch.Tensor, ref: dict, what: str) -> None:
+    """A tensor against the official one's recorded statistics (shape, sum, mean |x|, first values),
+    all within 1e-4 relative to the tensor's scale (float32 rounding of different kernels)."""
+    assert list(t.shape) == ref["shape"], what
+    t = t.double()
+    scale = max(ref["abs_mean"], 1e-12)
+    assert abs(t.abs().mean().item() - ref["abs_mean"]) <= 1e-4 * scale, what
+    assert abs(t.sum().item() - ref["sum"]) <= 1e-4 * scale * t.numel(), what
+    first = torch.tensor(ref["first"], dtype=torch.float64)
+    assert (t.flatten()[: len(first)] - first).abs().max() <= 1e-4 * scale, what
+
+
+@pytest.mark.parametrize("ref_path", _reference_params())
+def test_intermediate_tensors_equal_the_official_code(ref_path):
+    """First crop of each reference: the normalised input, P3-P7, the FCOS head outputs and the
+    mask / MaskIoU head outputs (order-free statistics) against the official code's."""
+    from official_weights import reference_image
+
+    if not COCO.is_dir():
+        pytest.skip("../shared/data/coco-tiny not present")
+    ref = json.loads(ref_path.read_text())
+    cfg, state = convert_state_dict(official_random_state_dict(load_layout(ref["config_name"]), cls_bias=ref["cls_bias"]))
+    model = build_model(cfg.model)
+    model.load_state_dict(state)
+    model.eval()
+    model.cfg.min_size_test = 0
+    im = ref["images"][0]
+    inter = im["intermediates"]
+    got = {}
+    model.fpn.register_forward_hook(lambda m, i, o: got.setdefault("fpn", o))
+    model.fcos.register_forward_hook(lambda m, i, o: got.setdefault("fcos", o))
+    model.mask_head.register_forward_hook(lambda m, i, o: got.setdefault("mask", o))
+    if model.maskiou is not None:
+        model.maskiou.register_forward_hook(lambda m, i, o: got.setdefault("maskiou", o))
+    with torch.no_grad():
+        model([reference_image(COCO, im["input"]).flip(0).float() / 255.0])
+        _same_stats(model.preprocess([reference_image(COCO, im["input"]).flip(0).float() / 255.0]),
+                    inter["input_normalized_padded"], "input")
+    for level, name in enumerate(("p3", "p4", "p5", "p6", "p7")):
+        _same_stats(got["fpn"][level], inter["fpn"][name], name)
+    cls, reg, ctr = got["fcos"]
+    for level, s in enumerate(model.strides):
+        _same_stats(cls[level], inter["fcos_logits"][level], f"class logits P{level + 3}")
+        _same_stats(reg[level], inter["fcos_bbox_reg"][level], f"box regression P{level + 3}")  # in stride units
+        _same_stats(ctr[level], inter["fcos_ctrness"][level], f"centerness P{level + 3}")
+    if im["num_detections"]:
+        _same_stats(got["mask"], inter["mask_head_logits"], "mask head logits")
+        if "maskiou" in got:
+            _same_stats(got["maskiou"], inter["maskiou_head_out"], "MaskIoU head")
+
+
 @pytest.mark.parametrize("ref_path", _reference_params())
 def test_outputs_equal_the_official_code(ref_path, tmp_path):
     """The official code's outputs (boxes, labels, scores, masks, mask scores) for seeded
