@@ -325,6 +325,9 @@ def convert_state_dict(sd: dict[str, Tensor], preset: str | None = None,
         if get_config(preset).model.system != "centermask":
             raise CheckpointError(f"{source}: a centermask2 checkpoint converts to a CenterMask preset, not {preset}")
     preset = preset or detect_preset(sd, source)
+    for key in EXTRA_KEYS:
+        if key in sd and sd[key].numel() != 3:
+            raise CheckpointError(f"{source}: {key} has {sd[key].numel()} values, expected 3 (B, G, R)")
     mean = tuple(sd["pixel_mean"].flatten().tolist()) if "pixel_mean" in sd else None
     std = tuple(sd["pixel_std"].flatten().tolist()) if "pixel_std" in sd else None
     cfg = official_config(preset, mean, std)
