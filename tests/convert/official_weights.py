@@ -143,13 +143,18 @@ def reference_image(coco_root: Path | str, spec: dict) -> torch.Tensor:
 
 
 def gradient_projection(name: str, grad: torch.Tensor, k: int = 64) -> torch.Tensor:
-    """``k`` fixed random projections of a gradient, ``float64 [k]``: ``P @ grad.flatten()``.
+    """A fixed random ``k``-bucket count sketch of a gradient, ``float64 [k]``.
 
-    ``P`` is ``N(0, 1) / sqrt(numel)`` of shape ``[k, numel]`` from a generator seeded with
-    ``zlib.crc32("proj:" + name)`` (``name`` = the *official* parameter name; the gradient in
-    the official shape and C order). The cosine of two projected gradients estimates the cosine
-    of the gradients (Johnson-Lindenstrauss), so large gradients need not be stored.
+    Element ``i`` of ``grad.flatten()`` (the gradient in the *official* parameter's shape, C
+    order) is added, with a random sign ``s_i``, to a random bucket ``b_i``; ``b`` and ``s`` come
+    from a generator seeded with ``zlib.crc32("proj:" + name)`` (``name`` = the official
+    parameter name). It is a linear map (a sparse Johnson-Lindenstrauss projection): inner
+    products, hence cosines, of two sketched gradients estimate those of the gradients, and
+    ``sketch(g1) - sketch(g2) = sketch(g1 - g2)``, so near-equal gradients give near-equal
+    sketches. O(numel), so the 6.4M-element MaskIoU FC gradient costs milliseconds.
     """
     g = grad.detach().double().flatten()
-    p = torch.randn((k, g.numel()), generator=_generator("proj:" + name), dtype=torch.float32).double()
-    return p @ g / math.sqrt(g.numel())
+    gen = _generator("proj:" + name)
+    bucket = torch.randint(0, k, (g.numel(),), generator=gen)
+    sign = torch.randint(0, 2, (g.numel(),), generator=gen, dtype=torch.int8).double() * 2.0 - 1.0
+    return torch.zeros(k, dtype=torch.float64).index_add_(0, bucket, g * sign)
