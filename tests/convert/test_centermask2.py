@@ -260,7 +260,8 @@ def test_outputs_equal_the_official_code(ref_path, tmp_path):
     """The official code's outputs (boxes, labels, scores, masks, mask scores) for seeded
     weights on real COCO crops; maskkit converts the same weights with ``convert_file`` and
     must give every detection back: box IoU >= 0.99 with the same label, score within 1e-4,
-    mask IoU >= 0.99, mask score within 1e-4 relative, and the same number of detections."""
+    mask IoU >= 0.99, mask score within 1e-4 relative (see below for near-zero values), and
+    the same number of detections."""
     import maskkit
     from pycocotools import mask as mask_util
 
@@ -300,8 +301,13 @@ def test_outputs_equal_the_official_code(ref_path, tmp_path):
         ious = box_iou(out["boxes"], torch.tensor(im["boxes_xyxy"])[j]).diagonal()
         assert ious.min() >= 0.99, where
         assert torch.allclose(out["scores"], torch.tensor(im["scores"])[j], rtol=0, atol=1e-4), where
+        # Mask score = box score x predicted IoU. Within 1e-4 relative - of the value, or of its
+        # scale (box score x mean |IoU-head output|) where the predicted IoU is near 0: there the
+        # value is a float32 cancellation, and the official code's own float32 result is as far
+        # from a float64 evaluation (measured: R-50, IoU ~2e-4, both ~4e-8 off) as maskkit's.
         ref_ms = torch.tensor(im["mask_scores"])[j]
-        assert ((out["mask_scores"] - ref_ms).abs() <= 1e-4 * ref_ms.abs()).all(), where
+        scale = out["scores"] * im["intermediates"]["maskiou_head_out"]["abs_mean"]
+        assert ((out["mask_scores"] - ref_ms).abs() <= 1e-4 * torch.maximum(ref_ms.abs(), scale)).all(), where
         h, w = im["image_size_hw"]
         mine = mask_util.encode(np.asfortranarray((out["masks"][:, 0] >= 0.5).numpy().astype(np.uint8).transpose(1, 2, 0)))
         theirs = [{"size": [h, w], "counts": c} for c in im["masks_rle"]]
