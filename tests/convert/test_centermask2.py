@@ -387,3 +387,23 @@ def test_torch7_file_dispatches_to_the_torch7_converter(tmp_path):
     write_t7(tmp_path / "model.t7", deepmask_file(np.random.default_rng(2)))
     model = maskkit.load_model(convert_file(tmp_path / "model.t7", tmp_path / "dm.safetensors"))
     assert model.maskkit_config.model.system == "sharpmask" and model.class_names == ["object"]
+
+
+def test_maskkit_postprocessing_does_not_reproduce_the_official_outputs(tmp_path, monkeypatch):
+    """The switch matters: the same converted weights with ``postprocess="maskkit"`` fail the
+    equivalence test above (box clipping before NMS, IoU clamp, cut order, paste)."""
+    ref_path = INFERENCE / "centermask_lite_V_19_eSE_FPN_ms_4x.json"
+    if not ref_path.is_file() or not COCO.is_dir():
+        pytest.skip("reference outputs or ../shared/data/coco-tiny not present")
+    import maskkit.convert.centermask2 as c2
+
+    official = c2.official_config
+
+    def maskkit_postprocess(*args, **kwargs):
+        cfg = official(*args, **kwargs)
+        cfg.model.postprocess = "maskkit"
+        return cfg
+
+    monkeypatch.setattr(c2, "official_config", maskkit_postprocess)
+    with pytest.raises(AssertionError):
+        test_outputs_equal_the_official_code(ref_path, tmp_path)
