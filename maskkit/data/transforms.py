@@ -58,8 +58,8 @@ class PolygonVertices(tv_tensors.KeyPoints):
 @TF.register_kernel(functional=TF.resize, tv_tensor_cls=PolygonVertices)
 def _resize_polygons(inpt: PolygonVertices, size, interpolation=None, max_size=None, antialias=True) -> PolygonVertices:
     old_h, old_w = inpt.canvas_size
-    new_h, new_w = (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) and len(size) == 2 else \
-        TF.resize_keypoints(inpt.as_subclass(torch.Tensor), size, (old_h, old_w), max_size)[1]
+    # The output size as torchvision computes it for the image (ResizeShortestSide passes [h, w]).
+    new_h, new_w = TF.resize_keypoints(inpt.as_subclass(torch.Tensor), size, (old_h, old_w), max_size)[1]
     scale = inpt.new_tensor([new_w / old_w, new_h / old_h]).as_subclass(torch.Tensor)
     return PolygonVertices(inpt.as_subclass(torch.Tensor) * scale, canvas_size=(new_h, new_w))
 

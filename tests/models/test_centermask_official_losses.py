@@ -20,9 +20,23 @@ import pytest
 import torch
 
 from maskkit.models.centermask.fcos import fcos_targets, giou_loss_ltrb
-from maskkit.models.centermask.mask_head import SpatialAttention, mask_targets, sample_foreground
-from maskkit.models.centermask.maskiou import MaskIoUHead, mask_ratios, maskiou_loss, maskiou_targets
-from maskkit.structures import instance_polygons, polygon_area, polygon_area_in_box, polygons_to_mask_in_box
+from maskkit.models.centermask.mask_head import (
+    SpatialAttention,
+    mask_targets,
+    sample_foreground,
+)
+from maskkit.models.centermask.maskiou import (
+    MaskIoUHead,
+    mask_ratios,
+    maskiou_loss,
+    maskiou_targets,
+)
+from maskkit.structures import (
+    instance_polygons,
+    polygon_area,
+    polygon_area_in_box,
+    polygons_to_mask_in_box,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONVERT_TESTS = ROOT / "tests" / "convert"
