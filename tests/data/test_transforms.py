@@ -147,6 +147,9 @@ def test_polygons_follow_resize_and_flip_exactly_and_are_filtered_with_their_ins
     torch.testing.assert_close(x, torch.tensor([140.0, 80.0, 80.0, 140.0], dtype=torch.float64))  # 160 - 2x
     polys = instance_polygons(out, 2, (120, 160))  # the 2 x 3 px box became 4 x 6 px: kept, but ...
     assert [len(p) for p in polys] == [1, 1] and polys[1][0].tolist() == [60.0, 10.0, 56.0, 10.0, 56.0, 16.0]
+    # The engine moves targets to the device as plain tensors: the packed form still unpacks.
+    plain = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+    assert [p[0].tolist() for p in instance_polygons(plain, 2, (120, 160))] == [p[0].tolist() for p in polys]
     # ... a box under 1 px after the resize would be dropped, and its polygon with it (ann_index).
     tiny_cfg = DataConfig(min_size_train=(20,), max_size_train=1000, hflip_prob=0.0)
     _, small = build_train_transforms(tiny_cfg)(image, target)
