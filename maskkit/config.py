@@ -56,6 +56,10 @@ class DataConfig:
     max_size_train: int = 1333
     # (The test resize belongs to the model: ``model.min_size_test`` / ``model.max_size_test``.)
     hflip_prob: float = 0.5
+    # Leave out training images without annotations or with crowd regions only (detectron2's
+    # DATALOADER.FILTER_EMPTY_ANNOTATIONS, on in the CenterMask paper presets; SharpMask's
+    # window sampler always skips images without objects).
+    filter_empty: bool = False
     num_workers: int = 2
     # Split names looked up under a COCO-style root (annotations/instances_<split>*.json).
     train_split: str = "train"
@@ -77,6 +81,9 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    # Which parameters skip weight decay: "1d" (every 1-D tensor: norms, biases, scales) or
+    # "norm" (norm layers only, biases decay: detectron2 / centermask2, the CenterMask presets).
+    no_decay: str = "1d"
     max_iter: int = 90000
     warmup_iters: int = 1000
     warmup_factor: float = 0.001

@@ -45,6 +45,24 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 )
 
 
+def _numpy_globals() -> list:
+    """The numpy objects of :data:`ALLOWED_GLOBALS` for ``torch.serialization.safe_globals``,
+    each under the name the pickle spells (``numpy.core.*`` from numpy 1, ``numpy._core.*``
+    from numpy 2), resolved in the installed numpy without touching its deprecated alias."""
+    import importlib
+
+    out: list = [np.ndarray, np.dtype]
+    out += [type(np.dtype(t)) for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+                                        np.uint8, np.bool_)]  # numpy 2 pickles dtypes by their class
+    private = "numpy._core." if hasattr(np, "_core") else "numpy.core."
+    for module, name in sorted(ALLOWED_GLOBALS):
+        if module.startswith(("numpy.core.", "numpy._core.")):
+            obj = getattr(importlib.import_module(private + module.split(".", 2)[2]), name, None)
+            if obj is not None:
+                out.append((obj, f"{module}.{name}"))
+    return out
+
+
 class SafeUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` that resolves only :data:`ALLOWED_GLOBALS`; ``file_name`` is
     named in the error raised for anything else."""
@@ -114,7 +132,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path}: unreadable pickle ({_first_line(e)})") from None
     elif suffix in (".pth", ".pt"):
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            # torch's weights-only unpickler, plus numpy array reconstruction (detectron2 .pth
+            # files converted from .pkl may hold numpy arrays).
+            with torch.serialization.safe_globals(_numpy_globals()):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             first = str(e).strip().splitlines()
             reason = next((ln for ln in first if "global" in ln.lower()), first[0] if first else "")

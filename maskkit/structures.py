@@ -124,7 +124,7 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / union.clamp(min=1e-6)
 
 
-def instance_polygons(target: dict, n: int) -> list | None:
+def instance_polygons(target: dict, n: int, image_size: tuple[int, int] | None = None) -> list | None:
     """The ``polygons`` entry of a target as a list of ``n`` entries (None or a list of
     float64 arrays), or None when the target has none.
 
@@ -132,12 +132,17 @@ def instance_polygons(target: dict, n: int) -> list | None:
     produces so that the polygons follow the image through ``transforms.v2``: ``polygons``
     ``[V, 2]`` (all vertices), ``polygon_parts`` int64 ``[P, 2]`` (annotation index, vertex
     count; parts in order) and ``ann_index`` int64 ``[N]`` (each instance's annotation index).
+    With ``image_size`` (H, W), packed vertices carrying a ``canvas_size`` must match it (a
+    transform that moved the image but not the polygons would otherwise go unnoticed).
     Raises ValueError on a malformed entry (the model turns it into a MaskkitError).
     """
     polys = target.get("polygons")
     if polys is None:
         return None
     if isinstance(polys, torch.Tensor):
+        canvas = getattr(polys, "canvas_size", None)
+        if image_size is not None and canvas is not None and tuple(canvas) != tuple(image_size):
+            raise ValueError(f"polygons are for a {tuple(canvas)} image, the image is {tuple(image_size)}")
         parts, ann_index = target.get("polygon_parts"), target.get("ann_index")
         if parts is None or ann_index is None:
             raise ValueError("packed 'polygons' needs 'polygon_parts' and 'ann_index'")

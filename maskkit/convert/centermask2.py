@@ -292,6 +292,15 @@ def _check(sd: dict, table: dict[str, tuple[str, ...]], shapes: dict[str, torch.
                               + "; ".join(p for p in parts if p))
 
 
+def _refuse_panoptic(sd: dict, source: str) -> None:
+    """panoptic_centermask_*.yaml (detectron2 PanopticFPN): a semantic-segmentation head and a P2
+    level that maskkit's CenterMask does not have."""
+    sem = [k for k in sd if k.startswith("sem_seg_head.")]
+    if sem:
+        raise CheckpointError(f"{source}: panoptic CenterMask checkpoint ({len(sem)} sem_seg_head tensors): maskkit has "
+                              "no panoptic model; refused rather than converted without its semantic-segmentation head")
+
+
 def _refuse_dcn(sd: dict, source: str) -> None:
     dcn = sorted(k for k in sd if "conv_offset" in k)
     if dcn:
@@ -308,8 +317,17 @@ def convert_state_dict(sd: dict[str, Tensor], preset: str | None = None,
     architecture (else :func:`detect_preset`). Strict: see :func:`_check`."""
     from maskkit.models.zoo import build_model
 
+    _refuse_panoptic(sd, source)
     _refuse_dcn(sd, source)
+    if preset:
+        from maskkit.models.zoo import get_config
+
+        if get_config(preset).model.system != "centermask":
+            raise CheckpointError(f"{source}: a centermask2 checkpoint converts to a CenterMask preset, not {preset}")
     preset = preset or detect_preset(sd, source)
+    for key in EXTRA_KEYS:
+        if key in sd and sd[key].numel() != 3:
+            raise CheckpointError(f"{source}: {key} has {sd[key].numel()} values, expected 3 (B, G, R)")
     mean = tuple(sd["pixel_mean"].flatten().tolist()) if "pixel_mean" in sd else None
     std = tuple(sd["pixel_std"].flatten().tolist()) if "pixel_std" in sd else None
     cfg = official_config(preset, mean, std)

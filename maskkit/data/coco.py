@@ -12,6 +12,15 @@ contract of ``maskkit/structures.py`` as torchvision ``tv_tensors`` so that
             area     float32 [N] (the annotation's area, in the file's pixels, as COCO defines it)
             image_id int
             orig_size (H, W) of the image file, before any transform
+            polygons       PolygonVertices float64 [V, 2]: every vertex of the polygon
+                           annotations (``polygons=True``, the default)
+            polygon_parts  int64 [P, 2]: (annotation index, vertex count) of each part, in order
+            ann_index      int64 [N]: each instance's index in the image's annotation list
+                           (filtered with the boxes; RLE instances have no parts)
+
+The three polygon entries let CenterMask rasterise its training mask targets from the exactly
+transformed polygons, as the official code does (:func:`maskkit.structures.instance_polygons`
+turns them into the per-instance ``polygons`` list of the data contract).
 
 Crowd annotations (``iscrowd=1``, usually RLE over a group of objects) are KEPT in the target
 with ``iscrowd=1``: their boxes/masks are ignore regions for the losses and never positives.
@@ -44,6 +53,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
+from maskkit.data.transforms import PolygonVertices
 from maskkit.errors import DataError
 
 __all__ = [
@@ -216,6 +226,22 @@ def _check_annotation(ann_file: Path, ann: dict, img: dict) -> str | None:
     return None
 
 
+def _pack_polygons(anns: list[dict], h: int, w: int) -> dict[str, Any]:
+    """The polygon annotations of one image as ``polygons`` / ``polygon_parts`` / ``ann_index``
+    (module docstring); coordinates in float64 as detectron2's ``PolygonMasks``."""
+    verts, parts = [], []
+    for k, a in enumerate(anns):
+        if isinstance(a["segmentation"], list):
+            for p in a["segmentation"]:
+                verts.extend(p)
+                parts.append((k, len(p) // 2))
+    return {
+        "polygons": PolygonVertices(torch.tensor(verts, dtype=torch.float64).reshape(-1, 2), canvas_size=(h, w)),
+        "polygon_parts": torch.tensor(parts, dtype=torch.int64).reshape(-1, 2),
+        "ann_index": torch.arange(len(anns), dtype=torch.int64),
+    }
+
+
 def _segm_to_rle(segm: list | dict, h: int, w: int) -> dict:
     """Polygon list / uncompressed RLE / compressed RLE -> one compressed RLE (pycocotools)."""
     if isinstance(segm, list):
@@ -254,10 +280,12 @@ class CocoDataset(torch.utils.data.Dataset):
         transforms: Callable | None = None,
         skip_crowd_only: bool = False,
         remove_images_without_annotations: bool = False,
+        polygons: bool = True,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
         self.transforms = transforms
+        self.polygons = polygons
         if not self.image_dir.is_dir():
             raise DataError(f"{self.image_dir}: image folder not found")
         data = read_instances_json(self.ann_file)
@@ -387,7 +415,7 @@ class CocoDataset(torch.utils.data.Dataset):
                 raise DataError(f"{self.ann_file}: image {info['id']}: cannot decode a segmentation ({e})") from None
         else:
             masks = torch.zeros((0, h, w), dtype=torch.uint8)
-        return {
+        target = {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
             "labels": torch.tensor([self.cat_id_to_label[a["category_id"]] for a in anns], dtype=torch.int64),
             "masks": tv_tensors.Mask(masks.to(torch.uint8)),
@@ -396,6 +424,12 @@ class CocoDataset(torch.utils.data.Dataset):
             "image_id": int(info["id"]),
             "orig_size": (int(h), int(w)),
         }
+        if self.polygons:
+            try:
+                target.update(_pack_polygons(anns, h, w))
+            except (TypeError, ValueError) as e:
+                raise DataError(f"{self.ann_file}: image {info['id']}: polygon coordinates are not numbers ({e})") from None
+        return target
 
     def __getitem__(self, i: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
         image = tv_tensors.Image(self.load_image(i))

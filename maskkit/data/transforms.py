@@ -6,8 +6,10 @@ case the longer side goes to ``max_size``.
 
 The transforms work on ``(tv_tensors.Image, target)`` pairs as produced by
 :class:`maskkit.data.coco.CocoDataset`; torchvision's ``transforms.v2`` dispatches on the
-tv_tensor types, so boxes (``BoundingBoxes``) and masks (``Mask``, resized with nearest
-neighbour) follow every geometric change of the image. ``labels``/``iscrowd``/``area`` are
+tv_tensor types, so boxes (``BoundingBoxes``), masks (``Mask``, resized with centre-aligned
+nearest neighbour, ``nearest-exact``: as PIL/detectron2, not torch's legacy ``nearest`` whose
+pixel grid is shifted up-left by up to one source pixel) and polygon vertices
+(:class:`PolygonVertices`, scaled and flipped exactly) follow every geometric change of the image. ``labels``/``iscrowd``/``area`` are
 plain tensors that only :class:`~torchvision.transforms.v2.SanitizeBoundingBoxes` touches.
 ``area`` stays the annotation's area in the original image's pixels (COCO's definition, used
 for COCO's small/medium/large ranges); it is not rescaled.
@@ -26,11 +28,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from torchvision import ops
+from torchvision import ops, tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 __all__ = [
+    "PolygonVertices",
     "ResizeShortestSide",
     "build_train_transforms",
     "build_test_transforms",
@@ -40,9 +43,37 @@ __all__ = [
     "instance_fields",
 ]
 
+class PolygonVertices(tv_tensors.KeyPoints):
+    """All polygon vertices of a target, ``float64 [V, 2]`` (x, y) in continuous pixel
+    coordinates (``canvas_size`` = (H, W)); the grouping into parts and instances lives in the
+    target's ``polygon_parts`` / ``ann_index`` (see :func:`maskkit.structures.instance_polygons`).
+
+    A KeyPoints subclass, so every torchvision geometric kernel applies, except the two
+    overridden below: resize scales exactly by new/old (KeyPoints' does too, but keep it
+    explicit) and the horizontal flip maps ``x -> W - x`` (KeyPoints use ``W - 1 - x``, the
+    pixel-index convention; polygons, like boxes and detectron2's ``HFlipTransform``, use the
+    continuous one)."""
+
+
+@TF.register_kernel(functional=TF.resize, tv_tensor_cls=PolygonVertices)
+def _resize_polygons(inpt: PolygonVertices, size, interpolation=None, max_size=None, antialias=True) -> PolygonVertices:
+    old_h, old_w = inpt.canvas_size
+    # The output size as torchvision computes it for the image (ResizeShortestSide passes [h, w]).
+    new_h, new_w = TF.resize_keypoints(inpt.as_subclass(torch.Tensor), size, (old_h, old_w), max_size)[1]
+    scale = inpt.new_tensor([new_w / old_w, new_h / old_h]).as_subclass(torch.Tensor)
+    return PolygonVertices(inpt.as_subclass(torch.Tensor) * scale, canvas_size=(new_h, new_w))
+
+
+@TF.register_kernel(functional=TF.horizontal_flip, tv_tensor_cls=PolygonVertices)
+def _hflip_polygons(inpt: PolygonVertices) -> PolygonVertices:
+    out = inpt.as_subclass(torch.Tensor).clone()
+    out[:, 0] = inpt.canvas_size[1] - out[:, 0]
+    return PolygonVertices(out, canvas_size=inpt.canvas_size)
+
+
 # Per-instance target keys that must be filtered together with the boxes (masks are
 # tv_tensors.Mask and are filtered by SanitizeBoundingBoxes itself).
-_INSTANCE_KEYS = ("labels", "iscrowd", "area")
+_INSTANCE_KEYS = ("labels", "iscrowd", "area", "ann_index")
 
 
 def test_resize_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
@@ -90,7 +121,10 @@ class ResizeShortestSide(v2.Transform):
         return {"size": list(test_resize_size(height, width, self.sample_min_size(), self.max_size))}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        # F.resize dispatches: bilinear + antialias for images, nearest for masks, boxes scaled.
+        # F.resize dispatches: bilinear + antialias for images, boxes and polygons scaled; masks
+        # with centre-aligned nearest (nearest-exact), not the legacy shifted "nearest".
+        if isinstance(inpt, tv_tensors.Mask):
+            return TF.resize(inpt, size=params["size"], interpolation=v2.InterpolationMode.NEAREST_EXACT)
         return self._call_kernel(TF.resize, inpt, size=params["size"], antialias=True)
 
     def extra_repr(self) -> str:

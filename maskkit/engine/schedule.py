@@ -17,6 +17,7 @@ from typing import Iterable
 
 import torch
 from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
 
 from maskkit.config import ConfigError
 from maskkit.errors import MaskkitError
@@ -45,15 +46,23 @@ def lr_factor(step: int, tc) -> float:
     return warm * decay
 
 
-def _param_groups(params: Iterable[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
-    """No weight decay on norm parameters and biases (1-D tensors), as detectron2 does for
-    the norm layers; everything else decays."""
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, FrozenBatchNorm2d)
+
+
+def _param_groups(model: nn.Module, params: list[nn.Parameter], tc) -> list[dict]:
+    """Weight-decay groups. ``train.no_decay="1d"`` (maskkit's default): no decay on any 1-D
+    tensor (norm parameters, biases, FCOS scales). ``"norm"`` (detectron2 / centermask2:
+    ``WEIGHT_DECAY_NORM = 0``, biases decay like weights): no decay on norm layers only."""
+    if tc.no_decay not in ("1d", "norm"):
+        raise ConfigError(f"train.no_decay must be '1d' or 'norm', got {tc.no_decay!r}")
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(recurse=False)}
     decay, no_decay = [], []
-    for _, p in params:
+    for p in params:
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
+        exempt = id(p) in norm_ids if tc.no_decay == "norm" else p.ndim <= 1
+        (no_decay if exempt else decay).append(p)
+    groups = [{"params": decay, "weight_decay": tc.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return groups
@@ -64,11 +73,8 @@ def build_optimizer(model: nn.Module, tc) -> torch.optim.Optimizer:
     ``model`` (``model.trainable_parameters()`` when it defines it, e.g. SharpMask stage 2
     trains only the refinement)."""
     target = getattr(model, "module", model)
-    if hasattr(target, "trainable_parameters"):
-        named = [(str(i), p) for i, p in enumerate(target.trainable_parameters())]
-    else:
-        named = list(target.named_parameters())
-    groups = _param_groups(named, tc.weight_decay)
+    params = list(target.trainable_parameters() if hasattr(target, "trainable_parameters") else target.parameters())
+    groups = _param_groups(target, params, tc)
     if not any(g["params"] for g in groups):
         raise MaskkitError("the model has no trainable parameters")
     if tc.optimizer == "sgd":

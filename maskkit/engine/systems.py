@@ -32,8 +32,10 @@ class CenterMaskSystem:
     class_agnostic = False
 
     def training_set(self, ann: Path, images: Path, cfg) -> CocoDataset:
-        """The training split with the config's train transforms (resize jitter, flips)."""
-        return CocoDataset(ann, images, transforms=build_train_transforms(cfg.data))
+        """The training split with the config's train transforms (resize jitter, flips); with
+        ``data.filter_empty``, without images that have no (non-crowd) annotation."""
+        return CocoDataset(ann, images, transforms=build_train_transforms(cfg.data), skip_crowd_only=cfg.data.filter_empty,
+                           remove_images_without_annotations=cfg.data.filter_empty)
 
     def num_classes(self, dataset) -> int | None:
         """K for the model: the dataset's category count."""

@@ -77,6 +77,15 @@ def test_dcn_checkpoints_are_refused(config_name):
         convert_state_dict(_meta_state(load_layout(config_name)), source=config_name)
 
 
+def test_panoptic_checkpoints_and_non_centermask_presets_are_refused():
+    sd = _meta_state(load_layout("centermask_V_39_eSE_FPN_ms_3x"))
+    sd["sem_seg_head.predictor.weight"] = torch.empty(54, 128, 1, 1, device="meta")
+    with pytest.raises(MaskkitError, match=r"pan\.pth: panoptic CenterMask checkpoint \(1 sem_seg_head tensors\)"):
+        convert_state_dict(sd, source="pan.pth")
+    with pytest.raises(MaskkitError, match=r"v39\.pth: a centermask2 checkpoint converts to a CenterMask preset, not sharpmask_r50"):
+        convert_state_dict(_meta_state(load_layout("centermask_V_39_eSE_FPN_ms_3x")), "sharpmask_r50", source="v39.pth")
+
+
 def test_one_tensor_removed_or_renamed_is_one_clear_error():
     sd = _meta_state(load_layout("centermask_lite_V_19_eSE_FPN_ms_4x"))
     gone = "roi_heads.mask_head.spatialAtt.conv.weight"
@@ -195,12 +204,64 @@ def _reference_params():
     return out
 
 
+def _same_stats(t: torch.Tensor, ref: dict, what: str) -> None:
+    """A tensor against the official one's recorded statistics (shape, sum, mean |x|, first values),
+    all within 1e-4 relative to the tensor's scale (float32 rounding of different kernels)."""
+    assert list(t.shape) == ref["shape"], what
+    t = t.double()
+    scale = max(ref["abs_mean"], 1e-12)
+    assert abs(t.abs().mean().item() - ref["abs_mean"]) <= 1e-4 * scale, what
+    assert abs(t.sum().item() - ref["sum"]) <= 1e-4 * scale * t.numel(), what
+    first = torch.tensor(ref["first"], dtype=torch.float64)
+    assert (t.flatten()[: len(first)] - first).abs().max() <= 1e-4 * scale, what
+
+
+@pytest.mark.parametrize("ref_path", _reference_params())
+def test_intermediate_tensors_equal_the_official_code(ref_path):
+    """First crop of each reference: the normalised input, P3-P7, the FCOS head outputs and the
+    mask / MaskIoU head outputs (order-free statistics) against the official code's."""
+    from official_weights import reference_image
+
+    if not COCO.is_dir():
+        pytest.skip("../shared/data/coco-tiny not present")
+    ref = json.loads(ref_path.read_text())
+    cfg, state = convert_state_dict(official_random_state_dict(load_layout(ref["config_name"]), cls_bias=ref["cls_bias"]))
+    model = build_model(cfg.model)
+    model.load_state_dict(state)
+    model.eval()
+    model.cfg.min_size_test = 0
+    im = ref["images"][0]
+    inter = im["intermediates"]
+    got = {}
+    model.fpn.register_forward_hook(lambda m, i, o: got.setdefault("fpn", o))
+    model.fcos.register_forward_hook(lambda m, i, o: got.setdefault("fcos", o))
+    model.mask_head.register_forward_hook(lambda m, i, o: got.setdefault("mask", o))
+    if model.maskiou is not None:
+        model.maskiou.register_forward_hook(lambda m, i, o: got.setdefault("maskiou", o))
+    with torch.no_grad():
+        model([reference_image(COCO, im["input"]).flip(0).float() / 255.0])
+        _same_stats(model.preprocess([reference_image(COCO, im["input"]).flip(0).float() / 255.0]),
+                    inter["input_normalized_padded"], "input")
+    for level, name in enumerate(("p3", "p4", "p5", "p6", "p7")):
+        _same_stats(got["fpn"][level], inter["fpn"][name], name)
+    cls, reg, ctr = got["fcos"]
+    for level, s in enumerate(model.strides):
+        _same_stats(cls[level], inter["fcos_logits"][level], f"class logits P{level + 3}")
+        _same_stats(reg[level], inter["fcos_bbox_reg"][level], f"box regression P{level + 3}")  # in stride units
+        _same_stats(ctr[level], inter["fcos_ctrness"][level], f"centerness P{level + 3}")
+    if im["num_detections"]:
+        _same_stats(got["mask"], inter["mask_head_logits"], "mask head logits")
+        if "maskiou" in got:
+            _same_stats(got["maskiou"], inter["maskiou_head_out"], "MaskIoU head")
+
+
 @pytest.mark.parametrize("ref_path", _reference_params())
 def test_outputs_equal_the_official_code(ref_path, tmp_path):
     """The official code's outputs (boxes, labels, scores, masks, mask scores) for seeded
     weights on real COCO crops; maskkit converts the same weights with ``convert_file`` and
     must give every detection back: box IoU >= 0.99 with the same label, score within 1e-4,
-    mask IoU >= 0.99, mask score within 1e-4 relative, and the same number of detections."""
+    mask IoU >= 0.99, mask score within 1e-4 relative (see below for near-zero values), and
+    the same number of detections."""
     import maskkit
     from pycocotools import mask as mask_util
 
@@ -240,8 +301,13 @@ def test_outputs_equal_the_official_code(ref_path, tmp_path):
         ious = box_iou(out["boxes"], torch.tensor(im["boxes_xyxy"])[j]).diagonal()
         assert ious.min() >= 0.99, where
         assert torch.allclose(out["scores"], torch.tensor(im["scores"])[j], rtol=0, atol=1e-4), where
+        # Mask score = box score x predicted IoU. Within 1e-4 relative - of the value, or of its
+        # scale (box score x mean |IoU-head output|) where the predicted IoU is near 0: there the
+        # value is a float32 cancellation, and the official code's own float32 result is as far
+        # from a float64 evaluation (measured: R-50, IoU ~2e-4, both ~4e-8 off) as maskkit's.
         ref_ms = torch.tensor(im["mask_scores"])[j]
-        assert ((out["mask_scores"] - ref_ms).abs() <= 1e-4 * ref_ms.abs()).all(), where
+        scale = out["scores"] * im["intermediates"]["maskiou_head_out"]["abs_mean"]
+        assert ((out["mask_scores"] - ref_ms).abs() <= 1e-4 * torch.maximum(ref_ms.abs(), scale)).all(), where
         h, w = im["image_size_hw"]
         mine = mask_util.encode(np.asfortranarray((out["masks"][:, 0] >= 0.5).numpy().astype(np.uint8).transpose(1, 2, 0)))
         theirs = [{"size": [h, w], "counts": c} for c in im["masks_rle"]]
@@ -321,3 +387,23 @@ def test_torch7_file_dispatches_to_the_torch7_converter(tmp_path):
     write_t7(tmp_path / "model.t7", deepmask_file(np.random.default_rng(2)))
     model = maskkit.load_model(convert_file(tmp_path / "model.t7", tmp_path / "dm.safetensors"))
     assert model.info.config.model.system == "sharpmask" and model.info.class_names == ["object"]
+
+
+def test_maskkit_postprocessing_does_not_reproduce_the_official_outputs(tmp_path, monkeypatch):
+    """The switch matters: the same converted weights with ``postprocess="maskkit"`` fail the
+    equivalence test above (box clipping before NMS, IoU clamp, cut order, paste)."""
+    ref_path = INFERENCE / "centermask_lite_V_19_eSE_FPN_ms_4x.json"
+    if not ref_path.is_file() or not COCO.is_dir():
+        pytest.skip("reference outputs or ../shared/data/coco-tiny not present")
+    import maskkit.convert.centermask2 as c2
+
+    official = c2.official_config
+
+    def maskkit_postprocess(*args, **kwargs):
+        cfg = official(*args, **kwargs)
+        cfg.model.postprocess = "maskkit"
+        return cfg
+
+    monkeypatch.setattr(c2, "official_config", maskkit_postprocess)
+    with pytest.raises(AssertionError):
+        test_outputs_equal_the_official_code(ref_path, tmp_path)

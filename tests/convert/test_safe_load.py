@@ -81,3 +81,30 @@ def test_bad_files(tmp_path):
     strings.write_bytes(pickle.dumps({"model": {"a": "text"}}))
     with pytest.raises(MaskkitError, match="'a' is a str"):
         read_state_dict(strings)
+
+
+def test_pth_holding_numpy_arrays(tmp_path):
+    path = tmp_path / "from_pkl.pth"
+    torch.save({"model": {"w": np.arange(4, dtype=np.float32), "b": np.zeros(2, np.float64)}}, path)
+    out = read_state_dict(path)
+    assert out["w"].tolist() == [0.0, 1.0, 2.0, 3.0] and out["b"].dtype == torch.float64
+
+
+def test_pth_numpy_pickled_under_either_numpy_module_name(tmp_path):
+    """A numpy-1 pickle names ``numpy.core.multiarray._reconstruct``, a numpy-2 one
+    ``numpy._core.multiarray._reconstruct``: both are read, nothing else is allowed in."""
+    path = tmp_path / "np.pth"
+    torch.save({"model": {"w": np.arange(3, dtype=np.float32)}}, path)
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        data = {n: z.read(n) for n in names}
+    pkl = next(n for n in names if n.endswith("data.pkl"))
+    for spelling in (b"numpy.core.multiarray", b"numpy._core.multiarray"):
+        body = data[pkl].replace(b"numpy._core.multiarray", spelling).replace(b"numpy.core.multiarray", spelling)
+        out = tmp_path / f"{spelling.decode()}.pth"
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+            for n in names:
+                z.writestr(n, body if n == pkl else data[n])
+        assert read_state_dict(out)["w"].tolist() == [0.0, 1.0, 2.0]

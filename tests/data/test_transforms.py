@@ -124,3 +124,47 @@ def test_boxes_to_original_clips_to_the_image():
     assert back.tolist() == [[0.0, 5.0, 400.0, 300.0]]
     img, scale = resize_for_test(torch.rand(3, 800, 1000), 800, 1333)
     assert scale == (1.0, 1.0) and img.shape == (3, 800, 1000)
+
+
+def test_polygons_follow_resize_and_flip_exactly_and_are_filtered_with_their_instance():
+    # (issue #10 item 4) Polygon vertices ride along as PolygonVertices: scaled by new/old and
+    # flipped as x -> W - x (continuous coordinates, as the boxes), never W - 1 - x.
+    from maskkit.data.transforms import PolygonVertices
+    from maskkit.structures import instance_polygons
+
+    image, target = _sample(boxes=((10, 20, 40, 50), (50, 5, 52, 8)), crowd=(0, 0))
+    target["polygons"] = PolygonVertices(torch.tensor([[10.0, 20.0], [40.0, 20.0], [40.0, 50.0], [10.0, 50.0],
+                                                       [50.0, 5.0], [52.0, 5.0], [52.0, 8.0]], dtype=torch.float64),
+                                         canvas_size=(60, 80))
+    target["polygon_parts"] = torch.tensor([[0, 4], [1, 3]])
+    target["ann_index"] = torch.tensor([0, 1])
+    cfg = DataConfig(min_size_train=(120,), max_size_train=1000, hflip_prob=1.0)
+    out_img, out = build_train_transforms(cfg)(image, target)
+    assert out_img.shape[-2:] == (120, 160) and out["polygons"].canvas_size == (120, 160)
+    assert out["polygons"].dtype == torch.float64
+    x = out["polygons"][:4, 0].as_subclass(torch.Tensor)
+    torch.testing.assert_close(x, torch.tensor([140.0, 80.0, 80.0, 140.0], dtype=torch.float64))  # 160 - 2x
+    polys = instance_polygons(out, 2, (120, 160))  # the 2 x 3 px box became 4 x 6 px: kept, but ...
+    assert [len(p) for p in polys] == [1, 1] and polys[1][0].tolist() == [60.0, 10.0, 56.0, 10.0, 56.0, 16.0]
+    # The engine moves targets to the device as plain tensors: the packed form still unpacks.
+    plain = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+    assert [p[0].tolist() for p in instance_polygons(plain, 2, (120, 160))] == [p[0].tolist() for p in polys]
+    # ... a box under 1 px after the resize would be dropped, and its polygon with it (ann_index).
+    tiny_cfg = DataConfig(min_size_train=(20,), max_size_train=1000, hflip_prob=0.0)
+    _, small = build_train_transforms(tiny_cfg)(image, target)
+    kept = small["ann_index"].tolist()
+    assert kept == [0] and len(instance_polygons(small, len(kept), (20, 27))) == 1
+    with pytest.raises(ValueError, match="polygons are for"):
+        instance_polygons(small, 1, (60, 80))  # polygons not moved with the image
+
+
+def test_masks_resize_centre_aligned_not_shifted():
+    # Downsampling 12 -> 4 samples source pixel floor((i + 0.5) * 3) = 1, 4, 7, 10 (centre-aligned,
+    # as PIL / detectron2); torch's legacy "nearest" samples floor(i * 3) = 0, 3, 6, 9, shifted
+    # up-left, and would miss a 1-px column at x = 7 entirely.
+    image = tv_tensors.Image(torch.rand(3, 12, 12))
+    m = torch.zeros(1, 12, 12, dtype=torch.uint8)
+    m[0, :, 7] = 1
+    target = {"masks": tv_tensors.Mask(m)}
+    _, out = ResizeShortestSide((4,), 1000)(image, target)
+    assert out["masks"][0, 0].tolist() == [0, 0, 1, 0]

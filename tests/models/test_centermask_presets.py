@@ -67,7 +67,12 @@ def test_sizes_and_schedules():
     assert (full.model.min_size_test, full.model.max_size_test) == (800, 1333)
     assert not hasattr(full.data, "min_size_test")  # one home for the test size: the model config
     assert full.data.min_size_train == (640, 672, 704, 736, 768, 800)
-    assert (full.train.lr, full.train.batch_size, full.train.max_iter, full.train.steps) == (0.01, 16, 90000, (60000, 80000))
+    # Official 3x (full) / 4x (Lite) schedules and FREEZE_AT (VoVNet/MobileNet 0, ResNet 2).
+    assert (full.train.lr, full.train.batch_size, full.train.max_iter, full.train.steps) == (0.01, 16, 270000, (210000, 250000))
+    assert (lite.train.max_iter, lite.train.steps) == (360000, (300000, 340000))
+    assert full.model.backbone.freeze_at == 2 and lite.model.backbone.freeze_at == 0
+    assert PRESETS["centermask_v39"]().model.backbone.freeze_at == PRESETS["centermask_lite_mnv2"]().model.backbone.freeze_at == 0
+    assert full.model.mask.init == lite.model.mask.init == "official" and demo.model.mask.init == "maskkit"
     assert (full.train.warmup_iters, full.train.warmup_factor, full.train.weight_decay) == (1000, 0.001, 1e-4)
     assert full.model.backbone.norm == "FrozenBN"
     assert (lite.model.fpn_channels, lite.model.fcos.num_convs, lite.model.mask.num_convs, lite.model.mask.channels) == (128, 2, 2, 128)

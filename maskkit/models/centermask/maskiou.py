@@ -93,7 +93,8 @@ def mask_ratios(gt_masks: Tensor, boxes: Tensor, gt_idx: Tensor, gt_polygons: li
         rows = slice(max(math.ceil(y0 - 0.5), 0), min(max(math.ceil(y1 - 0.5), 0), h))
         inside = float(gt_masks[g, rows, cols].sum())
         ratios[r] = inside / float(dense_area[g]) if dense_area[g] > 0 else 0.0
-    return ratios.clamp(0.0, 1.0).to(boxes.device)
+    ratios = ratios.clamp(0.0, 1.0)
+    return ratios.to(boxes.device, torch.float32 if boxes.device.type == "mps" else torch.float64)
 
 
 @torch.no_grad()
@@ -101,13 +102,15 @@ def maskiou_targets(mask_logits: Tensor, targets: Tensor, ratios: Tensor) -> Ten
     """IoU of the binarised predicted mask with the *whole* GT mask (official formula).
 
     mask_logits ``[P, M, M]`` (the GT class's mask), targets ``[P, M, M]`` (GT cropped to the
-    RoI), ratios ``[P]`` (:func:`mask_ratios`) -> ``[P]`` float64. The GT's full area in
-    RoI cells is ``targets.sum / max(ratio, 1e-10)``; the union is at least 1 cell.
+    RoI), ratios ``[P]`` (:func:`mask_ratios`) -> ``[P]`` float64 (float32 on MPS, which has
+    no float64), as the official code. The GT's full area in RoI cells is
+    ``targets.sum / max(ratio, 1e-10)``; the union is at least 1 cell.
     """
+    dt = torch.float32 if targets.device.type == "mps" else torch.float64
     pred = (mask_logits > 0).to(torch.float32)  # probability > 0.5
-    full = targets.sum(dim=(1, 2)).to(torch.float64) / ratios.to(torch.float64).clamp(min=1e-10)
-    inter = (pred * targets).sum(dim=(1, 2)).to(torch.float64).clamp(min=0)
-    union = (pred.sum(dim=(1, 2)).to(torch.float64) + full - inter).clamp(min=1.0)
+    full = targets.sum(dim=(1, 2)).to(dt) / ratios.to(dt).clamp(min=1e-10)
+    inter = (pred * targets).sum(dim=(1, 2)).to(dt).clamp(min=0)
+    union = (pred.sum(dim=(1, 2)).to(dt) + full - inter).clamp(min=1.0)
     return inter / union
 
 

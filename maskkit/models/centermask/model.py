@@ -249,7 +249,7 @@ class CenterMask(nn.Module):
             raise MaskkitError(f"target of image {t.get('image_id', '?')}: labels must be in 1..{self.cfg.num_classes}, "
                                f"got {labels.min().item()}..{labels.max().item()}")
         try:
-            polygons = instance_polygons(t, n)
+            polygons = instance_polygons(t, n, (h, w))
         except ValueError as e:
             raise MaskkitError(f"target of image {t.get('image_id', '?')}: {e}") from None
         return {"boxes": boxes, "labels": labels, "masks": masks, "iscrowd": crowd, "polygons": polygons}
