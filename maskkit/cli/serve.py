@@ -18,14 +18,13 @@ import argparse
 import sys
 
 from maskkit.errors import MaskkitError
+from maskkit.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from maskkit.serve.session import DEFAULT_MAX_PROPOSALS, ServeSession
 
 __all__ = ["configure_parser", "run"]
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from maskkit.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-    from maskkit.serve.session import DEFAULT_MAX_PROPOSALS
-
     parser.add_argument("--weights", required=True, help="maskkit model file (e.g. run/model_best.safetensors)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default: %(default)s, this machine only; 0.0.0.0 exposes it to the network)")
@@ -61,8 +60,6 @@ def run(args: argparse.Namespace) -> int:
         from maskkit.serve.app import create_app
     except ImportError as e:
         raise MaskkitError(f"maskkit serve needs the serve extra ({e.name} is missing): pip install 'maskkit[serve]'") from None
-    from maskkit.serve.session import ServeSession
-
     if not 0 <= args.port <= 65535:
         raise MaskkitError(f"--port must be in 0..65535, got {args.port}")
     if args.max_pixels <= 0 or args.max_upload_mb <= 0:

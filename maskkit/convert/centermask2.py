@@ -27,6 +27,9 @@ from torch import Tensor
 
 from maskkit.config import Config
 from maskkit.errors import CheckpointError, MaskkitError
+from maskkit.models.backbones.vovnet import VOVNET_SPECS
+from maskkit.models.backbones.vovnet import official_names as vov
+from maskkit.models.zoo import build_model, get_config, presets
 
 __all__ = ["OFFICIAL_CONFIGS", "official_config", "official_names", "detect_preset", "convert_state_dict",
            "is_centermask2_state_dict"]
@@ -70,8 +73,6 @@ def official_config(preset: str, pixel_mean: tuple[float, ...] | None = None,
     """Preset ``preset`` as the official code runs it: 80 COCO classes, BGR 0-255 input
     normalised with detectron2's mean/std, FCOS ``INFERENCE_TH_TEST`` 0.05 and
     ``POST_NMS_TOPK_TEST`` 50, the official post-processing, ``FREEZE_AT`` and ResNet stride."""
-    from maskkit.models.zoo import get_config
-
     cfg = get_config(preset, num_classes=80)
     m = cfg.model
     if m.system != "centermask":
@@ -95,8 +96,6 @@ def official_config(preset: str, pixel_mean: tuple[float, ...] | None = None,
 
 
 def _vovnet_names(backbone) -> dict[str, tuple[str, ...]]:
-    from maskkit.models.backbones.vovnet import official_names as vov
-
     return {f"backbone.{k}": (BU + v,) for k, v in vov(backbone).items()}
 
 
@@ -210,8 +209,6 @@ def _count(sd: dict, pattern: str) -> int:
 
 def _detect_backbone(sd: dict) -> tuple[str, str] | None:
     """(BackboneConfig.name, variant) from the official names and shapes, or None."""
-    from maskkit.models.backbones.vovnet import VOVNET_SPECS
-
     if BU + "stem.stem_1/conv.weight" in sd:
         concat = sd.get(BU + "stage2.OSA2_1.concat.OSA2_1_concat/conv.weight")
         stem3 = sd.get(BU + "stem.stem_3/conv.weight", sd.get(BU + "stem.stem_3/pw_conv1x1.weight"))
@@ -244,8 +241,6 @@ def _detect_backbone(sd: dict) -> tuple[str, str] | None:
 def detect_preset(sd: dict, source: str = "?") -> str:
     """The maskkit preset of a centermask2 state dict: backbone from its names and shapes, FPN
     width from ``fpn_output3``, tower depth from ``cls_tower`` (Lite: 128 / 2; full: 256 / 4)."""
-    from maskkit.models.zoo import presets
-
     bb = _detect_backbone(sd)
     fpn = sd.get("backbone.fpn_output3.weight")
     if bb is None or fpn is None:
@@ -315,13 +310,9 @@ def convert_state_dict(sd: dict[str, Tensor], preset: str | None = None,
                        source: str = "?") -> tuple[Config, dict[str, Tensor]]:
     """Official ``sd`` -> (maskkit Config, maskkit state dict). ``preset`` forces the
     architecture (else :func:`detect_preset`). Strict: see :func:`_check`."""
-    from maskkit.models.zoo import build_model
-
     _refuse_panoptic(sd, source)
     _refuse_dcn(sd, source)
     if preset:
-        from maskkit.models.zoo import get_config
-
         if get_config(preset).model.system != "centermask":
             raise CheckpointError(f"{source}: a centermask2 checkpoint converts to a CenterMask preset, not {preset}")
     preset = preset or detect_preset(sd, source)

@@ -13,7 +13,6 @@ changes from the preset's ``base_batch`` to ``batch``, ``lr`` becomes
 from __future__ import annotations
 
 import math
-from typing import Iterable
 
 import torch
 from torch import nn

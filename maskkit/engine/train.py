@@ -25,12 +25,20 @@ from maskkit.convert.finetune import load_init_weights
 from maskkit.data.coco import CocoDataset, resolve_data
 from maskkit.engine.distributed import all_reduce_sum, dist_info, init_distributed, resolve_device
 from maskkit.engine.hooks import (
-    CheckpointHook, CurvesHook, EvalHook, Hook, LossLogHook, ProgressHook, RunFiles, TrainState, metric_writers,
+    CheckpointHook,
+    CurvesHook,
+    EvalHook,
+    Hook,
+    LossLogHook,
+    ProgressHook,
+    RunFiles,
+    TrainState,
+    metric_writers,
 )
+from maskkit.engine.loader import to_device
 from maskkit.engine.rng import seed_everything, set_rng_state
 from maskkit.engine.schedule import build_optimizer, build_scheduler, scale_lr
 from maskkit.engine.signals import StopFlag
-from maskkit.engine.loader import to_device
 from maskkit.engine.systems import system_of
 from maskkit.errors import CheckpointError, MaskkitError
 from maskkit.evaluation import write_metrics

@@ -15,6 +15,9 @@ from __future__ import annotations
 from torch import nn
 
 from maskkit.errors import MaskkitError
+from maskkit.models.backbones.mobilenet import build_mobilenet_v2
+from maskkit.models.backbones.resnet import build_resnet
+from maskkit.models.backbones.vovnet import build_vovnet
 from maskkit.models.norm import NORM_NAMES, freeze_module
 
 __all__ = ["build_backbone", "freeze_stages", "BACKBONE_NAMES"]
@@ -43,16 +46,10 @@ def build_backbone(cfg) -> nn.Module:
     if cfg.norm not in NORM_NAMES:
         raise MaskkitError(f"unknown backbone.norm {cfg.norm!r}; choose one of FrozenBN, BN, GN")
     if cfg.name == "vovnet":
-        from maskkit.models.backbones.vovnet import build_vovnet
-
         backbone = build_vovnet(cfg.variant, norm=cfg.norm, attention=cfg.attention, residual=cfg.residual)
     elif cfg.name == "resnet":
-        from maskkit.models.backbones.resnet import build_resnet
-
         backbone = build_resnet(cfg.variant, norm=cfg.norm, stride_in_1x1=getattr(cfg, "stride_in_1x1", False))
     elif cfg.name == "mobilenet_v2":
-        from maskkit.models.backbones.mobilenet import build_mobilenet_v2
-
         if cfg.variant not in ("", "mobilenet_v2"):
             raise MaskkitError(f"unknown MobileNetV2 variant {cfg.variant!r}; use 'mobilenet_v2' (width 1.0)")
         backbone = build_mobilenet_v2(norm=cfg.norm)

@@ -62,6 +62,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from maskkit.errors import CheckpointError, MaskkitError
+from maskkit.models.backbones.resnet import RESNET_VARIANTS
+from maskkit.models.backbones.vovnet import VOVNET_SPECS, official_names
 from maskkit.safe_load import read_state_dict
 
 __all__ = ["BackboneWeights", "load_backbone_weights", "apply_backbone_weights", "apply_trunk_weights",
@@ -242,9 +244,6 @@ def _detect(sd: dict[str, torch.Tensor], family: str, path: Path) -> str:
 
 
 def _family(spec_name: str) -> str:
-    from maskkit.models.backbones.resnet import RESNET_VARIANTS
-    from maskkit.models.backbones.vovnet import VOVNET_SPECS
-
     if spec_name in VOVNET_SPECS:
         return "vovnet"
     if spec_name in RESNET_VARIANTS:
@@ -275,8 +274,6 @@ def _name_table(backbone: nn.Module, source: str) -> dict[str, str]:
 def _full_name_table(backbone: nn.Module, source: str) -> dict[str, str]:
     own = [k for k in backbone.state_dict() if not k.endswith("num_batches_tracked")]
     if source == "centermask2 VoVNet (detectron2)":
-        from maskkit.models.backbones.vovnet import official_names
-
         return official_names(backbone)
     if source == "timm VoVNet":
         return _vovnet_timm_names(backbone)

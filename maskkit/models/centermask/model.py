@@ -15,8 +15,16 @@ from torchvision.transforms.v2 import functional as TF
 
 from maskkit.data.transforms import test_resize_size
 from maskkit.errors import MaskkitError
+from maskkit.models.backbones import build_backbone
 from maskkit.models.centermask.config import CenterMaskConfig
-from maskkit.models.centermask.fcos import FCOSHead, fcos_decode, fcos_losses, fcos_targets, flatten_levels, level_locations
+from maskkit.models.centermask.fcos import (
+    FCOSHead,
+    fcos_decode,
+    fcos_losses,
+    fcos_targets,
+    flatten_levels,
+    level_locations,
+)
 from maskkit.models.centermask.mask_head import (
     SAGMaskHead,
     assign_fpn_levels,
@@ -47,8 +55,6 @@ class CenterMask(nn.Module):
         if cfg.postprocess not in ("maskkit", "centermask2"):
             raise MaskkitError(f"model.postprocess must be 'maskkit' or 'centermask2', got {cfg.postprocess!r}")
         if backbone is None:
-            from maskkit.models.backbones import build_backbone
-
             backbone = build_backbone(cfg.backbone)
         self.backbone = backbone
         k, c, m = cfg.num_classes, cfg.fpn_channels, cfg.mask
