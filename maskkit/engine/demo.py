@@ -1,18 +1,6 @@
-"""The embedded default: synthesise data, train a small model, evaluate it, draw the results.
-
-    maskkit demo                       # CenterMask-Lite (demo size) on synthetic shapes, ~10 min on 2 CPU cores
-    maskkit demo --system sharpmask    # DeepMask stage 1 + SharpMask refinement stage 2, proposals AR
-    maskkit demo --quick               # a one-minute smoke run (tiny data, few steps; numbers meaningless)
-
-Everything happens offline in the run folder (``--out``, default ``runs/demo``)::
-
-    data/                      the synthetic COCO-format dataset (train + val splits)
-    model_best.safetensors     the trained model (use it with `maskkit eval/predict/export`)
-    metrics.json               the final evaluation, same keys as `maskkit eval` (bbox/segm AP, or proposal AR)
-    results.json               COCO results of that evaluation on the validation split
-    metrics.jsonl, curves.png  training curves (losses, learning rate, AP/AR)
-    overlays/*.png             predictions drawn on validation images
-"""
+"""The demo recipes (one :class:`DemoPlan` per system: synthetic data, stages, settings) and
+:func:`run_demo`: synthesise the data, train, evaluate, draw overlays — the embedded default
+behind ``maskkit demo`` (:mod:`maskkit.cli.demo` lists what the run folder holds)."""
 from __future__ import annotations
 
 import json

@@ -7,9 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+from signal_helpers import signal_after_logged_steps
 
 from maskkit.checkpoint import load_model
 from maskkit.cli import main
@@ -59,14 +59,7 @@ def test_demo_sigterm_is_one_line_and_keeps_the_checkpoint(tmp_path):
            "--set", "train.log_period=1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    log = out / "metrics.jsonl"
-    deadline = time.time() + 200
-    while not (log.exists() and log.read_text().count("\n") >= 2):
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    stdout, err = proc.communicate(timeout=120)
+    stdout, err = signal_after_logged_steps(proc, out / "metrics.jsonl", signal.SIGTERM, timeout=200)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and "Traceback" not in stdout
     lines = [line for line in err.splitlines() if line.startswith("maskkit:")]

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from signal_helpers import signal_after_logged_steps  # noqa: E402
 from tiny_engine_model import TinyDataset, TinyModel, tiny_config  # noqa: E402
 
 from maskkit.checkpoint import load_train_state, read_model_file  # noqa: E402
@@ -89,14 +89,7 @@ print("STOPPED", s["step"], s["interrupted"], "SIGNAL", s["signal"])
 def test_sigint_saves_and_exits_cleanly(tmp_path):
     script = _SIGINT_SCRIPT.format(here=str(Path(__file__).parent), out=str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = tmp_path / "metrics.jsonl"
-    deadline = time.time() + 90
-    while not (log.exists() and log.read_text().count("\n") >= 2):
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = signal_after_logged_steps(proc, tmp_path / "metrics.jsonl", signal.SIGINT, timeout=90)
     assert proc.returncode == 0, err
     step = int(out.split("STOPPED")[1].split()[0])
     assert "True" in out and 2 <= step < 100000
@@ -191,14 +184,7 @@ def test_cli_train_sigterm_saves_and_exits_143_with_one_line(tmp_path):
            "--set", "data.min_size_train=[96]", "--set", "data.max_size_train=128"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    log = out / "metrics.jsonl"
-    deadline = time.time() + 150
-    while not (log.exists() and log.read_text().count("\n") >= 2):
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    _, err = signal_after_logged_steps(proc, out / "metrics.jsonl", signal.SIGTERM)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if "stopped by signal" in line]
