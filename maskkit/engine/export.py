@@ -163,20 +163,45 @@ def export_model(model: nn.Module, out: str | Path, opset: int = DEFAULT_OPSET) 
         raise MaskkitError(f"--opset {opset}: RoiAlign with half-pixel (aligned) coordinates needs opset >= 16")
     info = getattr(model, "info", None)
     system = info.config.model.__class__.__name__ if info is not None else type(model).__name__
+    if system == "SharpMaskConfig":
+        return _export_sharpmask(model, out, opset)
     if system != "CenterMaskConfig":
-        raise MaskkitError(f"export: no ONNX export for {system} models yet (CenterMask presets only)")
+        raise MaskkitError(f"export: {system} is not a maskkit model config; export takes CenterMask and "
+                           "DeepMask/SharpMask model files")
     graph = CenterMaskGraph(model.eval()).eval()
     image, size = _example_input(model)
+    outputs = ["boxes", "scores", "labels", "mask_probs", "mask_scores"]
+    axes = {"image": {2: "height", 3: "width"}, **{k: {0: "n"} for k in outputs}}
+    data = _trace(graph, (image, size), ["image", "size"], outputs, axes, opset)
+    return _write_with_metadata(data, out, model, runtime_spec(model))
+
+
+def _trace(graph: nn.Module, args: tuple, inputs: list[str], outputs: list[str], axes: dict, opset: int) -> bytes:
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         # TracerWarnings about shape-derived Python ints (the parity tests check two sizes)
         warnings.simplefilter("ignore")
-        torch.onnx.export(graph, (image, size), buf, opset_version=opset, dynamo=False,
-                          input_names=["image", "size"],
-                          output_names=["boxes", "scores", "labels", "mask_probs", "mask_scores"],
-                          dynamic_axes={"image": {2: "height", 3: "width"}, "boxes": {0: "n"}, "scores": {0: "n"},
-                                        "labels": {0: "n"}, "mask_probs": {0: "n"}, "mask_scores": {0: "n"}})
-    return _write_with_metadata(buf.getvalue(), out, model, runtime_spec(model))
+        torch.onnx.export(graph, args, buf, opset_version=opset, dynamo=False, input_names=inputs,
+                          output_names=outputs, dynamic_axes=axes)
+    return buf.getvalue()
+
+
+def _export_sharpmask(model: nn.Module, out: str | Path, opset: int) -> Path:
+    """DeepMask / SharpMask proposals (:mod:`maskkit.engine.export_sharpmask`); the example
+    canvases come from the runner's own pre-processing of a 240x320 pattern."""
+    import numpy as np
+
+    from maskkit.engine.export_sharpmask import SharpMaskGraph, sharpmask_runtime_spec
+    from maskkit.engine.onnx_runtime import sharpmask_canvases
+
+    spec = sharpmask_runtime_spec(model)
+    image = np.random.default_rng(0).random((3, 240, 320), dtype=np.float32)
+    canvases = [torch.from_numpy(c) for c in sharpmask_canvases(image, spec)]
+    names = [f"scale_{i}" for i in range(len(canvases))]
+    outputs = ["scores", "scale_index", "cells", "masks"]
+    axes = {**{n: {2: f"height_{i}", 3: f"width_{i}"} for i, n in enumerate(names)}, **{k: {0: "n"} for k in outputs}}
+    data = _trace(SharpMaskGraph(model.eval()).eval(), tuple(canvases), names, outputs, axes, opset)
+    return _write_with_metadata(data, out, model, spec)
 
 
 def _write_with_metadata(data: bytes, out: str | Path, model: nn.Module, runtime: dict) -> Path:

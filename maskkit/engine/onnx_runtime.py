@@ -20,7 +20,8 @@ import numpy as np
 
 from maskkit.errors import MaskkitError
 
-__all__ = ["OnnxRunner", "read_onnx_metadata", "resize_antialias", "paste_masks", "test_resize_size"]
+__all__ = ["OnnxRunner", "read_onnx_metadata", "resize_antialias", "resize_align_corners", "paste_masks",
+           "paste_window_masks", "sharpmask_canvases", "test_resize_size"]
 
 EXPORT_FORMAT = "1"
 
@@ -136,6 +137,79 @@ def paste_masks(masks: np.ndarray, boxes: np.ndarray, size: tuple[int, int], zer
     return out[:, None].astype(np.float32)
 
 
+def resize_align_corners(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """float32 ``[C, H, W]`` -> ``[C, height, width]``, bilinear with corners aligned and no
+    antialiasing (``F.interpolate(align_corners=True)``; SharpMask's ``pyramid="official"``)."""
+    def taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scale = np.float32(n_in - 1) / np.float32(n_out - 1) if n_out > 1 else np.float32(0)
+        src = scale * np.arange(n_out, dtype=np.float32)
+        i0 = src.astype(np.int64)
+        lam = (src - i0).astype(np.float32)
+        return i0, np.minimum(i0 + 1, n_in - 1), lam
+
+    c, h, w = image.shape
+    y0, y1, ly = taps(h, height)
+    x0, x1, lx = taps(w, width)
+    rows = image[:, y0, :] * (np.float32(1) - ly)[None, :, None] + image[:, y1, :] * ly[None, :, None]
+    out = rows[:, :, x0] * (np.float32(1) - lx) + rows[:, :, x1] * lx
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def sharpmask_canvases(image: np.ndarray, spec: dict) -> list[np.ndarray]:
+    """SharpMask's per-scale inputs (``SharpMask._scale_maps``): the image resized by ``2^s``,
+    normalised, padded by half a window (mean colour or ``border_fill``) and to whole stride-16
+    cells -> one ``[1, 3, H_s, W_s]`` per scale."""
+    h0, w0 = image.shape[-2:]
+    mean = np.asarray(spec["pixel_mean"], np.float32)[:, None, None]
+    std = np.asarray(spec["pixel_std"], np.float32)[:, None, None]
+    pad = spec["window"] // 2
+    fill = np.float32(0) if spec["border_fill"] is None else (np.float32(spec["border_fill"]) - mean) / std
+    out = []
+    for s in spec["scales"]:
+        f = 2.0 ** s
+        if spec["pyramid"] == "official":
+            h, w = max(1, int(np.floor(h0 * f + 0.5))), max(1, int(np.floor(w0 * f + 0.5)))
+            x = image if (h, w) == (h0, w0) else resize_align_corners(image, h, w)
+        else:
+            h, w = max(1, round(h0 * f)), max(1, round(w0 * f))
+            x = resize_antialias(image, h, w)
+        ch, cw = h + 2 * pad, w + 2 * pad
+        canvas = np.zeros((3, ch + (-ch) % 16, cw + (-cw) % 16), np.float32) + fill
+        canvas[:, pad:pad + h, pad:pad + w] = (x - mean) / std
+        out.append(canvas[None])
+    return out
+
+
+def paste_window_masks(masks: np.ndarray, boxes: np.ndarray, size: tuple[int, int], threshold: float,
+                       fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of :func:`maskkit.models.sharpmask.model.paste_window_masks`: window masks
+    ``[N, M, M]`` over windows ``boxes [N, 4]`` -> bool ``[N, 1, H, W]`` (bilinear, binarised at
+    ``threshold``, pixels whose centre is outside the window cleared) and the masks' tight
+    boxes (``fallback`` where empty). Each mask is resampled over its window only."""
+    h, w = size
+    n, m = masks.shape[0], masks.shape[-1]
+    out = np.zeros((n, 1, h, w), bool)
+    tight = fallback.astype(np.float32).copy()
+    for i in range(n):
+        b = boxes[i:i + 1].astype(np.float32)
+        side = float(b[0, 2] - b[0, 0])
+        sh, sw = min(int(np.ceil(side)) + 2, h), min(int(np.ceil(side)) + 2, w)
+        x_org = int(np.clip(np.floor(b[0, 0]), 0, w - sw))
+        y_org = int(np.clip(np.floor(b[0, 1]), 0, h - sh))
+        px = np.arange(x_org, x_org + sw, dtype=np.float32) + np.float32(0.5)  # pixel centres of the region
+        py = np.arange(y_org, y_org + sh, dtype=np.float32) + np.float32(0.5)
+        wx, gx = _bilinear_weights(px, b[:, 0], b[:, 2], m)
+        wy, gy = _bilinear_weights(py, b[:, 1], b[:, 3], m)
+        vals = (wy[0] @ masks[i].astype(np.float32) @ wx[0].T) >= threshold
+        vals &= (np.abs(gy[0]) <= 1)[:, None] & (np.abs(gx[0]) <= 1)[None, :]
+        out[i, 0, y_org:y_org + sh, x_org:x_org + sw] = vals
+        rows, cols = vals.any(axis=1), vals.any(axis=0)
+        if rows.any():
+            ys, xs = np.nonzero(rows)[0], np.nonzero(cols)[0]
+            tight[i] = [x_org + xs[0], y_org + ys[0], x_org + xs[-1] + 1, y_org + ys[-1] + 1]
+    return out, tight
+
+
 class OnnxRunner:
     """An exported maskkit model under ONNX Runtime (CPU). ``runner(image) -> prediction``
     with NumPy arrays; ``runner.config_json``, ``class_names``, ``cat_ids`` from the file."""
@@ -184,6 +258,8 @@ class OnnxRunner:
 
     def __call__(self, image) -> dict[str, np.ndarray]:
         image = self.as_image(image)
+        if self.system == "sharpmask":
+            return self.proposals(image)
         batch, size = self.preprocess(image)
         boxes, scores, labels, probs, mask_scores = self.session.run(None, {"image": batch, "size": size})
         return self.postprocess(boxes, scores, labels, probs, mask_scores, tuple(size), image.shape[-2:])
@@ -205,3 +281,27 @@ class OnnxRunner:
         return {"boxes": boxes.astype(np.float32), "labels": labels.astype(np.int64),
                 "scores": scores.astype(np.float32), "masks": paste_masks(probs, boxes, (h0, w0), zero_outside),
                 "mask_scores": mask_scores.astype(np.float32)}
+
+    def proposals(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """SharpMask / DeepMask: the graph's top windows -> window boxes in image px, masks
+        pasted and binarised, tight boxes (``SharpMask.propose`` + ``proposals_to_prediction``)."""
+        rt = self.runtime
+        canvases = sharpmask_canvases(image, rt)
+        feeds = {f"scale_{i}": c for i, c in enumerate(canvases)}
+        scores, which, cells, masks = self.session.run(None, feeds)
+        h, w = image.shape[-2:]
+        # as torch: 2^s and window / 2^s are Python floats, rounded to float32 where they meet tensors
+        factor = np.asarray([2.0 ** s for s in rt["scales"]], np.float32)[which]
+        side = np.asarray([rt["window"] / 2.0 ** s for s in rt["scales"]], np.float32)[which]
+        pad = np.float32(rt["window"] // 2)
+        x0 = (cells[:, 1].astype(np.float32) * np.float32(16) - pad) / factor
+        y0 = (cells[:, 0].astype(np.float32) * np.float32(16) - pad) / factor
+        wb = np.stack([x0, y0, x0 + side, y0 + side], axis=1).reshape(-1, 4).astype(np.float32)
+        centre = (wb[:, :2] + wb[:, 2:]) / 2
+        half = (wb[:, 2:] - wb[:, :2]) * np.float32(rt["canonical_size"] / rt["window"]) / 2
+        fallback = np.concatenate([centre - half, centre + half], axis=1)
+        pasted, boxes = paste_window_masks(masks, wb, (h, w), float(rt["mask_threshold"]), fallback)
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        return {"boxes": boxes, "labels": np.ones(len(scores), np.int64), "scores": scores.astype(np.float32),
+                "masks": pasted}

@@ -129,6 +129,29 @@ def test_onnxruntime_parity_on_real_images_two_sizes(tmp_path, coco_tiny, preset
     assert len(sizes) == 2  # one file served two different input sizes
 
 
+@pytest.mark.parametrize("preset, extra", [
+    ("sharpmask_demo", []),  # refinement on the skip features of each window's own scale
+    ("deepmask_demo", ["model.pyramid=official", "model.border_fill=0.5"]),  # coarse masks, converted-.t7 settings
+])
+def test_sharpmask_onnxruntime_parity_on_real_images_two_sizes(tmp_path, coco_tiny, preset, extra):
+    torch.manual_seed(0)
+    model = create_model(preset, overrides=["model.top_n=100", *extra]).eval()
+    path = export_model(model, tmp_path / "m.onnx")
+    runner = OnnxRunner(path)
+    imgs = _images(coco_tiny)
+    for img in (imgs[0][:, :240, :320], imgs[1][:, :200, :280]):  # two sizes: every scale's input differs
+        with torch.no_grad():
+            want = model([img])[0]
+        got = runner(img.numpy())
+        assert len(want["boxes"]) == len(got["boxes"]) == 100
+        np.testing.assert_allclose(got["scores"], want["scores"].numpy(), atol=1e-4)
+        np.testing.assert_allclose(got["boxes"], want["boxes"].numpy(), atol=1e-3)
+        a, b = want["masks"].numpy()[:, 0], got["masks"][:, 0]
+        assert all(_mask_same(x, y) for x, y in zip(a, b))
+    pred = Predictor(path)(img)  # the engine's path: labels all 1, class-agnostic
+    assert pred["labels"].eq(1).all() and pred["masks"].dtype == torch.bool
+
+
 def test_image_with_no_detections_exports_and_runs(tmp_path):
     torch.manual_seed(0)
     model = create_model("centermask_lite_demo").eval()  # prior 0.01 < score threshold: nothing detected
