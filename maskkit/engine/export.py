@@ -38,6 +38,8 @@ from maskkit.config import config_to_json
 from maskkit.errors import MaskkitError
 from maskkit.models.centermask.fcos import level_locations
 from maskkit.models.centermask.mask_head import assign_fpn_levels
+from maskkit.models.centermask.model import CenterMask
+from maskkit.models.sharpmask.model import SharpMask
 
 __all__ = ["DEFAULT_OPSET", "CenterMaskGraph", "export_model", "export_file", "runtime_spec"]
 
@@ -136,7 +138,7 @@ def runtime_spec(model: nn.Module) -> dict:
     """What the NumPy runner needs besides the graph (pre- and post-processing settings)."""
     cfg = model.cfg
     return {
-        "system": "centermask",
+        "pipeline": "detections",
         "min_size_test": int(cfg.min_size_test),
         "max_size_test": int(cfg.max_size_test),
         "size_divisibility": int(cfg.size_divisibility),
@@ -161,12 +163,13 @@ def export_model(model: nn.Module, out: str | Path, opset: int = DEFAULT_OPSET) 
     """Write ``model`` (a maskkit model in eval mode, with ``model.info``) as ONNX to ``out``."""
     if opset < 16:
         raise MaskkitError(f"--opset {opset}: RoiAlign with half-pixel (aligned) coordinates needs opset >= 16")
-    info = getattr(model, "info", None)
-    system = info.config.model.__class__.__name__ if info is not None else type(model).__name__
-    if system == "SharpMaskConfig":
+    if getattr(model, "info", None) is None:
+        raise MaskkitError(f"export: a {type(model).__name__} without model.info was not built by maskkit")
+    # dispatch on the network's own class (what is traced), not on a system name
+    if isinstance(model, SharpMask):
         return _export_sharpmask(model, out, opset)
-    if system != "CenterMaskConfig":
-        raise MaskkitError(f"export: {system} is not a maskkit model config; export takes CenterMask and "
+    if not isinstance(model, CenterMask):
+        raise MaskkitError(f"export: no ONNX graph for {type(model).__name__}; export takes CenterMask and "
                            "DeepMask/SharpMask model files")
     graph = CenterMaskGraph(model.eval()).eval()
     image, size = _example_input(model)

@@ -85,7 +85,7 @@ class SharpMaskGraph(nn.Module):
 def sharpmask_runtime_spec(model: nn.Module) -> dict:
     cfg = model.cfg
     return {
-        "system": "sharpmask",
+        "pipeline": "proposals",
         "scales": [float(s) for s in cfg.scales],
         "window": int(cfg.window),
         "canonical_size": int(cfg.sampler.canonical_size),

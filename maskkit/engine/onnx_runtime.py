@@ -228,7 +228,11 @@ class OnnxRunner:
         self.config_json: str = meta["maskkit_config"]
         self.class_names: list[str] = json.loads(meta.get("class_names", "[]"))
         self.cat_ids: list[int] = [int(c) for c in json.loads(meta.get("cat_ids", "[]"))]
-        self.system: str = self.runtime["system"]
+        # the graph's kind: "detections" (CenterMask: one image in, boxes + 28x28 masks out) or
+        # "proposals" (DeepMask/SharpMask: one canvas per pyramid scale in, window masks out)
+        self.pipeline: str = self.runtime["pipeline"]
+        if self.pipeline not in ("detections", "proposals"):
+            raise MaskkitError(f"{self.path}: unknown maskkit ONNX pipeline {self.pipeline!r}; upgrade maskkit")
         self.mask_threshold = float(self.runtime["mask_threshold"])
 
     @staticmethod
@@ -258,7 +262,7 @@ class OnnxRunner:
 
     def __call__(self, image) -> dict[str, np.ndarray]:
         image = self.as_image(image)
-        if self.system == "sharpmask":
+        if self.pipeline == "proposals":
             return self.proposals(image)
         batch, size = self.preprocess(image)
         boxes, scores, labels, probs, mask_scores = self.session.run(None, {"image": batch, "size": size})

@@ -109,13 +109,25 @@ def test_numpy_resize_and_paste_equal_torch():
                                    paste_masks_in_image(masks, boxes, (50, 60), zero_outside).numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("preset, extra", [
-    ("centermask_lite_v19", []),  # a Lite preset, maskkit post-processing
-    ("centermask_mnv2", ["model.postprocess=centermask2"]),  # a full preset, the official post-processing
+def _official_layout(preset: str) -> torch.nn.Module:
+    """A model as ``maskkit convert`` builds it for a centermask2 checkpoint: BGR 0-255 input,
+    detectron2's mean/std, threshold 0.05, the official post-processing (random weights)."""
+    from maskkit.config import apply_overrides
+    from maskkit.convert.centermask2 import official_config
+    from maskkit.models.zoo import build
+
+    return build(apply_overrides(official_config(preset), SMALL), backbone_weights=False)
+
+
+@pytest.mark.parametrize("preset, official", [
+    ("centermask_lite_v19", False),  # a Lite preset, maskkit pre- and post-processing
+    ("centermask_mnv2", True),  # a full preset in the converted official layout (BGR255, centermask2 post-processing)
 ])
-def test_onnxruntime_parity_on_real_images_two_sizes(tmp_path, coco_tiny, preset, extra):
+def test_onnxruntime_parity_on_real_images_two_sizes(tmp_path, coco_tiny, preset, official):
     torch.manual_seed(0)
-    model = _spread_scores(create_model(preset, overrides=SMALL + extra))
+    model = _spread_scores(_official_layout(preset) if official else create_model(preset, overrides=SMALL))
+    assert (model.cfg.postprocess, model.cfg.input_format) == (("centermask2", "BGR255") if official else
+                                                                ("maskkit", "RGB"))
     path = export_model(model, tmp_path / "m.onnx")
     runner = OnnxRunner(path)
     sizes = set()
