@@ -14,7 +14,8 @@ Runtimes (``--runtime``, several at once: the ratios are measured in one process
 (the model as trained), ``fused`` (:func:`maskkit.engine.fuse.fuse_model`: norms folded into the
 convolutions), ``fused_cl`` (the same with channels_last weights) and ``onnxruntime`` (the
 exported file under ONNX Runtime with the NumPy pre/post-processing, ``torch`` threads =
-ONNX Runtime intra-op threads). Each row also reports the achieved GFLOP/s as a percentage of
+ONNX Runtime intra-op threads) and ``openvino`` (the same file and NumPy steps on OpenVINO's CPU
+plugin; optional package). Each row also reports the achieved GFLOP/s as a percentage of
 the machine's convolution peak measured in the same run (:func:`conv_peak_gflops`: a large
 3x3 convolution), so the distance to the roofline is visible.
 
@@ -38,7 +39,7 @@ __all__ = ["PEERS", "RUNTIMES", "time_model", "build_peer", "conv_peak_gflops", 
            "format_rows"]
 
 PEERS = ("maskrcnn_r50",)
-RUNTIMES = ("eager", "fused", "fused_cl", "onnxruntime")
+RUNTIMES = ("eager", "fused", "fused_cl", "onnxruntime", "openvino")
 
 
 def time_model(model: nn.Module, image: Tensor, iters: int = 10, warmup: int = 2) -> tuple[float, list[float], dict]:
@@ -96,7 +97,7 @@ def build_runtime(model: nn.Module, runtime: str, workdir: str | None = None) ->
         from maskkit.engine.fuse import fuse_model
 
         return fuse_model(model, channels_last=runtime == "fused_cl")
-    if runtime == "onnxruntime":
+    if runtime in ("onnxruntime", "openvino"):
         from pathlib import Path
 
         from maskkit.engine.export import export_model
@@ -104,7 +105,10 @@ def build_runtime(model: nn.Module, runtime: str, workdir: str | None = None) ->
 
         if workdir is None:
             raise MaskkitError("the onnxruntime runtime needs a folder for the exported file")
-        return OnnxModel(export_model(model, Path(workdir) / "bench.onnx"), threads=torch.get_num_threads())
+        path = Path(workdir) / "bench.onnx"
+        if not path.is_file():  # one export serves both ONNX runtimes
+            export_model(model, path)
+        return OnnxModel(path, threads=torch.get_num_threads(), backend=runtime)
     raise MaskkitError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
 
 

@@ -27,9 +27,9 @@ class OnnxModel(nn.Module):
     """``OnnxModel("model.onnx")(images)``: float ``[3, H, W]`` images in 0..1 -> prediction
     dicts of CPU tensors (the data contract), computed by ONNX Runtime."""
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, backend: str = "onnxruntime"):
         super().__init__()
-        self.runner = OnnxRunner(path, threads)
+        self.runner = OnnxRunner(path, threads, backend)
         self.info = ModelInfo(read_config(self.runner.config_json), self.runner.class_names, self.runner.cat_ids)
         self.cfg = self.info.config.model
 

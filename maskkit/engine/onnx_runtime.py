@@ -210,14 +210,35 @@ def paste_window_masks(masks: np.ndarray, boxes: np.ndarray, size: tuple[int, in
     return out, tight
 
 
+class _OpenVinoSession:
+    """The same ``run(None, feeds) -> [outputs]`` as an ONNX Runtime session, on OpenVINO's CPU
+    plugin (the optional ``openvino`` package reads the ``.onnx`` file directly)."""
+
+    def __init__(self, path: Path, threads: int | None):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise MaskkitError("runtime openvino needs the openvino package (pip install openvino)") from None
+        config = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
+        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+
+    def run(self, _names, feeds: dict) -> list[np.ndarray]:
+        res = self.compiled(feeds)
+        return [np.asarray(res[o]) for o in self.compiled.outputs]
+
+
 class OnnxRunner:
     """An exported maskkit model under ONNX Runtime (CPU). ``runner(image) -> prediction``
     with NumPy arrays; ``runner.config_json``, ``class_names``, ``cat_ids`` from the file."""
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, backend: str = "onnxruntime"):
         self.path = Path(path)
         self.session, meta = read_onnx_metadata(self.path)
-        if threads is not None:
+        if backend == "openvino":
+            self.session = _OpenVinoSession(self.path, threads)
+        elif backend != "onnxruntime":
+            raise MaskkitError(f"unknown ONNX backend {backend!r}: onnxruntime or openvino")
+        elif threads is not None:
             import onnxruntime as ort
 
             opts = ort.SessionOptions()

@@ -258,3 +258,15 @@ def test_runner_imports_no_torch():
 
     code = "import sys, maskkit.engine.onnx_runtime; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ}).returncode == 0
+
+
+def test_openvino_backend_runs_the_same_file(tmp_path, coco_tiny):
+    """The optional third runtime: the same .onnx on OpenVINO's CPU plugin, same detections."""
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    model = _spread_scores(create_model("centermask_lite_v19", overrides=SMALL))
+    runner = OnnxRunner(export_model(model, tmp_path / "m.onnx"), threads=1, backend="openvino")
+    img = _images(coco_tiny)[1]
+    with torch.no_grad():
+        want = model([img])[0]
+    assert_same_detections(want, runner(img.numpy()))
