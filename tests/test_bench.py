@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import maskkit
-from maskkit.engine.bench import run_bench, time_model
+from maskkit.engine.bench import format_rows, run_bench, time_model
 from maskkit.models.flops import bench_image_size, centermask_gflops, count_gflops
 from maskkit.cli import main
 from maskkit.errors import MaskkitError
@@ -75,3 +75,18 @@ def test_bench_and_models_verbs_print_tables(capsys):
     assert float(lines["centermask_r50"][4]) > 100  # GFLOPs at 800x1067
     assert main(["models", "--no-flops", "centermask_lite_v19"]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[-1] == "-"
+
+
+def test_run_bench_runtimes_in_one_process_with_peak():
+    pytest.importorskip("onnxruntime")
+    rows = run_bench("centermask_lite_demo", size=96, iters=1, warmup=0, detections=10, num_classes=3,
+                     runtimes=("eager", "fused", "onnxruntime"))
+    assert [r["runtime"] for r in rows] == ["eager", "fused", "onnxruntime"]
+    assert all(r["detections"] == 10 for r in rows)  # the same work on every runtime
+    assert rows[0]["peak_gflops_per_s"] > 0 and all(0 < r["pct_peak"] for r in rows)
+    assert "latency ratio" in format_rows(rows) and "conv peak" in format_rows(rows)
+
+
+def test_bench_unknown_runtime_is_a_clear_error():
+    with pytest.raises(MaskkitError, match="--runtime tensorrt"):
+        run_bench("centermask_lite_demo", size=64, iters=1, warmup=0, runtimes=("tensorrt",), flops=False)

@@ -25,6 +25,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "bench": ("maskkit.cli.bench", "measure inference latency, side by side with a peer"),
     "models": ("maskkit.cli.models", "list model presets with parameters and GFLOPs"),
     "serve": ("maskkit.cli.serve", "try a model file in the browser: a local web page and a JSON endpoint"),
+    "export": ("maskkit.cli.export", "export a model file to ONNX (whole pipeline, masks included) for ONNX Runtime"),
     "convert": ("maskkit.cli.convert", "convert published weights (centermask2, DeepMask/SharpMask .t7, ImageNet) to a model file"),
 }
 DATA_VERBS: dict[str, tuple[str, str]] = {

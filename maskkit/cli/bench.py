@@ -1,6 +1,7 @@
 """Measure inference latency (and FLOPs) of a model preset, side by side with a peer.
 
     maskkit bench --model centermask_lite_v19 --size 600 --vs maskrcnn_r50
+    maskkit bench --model centermask_lite_v19 --runtime eager,fused,onnxruntime --threads 2
 """
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import argparse
 
 import torch
 
-from maskkit.engine.bench import PEERS, format_rows, run_bench
+from maskkit.engine.bench import PEERS, RUNTIMES, format_rows, run_bench
 from maskkit.errors import MaskkitError
 
 
@@ -25,7 +26,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detections", type=int, default=50,
                         help="detections forced through each model's mask branch (default 50)")
     parser.add_argument("--num-classes", type=int, default=80, help="number of classes of the preset (default 80)")
-    parser.add_argument("--no-flops", action="store_true", help="skip counting GFLOPs")
+    parser.add_argument("--runtime", default="eager", metavar="R[,R...]",
+                        help=f"runtimes to time in this process, comma-separated: {', '.join(RUNTIMES)} "
+                             "(default: %(default)s; onnxruntime needs the [export] extra)")
+    parser.add_argument("--no-flops", action="store_true", help="skip counting GFLOPs (and the conv peak)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise MaskkitError(f"--device {args.device}: CUDA is not available on this machine")
     rows = run_bench(args.model, args.size, args.vs, args.iters, args.warmup, args.device, args.detections,
-                     args.num_classes, flops=not args.no_flops)
-    print(f"device {args.device}, {torch.get_num_threads()} threads, {args.iters} timed runs after {args.warmup} warm-up")
+                     args.num_classes, flops=not args.no_flops,
+                     runtimes=tuple(r.strip() for r in args.runtime.split(",") if r.strip()))
+    print(f"device {args.device}, {torch.get_num_threads()} threads, {args.iters} timed runs after "
+          f"{args.warmup} warm-up")
     print(format_rows(rows))
     return 0

@@ -10,7 +10,17 @@ top ``detections_per_image`` after NMS are kept; Mask R-CNN: ``box_score_thresh=
 runs after ``--warmup`` untimed ones, of the whole ``model([image])`` call (resize,
 backbone, heads, decoding, masks pasted at image size).
 
-FLOPs come from :mod:`maskkit.models.flops`; this module only times.
+Runtimes (``--runtime``, several at once: the ratios are measured in one process): ``eager``
+(the model as trained), ``fused`` (:func:`maskkit.engine.fuse.fuse_model`: norms folded into the
+convolutions), ``fused_cl`` (the same with channels_last weights) and ``onnxruntime`` (the
+exported file under ONNX Runtime with the NumPy pre/post-processing, ``torch`` threads =
+ONNX Runtime intra-op threads) and ``openvino`` (the same file and NumPy steps on OpenVINO's CPU
+plugin; optional package). Each row also reports the achieved GFLOP/s as a percentage of
+the machine's convolution peak measured in the same run (:func:`conv_peak_gflops`: a large
+3x3 convolution), so the distance to the roofline is visible.
+
+FLOPs come from :mod:`maskkit.models.flops` (multiply-add = 1, convolutions and matrix
+products only); this module only times.
 """
 from __future__ import annotations
 
@@ -23,11 +33,13 @@ from torch import Tensor, nn
 from maskkit.errors import MaskkitError
 from maskkit.models.centermask.config import CenterMaskConfig
 from maskkit.models.flops import bench_image_size, centermask_gflops, count_gflops
-from maskkit.models.zoo import build_model, get_config
+from maskkit.models.zoo import build, get_config
 
-__all__ = ["PEERS", "time_model", "build_peer", "run_bench", "format_rows"]
+__all__ = ["PEERS", "RUNTIMES", "time_model", "build_peer", "conv_peak_gflops", "build_runtime", "run_bench",
+           "format_rows"]
 
 PEERS = ("maskrcnn_r50",)
+RUNTIMES = ("eager", "fused", "fused_cl", "onnxruntime", "openvino")
 
 
 def time_model(model: nn.Module, image: Tensor, iters: int = 10, warmup: int = 2) -> tuple[float, list[float], dict]:
@@ -57,39 +69,112 @@ def build_peer(name: str, min_size: int, max_size: int, detections: int) -> nn.M
                                  box_score_thresh=0.0, box_detections_per_img=detections).eval()
 
 
+def conv_peak_gflops(device: str = "cpu", iters: int = 5) -> float:
+    """The machine's convolution peak in GFLOP/s (multiply-add = 1, as the models' GFLOPs): the
+    median time of a 256 -> 256 3x3 convolution on a 100x100 map (5.9 GMAC, large enough
+    for the best oneDNN kernel), with this process's thread count."""
+    conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device).eval()
+    x = torch.rand(1, 256, 100, 100, device=device)
+    macs = 256 * 256 * 9 * 100 * 100
+    times = []
+    with torch.inference_mode():
+        for i in range(iters + 1):
+            t0 = time.perf_counter()
+            conv(x)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            if i:
+                times.append(time.perf_counter() - t0)
+    return macs / statistics.median(times) / 1e9
+
+
+def build_runtime(model: nn.Module, runtime: str, workdir: str | None = None) -> nn.Module:
+    """``model`` (with ``model.info``) on ``runtime`` (see :data:`RUNTIMES`) as a module taking
+    ``[image]``; ``onnxruntime`` exports to ``workdir`` first."""
+    if runtime == "eager":
+        return model
+    if runtime in ("fused", "fused_cl"):
+        from maskkit.engine.fuse import fuse_model
+
+        return fuse_model(model, channels_last=runtime == "fused_cl")
+    if runtime in ("onnxruntime", "openvino"):
+        from pathlib import Path
+
+        from maskkit.engine.export import export_model
+        from maskkit.engine.onnx_model import OnnxModel
+
+        if workdir is None:
+            raise MaskkitError("the onnxruntime runtime needs a folder for the exported file")
+        path = Path(workdir) / "bench.onnx"
+        if not path.is_file():  # one export serves both ONNX runtimes
+            export_model(model, path)
+        return OnnxModel(path, threads=torch.get_num_threads(), backend=runtime)
+    raise MaskkitError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+
+
+def _row(name: str, runtime: str, model: nn.Module, image: Tensor, iters: int, warmup: int, gflops: float | None,
+         peak: float | None) -> dict:
+    median, times, out = time_model(model, image, iters, warmup)
+    h, w = image.shape[-2:]
+    achieved = gflops / (median / 1000) if gflops is not None else None
+    return {"model": name, "runtime": runtime, "input": f"{h}x{w}", "detections": len(out["boxes"]),
+            "median_ms": median, "min_ms": min(times), "gflops": gflops, "gflops_per_s": achieved,
+            "pct_peak": 100 * achieved / peak if achieved is not None and peak else None}
+
+
 def run_bench(model_name: str, size: int | None = None, vs: str | None = None, iters: int = 10, warmup: int = 2,
-              device: str = "cpu", detections: int = 50, num_classes: int = 80, flops: bool = True) -> list[dict]:
-    """Time preset ``model_name`` (and the peer ``vs``) on the same image -> one row per model:
-    ``dict(model, input, detections, median_ms, gflops, ...)``."""
+              device: str = "cpu", detections: int = 50, num_classes: int = 80, flops: bool = True,
+              runtimes: tuple[str, ...] = ("eager",)) -> list[dict]:
+    """Time preset ``model_name`` on each of ``runtimes`` (and the peer ``vs``, eager) on the same
+    image -> one row per (model, runtime): ``dict(model, runtime, input, detections, median_ms,
+    gflops, gflops_per_s, pct_peak, ...)``; the first row carries ``peak_gflops_per_s``."""
+    import tempfile
+
     cfg = get_config(model_name, num_classes)
     if not isinstance(cfg.model, CenterMaskConfig):
         raise MaskkitError(f"bench measures CenterMask presets; {model_name!r} is a {cfg.model.system} model")
+    bad = [r for r in runtimes if r not in RUNTIMES]
+    if bad or not runtimes:
+        raise MaskkitError(f"--runtime {','.join(bad) or '(none)'}: choose from {', '.join(RUNTIMES)}")
+    if device != "cpu" and any(r != "eager" for r in runtimes):
+        raise MaskkitError("--runtime fused/fused_cl/onnxruntime are measured on the CPU (--device cpu)")
     overrides = ["model.fcos.score_thresh=0.0", f"model.fcos.detections_per_image={detections}"]
     if size:
         overrides.append(f"model.min_size_test={size}")
-    cfg = get_config(model_name, num_classes, overrides)
-    model = build_model(cfg.model).to(device).eval()
+    model = build(get_config(model_name, num_classes, overrides), backbone_weights=False).to(device).eval()
     h, w = bench_image_size(model.cfg.min_size_test, model.cfg.max_size_test)
     image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
+    peak = conv_peak_gflops(device) if flops else None
+    gflops = centermask_gflops(model, h, w) if flops else None
     rows = []
-    median, times, out = time_model(model, image, iters, warmup)
-    rows.append({"model": model_name, "input": f"{h}x{w}", "detections": len(out["boxes"]), "median_ms": median,
-                 "min_ms": min(times), "gflops": centermask_gflops(model, h, w) if flops else None})
+    with tempfile.TemporaryDirectory(prefix="maskkit-bench-") as tmp:
+        for runtime in runtimes:
+            timed = build_runtime(model, runtime, tmp)
+            rows.append(_row(model_name, runtime, timed, image, iters, warmup, gflops, peak))
     if vs:
         peer = build_peer(vs, h, max(h, w), detections).to(device)
-        median, times, out = time_model(peer, image, iters, warmup)
         g = count_gflops(lambda: peer([image])) if flops else None
-        rows.append({"model": vs, "input": f"{h}x{w}", "detections": len(out["boxes"]), "median_ms": median,
-                     "min_ms": min(times), "gflops": g})
+        rows.append(_row(vs, "eager", peer, image, iters, warmup, g, peak))
+    rows[0]["peak_gflops_per_s"] = peak
     return rows
 
 
 def format_rows(rows: list[dict]) -> str:
-    head = f"{'model':<30} {'input':>10} {'dets':>5} {'median ms':>10} {'min ms':>8} {'GFLOPs':>8}"
+    """A table, the measured conv peak, and each row's latency ratio to the first row."""
+    head = (f"{'model':<28} {'runtime':<12} {'input':>9} {'dets':>5} {'median ms':>10} {'min ms':>8} {'GFLOPs':>7} "
+            f"{'GFLOP/s':>8} {'% peak':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
         g = f"{r['gflops']:.1f}" if r["gflops"] is not None else "-"
-        lines.append(f"{r['model']:<30} {r['input']:>10} {r['detections']:>5} {r['median_ms']:>10.1f} {r['min_ms']:>8.1f} {g:>8}")
-    if len(rows) == 2:
-        lines.append(f"{rows[1]['model']} / {rows[0]['model']} latency ratio: {rows[1]['median_ms'] / rows[0]['median_ms']:.2f}x")
+        gs = f"{r['gflops_per_s']:.1f}" if r.get("gflops_per_s") is not None else "-"
+        pct = f"{r['pct_peak']:.0f}%" if r.get("pct_peak") is not None else "-"
+        lines.append(f"{r['model']:<28} {r.get('runtime', 'eager'):<12} {r['input']:>9} {r['detections']:>5} "
+                     f"{r['median_ms']:>10.1f} {r['min_ms']:>8.1f} {g:>7} {gs:>8} {pct:>7}")
+    peak = rows[0].get("peak_gflops_per_s") if rows else None
+    if peak:
+        lines.append(f"conv peak (256->256 3x3 on 100x100, same run): {peak:.1f} GFLOP/s (multiply-add = 1)")
+    base = rows[0] if rows else None
+    for r in rows[1:]:
+        lines.append(f"{r['model']} [{r.get('runtime', 'eager')}] / {base['model']} [{base.get('runtime', 'eager')}] "
+                     f"latency ratio: {r['median_ms'] / base['median_ms']:.2f}x")
     return "\n".join(lines)

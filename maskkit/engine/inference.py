@@ -25,10 +25,10 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from maskkit.checkpoint import load_model
 from maskkit.config import EvalConfig, ModelInfo
 from maskkit.data.coco import load_image, open_split, pil_to_tensor
 from maskkit.engine.distributed import all_gather_objects, dist_info, resolve_device
+from maskkit.engine.onnx_model import load_any
 from maskkit.engine.systems import SYSTEMS, system_of
 from maskkit.errors import DataError
 from maskkit.evaluation import predictions_to_coco_results, write_metrics, write_results
@@ -97,7 +97,8 @@ def _filter(pred: dict, score_thresh: float) -> dict:
 class Predictor:
     """Inference with a trained model: ``Predictor(path_or_model)(image) -> prediction``.
 
-    Accepts a model file (see :mod:`maskkit.checkpoint`) or a loaded module. One image in, one
+    Accepts a model file (see :mod:`maskkit.checkpoint`), an exported ``.onnx`` file (run by
+    ONNX Runtime, :mod:`maskkit.engine.onnx_model`) or a loaded module. One image in, one
     prediction dict out; a list in, a list out (run in batches of ``batch_size``). Each
     prediction also carries ``category_ids`` (the user's ids) and ``class_names``, from
     ``model.info`` (:class:`maskkit.config.ModelInfo`; a module without it reports labels as ids).
@@ -106,7 +107,7 @@ class Predictor:
     def __init__(self, model: str | Path | nn.Module, device: str = "cpu", score_thresh: float = 0.0,
                  batch_size: int = 1):
         if isinstance(model, (str, Path)):
-            model = load_model(model, device=device)
+            model = load_any(model, device=device)  # a model file or an exported .onnx
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.score_thresh, self.batch_size = float(score_thresh), int(batch_size)
@@ -187,7 +188,7 @@ def evaluate_file(weights: str | Path, out: str | Path, *, data: str | Path | No
     or ``ann`` + ``images``) and write ``results.json`` and ``metrics.json`` to ``out``; returns
     the metrics. The model file is checked before the dataset is read."""
     device = resolve_device(device)
-    model = load_model(weights, device=device)
+    model = load_any(weights, device=device)  # a model file or an exported .onnx
     dataset = open_split(data, split, ann, images)
     system_of(model.info.config).check_classes(model.info.cat_ids, dataset, weights)
     out = Path(out)

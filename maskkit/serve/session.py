@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from maskkit.checkpoint import load_model
 from maskkit.data.synthetic import image_rng, render_image
 from maskkit.engine.inference import Predictor
+from maskkit.engine.onnx_model import load_any
 from maskkit.engine.systems import system_of
 from maskkit.errors import MaskkitError
 from maskkit.evaluation import predictions_to_coco_results
@@ -111,7 +111,7 @@ class ServeSession:
                  cache_size: int = 4, num_examples: int = 3):
         if max_proposals < 1:
             raise MaskkitError(f"max_proposals must be at least 1, got {max_proposals}")
-        model = load_model(weights, device=device)
+        model = load_any(weights, device=device)  # a model file or an exported .onnx
         cfg = model.info.config.model
         system = system_of(model.info.config)
         max_det = system.limit_detections(model, max_proposals)

@@ -108,3 +108,18 @@ def test_synthetic_examples_are_pngs_of_shapes():
     assert all(t.shape == (3, 96, 96) for t in imgs)
     assert not torch.equal(imgs[0], imgs[1])
     assert synthetic_examples(2, size=96) == ex  # deterministic
+
+
+def test_an_exported_onnx_file_serves_the_same_detections(centermask_file, tmp_path):
+    """``maskkit serve --weights model.onnx``: the same page model, run by ONNX Runtime."""
+    pytest.importorskip("onnxruntime")
+    from maskkit.engine.export import export_file
+
+    onnx = ServeSession(export_file(centermask_file, tmp_path / "m.onnx"), num_examples=0)
+    ref = ServeSession(centermask_file, num_examples=0)
+    assert onnx.info.name == ref.info.name and onnx.info.classes == ref.info.classes
+    a, b = onnx.analyze(scene(3)), ref.analyze(scene(3))
+    ra, rb = onnx.coco_results(a, 0.0), ref.coco_results(b, 0.0)
+    assert len(ra) == len(rb)
+    for x, y in zip(ra, rb):
+        assert x["category_id"] == y["category_id"] and abs(x["score"] - y["score"]) < 1e-4

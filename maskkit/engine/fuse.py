@@ -1,0 +1,68 @@
+"""The fused eager inference path (issue #11): the same model, rewritten for eval-mode speed.
+
+- Every convolution followed by a BatchNorm / FrozenBatchNorm (VoVNet's conv-norm-ReLU units,
+  the ResNet and MobileNetV2 trunks) gets the norm folded into its weights and bias
+  (``torch.nn.utils.fusion.fuse_conv_bn_weights``), the norm becomes ``nn.Identity``: one
+  pass over the activations fewer per unit. GroupNorm (the FCOS towers) normalises with
+  per-image statistics and cannot be folded.
+- Optionally ``channels_last`` weights (so the convolutions pick the NHWC oneDNN kernels);
+  :mod:`maskkit.engine.bench` measures whether it helps on the machine at hand.
+
+Outputs equal the unfused model's to float rounding (``tests/engine/test_fuse.py``).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+from torchvision.ops import FrozenBatchNorm2d
+
+__all__ = ["fuse_model", "fold_norms"]
+
+_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
+
+
+def _folded(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
+    """A copy of ``conv`` computing ``norm(conv(x))`` (norm in eval mode: fixed statistics)."""
+    fused = copy.deepcopy(conv)
+    # FrozenBatchNorm2d keeps running stats as buffers and no momentum; same formula as BN eval.
+    w, b = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps,
+                                norm.weight, norm.bias)
+    fused.weight, fused.bias = w, b
+    return fused
+
+
+def fold_norms(module: nn.Module) -> int:
+    """Fold every (Conv2d, BatchNorm2d | FrozenBatchNorm2d) pair in place: consecutive children
+    of an ``nn.Sequential``, and torchvision ResNet blocks' ``convN``/``bnN`` attributes.
+    Returns the number of norms folded."""
+    count = 0
+    for m in module.modules():
+        if isinstance(m, nn.Sequential):
+            names = list(m._modules)
+            for a, b in zip(names, names[1:]):
+                conv, norm = m._modules[a], m._modules[b]
+                if isinstance(conv, nn.Conv2d) and isinstance(norm, _NORMS):
+                    m._modules[a], m._modules[b] = _folded(conv, norm), nn.Identity()
+                    count += 1
+        for i in range(1, 4):  # torchvision BasicBlock / Bottleneck: conv1->bn1, conv2->bn2, conv3->bn3
+            conv, norm = getattr(m, f"conv{i}", None), getattr(m, f"bn{i}", None)
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, _NORMS):
+                setattr(m, f"conv{i}", _folded(conv, norm))
+                setattr(m, f"bn{i}", nn.Identity())
+                count += 1
+    return count
+
+
+def fuse_model(model: nn.Module, channels_last: bool = False) -> nn.Module:
+    """An eval-mode copy of ``model`` with norms folded (and ``channels_last`` weights when
+    asked); ``model`` itself is unchanged. ``model.info`` / ``model.cfg`` are kept."""
+    fused = copy.deepcopy(model).eval()
+    fold_norms(fused)
+    if channels_last:
+        fused = fused.to(memory_format=torch.channels_last)
+    for p in fused.parameters():
+        p.requires_grad_(False)
+    return fused

@@ -1,0 +1,51 @@
+"""An exported ``.onnx`` file behind the module interface the engine runs (``model(images) ->
+predictions``, ``model.info``, ``model.cfg``), so ``maskkit predict/eval --weights model.onnx``
+and ``Predictor("model.onnx")`` take the same path as a model file. The work is done by the
+NumPy + ONNX Runtime runner (:mod:`maskkit.engine.onnx_runtime`); this adapter only converts
+tensors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from maskkit.checkpoint import load_model
+from maskkit.config import ModelInfo
+from maskkit.engine.onnx_runtime import OnnxRunner
+from maskkit.errors import MaskkitError
+from maskkit.models.zoo import read_config
+
+__all__ = ["OnnxModel", "is_onnx_file", "load_any"]
+
+
+def is_onnx_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".onnx"
+
+
+class OnnxModel(nn.Module):
+    """``OnnxModel("model.onnx")(images)``: float ``[3, H, W]`` images in 0..1 -> prediction
+    dicts of CPU tensors (the data contract), computed by ONNX Runtime."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, backend: str = "onnxruntime"):
+        super().__init__()
+        self.runner = OnnxRunner(path, threads, backend)
+        self.info = ModelInfo(read_config(self.runner.config_json), self.runner.class_names, self.runner.cat_ids)
+        self.cfg = self.info.config.model
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict]:
+        out = []
+        for img in images:
+            pred = self.runner(img.detach().to("cpu", torch.float32).numpy())
+            out.append({k: torch.from_numpy(v) for k, v in pred.items()})
+        return out
+
+
+def load_any(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """A model file (safetensors, :func:`maskkit.checkpoint.load_model`) or an exported
+    ``.onnx`` file (CPU only: the runner uses ONNX Runtime's CPU provider)."""
+    if not is_onnx_file(path):
+        return load_model(path, device=device)
+    if torch.device(device).type != "cpu":
+        raise MaskkitError(f"{path}: .onnx files run on the CPU with ONNX Runtime; use --device cpu")
+    return OnnxModel(path)

@@ -1,0 +1,62 @@
+"""The fused eager path (norms folded into convolutions, optional channels_last) gives the
+unfused model's outputs (issue #11: unchanged to 1e-5)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.ops import FrozenBatchNorm2d
+
+from maskkit.engine.fuse import fold_norms, fuse_model
+from maskkit.models.zoo import create_model
+
+
+def _randomise_norms(model: torch.nn.Module) -> None:
+    """Non-trivial statistics (fresh norms are the identity, which would hide a wrong fold)."""
+    g = torch.Generator().manual_seed(3)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm2d, FrozenBatchNorm2d)):
+            n = m.running_mean.shape[0]
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+@pytest.mark.parametrize("preset, channels_last, mask_tol", [
+    ("centermask_lite_v19", False, 1e-5),
+    ("centermask_lite_v19", True, 1e-5),
+    ("centermask_lite_mnv2", False, 1e-5),
+    # random ResNet-50 features reach ~4e3 (no trained statistics keep them small): float32
+    # rounding alone moves them by ~6e-3 against a float64 reference, and a few mask pixels by ~1e-3
+    ("centermask_lite_r50", False, 2e-3),
+])
+def test_fused_equals_unfused(preset, channels_last, mask_tol):
+    torch.manual_seed(0)
+    overrides = ["model.min_size_test=160", "model.max_size_test=256", "model.fcos.score_thresh=0.0",
+                 "model.fcos.detections_per_image=20"]
+    model = create_model(preset, overrides=overrides).eval()
+    with torch.no_grad():
+        _randomise_norms(model)
+        model.mask_head.predictor.weight.normal_(std=0.05)
+    fused = fuse_model(model, channels_last=channels_last)
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, FrozenBatchNorm2d)) for m in fused.modules())
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())  # the original is untouched
+    img = torch.rand(3, 150, 210, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        feats_a = model.fpn(model.backbone(model.preprocess([img])))
+        feats_b = fused.fpn(fused.backbone(fused.preprocess([img])))
+        for a, b in zip(feats_a, feats_b):
+            # to 1e-5 of the feature scale: random ResNet features reach ~4e3, where float32
+            # rounding alone (unfused vs a float64 reference) is ~6e-3
+            torch.testing.assert_close(b, a, atol=1e-5 * float(a.abs().max()), rtol=0)
+        want, got = model([img])[0], fused([img])[0]
+    assert len(want["boxes"]) == 20
+    for k in ("boxes", "labels", "scores", "masks", "mask_scores"):
+        tol = {"boxes": 1e-4, "masks": mask_tol}.get(k, 1e-5)
+        torch.testing.assert_close(got[k], want[k], atol=tol, rtol=1e-5)
+
+
+def test_fold_counts_every_conv_norm_pair():
+    model = create_model("centermask_lite_v19")
+    norms = sum(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
+    assert fold_norms(model) == norms > 0
