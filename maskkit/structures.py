@@ -26,6 +26,7 @@ __all__ = [
     "paste_masks_in_image",
     "masks_to_rle",
     "rle_to_mask",
+    "rle_problem",
     "mask_iou",
     "Polygons",
     "polygons_to_mask_in_box",
@@ -113,6 +114,70 @@ def rle_to_mask(rle: dict) -> np.ndarray:
     if isinstance(r["counts"], str):
         r["counts"] = r["counts"].encode("ascii")
     return mask_utils.decode(r)
+
+
+def _decode_counts(counts: str) -> list[int] | str:
+    """Run lengths of a compressed RLE string, as pycocotools' ``rleFrString`` (maskApi.c) reads
+    them: 6-bit groups from chr(48), 0x20 = more groups follow, 0x10 on the last group = negative,
+    each run after the second a delta on the run two before. A string describing message when
+    the string is not one (pycocotools would read past its end or decode garbage)."""
+    runs: list[int] = []
+    x = k = 0
+    more = False
+    for pos, ch in enumerate(counts):
+        c = ord(ch) - 48
+        if not 0 <= c < 64:
+            return f"character {ch!r} at {pos} is not an RLE character"
+        x |= (c & 0x1F) << (5 * k)
+        more = bool(c & 0x20)
+        k += 1
+        if not more:
+            if c & 0x10:
+                x |= -1 << (5 * k)
+            if len(runs) > 2:
+                x += runs[-2]
+            runs.append(x)
+            x = k = 0
+    if more:
+        return "the counts string ends inside a run"
+    return runs
+
+
+def rle_problem(segm: dict, height: int | None = None, width: int | None = None) -> str | None:
+    """What is wrong with an RLE ``{'size': [h, w], 'counts': str | list[int]}`` (None when it is
+    valid): a size that is not two non-negative integers or differs from ``height``x``width``,
+    counts that are not an RLE string / list of non-negative integers, or runs that do not add
+    up to h x w. Checked before pycocotools sees the RLE: its C decoder loops forever on runs
+    that do not sum to h x w and reads out of bounds on a truncated string (issue #14)."""
+    if not isinstance(segm, dict):
+        return f"expected an RLE object, got {type(segm).__name__}"
+    size, counts = segm.get("size"), segm.get("counts")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size)):
+        return f"'size' must be [height, width] non-negative integers, got {size!r}"
+    if height is not None and list(size) != [height, width]:
+        return f"RLE size {size[0]}x{size[1]} differs from the image size {height}x{width}"
+    if isinstance(counts, bytes):
+        try:
+            counts = counts.decode("ascii")
+        except UnicodeDecodeError:
+            return "'counts' is not an ASCII RLE string"
+    if isinstance(counts, str):
+        runs = _decode_counts(counts)
+        if isinstance(runs, str):
+            return f"'counts' is not a valid compressed RLE ({runs})"
+    elif isinstance(counts, list):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
+            return "uncompressed RLE 'counts' must be a list of integers"
+        runs = counts
+    else:
+        return f"'counts' must be a string or a list of integers, got {type(counts).__name__}"
+    if any(r < 0 for r in runs):
+        return "RLE has a negative run length"
+    total, pixels = sum(runs), size[0] * size[1]
+    if total != pixels:
+        return f"RLE runs sum to {total} pixels, not {size[0]}x{size[1]}={pixels}"
+    return None
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
