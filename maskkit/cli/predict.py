@@ -5,11 +5,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from maskkit.cli.common import add_device_argument
 from maskkit.engine.distributed import resolve_device
 from maskkit.engine.inference import Predictor
 from maskkit.engine.predict import expand_inputs, predict_files
+from maskkit.errors import MaskkitError
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +27,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.batch < 1:
+        raise MaskkitError(f"--batch must be >= 1, got {args.batch}")
+    if not (math.isfinite(args.score_thr) and 0 <= args.score_thr <= 1):
+        raise MaskkitError(f"--score-thr must be a number in [0, 1], got {args.score_thr}")
     paths = expand_inputs(args.inputs)
     predictor = Predictor(args.weights, device=str(resolve_device(args.device)), score_thresh=args.score_thr,
                           batch_size=max(1, args.batch))

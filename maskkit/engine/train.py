@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from maskkit.checkpoint import check_compatible, load_state_into, load_train_state, read_model_file
+from maskkit.config import validate_config
 from maskkit.convert.finetune import load_init_weights
 from maskkit.data.coco import CocoDataset, resolve_data
 from maskkit.engine.distributed import all_reduce_sum, dist_info, init_distributed, resolve_device
@@ -251,6 +252,9 @@ def build_config(model: str, num_classes: int | None, overrides: list[str], batc
                  iters: int | None = None, workers: int | None = None):
     """Preset + overrides, with ``batch`` applying the linear scaling rule to ``train.lr``
     (unless ``train.lr`` is overridden)."""
+    for flag, value, low in (("--batch", batch, 1), ("--iters", iters, 1), ("--workers", workers, 0)):
+        if value is not None and value < low:
+            raise MaskkitError(f"{flag} must be >= {low}, got {value}")
     cfg = get_config(model, num_classes, overrides)
     if batch is not None:
         base = get_config(model, num_classes)
@@ -261,6 +265,7 @@ def build_config(model: str, num_classes: int | None, overrides: list[str], batc
         cfg.train.max_iter = iters
     if workers is not None:
         cfg.data.num_workers = workers
+    validate_config(cfg)
     return cfg
 
 
