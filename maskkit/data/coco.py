@@ -33,6 +33,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -64,6 +65,9 @@ _WIDE_INT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 # --------------------------------------------------------------------------- images
 
 
+PIXEL_LIMIT_ENV = "MASKKIT_MAX_IMAGE_PIXELS"  # raises PIL's decompression-bomb limit (~179 MP refused)
+
+
 def load_image(path: str | Path) -> torch.Tensor:
     """Read any PIL-readable image as float32 ``[3, H, W]`` in 0..1, RGB.
 
@@ -77,13 +81,19 @@ def load_image(path: str | Path) -> torch.Tensor:
     Raises :class:`DataError` naming the file when it is missing, truncated or not an image.
     """
     path = Path(path)
+    limit = os.environ.get(PIXEL_LIMIT_ENV)
     try:
+        if limit:
+            Image.MAX_IMAGE_PIXELS = int(limit) if int(limit) > 0 else None
         with Image.open(path) as img:
             img.load()  # decode now: truncated files fail here, inside the try
             img = ImageOps.exif_transpose(img)
             return pil_to_tensor(img)
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: {e.args[0].split('.')[0] if e.args else 'too many pixels'} (PIL's "
+                        f"decompression-bomb guard); to open it set {PIXEL_LIMIT_ENV}=<pixels> (0 = no limit)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot read image ({e})") from None
 
