@@ -131,6 +131,9 @@ def read_instances_json(ann_file: Path) -> dict:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{ann_file}: not a JSON file ({e})") from None
+    except (RecursionError, ValueError) as e:  # nesting deeper than the parser's stack, or a 5000-digit integer
+        raise DataError(f"{ann_file}: not usable JSON ({type(e).__name__}: too deeply nested or a number too "
+                        "large)") from None
     except OSError as e:
         raise DataError(f"{ann_file}: cannot read ({e.strerror or e})") from None
     if not isinstance(data, dict):

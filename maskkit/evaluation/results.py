@@ -138,6 +138,9 @@ def load_results(path: str | os.PathLike) -> list:
             results = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MaskkitError(f"{path}: predictions file is not valid JSON ({e})") from None
+    except (RecursionError, ValueError) as e:  # nesting deeper than the parser's stack, or a 5000-digit integer
+        raise MaskkitError(f"{path}: predictions file is not usable JSON ({type(e).__name__}: too deeply nested "
+                           "or a number too large)") from None
     if not isinstance(results, list):
         raise MaskkitError(f"{path}: predictions file must hold a JSON list of COCO results, got {type(results).__name__}")
     return results
