@@ -6,6 +6,7 @@ The file gets the mode an ordinary ``open(path, "w")`` would give (0666 minus th
 ``mkstemp``'s 0600, so a model written on a shared machine is readable by the others."""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -56,9 +57,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:  # name the file
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from None
+        if not isinstance(e, OSError) and "No space left on device" in str(e):
+            # safetensors / torch.save wrap ENOSPC in their own errors: report it as the OS error it is
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
         raise
     return path
 

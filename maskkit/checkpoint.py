@@ -22,6 +22,7 @@ Every file is written atomically: to a temporary file in the same folder, then
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -194,7 +195,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
 
 def save_train_state(path: str | os.PathLike, state: dict) -> Path:
     """``torch.save`` a dict of plain tensors / numbers / lists / dicts, atomically."""
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    buf = io.BytesIO()  # serialised in memory, written with plain file I/O: a full disk is an OSError
+    torch.save(state, buf)  # (torch.save straight to a file reports it as "unexpected pos")
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getbuffer()))
 
 
 def load_train_state(path: str | os.PathLike) -> dict:

@@ -134,3 +134,26 @@ def test_a_signal_during_evaluation_stops_the_run_saves_and_exits_128_plus_signa
     assert len(marker.read_text()) < 12  # it did not evaluate the whole validation set
     assert read_model_file(tmp_path / "run" / "model_last.safetensors").step == 2
     assert load_train_state(tmp_path / "run" / "state_last.pt")["step"] == 2
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 96 KiB tmpfs (needs root and mount; skipped elsewhere)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_names_the_file(tiny_disk):
+    from maskkit.checkpoint import save_train_state
+
+    save_train_state(tiny_disk / "state_last.pt", {"step": 1})
+    with pytest.raises(OSError, match="No space left on device") as e:
+        save_train_state(tiny_disk / "state_last.pt", {"step": 2, "big": torch.zeros(100_000)})
+    assert e.value.filename == str(tiny_disk / "state_last.pt")
+    assert load_train_state(tiny_disk / "state_last.pt")["step"] == 1
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["state_last.pt"]  # no temporary file left
