@@ -14,6 +14,7 @@ Prediction: ``dict(boxes [N,4], labels [N], scores [N], masks [N,1,H,W] float pr
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -53,36 +54,41 @@ def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_size: t
                          zero_outside: bool = True) -> torch.Tensor:
     """Paste per-box mask probabilities ``[N, M, M]`` (or ``[N, 1, M, M]``) into the image.
 
-    Each ``M x M`` mask covers its box ``[N, 4]`` (xyxy, image pixels); it is resampled
-    bilinearly onto the pixel grid of the whole image in one batched ``grid_sample``
-    (torchvision's ``paste_masks_in_image`` loops over masks in Python, which the hot path
-    must not). Pixels outside a box get 0 (``zero_outside=False``: only those beyond the
-    bilinear bleed of half a mask cell, as detectron2). Returns float ``[N, 1, H, W]``.
+    Each ``M x M`` mask covers its box ``[N, 4]`` (xyxy, image pixels) and is resampled
+    bilinearly (``grid_sample``, align_corners=False: the M cells tile the box exactly) onto
+    the image's pixel centres. Pixels outside a box get 0 (``zero_outside=False``: only those
+    beyond the bilinear bleed of half a mask cell, as detectron2). Returns float ``[N, 1, H, W]``.
+
+    Memory (issue #14 item 1): each mask is sampled only over its box plus one mask cell (the
+    bleed), not over a full-image sampling grid, so the peak is the output itself (4 bytes per
+    pixel per mask) instead of ~20. The values equal a full-image paste exactly.
     """
     if masks.dim() == 4:
         masks = masks[:, 0]
     h, w = int(image_size[0]), int(image_size[1])
-    n = masks.shape[0]
+    n, m = masks.shape[0], masks.shape[-1]
+    out = masks.new_zeros((n, 1, h, w), dtype=torch.float32)
     if n == 0:
-        return masks.new_zeros((0, 1, h, w), dtype=torch.float32)
-    boxes = boxes.to(torch.float32)
-    x0, y0, x1, y1 = boxes.unbind(1)  # [N] each
-    # Pixel centres in image coordinates, mapped to [-1, 1] inside each box (align_corners=False:
-    # the mask's M cells tile the box exactly, cell centres at box_x0 + (i + 0.5) * bw / M).
-    xs = torch.arange(w, device=masks.device, dtype=torch.float32) + 0.5
-    ys = torch.arange(h, device=masks.device, dtype=torch.float32) + 0.5
-    gx = (xs[None, :] - x0[:, None]) / (x1 - x0).clamp(min=1e-6)[:, None] * 2 - 1  # [N, W]
-    gy = (ys[None, :] - y0[:, None]) / (y1 - y0).clamp(min=1e-6)[:, None] * 2 - 1  # [N, H]
-    grid = torch.stack(
-        [gx[:, None, :].expand(n, h, w), gy[:, :, None].expand(n, h, w)], dim=3
-    )  # [N, H, W, 2]
-    out = F.grid_sample(masks[:, None].to(torch.float32), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if not zero_outside:  # as detectron2's paste_masks_in_image (mask_ops._do_paste_mask): keep the bleed
         return out
-    # Bilinear sampling bleeds half a mask cell past the box edge; pixels whose centre lies
-    # outside the box are set to 0 so low binarisation thresholds (SharpMask's 0.2) stay inside.
-    inside = (gy.abs() <= 1)[:, :, None] & (gx.abs() <= 1)[:, None, :]  # [N, H, W]
-    return out * inside[:, None]  # [N, 1, H, W]
+    boxes = boxes.to(torch.float32)
+    src = masks[:, None].to(torch.float32)
+    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        bw, bh = max(x1 - x0, 1e-6), max(y1 - y0, 1e-6)
+        # pixel columns/rows whose centre lies within one mask cell of the box (the bleed is half a cell)
+        c0, c1 = max(0, math.floor(x0 - bw / m)), min(w, math.ceil(x1 + bw / m) + 1)
+        r0, r1 = max(0, math.floor(y0 - bh / m)), min(h, math.ceil(y1 + bh / m) + 1)
+        if c0 >= c1 or r0 >= r1:
+            continue
+        xs = torch.arange(c0, c1, device=masks.device, dtype=torch.float32) + 0.5
+        ys = torch.arange(r0, r1, device=masks.device, dtype=torch.float32) + 0.5
+        gx = (xs - boxes[i, 0]) / (boxes[i, 2] - boxes[i, 0]).clamp(min=1e-6) * 2 - 1  # [w']
+        gy = (ys - boxes[i, 1]) / (boxes[i, 3] - boxes[i, 1]).clamp(min=1e-6) * 2 - 1  # [h']
+        grid = torch.stack([gx[None, :].expand(len(ys), -1), gy[:, None].expand(-1, len(xs))], dim=2)[None]
+        crop = F.grid_sample(src[i:i + 1], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
+        if zero_outside:  # pixels whose centre lies outside the box: 0 (SharpMask's 0.2 threshold stays inside)
+            crop = crop * ((gy.abs() <= 1)[:, None] & (gx.abs() <= 1)[None, :])
+        out[i, 0, r0:r1, c0:c1] = crop
+    return out
 
 
 def masks_to_rle(masks: torch.Tensor | np.ndarray, threshold: float = 0.5) -> list[dict]:
