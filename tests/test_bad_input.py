@@ -156,3 +156,20 @@ def test_decompression_bomb_is_one_clear_error_and_the_limit_can_be_raised(env, 
         load_image(env["base"] / "ok.png")
     monkeypatch.setenv(PIXEL_LIMIT_ENV, "0")
     assert load_image(env["base"] / "ok.png").shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize("name", ["../secret.png", "/etc/secret.png", "sub/../../secret.png"])
+def test_file_names_outside_the_image_folder_are_refused_unless_allowed(tmp_path, monkeypatch, name):
+    from maskkit.data.coco import OUTSIDE_IMAGES_ENV, CocoDataset
+
+    (tmp_path / "img" / "sub").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "secret.png")
+    ann = tmp_path / "a.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": name, "height": 8, "width": 8}],
+                               "annotations": [], "categories": [{"id": 1, "name": "x"}]}))
+    with pytest.raises(DataError, match=rf"file_name '{name}' points outside .*{OUTSIDE_IMAGES_ENV}=1"):
+        CocoDataset(ann, tmp_path / "img")
+    monkeypatch.setenv(OUTSIDE_IMAGES_ENV, "1")
+    if name.startswith("/"):
+        return  # /etc/secret.png does not exist: allowed, then reported missing
+    assert CocoDataset(ann, tmp_path / "img").load_image(0).shape == (3, 8, 8)

@@ -65,6 +65,7 @@ _WIDE_INT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 # --------------------------------------------------------------------------- images
 
 
+OUTSIDE_IMAGES_ENV = "MASKKIT_ALLOW_OUTSIDE_IMAGES"  # file_name values with ../ or absolute paths
 PIXEL_LIMIT_ENV = "MASKKIT_MAX_IMAGE_PIXELS"  # raises PIL's decompression-bomb limit (~179 MP refused)
 
 
@@ -351,8 +352,12 @@ class CocoDataset(torch.utils.data.Dataset):
     def _check_files_exist(self) -> None:
         present = {p.name for p in self.image_dir.iterdir()}
         missing = []
+        outside_ok = os.environ.get(OUTSIDE_IMAGES_ENV) == "1"
         for i in self.image_ids:
             name = self.coco.imgs[i]["file_name"]
+            if not outside_ok and (Path(name).is_absolute() or ".." in Path(name).parts):
+                raise DataError(f"{self.ann_file}: image {i}'s file_name {name!r} points outside {self.image_dir}; "
+                                f"set {OUTSIDE_IMAGES_ENV}=1 to allow it")
             if name not in present and not (self.image_dir / name).is_file():
                 missing.append(name)
         if missing:
