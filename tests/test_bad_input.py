@@ -173,3 +173,27 @@ def test_file_names_outside_the_image_folder_are_refused_unless_allowed(tmp_path
     if name.startswith("/"):
         return  # /etc/secret.png does not exist: allowed, then reported missing
     assert CocoDataset(ann, tmp_path / "img").load_image(0).shape == (3, 8, 8)
+
+
+def test_an_error_in_a_dataloader_worker_is_reported_as_its_own_one_line():
+    from maskkit.cli import _one_line
+
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            raise DataError("x.png: cannot read image (truncated)")
+
+    with pytest.raises(DataError) as e:
+        next(iter(torch.utils.data.DataLoader(Broken(), num_workers=1)))
+    assert "Original Traceback" in str(e.value)  # what torch gives: 20 lines
+    assert _one_line(e.value) == "x.png: cannot read image (truncated)"
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 4000), (3, 4000, 1)])
+def test_extreme_aspect_images_predict_at_their_size(shape):
+    model = build_model(get_config("centermask_lite_demo", 3).model).eval()
+    with torch.no_grad():
+        pred = model([torch.rand(*shape)])[0]
+    assert pred["masks"].shape[-2:] == shape[1:]

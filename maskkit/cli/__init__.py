@@ -75,9 +75,15 @@ EXIT_OS = 1  # the operating system refused: disk full, permissions, a file wher
 
 
 def _one_line(e: BaseException) -> str:
-    """The message on one line (or the exception's type where it has none)."""
-    text = " ".join(part.strip() for part in str(e).strip().splitlines() if part.strip())
-    return text or type(e).__name__
+    """The message on one line (or the exception's type where it has none). An error raised in
+    a DataLoader worker arrives as "Caught X in DataLoader worker ... Original Traceback ...":
+    only its last line, the original message, is kept."""
+    lines = [part.strip() for part in str(e).strip().splitlines() if part.strip()]
+    if any(line.startswith("Original Traceback") for line in lines):
+        last = lines[-1]
+        prefix = f"{type(e).__module__}.{type(e).__name__}: "
+        return last[len(prefix):] if last.startswith(prefix) else last
+    return " ".join(lines) or type(e).__name__
 
 
 def _os_error(e: OSError) -> str:
