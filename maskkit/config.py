@@ -364,7 +364,7 @@ def validate_config(cfg: Config) -> None:
         ("lr", "a finite number > 0", _finite(t.lr) and t.lr > 0),
         ("momentum", "in [0, 1)", _finite(t.momentum) and 0 <= t.momentum < 1),
         ("weight_decay", "a finite number >= 0", _finite(t.weight_decay) and t.weight_decay >= 0),
-        ("max_iter", ">= 1 (--iters)", t.max_iter >= 1),
+        ("max_iter", ">= 0 (0: set up only, API)", t.max_iter >= 0),
         ("warmup_iters", ">= 0", t.warmup_iters >= 0),
         ("warmup_factor", "in (0, 1]", _finite(t.warmup_factor) and 0 < t.warmup_factor <= 1),
         ("schedule", "'step' or 'cosine'", t.schedule in ("step", "cosine")),

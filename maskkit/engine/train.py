@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from maskkit.checkpoint import check_compatible, load_state_into, load_train_state, read_model_file
-from maskkit.config import validate_config
+from maskkit.config import ConfigError, validate_config
 from maskkit.convert.finetune import load_init_weights
 from maskkit.data.coco import CocoDataset, resolve_data
 from maskkit.engine.distributed import all_reduce_sum, dist_info, init_distributed, resolve_device
@@ -266,6 +266,8 @@ def build_config(model: str, num_classes: int | None, overrides: list[str], batc
     if workers is not None:
         cfg.data.num_workers = workers
     validate_config(cfg)
+    if cfg.train.max_iter < 1:  # a run of 0 steps would end claiming a model file it never wrote
+        raise ConfigError(f"train.max_iter must be >= 1 (--iters) to train, got {cfg.train.max_iter}")
     return cfg
 
 
