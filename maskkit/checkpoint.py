@@ -125,6 +125,10 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
         step = int(meta.get("step", "0"))
     except (ConfigError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: corrupt maskkit metadata ({e})") from None
+    n = int(cfg.model.num_classes)
+    if cat_ids and (len(cat_ids) != n or len(set(cat_ids)) != n):
+        raise CheckpointError(f"{path}: its category ids {cat_ids[:10]}{'...' if len(cat_ids) > 10 else ''} do not "
+                              f"give each of the model's {n} classes its own id")
     return ModelFile(path, state, cfg, class_names, cat_ids, step)
 
 
@@ -185,6 +189,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
     config, class names and category ids) so predictions can be reported with the user's ids.
     """
     mf = read_model_file(path)
+    bad = next((k for k, v in mf.state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"{mf.path}: tensor {bad} holds NaN or infinite values; the model cannot predict")
     model = build(mf.config, mf.class_names, mf.cat_ids, backbone_weights=False)  # the file holds every tensor
     load_state_into(model, mf.state_dict, mf.path)
     return model.to(device).eval()

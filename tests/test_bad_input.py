@@ -197,3 +197,17 @@ def test_extreme_aspect_images_predict_at_their_size(shape):
     with torch.no_grad():
         pred = model([torch.rand(*shape)])[0]
     assert pred["masks"].shape[-2:] == shape[1:]
+
+
+def test_model_files_with_nan_weights_or_partial_category_ids_are_refused(tmp_path):
+    cfg = get_config("centermask_lite_demo", 3)
+    model = build_model(cfg.model)
+    save_model(tmp_path / "partial.safetensors", model, cfg, ["a", "b", "c"], [1, 2])
+    with pytest.raises(CheckpointError, match=r"partial\.safetensors: its category ids \[1, 2\]"):
+        load_model(tmp_path / "partial.safetensors")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    save_model(tmp_path / "nan.safetensors", model, cfg, ["a", "b", "c"])
+    with pytest.raises(CheckpointError, match=r"nan\.safetensors: tensor .* NaN"):
+        load_model(tmp_path / "nan.safetensors")
