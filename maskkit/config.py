@@ -361,7 +361,7 @@ def validate_config(cfg: Config) -> None:
     for name, rule, ok in (
         ("batch_size", ">= 1 (--batch)", t.batch_size >= 1),
         ("optimizer", "'sgd' or 'adamw'", t.optimizer in ("sgd", "adamw")),
-        ("lr", "a finite number > 0", _finite(t.lr) and t.lr > 0),
+        ("lr", "a finite number >= 0", _finite(t.lr) and t.lr >= 0),
         ("momentum", "in [0, 1)", _finite(t.momentum) and 0 <= t.momentum < 1),
         ("weight_decay", "a finite number >= 0", _finite(t.weight_decay) and t.weight_decay >= 0),
         ("max_iter", ">= 0 (0: set up only, API)", t.max_iter >= 0),

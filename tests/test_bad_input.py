@@ -90,7 +90,7 @@ CLI_CASES = [
     ("train-accum", "train --model centermask_lite_demo --data {d} --out {o} --set train.accum_steps=0", 2,
      r"train\.accum_steps must be >= 1"),
     ("train-lr", "train --model centermask_lite_demo --data {d} --out {o} --set train.lr=-1", 2,
-     r"train\.lr must be a finite number > 0"),
+     r"train\.lr must be a finite number >= 0"),
     ("train-momentum", "train --model centermask_lite_demo --data {d} --out {o} --set train.momentum=-0.5", 2,
      r"train\.momentum must be in \[0, 1\)"),
     ("train-seed", "train --model centermask_lite_demo --data {d} --out {o} --set train.seed=-1", 2,
