@@ -19,7 +19,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from maskkit.data.coco import load_instances
-from maskkit.errors import DataError, MaskkitError
+from maskkit.errors import MaskkitError
 from maskkit.evaluation.results import check_results
 
 __all__ = ["STAT_NAMES", "IOU_TYPES", "load_coco_gt", "evaluate_coco", "evaluate_proposals", "proposal_recall_curve"]

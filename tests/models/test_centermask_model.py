@@ -279,7 +279,8 @@ def overfit_run(seed: int = 0, steps: int | None = None, warmup: int = 0) -> dic
         mask_ious.append(best.values.min().item())
         labels_ok &= torch.equal(pred["labels"][top][best.indices], t["labels"])
         box_ious.append(box_iou(pred["boxes"][top], t["boxes"]).max(dim=0).values.min().item())
-    return {"steps": steps, "warmup": warmup, "min_mask_iou": min(mask_ious), "min_box_iou": min(box_ious), "labels_ok": labels_ok,
+    return {"steps": steps, "warmup": warmup, "min_mask_iou": min(mask_ious), "min_box_iou": min(box_ious),
+            "labels_ok": labels_ok,
             "ratios": {k: last[k] / first[k] for k in first}}
 
 

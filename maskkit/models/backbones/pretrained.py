@@ -107,7 +107,8 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             sd = load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{path}: not a safetensors file ({(str(e).strip().splitlines() or [type(e).__name__])[0]})") from None
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CheckpointError(f"{path}: not a safetensors file ({first})") from None
     else:
         sd = read_state_dict(path)  # the same safe .pth/.pkl reading as `maskkit convert`
     out = {}
