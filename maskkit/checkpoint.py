@@ -22,6 +22,7 @@ Every file is written atomically: to a temporary file in the same folder, then
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
             meta = f.metadata() or {}
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: not a safetensors model file ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: not a safetensors model file ({_first_line(e)})") from None
     if "maskkit_config" not in meta:
         raise CheckpointError(f"{path}: safetensors file without maskkit metadata (no embedded config); "
                               "it was not written by maskkit")
@@ -124,7 +125,18 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
         step = int(meta.get("step", "0"))
     except (ConfigError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: corrupt maskkit metadata ({e})") from None
+    n = int(cfg.model.num_classes)
+    if cat_ids and (len(cat_ids) != n or len(set(cat_ids)) != n):
+        raise CheckpointError(f"{path}: its category ids {cat_ids[:10]}{'...' if len(cat_ids) > 10 else ''} do not "
+                              f"give each of the model's {n} classes its own id")
     return ModelFile(path, state, cfg, class_names, cat_ids, step)
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of an exception's message, or its type name when the message is empty
+    (``EOFError()`` from an empty file)."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 def _describe_mismatch(model_sd: dict, file_sd: dict, limit: int = 3) -> str:
@@ -177,6 +189,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
     config, class names and category ids) so predictions can be reported with the user's ids.
     """
     mf = read_model_file(path)
+    bad = next((k for k, v in mf.state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"{mf.path}: tensor {bad} holds NaN or infinite values; the model cannot predict")
     model = build(mf.config, mf.class_names, mf.cat_ids, backbone_weights=False)  # the file holds every tensor
     load_state_into(model, mf.state_dict, mf.path)
     return model.to(device).eval()
@@ -187,7 +202,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
 
 def save_train_state(path: str | os.PathLike, state: dict) -> Path:
     """``torch.save`` a dict of plain tensors / numbers / lists / dicts, atomically."""
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    buf = io.BytesIO()  # serialised in memory, written with plain file I/O: a full disk is an OSError
+    torch.save(state, buf)  # (torch.save straight to a file reports it as "unexpected pos")
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getbuffer()))
 
 
 def load_train_state(path: str | os.PathLike) -> dict:
@@ -198,7 +215,7 @@ def load_train_state(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        raise CheckpointError(f"{path}: unreadable training-state file ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: unreadable training-state file ({_first_line(e)})") from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path}: not a maskkit training-state file (no 'step')")
     return state

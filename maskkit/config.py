@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ __all__ = [
     "config_from_dict",
     "config_to_json",
     "config_from_json",
+    "validate_config",
+    "validate_model_config",
 ]
 
 
@@ -310,3 +313,80 @@ def apply_overrides(cfg: Any, overrides: list[str] | tuple[str, ...]) -> Any:
             else:
                 obj = getattr(obj, part)
     return cfg
+
+
+# --------------------------------------------------------------------------- range checks
+MAX_CLASSES = 100_000  # far above any dataset (COCO 80, LVIS 1203); stops 4 GB heads from a typo
+
+
+def _need(ok: bool, field_name: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{field_name} must be {rule}, got {value!r}")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def validate_model_config(model: Any, where: str = "model") -> None:
+    """Ranges of the model section: ``num_classes`` in 1..MAX_CLASSES, every ``*thresh*`` float
+    in [0, 1] and every ``*size*`` / ``*channels*`` / ``*dets*`` integer >= 0, recursively."""
+    _need(isinstance(model.num_classes, int) and 1 <= model.num_classes <= MAX_CLASSES, f"{where}.num_classes",
+          model.num_classes, f"an integer in 1..{MAX_CLASSES}")
+    for f in dataclasses.fields(model):
+        v, name = getattr(model, f.name), f"{where}.{f.name}"
+        if dataclasses.is_dataclass(v):
+            for g in dataclasses.fields(v):
+                _check_model_value(f"{name}.{g.name}", getattr(v, g.name))
+        else:
+            _check_model_value(name, v)
+
+
+def _check_model_value(name: str, v: Any) -> None:
+    last = name.rpartition(".")[2]
+    if isinstance(v, float) and "thresh" in last:
+        _need(math.isfinite(v) and 0.0 <= v <= 1.0, name, v, "a number in [0, 1]")
+    elif isinstance(v, float):
+        _need(math.isfinite(v), name, v, "a finite number")
+    elif isinstance(v, int) and not isinstance(v, bool) and any(k in last for k in ("size", "channels", "dets",
+                                                                                   "num_")):
+        _need(v >= 0, name, v, ">= 0")
+
+
+def validate_config(cfg: Config) -> None:
+    """Range-check every section when a config is built (issue #14 item 8): one
+    :class:`ConfigError` naming the field, before any layer is built or file read."""
+    validate_model_config(cfg.model)
+    d, t, e = cfg.data, cfg.train, cfg.eval
+    _need(len(d.min_size_train) > 0 and all(isinstance(s, int) and s >= 1 for s in d.min_size_train),
+          "data.min_size_train", list(d.min_size_train), "one or more sizes >= 1 px")
+    _need(d.min_size_train_sampling in ("choice", "range"), "data.min_size_train_sampling",
+          d.min_size_train_sampling, "'choice' or 'range'")
+    _need(d.max_size_train >= 1, "data.max_size_train", d.max_size_train, ">= 1")
+    _need(_finite(d.hflip_prob) and 0 <= d.hflip_prob <= 1, "data.hflip_prob", d.hflip_prob, "in [0, 1]")
+    _need(d.num_workers >= 0, "data.num_workers (--workers)", d.num_workers, ">= 0")
+    for name, rule, ok in (
+        ("batch_size", ">= 1 (--batch)", t.batch_size >= 1),
+        ("optimizer", "'sgd' or 'adamw'", t.optimizer in ("sgd", "adamw")),
+        ("lr", "a finite number >= 0", _finite(t.lr) and t.lr >= 0),
+        ("momentum", "in [0, 1)", _finite(t.momentum) and 0 <= t.momentum < 1),
+        ("weight_decay", "a finite number >= 0", _finite(t.weight_decay) and t.weight_decay >= 0),
+        ("max_iter", ">= 0 (0: set up only, API)", t.max_iter >= 0),
+        ("warmup_iters", ">= 0", t.warmup_iters >= 0),
+        ("warmup_factor", "in (0, 1]", _finite(t.warmup_factor) and 0 < t.warmup_factor <= 1),
+        ("schedule", "'step' or 'cosine'", t.schedule in ("step", "cosine")),
+        ("steps", "steps >= 0", all(s >= 0 for s in t.steps)),
+        ("gamma", "a finite number > 0", _finite(t.gamma) and t.gamma > 0),
+        ("clip_grad_norm", "a finite number >= 0 (0 = off)", _finite(t.clip_grad_norm) and t.clip_grad_norm >= 0),
+        ("accum_steps", ">= 1", t.accum_steps >= 1),
+        ("amp", "none, bf16 or fp16", t.amp in ("", "none", "bf16", "fp16")),
+        ("seed", "in 0..2**32-1", 0 <= t.seed < 2**32),
+        ("log_period", ">= 1", t.log_period >= 1),
+        ("eval_period", ">= 0 (0 = only at the end)", t.eval_period >= 0),
+        ("checkpoint_period", ">= 1", t.checkpoint_period >= 1),
+        ("stage", "1 or 2", t.stage in (1, 2)),
+    ):
+        _need(ok, f"train.{name}", getattr(t, name), rule)
+    _need(e.batch_size >= 1, "eval.batch_size", e.batch_size, ">= 1")
+    _need(e.max_images >= 0, "eval.max_images", e.max_images, ">= 0 (0 = all)")
+    _need(len(e.max_dets) > 0 and all(k >= 1 for k in e.max_dets), "eval.max_dets", list(e.max_dets), "counts >= 1")

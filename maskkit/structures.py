@@ -14,6 +14,7 @@ Prediction: ``dict(boxes [N,4], labels [N], scores [N], masks [N,1,H,W] float pr
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -26,6 +27,7 @@ __all__ = [
     "paste_masks_in_image",
     "masks_to_rle",
     "rle_to_mask",
+    "rle_problem",
     "mask_iou",
     "Polygons",
     "polygons_to_mask_in_box",
@@ -52,36 +54,41 @@ def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_size: t
                          zero_outside: bool = True) -> torch.Tensor:
     """Paste per-box mask probabilities ``[N, M, M]`` (or ``[N, 1, M, M]``) into the image.
 
-    Each ``M x M`` mask covers its box ``[N, 4]`` (xyxy, image pixels); it is resampled
-    bilinearly onto the pixel grid of the whole image in one batched ``grid_sample``
-    (torchvision's ``paste_masks_in_image`` loops over masks in Python, which the hot path
-    must not). Pixels outside a box get 0 (``zero_outside=False``: only those beyond the
-    bilinear bleed of half a mask cell, as detectron2). Returns float ``[N, 1, H, W]``.
+    Each ``M x M`` mask covers its box ``[N, 4]`` (xyxy, image pixels) and is resampled
+    bilinearly (``grid_sample``, align_corners=False: the M cells tile the box exactly) onto
+    the image's pixel centres. Pixels outside a box get 0 (``zero_outside=False``: only those
+    beyond the bilinear bleed of half a mask cell, as detectron2). Returns float ``[N, 1, H, W]``.
+
+    Memory (issue #14 item 1): each mask is sampled only over its box plus one mask cell (the
+    bleed), not over a full-image sampling grid, so the peak is the output itself (4 bytes per
+    pixel per mask) instead of ~20. The values equal a full-image paste exactly.
     """
     if masks.dim() == 4:
         masks = masks[:, 0]
     h, w = int(image_size[0]), int(image_size[1])
-    n = masks.shape[0]
+    n, m = masks.shape[0], masks.shape[-1]
+    out = masks.new_zeros((n, 1, h, w), dtype=torch.float32)
     if n == 0:
-        return masks.new_zeros((0, 1, h, w), dtype=torch.float32)
-    boxes = boxes.to(torch.float32)
-    x0, y0, x1, y1 = boxes.unbind(1)  # [N] each
-    # Pixel centres in image coordinates, mapped to [-1, 1] inside each box (align_corners=False:
-    # the mask's M cells tile the box exactly, cell centres at box_x0 + (i + 0.5) * bw / M).
-    xs = torch.arange(w, device=masks.device, dtype=torch.float32) + 0.5
-    ys = torch.arange(h, device=masks.device, dtype=torch.float32) + 0.5
-    gx = (xs[None, :] - x0[:, None]) / (x1 - x0).clamp(min=1e-6)[:, None] * 2 - 1  # [N, W]
-    gy = (ys[None, :] - y0[:, None]) / (y1 - y0).clamp(min=1e-6)[:, None] * 2 - 1  # [N, H]
-    grid = torch.stack(
-        [gx[:, None, :].expand(n, h, w), gy[:, :, None].expand(n, h, w)], dim=3
-    )  # [N, H, W, 2]
-    out = F.grid_sample(masks[:, None].to(torch.float32), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if not zero_outside:  # as detectron2's paste_masks_in_image (mask_ops._do_paste_mask): keep the bleed
         return out
-    # Bilinear sampling bleeds half a mask cell past the box edge; pixels whose centre lies
-    # outside the box are set to 0 so low binarisation thresholds (SharpMask's 0.2) stay inside.
-    inside = (gy.abs() <= 1)[:, :, None] & (gx.abs() <= 1)[:, None, :]  # [N, H, W]
-    return out * inside[:, None]  # [N, 1, H, W]
+    boxes = boxes.to(torch.float32)
+    src = masks[:, None].to(torch.float32)
+    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        bw, bh = max(x1 - x0, 1e-6), max(y1 - y0, 1e-6)
+        # pixel columns/rows whose centre lies within one mask cell of the box (the bleed is half a cell)
+        c0, c1 = max(0, math.floor(x0 - bw / m)), min(w, math.ceil(x1 + bw / m) + 1)
+        r0, r1 = max(0, math.floor(y0 - bh / m)), min(h, math.ceil(y1 + bh / m) + 1)
+        if c0 >= c1 or r0 >= r1:
+            continue
+        xs = torch.arange(c0, c1, device=masks.device, dtype=torch.float32) + 0.5
+        ys = torch.arange(r0, r1, device=masks.device, dtype=torch.float32) + 0.5
+        gx = (xs - boxes[i, 0]) / (boxes[i, 2] - boxes[i, 0]).clamp(min=1e-6) * 2 - 1  # [w']
+        gy = (ys - boxes[i, 1]) / (boxes[i, 3] - boxes[i, 1]).clamp(min=1e-6) * 2 - 1  # [h']
+        grid = torch.stack([gx[None, :].expand(len(ys), -1), gy[:, None].expand(-1, len(xs))], dim=2)[None]
+        crop = F.grid_sample(src[i:i + 1], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
+        if zero_outside:  # pixels whose centre lies outside the box: 0 (SharpMask's 0.2 threshold stays inside)
+            crop = crop * ((gy.abs() <= 1)[:, None] & (gx.abs() <= 1)[None, :])
+        out[i, 0, r0:r1, c0:c1] = crop
+    return out
 
 
 def masks_to_rle(masks: torch.Tensor | np.ndarray, threshold: float = 0.5) -> list[dict]:
@@ -113,6 +120,70 @@ def rle_to_mask(rle: dict) -> np.ndarray:
     if isinstance(r["counts"], str):
         r["counts"] = r["counts"].encode("ascii")
     return mask_utils.decode(r)
+
+
+def _decode_counts(counts: str) -> list[int] | str:
+    """Run lengths of a compressed RLE string, as pycocotools' ``rleFrString`` (maskApi.c) reads
+    them: 6-bit groups from chr(48), 0x20 = more groups follow, 0x10 on the last group = negative,
+    each run after the second a delta on the run two before. A string describing message when
+    the string is not one (pycocotools would read past its end or decode garbage)."""
+    runs: list[int] = []
+    x = k = 0
+    more = False
+    for pos, ch in enumerate(counts):
+        c = ord(ch) - 48
+        if not 0 <= c < 64:
+            return f"character {ch!r} at {pos} is not an RLE character"
+        x |= (c & 0x1F) << (5 * k)
+        more = bool(c & 0x20)
+        k += 1
+        if not more:
+            if c & 0x10:
+                x |= -1 << (5 * k)
+            if len(runs) > 2:
+                x += runs[-2]
+            runs.append(x)
+            x = k = 0
+    if more:
+        return "the counts string ends inside a run"
+    return runs
+
+
+def rle_problem(segm: dict, height: int | None = None, width: int | None = None) -> str | None:
+    """What is wrong with an RLE ``{'size': [h, w], 'counts': str | list[int]}`` (None when it is
+    valid): a size that is not two non-negative integers or differs from ``height``x``width``,
+    counts that are not an RLE string / list of non-negative integers, or runs that do not add
+    up to h x w. Checked before pycocotools sees the RLE: its C decoder loops forever on runs
+    that do not sum to h x w and reads out of bounds on a truncated string (issue #14)."""
+    if not isinstance(segm, dict):
+        return f"expected an RLE object, got {type(segm).__name__}"
+    size, counts = segm.get("size"), segm.get("counts")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size)):
+        return f"'size' must be [height, width] non-negative integers, got {size!r}"
+    if height is not None and list(size) != [height, width]:
+        return f"RLE size {size[0]}x{size[1]} differs from the image size {height}x{width}"
+    if isinstance(counts, bytes):
+        try:
+            counts = counts.decode("ascii")
+        except UnicodeDecodeError:
+            return "'counts' is not an ASCII RLE string"
+    if isinstance(counts, str):
+        runs = _decode_counts(counts)
+        if isinstance(runs, str):
+            return f"'counts' is not a valid compressed RLE ({runs})"
+    elif isinstance(counts, list):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
+            return "uncompressed RLE 'counts' must be a list of integers"
+        runs = counts
+    else:
+        return f"'counts' must be a string or a list of integers, got {type(counts).__name__}"
+    if any(r < 0 for r in runs):
+        return "RLE has a negative run length"
+    total, pixels = sum(runs), size[0] * size[1]
+    if total != pixels:
+        return f"RLE runs sum to {total} pixels, not {size[0]}x{size[1]}={pixels}"
+    return None
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

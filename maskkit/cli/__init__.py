@@ -71,6 +71,29 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_INPUT = 2  # bad input: arguments, config values, data or model files (MaskkitError)
+EXIT_OS = 1  # the operating system refused: disk full, permissions, a file where a folder should be
+
+
+def _one_line(e: BaseException) -> str:
+    """The message on one line (or the exception's type where it has none). An error raised in
+    a DataLoader worker arrives as "Caught X in DataLoader worker ... Original Traceback ...":
+    only its last line, the original message, is kept."""
+    lines = [part.strip() for part in str(e).strip().splitlines() if part.strip()]
+    if any(line.startswith("Original Traceback") for line in lines):
+        last = lines[-1]
+        prefix = f"{type(e).__module__}.{type(e).__name__}: "
+        return last[len(prefix):] if last.startswith(prefix) else last
+    return " ".join(lines) or type(e).__name__
+
+
+def _os_error(e: OSError) -> str:
+    """``file: reason`` of an OSError (both files for a failed rename or link)."""
+    names = [str(n) for n in (e.filename, e.filename2) if n is not None]
+    reason = e.strerror or _one_line(e)
+    return f"{' -> '.join(names)}: {reason}" if names else reason
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -81,11 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(handler(args) or 0)
     except MaskkitError as e:
-        print(f"maskkit: error: {e}", file=sys.stderr)
-        return 2
+        print(f"maskkit: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_INPUT
     except FileNotFoundError as e:
         print(f"maskkit: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
+    except OSError as e:  # a full disk, a read-only or unwritable folder, --out naming a file, ...
+        print(f"maskkit: error: {_os_error(e)}", file=sys.stderr)
+        return EXIT_OS
     except KeyboardInterrupt:
         print("maskkit: interrupted", file=sys.stderr)
         return 130

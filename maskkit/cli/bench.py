@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise MaskkitError(f"--device {args.device}: CUDA is not available on this machine")
+    if args.size is not None and args.size < 1:
+        raise MaskkitError(f"--size must be >= 1 px, got {args.size}")
     rows = run_bench(args.model, args.size, args.vs, args.iters, args.warmup, args.device, args.detections,
                      args.num_classes, flops=not args.no_flops,
                      runtimes=tuple(r.strip() for r in args.runtime.split(",") if r.strip()))

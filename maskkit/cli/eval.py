@@ -49,7 +49,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def _parse_iou_types(text: str | None, results: list[dict]) -> list[str]:
     if text is None:
-        types = [t for t, key in (("bbox", "bbox"), ("segm", "segmentation")) if results and all(key in r for r in results)]
+        types = []
+        for t, key in (("bbox", "bbox"), ("segm", "segmentation")):
+            have = [isinstance(r, dict) and key in r for r in results]
+            if any(have) and not all(have):  # one result without a mask would silently drop mask AP
+                raise MaskkitError(f"result {have.index(False)} has no '{key}' while others have one: every result "
+                                   f"needs it for {t} AP (or choose the IoU types with --iou-types)")
+            if have and all(have):
+                types.append(t)
         return types or ["bbox"]
     types = [t.strip() for t in text.split(",") if t.strip()]
     bad = [t for t in types if t not in IOU_TYPES]

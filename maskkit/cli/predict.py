@@ -5,11 +5,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from maskkit.cli.common import add_device_argument
 from maskkit.engine.distributed import resolve_device
 from maskkit.engine.inference import Predictor
 from maskkit.engine.predict import expand_inputs, predict_files
+from maskkit.errors import MaskkitError
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -25,10 +27,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.batch < 1:
+        raise MaskkitError(f"--batch must be >= 1, got {args.batch}")
+    if not (math.isfinite(args.score_thr) and args.score_thr >= 0):  # above 1 keeps nothing (allowed)
+        raise MaskkitError(f"--score-thr must be a finite number >= 0, got {args.score_thr}")
     paths = expand_inputs(args.inputs)
     predictor = Predictor(args.weights, device=str(resolve_device(args.device)), score_thresh=args.score_thr,
                           batch_size=max(1, args.batch))
     done = predict_files(predictor, paths, args.out, draw=not args.no_draw, progress=not args.no_progress)
     print(f"{done['images']} image(s), {done['videos']} video(s), {done['instances']} instance(s) >= {args.score_thr}: "
           f"wrote {done['out']}/results.json" + ("" if args.no_draw else f" and overlays in {done['out']}"))
+    if done["failed"]:  # each was reported as it was skipped; the others' results are written
+        raise MaskkitError(f"{len(done['failed'])} of {len(paths)} input(s) could not be read (first: "
+                           f"{done['failed'][0][0]}); the results of the others are in {done['out']}/results.json")
     return 0

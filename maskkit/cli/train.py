@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from maskkit.cli.common import add_device_argument, add_set_argument
+from maskkit.engine.signals import exit_code
 from maskkit.engine.train import train
 from maskkit.evaluation import format_table
 
@@ -31,7 +32,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", metavar="DIR", default=None, help="image folder for --ann")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<model>)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from <out>/model_last.safetensors + state_last.pt")
+                        help="continue from the newest complete checkpoint of <out> (model_last.safetensors + "
+                             "state_last.pt)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an --out folder that holds another run, deleting its model files, "
+                             "training state and metrics (without it, such a folder is refused)")
     add_device_argument(parser)
     parser.add_argument("--batch", type=int, default=None,
                         help="global batch; scales train.lr linearly unless train.lr is --set")
@@ -44,12 +49,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     summary = train(args.model, data=args.data, ann=args.ann, images=args.images, out=args.out, resume=args.resume,
                     device=args.device, overrides=args.overrides, batch=args.batch, iters=args.iters,
-                    workers=args.workers, progress=not args.no_progress)
+                    workers=args.workers, progress=not args.no_progress, overwrite=args.overwrite)
     if summary["signal"] is not None:
         if summary["main"]:
             print(f"\nmaskkit: stopped by signal {summary['signal']} at step {summary['step']}; checkpoint saved to "
                   f"{summary['model_last']} (continue with --resume)", file=sys.stderr)
-        return 128 + int(summary["signal"])  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+        return exit_code(summary["signal"])
     if summary["main"]:
         if summary["last_eval"]:
             print(format_table(summary["last_eval"]))

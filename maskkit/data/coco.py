@@ -42,6 +42,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -55,9 +56,12 @@ from torchvision import tv_tensors
 
 from maskkit.data.transforms import PolygonVertices
 from maskkit.errors import DataError
+from maskkit.structures import rle_problem
 
 __all__ = [
     "CocoDataset",
+    "validate_instances",
+    "load_instances",
     "load_image",
     "resolve_data",
     "open_split",
@@ -69,6 +73,10 @@ _WIDE_INT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 # --------------------------------------------------------------------------- images
+
+
+OUTSIDE_IMAGES_ENV = "MASKKIT_ALLOW_OUTSIDE_IMAGES"  # file_name values with ../ or absolute paths
+PIXEL_LIMIT_ENV = "MASKKIT_MAX_IMAGE_PIXELS"  # raises PIL's decompression-bomb limit (~179 MP refused)
 
 
 def load_image(path: str | Path) -> torch.Tensor:
@@ -84,13 +92,19 @@ def load_image(path: str | Path) -> torch.Tensor:
     Raises :class:`DataError` naming the file when it is missing, truncated or not an image.
     """
     path = Path(path)
+    limit = os.environ.get(PIXEL_LIMIT_ENV)
     try:
+        if limit:
+            Image.MAX_IMAGE_PIXELS = int(limit) if int(limit) > 0 else None
         with Image.open(path) as img:
             img.load()  # decode now: truncated files fail here, inside the try
             img = ImageOps.exif_transpose(img)
             return pil_to_tensor(img)
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: {e.args[0].split('.')[0] if e.args else 'too many pixels'} (PIL's "
+                        f"decompression-bomb guard); to open it set {PIXEL_LIMIT_ENV}=<pixels> (0 = no limit)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot read image ({e})") from None
 
@@ -128,6 +142,9 @@ def read_instances_json(ann_file: Path) -> dict:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{ann_file}: not a JSON file ({e})") from None
+    except (RecursionError, ValueError) as e:  # nesting deeper than the parser's stack, or a 5000-digit integer
+        raise DataError(f"{ann_file}: not usable JSON ({type(e).__name__}: too deeply nested or a number too "
+                        "large)") from None
     except OSError as e:
         raise DataError(f"{ann_file}: cannot read ({e.strerror or e})") from None
     if not isinstance(data, dict):
@@ -191,19 +208,9 @@ def _check_annotation(ann_file: Path, ann: dict, img: dict) -> str | None:
             return "polygon with fewer than 3 points"
         ann["segmentation"] = cleaned
     elif isinstance(segm, dict):
-        size, counts = segm.get("size"), segm.get("counts")
-        if not (isinstance(size, list) and len(size) == 2) or not isinstance(counts, (list, str)):
-            raise DataError(f"{ann_file}: annotation {aid}: RLE segmentation needs 'size' [h, w] and 'counts'")
-        if list(size) != [h, w]:
-            raise DataError(
-                f"{ann_file}: annotation {aid}: mask size {size[0]}x{size[1]} differs from "
-                f"image {img['id']} ({img['file_name']}) size {h}x{w}"
-            )
-        if isinstance(counts, list) and sum(counts) != h * w:
-            raise DataError(
-                f"{ann_file}: annotation {aid}: uncompressed RLE counts sum to {sum(counts)}, "
-                f"not {h}x{w}={h * w} pixels"
-            )
+        problem = rle_problem(segm, h, w)  # before pycocotools sees it: it hangs on bad runs
+        if problem is not None:
+            raise DataError(f"{ann_file}: annotation {aid} (image {img['id']}, {img['file_name']}): {problem}")
     else:
         raise DataError(
             f"{ann_file}: annotation {aid}: 'segmentation' must be a polygon list or an RLE dict, "
@@ -250,6 +257,56 @@ def _segm_to_rle(segm: list | dict, h: int, w: int) -> dict:
         return mask_utils.frPyObjects(segm, h, w)
     counts = segm["counts"]
     return {"size": segm["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def validate_instances(ann_file: Path, data: dict) -> int:
+    """The one ground-truth check, for training, ``eval`` and ``eval --predictions`` alike:
+    images (ids, sizes), categories, annotations (unique ids, known image/category ids, RLE
+    size and runs, polygons); degenerate annotations (polygons under 3 points, empty boxes) are
+    dropped from ``data`` with one warning. Returns how many were dropped; raises
+    :class:`DataError` naming the file and annotation."""
+    f = ann_file
+    _check_images(f, data["images"])
+    _check_categories(f, data["categories"])
+    imgs = {img["id"]: img for img in data["images"]}
+    cat_ids = {c["id"] for c in data["categories"]}
+    kept, dropped, seen = [], {}, set()
+    for k, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or "id" not in ann:
+            raise DataError(f"{f}: annotations[{k}] has no 'id'")
+        aid = ann["id"]
+        if aid in seen:
+            raise DataError(f"{f}: duplicate annotation id {aid}")
+        seen.add(aid)
+        if ann.get("image_id") not in imgs:
+            raise DataError(f"{f}: annotation {aid} refers to unknown image_id {ann.get('image_id')!r}")
+        if ann.get("category_id") not in cat_ids:
+            raise DataError(f"{f}: annotation {aid} refers to unknown category_id {ann.get('category_id')!r}")
+        reason = _check_annotation(f, ann, imgs[ann["image_id"]])
+        if reason is None:
+            ann.setdefault("iscrowd", 0)
+            kept.append(ann)
+        else:
+            dropped[aid] = reason
+    data["annotations"] = kept
+    if dropped:
+        shown = ", ".join(str(a) for a in list(dropped)[:8]) + (", ..." if len(dropped) > 8 else "")
+        reasons = sorted(set(dropped.values()))
+        warnings.warn(f"{f.name}: dropped {len(dropped)} degenerate annotation(s) (ids {shown}): {'; '.join(reasons)}",
+                      stacklevel=3)
+    return len(dropped)
+
+
+def load_instances(ann_file: str | Path) -> COCO:
+    """A validated (:func:`validate_instances`) and indexed pycocotools ``COCO`` of ``ann_file``."""
+    ann_file = Path(ann_file)
+    data = read_instances_json(ann_file)
+    validate_instances(ann_file, data)
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+        coco.createIndex()
+    return coco
 
 
 # --------------------------------------------------------------------------- dataset
@@ -318,44 +375,17 @@ class CocoDataset(torch.utils.data.Dataset):
     # -- validation at load time (cheap checks only; pixels are read in __getitem__)
 
     def _validate(self, data: dict) -> None:
-        f = self.ann_file
-        _check_images(f, data["images"])
-        _check_categories(f, data["categories"])
-        imgs = {img["id"]: img for img in data["images"]}
-        cat_ids = {c["id"] for c in data["categories"]}
-        kept, dropped, seen = [], {}, set()
-        for k, ann in enumerate(data["annotations"]):
-            if not isinstance(ann, dict) or "id" not in ann:
-                raise DataError(f"{f}: annotations[{k}] has no 'id'")
-            aid = ann["id"]
-            if aid in seen:
-                raise DataError(f"{f}: duplicate annotation id {aid}")
-            seen.add(aid)
-            if ann.get("image_id") not in imgs:
-                raise DataError(f"{f}: annotation {aid} refers to unknown image_id {ann.get('image_id')!r}")
-            if ann.get("category_id") not in cat_ids:
-                raise DataError(f"{f}: annotation {aid} refers to unknown category_id {ann.get('category_id')!r}")
-            reason = _check_annotation(f, ann, imgs[ann["image_id"]])
-            if reason is None:
-                ann.setdefault("iscrowd", 0)
-                kept.append(ann)
-            else:
-                dropped[aid] = reason
-        data["annotations"] = kept
-        self.num_dropped = len(dropped)
-        if dropped:
-            shown = ", ".join(str(a) for a in list(dropped)[:8]) + (", ..." if len(dropped) > 8 else "")
-            reasons = sorted(set(dropped.values()))
-            warnings.warn(
-                f"{f.name}: dropped {len(dropped)} degenerate annotation(s) (ids {shown}): {'; '.join(reasons)}",
-                stacklevel=3,
-            )
+        self.num_dropped = validate_instances(self.ann_file, data)
 
     def _check_files_exist(self) -> None:
         present = {p.name for p in self.image_dir.iterdir()}
         missing = []
+        outside_ok = os.environ.get(OUTSIDE_IMAGES_ENV) == "1"
         for i in self.image_ids:
             name = self.coco.imgs[i]["file_name"]
+            if not outside_ok and (Path(name).is_absolute() or ".." in Path(name).parts):
+                raise DataError(f"{self.ann_file}: image {i}'s file_name {name!r} points outside {self.image_dir}; "
+                                f"set {OUTSIDE_IMAGES_ENV}=1 to allow it")
             if name not in present and not (self.image_dir / name).is_file():
                 missing.append(name)
         if missing:

@@ -83,7 +83,8 @@ def test_resize_size(height: int, width: int, min_size: int, max_size: int) -> t
     scale = min_size / min(height, width)
     if max_size > 0 and max(height, width) * scale > max_size:
         scale = max_size / max(height, width)
-    return int(round(height * scale)), int(round(width * scale))
+    # at least 1 px: a 1 x 4000 strip capped by max_size would round to 0 rows (interpolate fails)
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
 
 # Its name starts with "test_": tell pytest it is not a test when a test module imports it.

@@ -141,7 +141,8 @@ def run_demo(out: str | Path = "runs/demo", system: str = "centermask", quick: b
               + (f", then evaluating on the {len(val)} validation images" if last else ""), file=sys.stderr)
         seed_everything(cfg.train.seed)
         model = build(cfg, *sys_.label_mapping(train))
-        summary = fit(cfg, model, train, run, val_set=val if last else None, device=device, progress=progress)
+        summary = fit(cfg, model, train, run, val_set=val if last else None, device=device, progress=progress,
+                      overwrite=True)  # the demo regenerates its own folder
         previous = run / "model_last.safetensors"
         if summary["interrupted"]:  # stopped by SIGINT/SIGTERM: what was saved stays, nothing more runs
             return {"interrupted": summary["signal"], "step": summary["step"], "out": str(out),

@@ -61,7 +61,12 @@ def resolve_device(device: str | None) -> torch.device:
     """``auto``/None -> cuda when available, else cpu (per-rank GPU under torchrun)."""
     if device in (None, "", "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise MaskkitError(f"--device {device}: not a device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise MaskkitError(f"--device {device}: maskkit runs on cpu or cuda (auto picks one), not {dev.type}")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise MaskkitError(f"--device {device}: CUDA is not available on this machine")

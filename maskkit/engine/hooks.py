@@ -10,6 +10,7 @@ writer of the run (:class:`JsonlWriter` for ``metrics.jsonl``, :class:`Tensorboa
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from maskkit.checkpoint import save_model, save_train_state
 from maskkit.engine.distributed import DistInfo, barrier
 from maskkit.engine.inference import evaluate_model
 from maskkit.engine.rng import rng_state
+from maskkit.engine.runfolder import save_pair, truncate_metrics
+from maskkit.engine.signals import StopFlag, StopRequested
 from maskkit.evaluation import primary_metric
 from maskkit.viz import plot_metrics
 
@@ -87,6 +90,7 @@ class TrainState:
     stopping: int | None = None  # the signal number
     interrupted: bool = False
     writers: list = field(default_factory=list)  # metrics writers (rank 0 only)
+    signals: StopFlag | None = None  # the loop's stop flag (None outside fit)
 
     def write(self, record: dict) -> None:
         """Send a record (``step`` + named floats) to every metrics writer."""
@@ -139,7 +143,8 @@ class ProgressHook(Hook):
 
 class LossLogHook(Hook):
     """Every ``log_period`` steps: the mean loss over those steps, each term of the last step,
-    lr and time, to the metrics writers (a fresh run in an old folder starts a fresh log)."""
+    lr and time, to the metrics writers. A resumed run first cuts ``metrics.jsonl`` back to the
+    resumed step (a killed run may have logged past its last checkpoint)."""
 
     def __init__(self):
         self.window: list[float] = []
@@ -149,6 +154,8 @@ class LossLogHook(Hook):
         self.t0 = time.time()
         if state.info.main and state.start_step == 0 and state.files.metrics.exists():
             state.files.metrics.unlink()
+        elif state.info.main:
+            truncate_metrics(state.files.metrics, state.start_step)
 
     def after_step(self, state: TrainState) -> None:
         self.window.append(sum(state.losses.values()))
@@ -173,8 +180,25 @@ class EvalHook(Hook):
             self.evaluate(state)
 
     def evaluate(self, state: TrainState) -> None:
+        """One evaluation. In a single process a stop signal interrupts it at once (the loop then
+        saves and stops); with several processes the signal is honoured at the next step, since
+        all ranks must leave the evaluation's collectives together."""
         if state.val_set is None:
             return
+        try:
+            if state.signals is not None and not state.info.distributed:
+                with state.signals.interruptible():
+                    self._evaluate(state)
+            else:
+                self._evaluate(state)
+        except StopRequested as stop:
+            state.model.train()
+            state.stopping = stop.signum
+            if state.info.main:
+                print(f"\nmaskkit: evaluation at step {state.step} interrupted by signal {stop.signum}",
+                      file=sys.stderr)
+
+    def _evaluate(self, state: TrainState) -> None:
         metrics = evaluate_model(state.model, state.val_set, cfg=state.cfg, device=state.device,
                                  label_to_cat_id=dict(enumerate(state.cat_ids, 1)), progress=False,
                                  results_path=state.files.results if state.info.main else None)
@@ -200,11 +224,14 @@ class CheckpointHook(Hook):
 
     @staticmethod
     def save(state: TrainState) -> None:
+        """A consistent model/state pair whatever the moment of a crash (:func:`save_pair`)."""
         if state.info.main:
-            save_model(state.files.model_last, state.model, state.cfg, state.class_names, state.cat_ids, state.step)
-            save_train_state(state.files.state_last, {
-                "step": state.step, "optimizer": state.optimizer.state_dict(),
-                "scheduler": state.scheduler.state_dict(), "rng": rng_state(), "best": state.best})
+            train_state = {"step": state.step, "optimizer": state.optimizer.state_dict(),
+                           "scheduler": state.scheduler.state_dict(), "rng": rng_state(), "best": state.best}
+            files = state.files
+            save_pair(files.out, state.step,
+                      lambda p: save_model(p, state.model, state.cfg, state.class_names, state.cat_ids, state.step),
+                      lambda p: save_train_state(p, train_state), files.model_last, files.state_last)
         barrier()
 
 

@@ -52,8 +52,12 @@ def to_image_tensor(image: Any) -> torch.Tensor:
     image = image.as_subclass(torch.Tensor)
     if image.dim() != 3 or image.shape[0] != 3:
         raise DataError(f"expected an image tensor [3, H, W], got shape {tuple(image.shape)}")
+    if image.shape[1] == 0 or image.shape[2] == 0:
+        raise DataError(f"empty image (shape {tuple(image.shape)})")
     if image.dtype == torch.uint8:
         return image.float() / 255.0
+    if image.is_floating_point() and not torch.isfinite(image).all():
+        raise DataError("the image holds NaN or infinite values")
     return image.float()
 
 

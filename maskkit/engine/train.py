@@ -21,24 +21,18 @@ import torch
 from torch import nn
 
 from maskkit.checkpoint import check_compatible, load_state_into, load_train_state, read_model_file
+from maskkit.config import ConfigError, validate_config
 from maskkit.convert.finetune import load_init_weights
 from maskkit.data.coco import CocoDataset, resolve_data
 from maskkit.engine.distributed import all_reduce_sum, dist_info, init_distributed, resolve_device
 from maskkit.engine.hooks import (
-    CheckpointHook,
-    CurvesHook,
-    EvalHook,
-    Hook,
-    LossLogHook,
-    ProgressHook,
-    RunFiles,
-    TrainState,
-    metric_writers,
+    CheckpointHook, CurvesHook, EvalHook, Hook, LossLogHook, ProgressHook, RunFiles, TrainState, metric_writers,
 )
-from maskkit.engine.loader import to_device
 from maskkit.engine.rng import seed_everything, set_rng_state
+from maskkit.engine.runfolder import RunLock, check_fresh, clean_temporaries, promote, resume_candidates
 from maskkit.engine.schedule import build_optimizer, build_scheduler, scale_lr
 from maskkit.engine.signals import StopFlag
+from maskkit.engine.loader import to_device
 from maskkit.engine.systems import system_of
 from maskkit.errors import CheckpointError, MaskkitError
 from maskkit.evaluation import write_metrics
@@ -64,14 +58,12 @@ def autocast(device: torch.device, amp: str):
     raise MaskkitError(f"train.amp must be none, bf16 or fp16, got {amp!r}")
 
 
-def _resume(state: TrainState) -> None:
-    """Load ``model_last`` + ``state_last`` of the run folder into ``state`` (same step, same config)."""
-    files, cfg = state.files, state.cfg
-    mf = read_model_file(files.model_last)
-    check_compatible(mf.config, cfg, mf.path, "--resume checkpoint")
-    saved = load_train_state(files.state_last)
+def _load_pair(state: TrainState, model_path: Path, state_path: Path) -> None:
+    mf = read_model_file(model_path)
+    check_compatible(mf.config, state.cfg, mf.path, "--resume checkpoint")
+    saved = load_train_state(state_path)
     if int(saved["step"]) != mf.step:
-        raise CheckpointError(f"{files.state_last}: step {saved['step']} does not match "
+        raise CheckpointError(f"{state_path}: step {saved['step']} does not match "
                               f"{mf.path} (step {mf.step}); the run folder is inconsistent")
     load_state_into(state.model, mf.state_dict, mf.path)
     state.optimizer.load_state_dict(saved["optimizer"])
@@ -79,6 +71,33 @@ def _resume(state: TrainState) -> None:
     set_rng_state(saved["rng"])
     state.start_step = state.step = int(saved["step"])
     state.best = saved.get("best")
+
+
+def _resume(state: TrainState) -> None:
+    """Load the newest complete checkpoint pair of the run folder into ``state`` (same config):
+    the stamped pairs of :mod:`maskkit.engine.runfolder` newest first, then ``model_last`` +
+    ``state_last``; a pair cut by a crash is skipped. Raises the first pair's error when none loads."""
+    files = state.files
+    pairs = resume_candidates(files.out, files.model_last, files.state_last)
+    if not any(m.exists() for m, _ in pairs):
+        raise CheckpointError(f"{files.out}: no checkpoint to resume from (no model_last.safetensors); "
+                              "start the run without --resume (with --overwrite if the folder holds files of it)")
+    errors = []
+    for model_path, state_path in pairs:
+        try:
+            _load_pair(state, model_path, state_path)
+        except CheckpointError as e:
+            if "is for" in str(e):  # another system / class count: no older pair will fit either
+                raise
+            errors.append(e)
+            continue
+        if errors and state.info.main:
+            print(f"maskkit: resuming from {model_path} (step {state.step}); skipped a newer, incomplete "
+                  f"checkpoint ({errors[0]})", file=sys.stderr)
+        if model_path != files.model_last and state.info.main:  # a kill before *_last were replaced
+            promote(model_path, state_path, files.model_last, files.state_last)
+        return
+    raise errors[0]
 
 
 def run_step(net: nn.Module, state: TrainState, stream: Iterator, scaler: torch.amp.GradScaler,
@@ -130,32 +149,66 @@ def default_hooks(progress: bool = True) -> list[Hook]:
     return ([ProgressHook()] if progress else []) + [LossLogHook(), EvalHook(), CheckpointHook(), CurvesHook()]
 
 
-def fit(cfg, model: nn.Module, train_set, out_dir: str | Path, *, val_set=None, device: str | torch.device = "cpu",
-        resume: bool = False, class_names: list[str] | None = None, cat_ids: list[int] | None = None,
-        progress: bool = True, batches: Callable | None = None, hooks: list[Hook] | None = None) -> dict:
-    """Train ``model`` for ``cfg.train.max_iter`` optimiser steps; returns a summary dict
-    (``step``, ``interrupted``, ``signal`` (the stop signal's number or None), ``best``,
-    ``last_eval``, paths). A SIGINT/SIGTERM stops the loop at the next step boundary after
-    saving ``model_last`` + ``state_last`` (continue with ``resume=True``).
+def _loop(state: TrainState, net: nn.Module, stream: Iterator, scaler, hooks: list[Hook]) -> None:
+    """Steps + hooks until ``max_iter`` or a stop signal (the checkpoint hook saves at the stop)."""
+    with StopFlag() as stop:
+        state.signals = stop
+        for h in hooks:
+            h.before_train(state)
+        while not state.finished and state.stopping is None:
+            run_step(net, state, stream, scaler, stop)
+            state.step += 1
+            for h in hooks:
+                h.after_step(state)
+        state.interrupted = state.stopping is not None
+        for h in hooks:
+            h.after_train(state)
+        state.interrupted = state.stopping is not None  # also a signal during the final evaluation
 
-    ``train_set`` yields ``(image [3,H,W], target)``; ``batches(train_set, cfg, info, start_step)``
-    turns it into an infinite stream of ``(inputs, targets)`` micro-batches (default: the
-    system's). The label mapping saved with the model is ``class_names``/``cat_ids``, else
-    ``model.info``'s, else the dataset's. Under torchrun the model is wrapped in DDP; only rank 0
-    writes files. Raises :class:`TrainingError` on a non-finite loss (files untouched).
-    """
-    tc, info, device, system = cfg.train, dist_info(), torch.device(device), system_of(cfg)
-    autocast(device, tc.amp)  # validates train.amp for this device before any work
-    files = RunFiles(Path(out_dir))
-    if info.main:
-        files.out.mkdir(parents=True, exist_ok=True)
+
+def _label_mapping(cfg, model: nn.Module, train_set, class_names, cat_ids) -> tuple[list[str], list]:
     known = getattr(model, "info", None)
     names = list(class_names or (known.class_names if known else []) or getattr(train_set, "class_names", []) or [])
     cats = list(cat_ids or (known.cat_ids if known and known.class_names else [])
                 or getattr(train_set, "cat_ids", []) or range(1, len(names) + 1))
     if names and len(names) != int(cfg.model.num_classes):
         raise MaskkitError(f"the dataset has {len(names)} classes but model.num_classes={cfg.model.num_classes}")
+    return names, cats
 
+
+def fit(cfg, model: nn.Module, train_set, out_dir: str | Path, *, val_set=None, device: str | torch.device = "cpu",
+        resume: bool = False, class_names: list[str] | None = None, cat_ids: list[int] | None = None,
+        progress: bool = True, batches: Callable | None = None, hooks: list[Hook] | None = None,
+        overwrite: bool = False) -> dict:
+    """Train ``model`` for ``cfg.train.max_iter`` optimiser steps; returns a summary dict
+    (``step``, ``interrupted``, ``signal``, ``best``, ``last_eval``, paths).
+
+    ``train_set`` yields ``(image [3,H,W], target)``; ``batches(train_set, cfg, info, start_step)``
+    turns it into an infinite stream of ``(inputs, targets)`` micro-batches (default: the
+    system's). The label mapping saved with the model is ``class_names``/``cat_ids``, else
+    ``model.info``'s, else the dataset's. Under torchrun the model is wrapped in DDP; only rank 0
+    writes files. Raises :class:`TrainingError` on a non-finite loss (files untouched), and
+    :class:`~maskkit.engine.runfolder.RunFolderError` when ``out_dir`` holds another run (unless
+    ``resume`` or ``overwrite``) or a live run holds its lock.
+    """
+    tc, info, device = cfg.train, dist_info(), torch.device(device)
+    autocast(device, tc.amp)  # validates train.amp for this device before any work
+    files = RunFiles(Path(out_dir))
+    names, cats = _label_mapping(cfg, model, train_set, class_names, cat_ids)
+    with contextlib.ExitStack() as guard:
+        if info.main:
+            files.out.mkdir(parents=True, exist_ok=True)
+            guard.enter_context(RunLock(files.out))
+            clean_temporaries(files.out)
+            if not resume:
+                check_fresh(files.out, overwrite)
+        return _fit_locked(cfg, model, train_set, files, val_set, device, resume, names, cats, progress, batches,
+                           hooks)
+
+
+def _fit_locked(cfg, model, train_set, files: RunFiles, val_set, device, resume, names, cats, progress, batches,
+                hooks) -> dict:
+    tc, info, system = cfg.train, dist_info(), system_of(cfg)
     system.prepare(model, cfg)
     model.to(device).train()
     optimizer = build_optimizer(model, tc)
@@ -177,17 +230,7 @@ def fit(cfg, model: nn.Module, train_set, out_dir: str | Path, *, val_set=None, 
         stream = (batches or system.batches)(train_set, cfg, info, state.start_step)
     hooks = default_hooks(progress) if hooks is None else hooks
     try:
-        with StopFlag() as stop:
-            for h in hooks:
-                h.before_train(state)
-            while not state.finished and state.stopping is None:
-                run_step(net, state, stream, scaler, stop)
-                state.step += 1
-                for h in hooks:
-                    h.after_step(state)
-            state.interrupted = state.stopping is not None
-            for h in hooks:
-                h.after_train(state)
+        _loop(state, net, stream, scaler, hooks)
     finally:
         for h in hooks:
             h.close()
@@ -206,6 +249,9 @@ def build_config(model: str, num_classes: int | None, overrides: list[str], batc
                  iters: int | None = None, workers: int | None = None):
     """Preset + overrides, with ``batch`` applying the linear scaling rule to ``train.lr``
     (unless ``train.lr`` is overridden)."""
+    for flag, value, low in (("--batch", batch, 1), ("--iters", iters, 1), ("--workers", workers, 0)):
+        if value is not None and value < low:
+            raise MaskkitError(f"{flag} must be >= {low}, got {value}")
     cfg = get_config(model, num_classes, overrides)
     if batch is not None:
         base = get_config(model, num_classes)
@@ -216,6 +262,9 @@ def build_config(model: str, num_classes: int | None, overrides: list[str], batc
         cfg.train.max_iter = iters
     if workers is not None:
         cfg.data.num_workers = workers
+    validate_config(cfg)
+    if cfg.train.max_iter < 1:  # a run of 0 steps would end claiming a model file it never wrote
+        raise ConfigError(f"train.max_iter must be >= 1 (--iters) to train, got {cfg.train.max_iter}")
     return cfg
 
 
@@ -240,7 +289,7 @@ def load_datasets(cfg, data: str | Path | None = None, ann: str | Path | None = 
 def train(model: str, *, data: str | Path | None = None, ann: str | Path | None = None, images: str | Path | None = None,
           out: str | Path | None = None, resume: bool = False, device: str | None = "auto",
           overrides: list[str] = (), batch: int | None = None, iters: int | None = None, workers: int | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, overwrite: bool = False) -> dict:
     """``maskkit train``: preset ``model`` on a dataset on disk, into the run folder ``out``
     (default ``runs/<model>``); the summary of :func:`fit` plus ``out``. Under torchrun it joins
     the process group first. Writes ``metrics.json`` of the final evaluation (rank 0)."""
@@ -260,7 +309,8 @@ def train(model: str, *, data: str | Path | None = None, ann: str | Path | None 
             print(f"maskkit: training {model} ({cfg.model.num_classes} classes, {len(train_set)} images, "
                   f"global batch {cfg.train.batch_size}, lr {cfg.train.lr:g}, {cfg.train.max_iter} steps, "
                   f"{info.world_size} process(es) on {device}) -> {out}", file=sys.stderr)
-        summary = fit(cfg, net, train_set, out, val_set=val_set, device=device, resume=resume, progress=progress)
+        summary = fit(cfg, net, train_set, out, val_set=val_set, device=device, resume=resume, progress=progress,
+                      overwrite=overwrite)
     finally:
         if info.distributed:
             torch.distributed.destroy_process_group()

@@ -18,8 +18,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from maskkit.data.coco import read_instances_json
-from maskkit.errors import DataError, MaskkitError
+from maskkit.data.coco import load_instances
+from maskkit.errors import MaskkitError
 from maskkit.evaluation.results import check_results
 
 __all__ = ["STAT_NAMES", "IOU_TYPES", "load_coco_gt", "evaluate_coco", "evaluate_proposals", "proposal_recall_curve"]
@@ -30,18 +30,10 @@ IOU_TYPES = ("bbox", "segm")
 
 # --------------------------------------------------------------------------- loading
 def load_coco_gt(ann_file: str | os.PathLike) -> COCO:
-    """Read a COCO annotation file with pycocotools (quietly); :class:`DataError` naming the
-    file when it is missing, not JSON or not a COCO instances file (the data layer's check)."""
-    path = Path(ann_file)
-    coco = COCO()
-    coco.dataset = read_instances_json(path)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco.createIndex()
-    except (KeyError, TypeError) as e:
-        raise DataError(f"{path}: malformed COCO annotations (missing field {e})") from None
-    return coco
-
+    """Read a COCO annotation file with the data layer's one validation
+    (:func:`maskkit.data.coco.validate_instances`: ids, sizes, RLE runs, polygons), quietly;
+    :class:`DataError` naming the file and annotation."""
+    return load_instances(Path(ann_file))
 
 
 def _as_coco(coco_gt: COCO | str | os.PathLike) -> COCO:

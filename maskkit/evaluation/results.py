@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 
 from maskkit.atomic import atomic_write_text
 from maskkit.errors import MaskkitError
-from maskkit.structures import masks_to_rle
+from maskkit.structures import masks_to_rle, rle_problem
 
 __all__ = ["predictions_to_coco_results", "check_results", "load_results", "write_results"]
 
@@ -121,9 +121,10 @@ def check_results(results: Any, coco_gt: COCO, source: str = "results", check_ca
             if not (isinstance(s, dict) and isinstance(s.get("counts"), (str, bytes)) and isinstance(s.get("size"), list)):
                 raise MaskkitError(f"{where}: 'segmentation' must be a compressed RLE {{'size': [h, w], 'counts': str}}")
             img = images[image_id]
-            if "height" in img and list(s["size"]) != [img["height"], img["width"]]:
-                raise MaskkitError(f"{where}: RLE size {s['size']} differs from image {image_id}'s size "
-                                   f"[{img['height']}, {img['width']}]")
+            # before pycocotools sees it: its decoder loops forever on runs that miss h x w
+            problem = rle_problem(s, img.get("height"), img.get("width")) if "height" in img else rle_problem(s)
+            if problem is not None:
+                raise MaskkitError(f"{where} (image {image_id}): {problem}")
 
 
 def load_results(path: str | os.PathLike) -> list:
@@ -137,6 +138,9 @@ def load_results(path: str | os.PathLike) -> list:
             results = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MaskkitError(f"{path}: predictions file is not valid JSON ({e})") from None
+    except (RecursionError, ValueError) as e:  # nesting deeper than the parser's stack, or a 5000-digit integer
+        raise MaskkitError(f"{path}: predictions file is not usable JSON ({type(e).__name__}: too deeply nested "
+                           "or a number too large)") from None
     if not isinstance(results, list):
         raise MaskkitError(f"{path}: predictions file must hold a JSON list of COCO results, got {type(results).__name__}")
     return results

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from maskkit.config import Config, ModelInfo, apply_overrides, config_from_json
+from maskkit.config import Config, ModelInfo, apply_overrides, config_from_json, validate_config, validate_model_config
 from maskkit.errors import MaskkitError
 from maskkit.models.backbones.pretrained import apply_backbone_weights, apply_trunk_weights
 from maskkit.models.centermask.config import CenterMaskConfig
@@ -51,6 +51,7 @@ def get_config(name: str, num_classes: int | None = None, overrides: list[str] |
             raise MaskkitError(f"num_classes must be >= 1, got {num_classes}")
         cfg.model.num_classes = int(num_classes)
     apply_overrides(cfg, list(overrides))
+    validate_config(cfg)
     return cfg
 
 
@@ -78,7 +79,9 @@ def build_model(model_cfg, backbone_weights: bool = True) -> nn.Module:
 
 def read_config(text: str) -> Config:
     """A saved config (JSON, as in model files) back to a :class:`Config`."""
-    return config_from_json(text, MODEL_CONFIGS)
+    cfg = config_from_json(text, MODEL_CONFIGS)
+    validate_model_config(cfg.model)  # before a head of 1e9 classes is built from a model file
+    return cfg
 
 
 def build(cfg: Config, class_names: list[str] | None = None, cat_ids: list[int] | None = None,

@@ -3,8 +3,6 @@ train/eval contracts, empty and crowd-only images, batched == one-by-one, determ
 bad input, ablation switches, and a short overfit run."""
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from torch import nn
@@ -239,36 +237,56 @@ def test_bad_input_raises_one_clear_error():
         model.eval()([torch.rand(1, 32, 32)])
 
 
-@pytest.mark.slow  # ~15-25 s on one core: 140 optimisation steps of the whole model
-def test_overfit_a_few_images_recovers_their_masks():
-    torch.set_num_threads(1)
+OVERFIT_STEPS = 300
+OVERFIT_WARMUP = 50
+
+
+def overfit_run(seed: int = 0, steps: int | None = None, warmup: int = 0) -> dict:
+    """The overfit recipe on 3 synthetic scenes; returns the worst GT mask/box IoU among the best-scored
+    predictions, whether their labels match, and last-10-step / first-step loss ratios.
+    Shared with benchmarks/overfit_margin.py, which measures its margin across seeds and threads."""
+    steps = steps or OVERFIT_STEPS
     # mask.init="maskkit": the official SAM initialisation (std ~0.47) saturates the attention at
-    # the start and this 140-step run from scratch no longer recovers every mask (0.55 IoU).
-    model = tiny_model(fcos={"score_thresh": 0.05}, mask={"init": "maskkit"})
+    # the start and this short run from scratch no longer recovers every mask (0.55 IoU).
+    model = tiny_model(seed, fcos={"score_thresh": 0.05}, mask={"init": "maskkit"})
     data = [scene(i) for i in range(3)]
     images, targets = [d[0] for d in data], [d[1] for d in data]
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [110], 0.1)
+    decay = round(steps * 110 / 140)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup if warmup else 1.0)
+                                              * (0.1 if i >= decay else 1.0))
     model.train()
     history = []
-    start = time.time()
-    for _ in range(140):
+    for _ in range(steps):
         losses = model(images, targets)
         opt.zero_grad()
         sum(losses.values()).backward()
         opt.step()
         sched.step()
         history.append({k: v.item() for k, v in losses.items()})
-    assert time.time() - start < 90
     first, last = history[0], {k: sum(h[k] for h in history[-10:]) / 10 for k in history[0]}
-    assert last["loss_box"] < 0.2 * first["loss_box"], (first, last)
-    assert last["loss_mask"] < 0.3 * first["loss_mask"], (first, last)
-    assert last["loss_cls"] < 0.1 * first["loss_cls"], (first, last)
     model.eval()
-    for pred, t in zip(model(images), targets):
+    mask_ious, box_ious, labels_ok = [], [], True
+    with torch.no_grad():
+        preds = model(images)
+    for pred, t in zip(preds, targets):
         iou = mask_iou(pred["masks"][:, 0] >= 0.5, t["masks"])  # [N_pred, N_gt]
         top = pred["mask_scores"].argsort(descending=True)[: len(t["labels"]) + 1]
+        if len(top) == 0:
+            return {"steps": steps, "warmup": warmup, "min_mask_iou": 0.0, "min_box_iou": 0.0, "labels_ok": False,
+                    "ratios": {k: last[k] / first[k] for k in first}}
         best = iou[top].max(dim=0)  # each GT is recovered by one of the best-scored masks
-        assert (best.values > 0.8).all(), best.values
-        assert torch.equal(pred["labels"][top][best.indices], t["labels"])
-        assert (box_iou(pred["boxes"][top], t["boxes"]).max(dim=0).values > 0.7).all()
+        mask_ious.append(best.values.min().item())
+        labels_ok &= torch.equal(pred["labels"][top][best.indices], t["labels"])
+        box_ious.append(box_iou(pred["boxes"][top], t["boxes"]).max(dim=0).values.min().item())
+    return {"steps": steps, "warmup": warmup, "min_mask_iou": min(mask_ious), "min_box_iou": min(box_ious),
+            "labels_ok": labels_ok,
+            "ratios": {k: last[k] / first[k] for k in first}}
+
+
+@pytest.mark.slow  # ~40-60 s on one idle core: 300 optimisation steps of the whole model
+def test_overfit_a_few_images_recovers_their_masks():
+    torch.set_num_threads(1)
+    r = overfit_run(seed=0)
+    assert r["ratios"]["loss_box"] < 0.2 and r["ratios"]["loss_mask"] < 0.3 and r["ratios"]["loss_cls"] < 0.1, r
+    assert r["min_mask_iou"] > 0.8 and r["labels_ok"] and r["min_box_iou"] > 0.7, r

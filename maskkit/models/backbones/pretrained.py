@@ -109,7 +109,8 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             sd = load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{path}: not a safetensors file ({str(e).splitlines()[0]})") from None
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CheckpointError(f"{path}: not a safetensors file ({first})") from None
     else:
         sd = read_state_dict(path)  # the same safe .pth/.pkl reading as `maskkit convert`
     out = {}
