@@ -6,6 +6,7 @@ the exact command, the machine (``lscpu`` model name, cores/threads) and its loa
 
     python benchmarks/centermask_latency.py [--model centermask_lite_v19] [--size 600] [--iters 10] [--threads 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,14 +51,14 @@ def main() -> int:
     cmd = "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:])
     text = f"""## {args.model} at {args.size} px, {torch.get_num_threads()} thread(s)
 
-Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} with
+Measured {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")} with
 
 ```
 {cmd}
 ```
 
 (equivalently `maskkit bench --model {args.model} --size {args.size} --vs maskrcnn_r50 --iters {args.iters}`).
-Random weights, 80 classes, one {rows[0]['input']} image, batch 1, eval mode, `torch.inference_mode`;
+Random weights, 80 classes, one {rows[0]["input"]} image, batch 1, eval mode, `torch.inference_mode`;
 both models send exactly 50 detections through their mask branch (score thresholds 0, detection caps 50).
 Latency = median of {args.iters} timed runs after {args.warmup} warm-up runs, the whole `model([image])`
 call including resizing, decoding and pasting masks at image size.
@@ -66,7 +67,7 @@ call including resizing, decoding and pasting masks at image size.
 {table}
 ```
 
-Machine: {cpu}; {topo.replace(chr(10), '; ')}; torch {torch.__version__}, {torch.get_num_threads()} threads,
+Machine: {cpu}; {topo.replace(chr(10), "; ")}; torch {torch.__version__}, {torch.get_num_threads()} threads,
 Python {platform.python_version()}.
 Load (`uptime`) before: `{load_before}`; after: `{load_after}`.
 The machine is shared with other jobs while this runs: treat the numbers as an upper bound

@@ -7,6 +7,7 @@ sizes and transforms are the demo's (``maskkit/engine/demo.py``); ``--set`` adds
 Each batch size runs 25 steps from a fresh model on the same images; the median of the last 20
 is printed, with the time per image.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,11 @@ from maskkit.models.zoo import build_model, get_config
 
 
 def step_time(data: str, batch: int, overrides: list[str], steps: int = 25) -> float:
-    cfg = get_config("centermask_lite_demo", None, list(plan("centermask", False).overrides) + overrides
-                     + [f"train.batch_size={batch}"])
+    cfg = get_config(
+        "centermask_lite_demo",
+        None,
+        list(plan("centermask", False).overrides) + overrides + [f"train.batch_size={batch}"],
+    )
     train, _ = load_datasets(cfg, data)
     cfg.model.num_classes = len(train.class_names)
     torch.manual_seed(0)

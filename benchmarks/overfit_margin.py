@@ -10,6 +10,7 @@ best-scored masks, the loss ratios the test asserts and the wall time, as one JS
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/overfit_margin.py --seeds 0 1 2 3 --threads 1 2 \
         --steps 140 >> benchmarks/overfit_margin.jsonl
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,14 +45,28 @@ def main() -> None:
         for seed in args.seeds:
             torch.set_num_threads(threads)
             start = time.time()
-            r = tcm.overfit_run(seed=seed, steps=args.steps,
-                                warmup=tcm.OVERFIT_WARMUP if args.warmup is None else args.warmup)
-            print(json.dumps({"torch": torch.__version__, "torchvision": torchvision.__version__,
-                              "cpu": platform.processor() or platform.machine(), "threads": threads,
-                              "seed": seed, "steps": r["steps"], "warmup": r["warmup"], "min_mask_iou": round(r["min_mask_iou"], 4),
-                              "min_box_iou": round(r["min_box_iou"], 4), "labels_ok": r["labels_ok"],
-                              "ratios": {k: round(v, 4) for k, v in r["ratios"].items()},
-                              "seconds": round(time.time() - start, 1)}), flush=True)
+            r = tcm.overfit_run(
+                seed=seed, steps=args.steps, warmup=tcm.OVERFIT_WARMUP if args.warmup is None else args.warmup
+            )
+            print(
+                json.dumps(
+                    {
+                        "torch": torch.__version__,
+                        "torchvision": torchvision.__version__,
+                        "cpu": platform.processor() or platform.machine(),
+                        "threads": threads,
+                        "seed": seed,
+                        "steps": r["steps"],
+                        "warmup": r["warmup"],
+                        "min_mask_iou": round(r["min_mask_iou"], 4),
+                        "min_box_iou": round(r["min_box_iou"], 4),
+                        "labels_ok": r["labels_ok"],
+                        "ratios": {k: round(v, 4) for k, v in r["ratios"].items()},
+                        "seconds": round(time.time() - start, 1),
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ maskkit/structures.py at a given git revision, in a fresh process (issue #14 ite
 
     PYTHONPATH=$PWD python benchmarks/paste_memory.py [REV] [N]   # REV: a commit or "worktree"
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -18,8 +19,9 @@ def main() -> None:
     rev = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] != "worktree" else ""
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 10
     if rev:
-        text = subprocess.run(["git", "show", f"{rev}:maskkit/structures.py"], capture_output=True, text=True,
-                              check=True).stdout
+        text = subprocess.run(
+            ["git", "show", f"{rev}:maskkit/structures.py"], capture_output=True, text=True, check=True
+        ).stdout
         f = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
         f.write(text)
         f.close()
@@ -36,8 +38,10 @@ def main() -> None:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = paste(torch.rand(n, 28, 28), boxes, (h, w))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"rev={rev or 'worktree'} n={n} image={h}x{w} output={out.numel() * 4 / 2**20:.0f} MiB "
-          f"peak_rss={peak:.0f} MiB (before paste {base:.0f} MiB)")
+    print(
+        f"rev={rev or 'worktree'} n={n} image={h}x{w} output={out.numel() * 4 / 2**20:.0f} MiB "
+        f"peak_rss={peak:.0f} MiB (before paste {base:.0f} MiB)"
+    )
 
 
 if __name__ == "__main__":

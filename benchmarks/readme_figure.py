@@ -7,6 +7,7 @@ row) on the first validation images of a COCO-format dataset.
 Uses the same inference path as `maskkit predict` (``infer_batches``) and the same drawing
 (``maskkit.viz.draw_instances``); nothing is retouched.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,12 @@ def main() -> int:
     for i, (image, pred) in enumerate(zip(images, preds)):
         target = ds.load_target(i)
         gt = {k: torch.as_tensor(target[k]).as_subclass(torch.Tensor) for k in ("boxes", "labels", "masks", "iscrowd")}
-        tiles.append((draw_instances(image, gt, ds.class_names), draw_instances(image, pred, ds.class_names,
-                                                                                args.score_thr, thr)))
+        tiles.append(
+            (
+                draw_instances(image, gt, ds.class_names),
+                draw_instances(image, pred, ds.class_names, args.score_thr, thr),
+            )
+        )
     h, w = tiles[0][0].shape[-2:]
     th, tw = int(h * args.scale), int(w * args.scale)
     sheet = Image.new("RGB", (tw * len(tiles), th * 2), "white")

@@ -6,6 +6,7 @@ boxes of 4..600 px, adaptive sampling).
 
     python benchmarks/roialign_ort_vs_torchvision.py   # prints versions and the max abs error
 """
+
 from __future__ import annotations
 
 import io
@@ -36,8 +37,9 @@ def compare(stride: int, sampling_ratio: int, seed: int = 0) -> float:
     rois = torch.cat([torch.zeros(64, 1), boxes], dim=1)
     mod = _Align(1.0 / stride, sampling_ratio).eval()
     buf = io.BytesIO()
-    torch.onnx.export(mod, (feat, rois), buf, opset_version=16, input_names=["feat", "rois"], output_names=["out"],
-                      dynamo=False)
+    torch.onnx.export(
+        mod, (feat, rois), buf, opset_version=16, input_names=["feat", "rois"], output_names=["out"], dynamo=False
+    )
     sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"feat": feat.numpy(), "rois": rois.numpy()})[0]
     want = mod(feat, rois).numpy()

@@ -14,6 +14,7 @@ held-out 10 % of the crops is printed at each ``--eval-at`` step.
 ``--arch demo``: the trunk of the ``centermask_lite_demo`` preset (VoVNetV2-19-slim-dw, BN).
 Chance is 1/6 = 16.7 %.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,12 +50,24 @@ def object_crops(root: Path, split: str, size: int) -> tuple[torch.Tensor, torch
 
 def build_net(arch: str, num_classes: int) -> nn.Module:
     if arch == "plain":
+
         def block(i: int, o: int) -> list[nn.Module]:
             return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
 
-        return nn.Sequential(*block(3, 32), nn.MaxPool2d(2), *block(32, 64), nn.MaxPool2d(2), *block(64, 128),
-                             nn.MaxPool2d(2), *block(128, 256), nn.MaxPool2d(2), *block(256, 256),
-                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, num_classes))
+        return nn.Sequential(
+            *block(3, 32),
+            nn.MaxPool2d(2),
+            *block(32, 64),
+            nn.MaxPool2d(2),
+            *block(64, 128),
+            nn.MaxPool2d(2),
+            *block(128, 256),
+            nn.MaxPool2d(2),
+            *block(256, 256),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(256, num_classes),
+        )
     from maskkit.models.backbones import build_backbone
     from maskkit.models.zoo import get_config
 
@@ -87,9 +100,12 @@ def main() -> int:
     crops, labels = object_crops(args.data, "train", args.size)
     k = int(labels.max()) + 1
     perm = torch.randperm(len(crops))
-    held, train = perm[: len(crops) // 10], perm[len(crops) // 10:]
-    print(f"{len(crops)} crops ({len(train)} train / {len(held)} held out), {k} classes, "
-          f"built in {time.time() - t0:.1f} s; {torch.get_num_threads()} threads", flush=True)
+    held, train = perm[: len(crops) // 10], perm[len(crops) // 10 :]
+    print(
+        f"{len(crops)} crops ({len(train)} train / {len(held)} held out), {k} classes, "
+        f"built in {time.time() - t0:.1f} s; {torch.get_num_threads()} threads",
+        flush=True,
+    )
     mean = torch.tensor(CenterMaskConfig.pixel_mean).view(1, 3, 1, 1)  # the models' input normalisation
     std = torch.tensor(CenterMaskConfig.pixel_std).view(1, 3, 1, 1)
     net = build_net(args.arch, k)
@@ -113,10 +129,15 @@ def main() -> int:
         if step in args.eval_at:
             net.eval()
             with torch.no_grad():
-                pred = torch.cat([net((crops[held[i:i + 256]] - mean) / std).argmax(1) for i in range(0, len(held), 256)])
+                pred = torch.cat(
+                    [net((crops[held[i : i + 256]] - mean) / std).argmax(1) for i in range(0, len(held), 256)]
+                )
             acc = (pred == labels[held]).float().mean().item()
-            print(f"| {step} | {step * args.batch} | {100 * acc:.1f} % | {sum(recent) / len(recent):.3f} | "
-                  f"{time.time() - t0:.0f} |", flush=True)
+            print(
+                f"| {step} | {step * args.batch} | {100 * acc:.1f} % | {sum(recent) / len(recent):.3f} | "
+                f"{time.time() - t0:.0f} |",
+                flush=True,
+            )
     return 0
 
 

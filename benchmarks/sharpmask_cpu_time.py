@@ -14,6 +14,7 @@ Usage::
 
     python benchmarks/sharpmask_cpu_time.py [--size 480 640] [--top-n 1000] [--threads 1] [--runs 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,10 @@ def main() -> None:
     device = torch.device(args.device)
     image = torch.rand(3, *args.size, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    print(f"# {args.size[0]}x{args.size[1]} image, top {args.top_n}, {args.threads} thread(s), device {device}, "
-          f"CPU {_cpu_name()}, torch {torch.__version__}")
+    print(
+        f"# {args.size[0]}x{args.size[1]} image, top {args.top_n}, {args.threads} thread(s), device {device}, "
+        f"CPU {_cpu_name()}, torch {torch.__version__}"
+    )
     print("| model | scales | propose wall (s) | propose CPU (s) | predict wall (s) | predict CPU (s) |")
     print("|---|---|---|---|---|---|")
     for name in ("deepmask_r50", "sharpmask_r50"):

@@ -6,6 +6,7 @@ pasted at image size, random weights; every runtime of both models times the sam
 
     PYTHONPATH=. python benchmarks/sharpmask_runtimes.py --threads 2 --iters 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,11 @@ def main() -> int:
                 timed = build_runtime(model, runtime, tmp)
                 median, times, out = time_model(timed, image, args.iters, 1)
                 results[(name, runtime)] = median
-                print(f"{name:<14} {runtime:<12} proposals {len(out['boxes']):5d}  median {median:8.0f} ms  "
-                      f"min {min(times):8.0f} ms", flush=True)
+                print(
+                    f"{name:<14} {runtime:<12} proposals {len(out['boxes']):5d}  median {median:8.0f} ms  "
+                    f"min {min(times):8.0f} ms",
+                    flush=True,
+                )
     for runtime in args.runtimes.split(","):
         ratio = results[("sharpmask_r50", runtime)] / results[("deepmask_r50", runtime)]
         print(f"{runtime}: SharpMask / DeepMask-ours = {ratio:.2f}x (paper: 1.65x)")

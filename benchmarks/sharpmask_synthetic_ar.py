@@ -7,6 +7,7 @@ synthetic val split, with ``top_n`` raised to 1000 (the demo trains and evaluate
 Prints one markdown row per model file: segm and box AR@10/100/1000 and AUC (class-agnostic
 COCOeval, the same ``evaluate_model`` path as ``maskkit eval``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,16 @@ from maskkit.checkpoint import load_model
 from maskkit.data.coco import CocoDataset
 from maskkit.engine.inference import evaluate_model
 
-KEYS = ("proposals/segm/AR@10", "proposals/segm/AR@100", "proposals/segm/AR@1000", "proposals/segm/AUC",
-        "proposals/bbox/AR@10", "proposals/bbox/AR@100", "proposals/bbox/AR@1000", "proposals/bbox/AUC")
+KEYS = (
+    "proposals/segm/AR@10",
+    "proposals/segm/AR@100",
+    "proposals/segm/AR@1000",
+    "proposals/segm/AUC",
+    "proposals/bbox/AR@10",
+    "proposals/bbox/AR@100",
+    "proposals/bbox/AR@1000",
+    "proposals/bbox/AUC",
+)
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ ultralytics is not a maskkit dependency.
 
     PYTHONPATH=. python benchmarks/yolo_seg_peer.py --iters 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,10 @@ def main() -> int:
     hwc = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)[..., ::-1].copy()  # BGR, as ultralytics reads
     median, n = time_yolo(hwc, args.iters, args.threads)
     rows.append(("yolo11n-seg (ultralytics, eager)", median, n))
-    print(f"{torch.get_num_threads()} threads, 600x800 (yolo letterboxed to 608x800, its stride 32), "
-          f"median of {args.iters} after 1 warm-up; yolo conf 1e-9 (0.0 reads as unset), max_det 50")
+    print(
+        f"{torch.get_num_threads()} threads, 600x800 (yolo letterboxed to 608x800, its stride 32), "
+        f"median of {args.iters} after 1 warm-up; yolo conf 1e-9 (0.0 reads as unset), max_det 50"
+    )
     for name, ms, dets in rows:
         print(f"{name:<36} {ms:8.0f} ms  detections {dets}")
     best = min(rows[:3], key=lambda r: r[1])

@@ -9,6 +9,7 @@ Public API::
 
 Imports are lazy so ``maskkit --help`` starts fast.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
 """``python -m maskkit`` (and ``torchrun -m maskkit train ...``)."""
+
 from maskkit.cli import main
 
 if __name__ == "__main__":

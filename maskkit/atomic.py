@@ -4,6 +4,7 @@ file where a good one was (model files, training state, metrics.json, results JS
 
 The file gets the mode an ordinary ``open(path, "w")`` would give (0666 minus the umask), not
 ``mkstemp``'s 0600, so a model written on a shared machine is readable by the others."""
+
 from __future__ import annotations
 
 import errno

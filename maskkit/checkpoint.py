@@ -20,6 +20,7 @@ numbers only (optimizer and scheduler state, step, RNG states, best metric), rea
 Every file is written atomically: to a temporary file in the same folder, then
 ``os.replace``; a crash mid-write never leaves a truncated ``last`` checkpoint behind.
 """
+
 from __future__ import annotations
 
 import io
@@ -113,8 +114,9 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: not a safetensors model file ({_first_line(e)})") from None
     if "maskkit_config" not in meta:
-        raise CheckpointError(f"{path}: safetensors file without maskkit metadata (no embedded config); "
-                              "it was not written by maskkit")
+        raise CheckpointError(
+            f"{path}: safetensors file without maskkit metadata (no embedded config); it was not written by maskkit"
+        )
     version = meta.get("format_version", "?")
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path}: model file format {version!r} is not supported (expected {FORMAT_VERSION!r})")
@@ -127,8 +129,10 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
         raise CheckpointError(f"{path}: corrupt maskkit metadata ({e})") from None
     n = int(cfg.model.num_classes)
     if cat_ids and (len(cat_ids) != n or len(set(cat_ids)) != n):
-        raise CheckpointError(f"{path}: its category ids {cat_ids[:10]}{'...' if len(cat_ids) > 10 else ''} do not "
-                              f"give each of the model's {n} classes its own id")
+        raise CheckpointError(
+            f"{path}: its category ids {cat_ids[:10]}{'...' if len(cat_ids) > 10 else ''} do not "
+            f"give each of the model's {n} classes its own id"
+        )
     return ModelFile(path, state, cfg, class_names, cat_ids, step)
 
 
@@ -177,9 +181,7 @@ def check_compatible(saved_cfg: Any, cfg: Any, path: str | os.PathLike, what: st
     """Refuse a checkpoint made for another system or class count, naming both."""
     a, b = saved_cfg.model, cfg.model
     if a.system != b.system or int(a.num_classes) != int(b.num_classes):
-        raise CheckpointError(
-            f"{path}: {what} is for {_identity(saved_cfg)} but this run is {_identity(cfg)}"
-        )
+        raise CheckpointError(f"{path}: {what} is for {_identity(saved_cfg)} but this run is {_identity(cfg)}")
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:

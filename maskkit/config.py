@@ -15,6 +15,7 @@ Overrides are ``dotted.path=value`` strings, parsed and type-checked against the
 field they name (``train.lr=0.005``, ``model.fpn_channels=128``,
 ``data.min_size_train=[480,512]``). No string interpolation, no ``exec``, no registries.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -331,8 +332,12 @@ def _finite(x: Any) -> bool:
 def validate_model_config(model: Any, where: str = "model") -> None:
     """Ranges of the model section: ``num_classes`` in 1..MAX_CLASSES, every ``*thresh*`` float
     in [0, 1] and every ``*size*`` / ``*channels*`` / ``*dets*`` integer >= 0, recursively."""
-    _need(isinstance(model.num_classes, int) and 1 <= model.num_classes <= MAX_CLASSES, f"{where}.num_classes",
-          model.num_classes, f"an integer in 1..{MAX_CLASSES}")
+    _need(
+        isinstance(model.num_classes, int) and 1 <= model.num_classes <= MAX_CLASSES,
+        f"{where}.num_classes",
+        model.num_classes,
+        f"an integer in 1..{MAX_CLASSES}",
+    )
     for f in dataclasses.fields(model):
         v, name = getattr(model, f.name), f"{where}.{f.name}"
         if dataclasses.is_dataclass(v):
@@ -348,8 +353,9 @@ def _check_model_value(name: str, v: Any) -> None:
         _need(math.isfinite(v) and 0.0 <= v <= 1.0, name, v, "a number in [0, 1]")
     elif isinstance(v, float):
         _need(math.isfinite(v), name, v, "a finite number")
-    elif isinstance(v, int) and not isinstance(v, bool) and any(k in last for k in ("size", "channels", "dets",
-                                                                                   "num_")):
+    elif (
+        isinstance(v, int) and not isinstance(v, bool) and any(k in last for k in ("size", "channels", "dets", "num_"))
+    ):
         _need(v >= 0, name, v, ">= 0")
 
 
@@ -358,10 +364,18 @@ def validate_config(cfg: Config) -> None:
     :class:`ConfigError` naming the field, before any layer is built or file read."""
     validate_model_config(cfg.model)
     d, t, e = cfg.data, cfg.train, cfg.eval
-    _need(len(d.min_size_train) > 0 and all(isinstance(s, int) and s >= 1 for s in d.min_size_train),
-          "data.min_size_train", list(d.min_size_train), "one or more sizes >= 1 px")
-    _need(d.min_size_train_sampling in ("choice", "range"), "data.min_size_train_sampling",
-          d.min_size_train_sampling, "'choice' or 'range'")
+    _need(
+        len(d.min_size_train) > 0 and all(isinstance(s, int) and s >= 1 for s in d.min_size_train),
+        "data.min_size_train",
+        list(d.min_size_train),
+        "one or more sizes >= 1 px",
+    )
+    _need(
+        d.min_size_train_sampling in ("choice", "range"),
+        "data.min_size_train_sampling",
+        d.min_size_train_sampling,
+        "'choice' or 'range'",
+    )
     _need(d.max_size_train >= 1, "data.max_size_train", d.max_size_train, ">= 1")
     _need(_finite(d.hflip_prob) and 0 <= d.hflip_prob <= 1, "data.hflip_prob", d.hflip_prob, "in [0, 1]")
     _need(d.num_workers >= 0, "data.num_workers (--workers)", d.num_workers, ">= 0")

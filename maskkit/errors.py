@@ -1,5 +1,6 @@
 """User-facing errors. The CLI prints them as one line (``maskkit: error: ...``) and exits 2;
 anything else is a bug and keeps its traceback."""
+
 from __future__ import annotations
 
 

@@ -5,6 +5,7 @@ Each line is a flat JSON object: ``step`` (int) and named floats. Key families:
 ``loss`` / ``loss/<term>`` (training losses), ``lr``, ``time`` (seconds since start) and
 ``eval/<group>/<figure>`` (evaluation figures such as ``eval/segm/AP50``).
 """
+
 from __future__ import annotations
 
 import json

@@ -17,6 +17,7 @@
   refuses numpy's reconstruct functions unless they are allow-listed globally), hence this
   small class.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,23 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     # Protocol-2 pickles written by Python 3 spell bytes as _codecs.encode(str, "latin1"): a
     # pure function (text -> bytes), needed to read numpy arrays from such files.
     + [("_codecs", "encode")]
-    + [("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "bytearray", "int", "float", "str",
-                                 "bytes", "complex", "bool")]
+    + [
+        ("builtins", n)
+        for n in (
+            "dict",
+            "list",
+            "tuple",
+            "set",
+            "frozenset",
+            "bytearray",
+            "int",
+            "float",
+            "str",
+            "bytes",
+            "complex",
+            "bool",
+        )
+    ]
 )
 
 
@@ -52,8 +68,10 @@ def _numpy_globals() -> list:
     import importlib
 
     out: list = [np.ndarray, np.dtype]
-    out += [type(np.dtype(t)) for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
-                                        np.uint8, np.bool_)]  # numpy 2 pickles dtypes by their class
+    out += [
+        type(np.dtype(t))
+        for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.bool_)
+    ]  # numpy 2 pickles dtypes by their class
     private = "numpy._core." if hasattr(np, "_core") else "numpy.core."
     for module, name in sorted(ALLOWED_GLOBALS):
         if module.startswith(("numpy.core.", "numpy._core.")):
@@ -73,8 +91,10 @@ class SafeUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in ALLOWED_GLOBALS:
-            raise CheckpointError(f"{self.file_name}: refused to unpickle global {module}.{name} "
-                                  "(only numpy arrays and plain containers are allowed in a weights .pkl)")
+            raise CheckpointError(
+                f"{self.file_name}: refused to unpickle global {module}.{name} "
+                "(only numpy arrays and plain containers are allowed in a weights .pkl)"
+            )
         if module.startswith("numpy._core.") and not hasattr(np, "_core"):
             module = "numpy.core." + module.split(".", 2)[2]  # a numpy-2 pickle read with numpy 1.x
         return super().find_class(module, name)
@@ -95,8 +115,9 @@ def _unwrap(obj, path: Path) -> dict:
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj:
-        raise CheckpointError(f"{path}: no state dict found (expected a dict of tensors, "
-                              "or {'model': dict} as detectron2 writes)")
+        raise CheckpointError(
+            f"{path}: no state dict found (expected a dict of tensors, or {{'model': dict}} as detectron2 writes)"
+        )
     return obj
 
 

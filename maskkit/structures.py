@@ -12,6 +12,7 @@ Prediction: ``dict(boxes [N,4], labels [N], scores [N], masks [N,1,H,W] float pr
             (or binary), mask_scores [N] where the model predicts them)``. SharpMask
             proposals have ``labels`` all 1.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,9 @@ def empty_prediction(height: int, width: int, with_mask_scores: bool = True, dev
     return pred
 
 
-def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],
-                         zero_outside: bool = True) -> torch.Tensor:
+def paste_masks_in_image(
+    masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], zero_outside: bool = True
+) -> torch.Tensor:
     """Paste per-box mask probabilities ``[N, M, M]`` (or ``[N, 1, M, M]``) into the image.
 
     Each ``M x M`` mask covers its box ``[N, 4]`` (xyxy, image pixels) and is resampled
@@ -84,7 +86,7 @@ def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_size: t
         gx = (xs - boxes[i, 0]) / (boxes[i, 2] - boxes[i, 0]).clamp(min=1e-6) * 2 - 1  # [w']
         gy = (ys - boxes[i, 1]) / (boxes[i, 3] - boxes[i, 1]).clamp(min=1e-6) * 2 - 1  # [h']
         grid = torch.stack([gx[None, :].expand(len(ys), -1), gy[:, None].expand(-1, len(xs))], dim=2)[None]
-        crop = F.grid_sample(src[i:i + 1], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
+        crop = F.grid_sample(src[i : i + 1], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
         if zero_outside:  # pixels whose centre lies outside the box: 0 (SharpMask's 0.2 threshold stays inside)
             crop = crop * ((gy.abs() <= 1)[:, None] & (gx.abs() <= 1)[None, :])
         out[i, 0, r0:r1, c0:c1] = crop
@@ -158,8 +160,11 @@ def rle_problem(segm: dict, height: int | None = None, width: int | None = None)
     if not isinstance(segm, dict):
         return f"expected an RLE object, got {type(segm).__name__}"
     size, counts = segm.get("size"), segm.get("counts")
-    if not (isinstance(size, (list, tuple)) and len(size) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size)):
+    if not (
+        isinstance(size, (list, tuple))
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size)
+    ):
         return f"'size' must be [height, width] non-negative integers, got {size!r}"
     if height is not None and list(size) != [height, width]:
         return f"RLE size {size[0]}x{size[1]} differs from the image size {height}x{width}"
@@ -220,11 +225,13 @@ def instance_polygons(target: dict, n: int, image_size: tuple[int, int] | None =
         verts = polys.detach().to("cpu", torch.float64).reshape(-1, 2).numpy()
         parts = torch.as_tensor(parts).reshape(-1, 2).tolist()
         if sum(c for _, c in parts) != verts.shape[0]:
-            raise ValueError(f"'polygon_parts' counts {sum(c for _, c in parts)} vertices, 'polygons' has {verts.shape[0]}")
+            raise ValueError(
+                f"'polygon_parts' counts {sum(c for _, c in parts)} vertices, 'polygons' has {verts.shape[0]}"
+            )
         by_ann: dict[int, list] = {}
         start = 0
         for a, c in parts:
-            by_ann.setdefault(int(a), []).append(verts[start:start + c].reshape(-1).copy())
+            by_ann.setdefault(int(a), []).append(verts[start : start + c].reshape(-1).copy())
             start += c
         ann_index = torch.as_tensor(ann_index).reshape(-1).tolist()
         if len(ann_index) != n:
@@ -237,8 +244,9 @@ def instance_polygons(target: dict, n: int, image_size: tuple[int, int] | None =
         if p is None:
             out.append(None)
             continue
-        parts = [np.asarray(q.detach().cpu() if isinstance(q, torch.Tensor) else q, dtype=np.float64).reshape(-1)
-                 for q in p]
+        parts = [
+            np.asarray(q.detach().cpu() if isinstance(q, torch.Tensor) else q, dtype=np.float64).reshape(-1) for q in p
+        ]
         if any(q.size < 6 or q.size % 2 for q in parts):
             raise ValueError("each polygon part needs an even number >= 6 of coordinates")
         out.append(parts)

@@ -3,6 +3,7 @@ regions grey) on images, and training curves from ``metrics.jsonl``. Drawing use
 torchvision's ``draw_segmentation_masks`` / ``draw_bounding_boxes``; curves use matplotlib's
 Agg canvas (no display needed).
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -54,6 +55,55 @@ def _font() -> str | None:
         return None
 
 
+def _fields(instances: dict, h: int, w: int, mask_threshold: float) -> tuple:
+    """(boxes [N, 4], labels list, scores [N] | None, crowd bool [N], masks bool [N, H, W] | None)
+    of a target or prediction, checked against each other and the image size."""
+    boxes = (
+        torch.as_tensor(instances.get("boxes", torch.zeros(0, 4)))
+        .as_subclass(torch.Tensor)
+        .detach()
+        .cpu()
+        .float()
+        .reshape(-1, 4)
+    )
+    n = boxes.shape[0]
+    labels = instances.get("labels")
+    labels = torch.as_tensor(labels).cpu().reshape(-1).tolist() if labels is not None else [None] * n
+    scores = instances.get("scores")
+    scores = torch.as_tensor(scores).detach().cpu().float().reshape(-1) if scores is not None else None
+    crowd = instances.get("iscrowd")
+    crowd = torch.as_tensor(crowd).cpu().reshape(-1).bool() if crowd is not None else torch.zeros(n, dtype=torch.bool)
+    masks = instances.get("masks")
+    if masks is not None:
+        masks = torch.as_tensor(masks).as_subclass(torch.Tensor).detach().cpu()
+        if masks.dim() == 4:
+            masks = masks[:, 0]
+        if masks.shape[0] != n or tuple(masks.shape[-2:]) != (h, w):
+            raise MaskkitError(f"draw_instances: masks {list(masks.shape)} do not match {n} boxes on a {h}x{w} image")
+        masks = masks if masks.dtype == torch.bool else masks.float() >= mask_threshold  # [N, H, W]
+    if len(labels) != n or (scores is not None and scores.numel() != n) or crowd.numel() != n:
+        raise MaskkitError(
+            f"draw_instances: boxes, labels, scores and iscrowd disagree on the number of instances ({n})"
+        )
+
+    return boxes, labels, scores, crowd, masks
+
+
+def _caption(label, class_names: list[str] | None, crowd: bool, score: float | None) -> str:
+    """ "name 0.93" ("crowd name" for crowd regions; the label number without class names)."""
+    if label is None:
+        name = ""
+    elif class_names is not None and 1 <= int(label) <= len(class_names):
+        name = class_names[int(label) - 1]
+    else:
+        name = str(int(label))
+    if crowd:
+        name = f"crowd {name}".strip()
+    if score is not None:
+        name = f"{name} {score:.2f}".strip()
+    return name
+
+
 def draw_instances(
     image: torch.Tensor,
     instances: dict,
@@ -73,25 +123,8 @@ def draw_instances(
     """
     canvas = _to_uint8(image)
     h, w = canvas.shape[-2:]
-    boxes = torch.as_tensor(instances.get("boxes", torch.zeros(0, 4))).as_subclass(torch.Tensor).detach().cpu().float().reshape(-1, 4)
+    boxes, labels, scores, crowd, masks = _fields(instances, h, w, mask_threshold)
     n = boxes.shape[0]
-    labels = instances.get("labels")
-    labels = torch.as_tensor(labels).cpu().reshape(-1).tolist() if labels is not None else [None] * n
-    scores = instances.get("scores")
-    scores = torch.as_tensor(scores).detach().cpu().float().reshape(-1) if scores is not None else None
-    crowd = instances.get("iscrowd")
-    crowd = torch.as_tensor(crowd).cpu().reshape(-1).bool() if crowd is not None else torch.zeros(n, dtype=torch.bool)
-    masks = instances.get("masks")
-    if masks is not None:
-        masks = torch.as_tensor(masks).as_subclass(torch.Tensor).detach().cpu()
-        if masks.dim() == 4:
-            masks = masks[:, 0]
-        if masks.shape[0] != n or tuple(masks.shape[-2:]) != (h, w):
-            raise MaskkitError(f"draw_instances: masks {list(masks.shape)} do not match {n} boxes on a {h}x{w} image")
-        masks = masks if masks.dtype == torch.bool else masks.float() >= mask_threshold  # [N, H, W]
-    if len(labels) != n or (scores is not None and scores.numel() != n) or crowd.numel() != n:
-        raise MaskkitError(f"draw_instances: boxes, labels, scores and iscrowd disagree on the number of instances ({n})")
-
     keep = torch.ones(n, dtype=torch.bool) if scores is None else scores >= score_thresh
     idx = keep.nonzero().flatten().tolist()
     if not idx:
@@ -99,18 +132,7 @@ def draw_instances(
     palette = instance_colors(len(idx))
     colors, texts = [], []
     for j, i in enumerate(idx):
-        label = labels[i]
-        if label is None:
-            name = ""
-        elif class_names is not None and 1 <= int(label) <= len(class_names):
-            name = class_names[int(label) - 1]
-        else:
-            name = str(int(label))
-        if crowd[i]:
-            name = f"crowd {name}".strip()
-        if scores is not None:
-            name = f"{name} {scores[i].item():.2f}".strip()
-        texts.append(name)
+        texts.append(_caption(labels[i], class_names, bool(crowd[i]), None if scores is None else scores[i].item()))
         colors.append(CROWD_COLOR if crowd[i] else palette[j])
 
     if masks is not None:
@@ -120,13 +142,24 @@ def draw_instances(
         for group, alpha in ((is_crowd, 0.35), (~is_crowd, 0.5)):
             if group.any():
                 group_idx = sel[group]
-                canvas = draw_segmentation_masks(canvas, masks[group_idx], alpha=alpha,
-                                                 colors=[colors[j] for j in group.nonzero().flatten().tolist()])
+                canvas = draw_segmentation_masks(
+                    canvas,
+                    masks[group_idx],
+                    alpha=alpha,
+                    colors=[colors[j] for j in group.nonzero().flatten().tolist()],
+                )
     size = max(10, min(h, w) // 40)
     font = _font()
     canvas = draw_bounding_boxes(
-        canvas, boxes[idx], labels=texts if any(texts) else None, colors=colors, width=max(1, min(h, w) // 300 + 1),
-        font=font, font_size=size if font else None, label_colors="white", label_background_colors=colors,
+        canvas,
+        boxes[idx],
+        labels=texts if any(texts) else None,
+        colors=colors,
+        width=max(1, min(h, w) // 300 + 1),
+        font=font,
+        font_size=size if font else None,
+        label_colors="white",
+        label_background_colors=colors,
         fill_labels=True,
     )
     return canvas

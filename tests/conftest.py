@@ -4,6 +4,7 @@ The real COCO subset lives in ``../shared/data/coco-tiny`` beside the checkout (
 user's clone does not): tests that need it use the ``coco_tiny`` fixture, which skips cleanly
 when it is absent. ``MASKKIT_COCO_TINY`` points elsewhere if needed.
 """
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 every import statement, including those inside functions —, imports only go down the layers,
 argparse only in ``maskkit/cli``, no file over 600 lines, no function over 80 lines, and the
 engine never asks which system it runs."""
+
 from __future__ import annotations
 
 import ast
@@ -40,8 +41,9 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module
-                     for a in node.names]
+            names = [
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module for a in node.names
+            ]
         else:
             continue
         found |= {n for n in names if n == "maskkit" or n.startswith("maskkit.")}
@@ -118,9 +120,13 @@ def test_every_module_has_a_layer():
 
 
 def test_argparse_only_in_the_cli():
-    users = [m for m, p in MODULES.items() if "argparse" in {a.name for n in ast.walk(ast.parse(p.read_text()))
-                                                             if isinstance(n, ast.Import) for a in n.names}
-             | {n.module for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.ImportFrom)}]
+    users = [
+        m
+        for m, p in MODULES.items()
+        if "argparse"
+        in {a.name for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Import) for a in n.names}
+        | {n.module for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.ImportFrom)}
+    ]
     assert users and all(m.startswith("maskkit.cli") for m in users), users
 
 
@@ -129,8 +135,11 @@ def test_file_and_function_sizes(module):
     path = MODULES[module]
     lines = path.read_text().splitlines()
     assert len(lines) <= 600, f"{path}: {len(lines)} lines"
-    long = [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(ast.parse(path.read_text()))
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80]
+    long = [
+        f"{n.name} ({n.end_lineno - n.lineno + 1} lines)"
+        for n in ast.walk(ast.parse(path.read_text()))
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80
+    ]
     assert long == [], f"{path}: {long}"
 
 
@@ -138,18 +147,27 @@ def test_the_engine_never_asks_which_system():
     """System-specific behaviour lives in engine/systems.py; the rest of the engine asks the
     system object: no comparison with a system name, no ``.system ==``, no probing a model for
     a system's methods (``hasattr``/``getattr`` of ``set_stage``)."""
-    pattern = re.compile(r"""[=!]=\s*["'](?:sharpmask|centermask)["']|["'](?:sharpmask|centermask)["']\s*[=!]=|"""
-                         r"""\.system\s*[=!]=|set_stage""")
-    offenders = [f"{m}: {hit}" for m, p in MODULES.items()
-                 if m.startswith("maskkit.engine") and m != "maskkit.engine.systems"
-                 for hit in pattern.findall(p.read_text())]
+    pattern = re.compile(
+        r"""[=!]=\s*["'](?:sharpmask|centermask)["']|["'](?:sharpmask|centermask)["']\s*[=!]=|"""
+        r"""\.system\s*[=!]=|set_stage"""
+    )
+    offenders = [
+        f"{m}: {hit}"
+        for m, p in MODULES.items()
+        if m.startswith("maskkit.engine") and m != "maskkit.engine.systems"
+        for hit in pattern.findall(p.read_text())
+    ]
     assert offenders == []
 
 
 def test_no_private_names_imported_across_modules():
     """A ``_name`` is private to its module: other library modules import public names only."""
-    crossing = [f"{m}: from {node.module} import {a.name}" for m, p in MODULES.items()
-                for node in ast.walk(ast.parse(p.read_text()))
-                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("maskkit")
-                for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    crossing = [
+        f"{m}: from {node.module} import {a.name}"
+        for m, p in MODULES.items()
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("maskkit")
+        for a in node.names
+        if a.name.startswith("_") and not a.name.startswith("__")
+    ]
     assert crossing == []

@@ -5,6 +5,7 @@ traceback, the files already in the output folder untouched) and the matching AP
 Categories (issue items): 2 malformed RLE, 3 ground truth, 4/9 damaged checkpoints, 5 unreadable
 inputs, 6 run folders, 7 operating-system errors, 8 out-of-range values, 9 other traceback paths
 (deep / huge JSON, decompression bombs, empty images). Item 1 (memory) is not covered here."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,12 @@ from maskkit.evaluation.results import load_results
 from maskkit.models.zoo import build_model, get_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SENTINELS = {"results.json": "[]\n", "metrics.json": "{\"keep\": 1}\n", "metrics.jsonl": "{\"step\": 1}\n",
-             "model_last.safetensors": "not touched"}
+SENTINELS = {
+    "results.json": "[]\n",
+    "metrics.json": '{"keep": 1}\n',
+    "metrics.jsonl": '{"step": 1}\n',
+    "model_last.safetensors": "not touched",
+}
 
 
 @pytest.fixture(scope="module")
@@ -65,45 +70,102 @@ def _out(tmp_path: Path) -> Path:
 # {b} fixture folder, {o} the output folder holding SENTINELS, {v} the val image folder.
 CLI_CASES = [
     # 2 malformed RLE / 3 ground truth
-    ("eval-gt-unknown-image", "eval --predictions {b}/deep.json --ann {b}/gt_unknown_image.json --images {v} "
-     "--out {o}", 2, r"gt_unknown_image\.json: annotation .* unknown image_id 999"),
+    (
+        "eval-gt-unknown-image",
+        "eval --predictions {b}/deep.json --ann {b}/gt_unknown_image.json --images {v} --out {o}",
+        2,
+        r"gt_unknown_image\.json: annotation .* unknown image_id 999",
+    ),
     # 9 deep / huge JSON
     ("eval-deep-json", "eval --predictions {b}/deep.json --data {d} --out {o}", 2, r"deep\.json: .*too deeply nested"),
     ("eval-huge-int", "eval --predictions {b}/hugeint.json --data {d} --out {o}", 2, r"hugeint\.json: .*too large"),
     # 4/9 damaged checkpoints, 6 run folders
-    ("train-resume-nothing", "train --model centermask_lite_demo --data {d} --out {b}/empty_run --resume "
-     "--iters 1 --device cpu --no-progress", 2, r"empty_run: no checkpoint to resume from"),
-    ("train-into-a-run", "train --model centermask_lite_demo --data {d} --out {o} --iters 1 --device cpu "
-     "--no-progress", 2, r"out: already holds a training run .*--resume.*--overwrite"),
-    ("predict-model-neg-classes", "predict --weights {b}/neg_classes.safetensors {b}/ok.png --out {o}", 2,
-     r"neg_classes\.safetensors: .*num_classes must be an integer in 1\.\.100000, got -1"),
+    (
+        "train-resume-nothing",
+        "train --model centermask_lite_demo --data {d} --out {b}/empty_run --resume "
+        "--iters 1 --device cpu --no-progress",
+        2,
+        r"empty_run: no checkpoint to resume from",
+    ),
+    (
+        "train-into-a-run",
+        "train --model centermask_lite_demo --data {d} --out {o} --iters 1 --device cpu --no-progress",
+        2,
+        r"out: already holds a training run .*--resume.*--overwrite",
+    ),
+    (
+        "predict-model-neg-classes",
+        "predict --weights {b}/neg_classes.safetensors {b}/ok.png --out {o}",
+        2,
+        r"neg_classes\.safetensors: .*num_classes must be an integer in 1\.\.100000, got -1",
+    ),
     # 5 unreadable inputs (the readable one's results are written)
-    ("predict-one-unreadable", "predict --weights {w} {b}/ok.png {b}/broken.png --out {b}/pred_partial --no-draw", 2,
-     r"1 of 2 input\(s\) could not be read \(first: .*broken\.png\)"),
+    (
+        "predict-one-unreadable",
+        "predict --weights {w} {b}/ok.png {b}/broken.png --out {b}/pred_partial --no-draw",
+        2,
+        r"1 of 2 input\(s\) could not be read \(first: .*broken\.png\)",
+    ),
     # 7 operating-system errors
     ("predict-out-is-a-file", "predict --weights {w} {b}/ok.png --out {b}/a_file", 2, r"a_file: is a file"),
     # 8 out-of-range values, each naming the field or flag
     ("train-batch", "train --model centermask_lite_demo --data {d} --out {o} --batch -2", 2, r"--batch must be >= 1"),
-    ("train-workers", "train --model centermask_lite_demo --data {d} --out {o} --workers -1", 2,
-     r"--workers must be >= 0"),
+    (
+        "train-workers",
+        "train --model centermask_lite_demo --data {d} --out {o} --workers -1",
+        2,
+        r"--workers must be >= 0",
+    ),
     ("train-iters-0", "train --model centermask_lite_demo --data {d} --out {o} --iters 0", 2, r"--iters must be >= 1"),
-    ("train-accum", "train --model centermask_lite_demo --data {d} --out {o} --set train.accum_steps=0", 2,
-     r"train\.accum_steps must be >= 1"),
-    ("train-lr", "train --model centermask_lite_demo --data {d} --out {o} --set train.lr=-1", 2,
-     r"train\.lr must be a finite number >= 0"),
-    ("train-momentum", "train --model centermask_lite_demo --data {d} --out {o} --set train.momentum=-0.5", 2,
-     r"train\.momentum must be in \[0, 1\)"),
-    ("train-seed", "train --model centermask_lite_demo --data {d} --out {o} --set train.seed=-1", 2,
-     r"train\.seed must be in 0\.\.2\*\*32-1"),
-    ("train-min-size", "train --model centermask_lite_demo --data {d} --out {o} --set data.min_size_train=[0]", 2,
-     r"data\.min_size_train must be one or more sizes >= 1 px"),
-    ("train-num-classes", "train --model centermask_lite_demo --data {d} --out {o} --set model.num_classes=1000000000",
-     2, r"model\.num_classes must be an integer in 1\.\.100000"),
-    ("train-device", "train --model centermask_lite_demo --data {d} --out {o} --device tpu0", 2,
-     r"--device tpu0: not a device"),
+    (
+        "train-accum",
+        "train --model centermask_lite_demo --data {d} --out {o} --set train.accum_steps=0",
+        2,
+        r"train\.accum_steps must be >= 1",
+    ),
+    (
+        "train-lr",
+        "train --model centermask_lite_demo --data {d} --out {o} --set train.lr=-1",
+        2,
+        r"train\.lr must be a finite number >= 0",
+    ),
+    (
+        "train-momentum",
+        "train --model centermask_lite_demo --data {d} --out {o} --set train.momentum=-0.5",
+        2,
+        r"train\.momentum must be in \[0, 1\)",
+    ),
+    (
+        "train-seed",
+        "train --model centermask_lite_demo --data {d} --out {o} --set train.seed=-1",
+        2,
+        r"train\.seed must be in 0\.\.2\*\*32-1",
+    ),
+    (
+        "train-min-size",
+        "train --model centermask_lite_demo --data {d} --out {o} --set data.min_size_train=[0]",
+        2,
+        r"data\.min_size_train must be one or more sizes >= 1 px",
+    ),
+    (
+        "train-num-classes",
+        "train --model centermask_lite_demo --data {d} --out {o} --set model.num_classes=1000000000",
+        2,
+        r"model\.num_classes must be an integer in 1\.\.100000",
+    ),
+    (
+        "train-device",
+        "train --model centermask_lite_demo --data {d} --out {o} --device tpu0",
+        2,
+        r"--device tpu0: not a device",
+    ),
     ("bench-size", "bench --model centermask_lite_demo --size -64 --iters 1 --warmup 0", 2, r"--size must be >= 1"),
-    ("predict-nan-threshold", "predict --weights {w} {b}/ok.png --out {o} --score-thr nan", 2,
-     r"--score-thr must be a finite number"),
+    (
+        "predict-nan-threshold",
+        "predict --weights {w} {b}/ok.png --out {o} --score-thr nan",
+        2,
+        r"--score-thr must be a finite number",
+    ),
     ("predict-batch", "predict --weights {w} {b}/ok.png --out {o} --batch -2", 2, r"--batch must be >= 1"),
 ]
 
@@ -116,8 +178,9 @@ def test_cli_bad_input_is_one_error_line_and_damages_nothing(env, tmp_path, case
     out = _out(tmp_path)
     argv = template.format(w=env["weights"], d=env["root"], b=env["base"], o=out, v=env["val"]).split()
     run_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-m", "maskkit", *argv], capture_output=True, text=True, timeout=240,
-                       env=run_env)
+    p = subprocess.run(
+        [sys.executable, "-m", "maskkit", *argv], capture_output=True, text=True, timeout=240, env=run_env
+    )
     errors = [line for line in p.stderr.splitlines() if line.startswith("maskkit: error:")]
     assert p.returncode == code, p.stderr[-2000:]
     assert len(errors) == 1, p.stderr[-2000:]
@@ -132,15 +195,22 @@ def test_cli_bad_input_is_one_error_line_and_damages_nothing(env, tmp_path, case
 
 
 # --------------------------------------------------------------------------- the same through the API
-@pytest.mark.parametrize("make,exc,pattern", [
-    (lambda e: load_results(e["base"] / "deep.json"), MaskkitError, r"deep\.json: .*too deeply nested"),
-    (lambda e: load_model(e["base"] / "neg_classes.safetensors"), CheckpointError, r"neg_classes.*num_classes"),
-    (lambda e: get_config("centermask_lite_demo", None, ["train.lr=nan"]), ConfigError, r"train\.lr"),
-    (lambda e: get_config("centermask_lite_demo", None, ["model.fcos.score_thresh=nan"]), ConfigError,
-     r"model\.fcos\.score_thresh must be a number in \[0, 1\]"),
-    (lambda e: to_image_tensor(torch.full((3, 8, 8), float("nan"))), DataError, "NaN"),
-    (lambda e: to_image_tensor(torch.zeros(3, 0, 0)), DataError, "empty image"),
-], ids=["deep-json", "model-file-classes", "nan-lr", "nan-threshold", "nan-image", "0x0-image"])
+@pytest.mark.parametrize(
+    "make,exc,pattern",
+    [
+        (lambda e: load_results(e["base"] / "deep.json"), MaskkitError, r"deep\.json: .*too deeply nested"),
+        (lambda e: load_model(e["base"] / "neg_classes.safetensors"), CheckpointError, r"neg_classes.*num_classes"),
+        (lambda e: get_config("centermask_lite_demo", None, ["train.lr=nan"]), ConfigError, r"train\.lr"),
+        (
+            lambda e: get_config("centermask_lite_demo", None, ["model.fcos.score_thresh=nan"]),
+            ConfigError,
+            r"model\.fcos\.score_thresh must be a number in \[0, 1\]",
+        ),
+        (lambda e: to_image_tensor(torch.full((3, 8, 8), float("nan"))), DataError, "NaN"),
+        (lambda e: to_image_tensor(torch.zeros(3, 0, 0)), DataError, "empty image"),
+    ],
+    ids=["deep-json", "model-file-classes", "nan-lr", "nan-threshold", "nan-image", "0x0-image"],
+)
 def test_api_bad_input_raises_one_clear_error(env, make, exc, pattern):
     with pytest.raises(exc, match=pattern) as e:
         make(env)
@@ -165,8 +235,15 @@ def test_file_names_outside_the_image_folder_are_refused_unless_allowed(tmp_path
     (tmp_path / "img" / "sub").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(tmp_path / "secret.png")
     ann = tmp_path / "a.json"
-    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": name, "height": 8, "width": 8}],
-                               "annotations": [], "categories": [{"id": 1, "name": "x"}]}))
+    ann.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": name, "height": 8, "width": 8}],
+                "annotations": [],
+                "categories": [{"id": 1, "name": "x"}],
+            }
+        )
+    )
     with pytest.raises(DataError, match=rf"file_name '{name}' points outside .*{OUTSIDE_IMAGES_ENV}=1"):
         CocoDataset(ann, tmp_path / "img")
     monkeypatch.setenv(OUTSIDE_IMAGES_ENV, "1")

@@ -1,4 +1,5 @@
 """FLOP counting, latency measurement and the `bench` / `models` verbs (maskkit/bench.py, maskkit/models/zoo.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,10 +7,10 @@ import torch
 from torch import nn
 
 import maskkit
-from maskkit.engine.bench import format_rows, run_bench, time_model
-from maskkit.models.flops import bench_image_size, centermask_gflops, count_gflops
 from maskkit.cli import main
+from maskkit.engine.bench import format_rows, run_bench, time_model
 from maskkit.errors import MaskkitError
+from maskkit.models.flops import bench_image_size, centermask_gflops, count_gflops
 
 
 def test_bench_image_size():
@@ -45,8 +46,9 @@ def test_time_model_median_and_output():
 
 
 def test_run_bench_forces_the_same_detections_on_both_models():
-    rows = run_bench("centermask_lite_demo", size=96, vs="maskrcnn_r50", iters=1, warmup=0, detections=20,
-                     num_classes=3, flops=False)
+    rows = run_bench(
+        "centermask_lite_demo", size=96, vs="maskrcnn_r50", iters=1, warmup=0, detections=20, num_classes=3, flops=False
+    )
     assert [r["model"] for r in rows] == ["centermask_lite_demo", "maskrcnn_r50"]
     assert [r["detections"] for r in rows] == [20, 20]
     assert rows[0]["input"] == rows[1]["input"] == "96x128"
@@ -64,8 +66,24 @@ def test_bench_rejects_unknown_models_and_peers(capsys):
 
 
 def test_bench_and_models_verbs_print_tables(capsys):
-    assert main(["bench", "--model", "centermask_lite_demo", "--size", "64", "--iters", "1", "--warmup", "0",
-                 "--num-classes", "2"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                "centermask_lite_demo",
+                "--size",
+                "64",
+                "--iters",
+                "1",
+                "--warmup",
+                "0",
+                "--num-classes",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "centermask_lite_demo" in out and "64x85" in out and "GFLOPs" in out
     assert main(["models", "centermask_lite_demo", "centermask_r50"]) == 0
@@ -79,8 +97,15 @@ def test_bench_and_models_verbs_print_tables(capsys):
 
 def test_run_bench_runtimes_in_one_process_with_peak():
     pytest.importorskip("onnxruntime")
-    rows = run_bench("centermask_lite_demo", size=96, iters=1, warmup=0, detections=10, num_classes=3,
-                     runtimes=("eager", "fused", "onnxruntime"))
+    rows = run_bench(
+        "centermask_lite_demo",
+        size=96,
+        iters=1,
+        warmup=0,
+        detections=10,
+        num_classes=3,
+        runtimes=("eager", "fused", "onnxruntime"),
+    )
     assert [r["runtime"] for r in rows] == ["eager", "fused", "onnxruntime"]
     assert all(r["detections"] == 10 for r in rows)  # the same work on every runtime
     assert rows[0]["peak_gflops_per_s"] > 0 and all(0 < r["pct_peak"] for r in rows)

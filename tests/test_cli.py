@@ -1,10 +1,11 @@
 """The console script: verbs are listed, errors are one line."""
+
 import subprocess
 import sys
 
 import pytest
 
-from maskkit.cli import VERBS, DATA_VERBS, main
+from maskkit.cli import DATA_VERBS, VERBS, main
 
 
 def test_help_lists_every_verb(capsys):

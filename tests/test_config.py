@@ -1,4 +1,5 @@
 """Config mechanics: overrides are type-checked, configs round-trip through JSON."""
+
 import pytest
 
 from maskkit.config import (
@@ -17,8 +18,17 @@ from maskkit.models.zoo import MODEL_CONFIGS
 
 def test_overrides_are_typed():
     cfg = Config(model=CenterMaskConfig())
-    apply_overrides(cfg, ["train.lr=0.005", "model.fpn_channels=128", "data.min_size_train=[480,512]",
-                          "model.backbone.residual=false", "train.steps=100,200", "model.backbone.variant=V-19"])
+    apply_overrides(
+        cfg,
+        [
+            "train.lr=0.005",
+            "model.fpn_channels=128",
+            "data.min_size_train=[480,512]",
+            "model.backbone.residual=false",
+            "train.steps=100,200",
+            "model.backbone.variant=V-19",
+        ],
+    )
     assert cfg.train.lr == 0.005 and isinstance(cfg.train.lr, float)
     assert cfg.model.fpn_channels == 128
     assert cfg.data.min_size_train == (480, 512)

@@ -1,5 +1,6 @@
 """Issue #14 item 1 (part): pasting masks samples each one over its box only, so pasting 10
 masks into a 12 MP photo costs about the output (4 bytes x masks x pixels), not ~20 bytes."""
+
 from __future__ import annotations
 
 import os
@@ -39,16 +40,21 @@ def test_box_local_paste_equals_the_full_image_paste(zero_outside):
         xy = torch.rand(n, 2, generator=g) * torch.tensor([w, h]) * 1.2 - 5  # some boxes leave the image
         boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=g) * torch.tensor([w, h]) + 0.2], 1)
         masks = torch.rand(n, m, m, generator=g)
-        assert torch.equal(paste_masks_in_image(masks, boxes, (h, w), zero_outside),
-                           _full_grid_paste(masks, boxes, h, w, zero_outside))
+        assert torch.equal(
+            paste_masks_in_image(masks, boxes, (h, w), zero_outside), _full_grid_paste(masks, boxes, h, w, zero_outside)
+        )
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_pasting_into_a_12_mp_photo_costs_about_the_output():
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "paste_memory.py"), "worktree", "10"],
-                       capture_output=True, text=True, timeout=240,
-                       env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "paste_memory.py"), "worktree", "10"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     fields = dict(kv.split("=") for kv in p.stdout.split() if "=" in kv)
     output = float(fields["output"])  # MiB

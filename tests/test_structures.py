@@ -1,4 +1,5 @@
 """Data-contract helpers: batched mask pasting, RLE encoding, mask IoU."""
+
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
@@ -27,9 +28,10 @@ def test_paste_matches_per_mask_resize():
     boxes = torch.tensor([[3.0, 5, 59, 33], [0, 0, 28, 28], [20, 10, 48, 66]])
     out = paste_masks_in_image(masks, boxes, (70, 64))
     for i, (x0, y0, x1, y1) in enumerate(boxes.int().tolist()):
-        ref = torch.nn.functional.interpolate(masks[i][None, None], size=(y1 - y0, x1 - x0), mode="bilinear",
-                                              align_corners=False)[0, 0]
-        inner = out[i, 0, y0 + 1:y1 - 1, x0 + 1:x1 - 1]  # borders differ: zero padding vs edge clamp
+        ref = torch.nn.functional.interpolate(
+            masks[i][None, None], size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False
+        )[0, 0]
+        inner = out[i, 0, y0 + 1 : y1 - 1, x0 + 1 : x1 - 1]  # borders differ: zero padding vs edge clamp
         torch.testing.assert_close(inner, ref[1:-1, 1:-1], atol=1e-5, rtol=0)
         outside = out[i, 0].clone()
         outside[y0:y1, x0:x1] = 0

@@ -1,4 +1,5 @@
 """Overlays change the pixels of the instances and nothing else; curves and ``data show``."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,12 @@ def test_masks_colour_inside_only():
     masks[0, 0, 30:40, 10:30] = 0.3  # below the threshold: not part of the mask
     masks[1, 0, 40:60, 50:75] = 1.0
     # Boxes far from the masks' interiors (lines and labels are drawn at the boxes).
-    inst = {"boxes": torch.tensor([[0.0, 0, 5, 5], [75.0, 0, 79, 5]]), "labels": torch.tensor([1, 2]),
-            "scores": torch.tensor([0.9, 0.8]), "masks": masks}
+    inst = {
+        "boxes": torch.tensor([[0.0, 0, 5, 5], [75.0, 0, 79, 5]]),
+        "labels": torch.tensor([1, 2]),
+        "scores": torch.tensor([0.9, 0.8]),
+        "masks": masks,
+    }
     out = draw_instances(image, inst, class_names=["a", "b"])
     base = (image * 255).round().to(torch.uint8)
     assert out.dtype == torch.uint8 and out.shape == (3, 64, 80)
@@ -40,8 +45,11 @@ def test_masks_colour_inside_only():
 
 def test_boxes_scores_and_threshold():
     image = _image()
-    inst = {"boxes": torch.tensor([[10.0, 10, 50, 50], [20.0, 20, 60, 60]]), "labels": torch.tensor([1, 1]),
-            "scores": torch.tensor([0.9, 0.1])}
+    inst = {
+        "boxes": torch.tensor([[10.0, 10, 50, 50], [20.0, 20, 60, 60]]),
+        "labels": torch.tensor([1, 1]),
+        "scores": torch.tensor([0.9, 0.1]),
+    }
     base = draw_instances(image, {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)})
     assert torch.equal(base, (image * 255).round().to(torch.uint8))  # no instances: unchanged
     out = draw_instances(image, inst, score_thresh=0.5)
@@ -57,8 +65,15 @@ def test_crowd_drawn_grey_and_uint8_input():
     image = torch.zeros(3, 40, 40, dtype=torch.uint8)
     masks = torch.zeros(1, 40, 40, dtype=torch.uint8)
     masks[0, 10:30, 10:30] = 1
-    out = draw_instances(image, {"boxes": torch.tensor([[0.0, 0, 39, 39]]), "labels": torch.tensor([3]),
-                                 "masks": masks, "iscrowd": torch.tensor([1])})
+    out = draw_instances(
+        image,
+        {
+            "boxes": torch.tensor([[0.0, 0, 39, 39]]),
+            "labels": torch.tensor([3]),
+            "masks": masks,
+            "iscrowd": torch.tensor([1]),
+        },
+    )
     r, g, b = out[:, 20, 20].tolist()
     assert r == g == b and r > 0  # grey
     assert r == round(CROWD_COLOR[0] * 0.35)
@@ -84,8 +99,13 @@ def test_save_image_roundtrip(tmp_path):
 
 
 def test_plot_metrics(tmp_path):
-    lines = [{"iter": i, "loss": 2.0 / (i + 1), "loss_mask": 1.0 / (i + 1), "lr": 0.01 * min(1, i / 5)} for i in range(1, 30)]
-    lines += [{"iter": 10, "bbox/AP": 0.1, "segm/AP": 0.08, "segm/AP-cat": 0.2}, {"iter": 29, "bbox/AP": 0.2, "segm/AP": 0.15}]
+    lines = [
+        {"iter": i, "loss": 2.0 / (i + 1), "loss_mask": 1.0 / (i + 1), "lr": 0.01 * min(1, i / 5)} for i in range(1, 30)
+    ]
+    lines += [
+        {"iter": 10, "bbox/AP": 0.1, "segm/AP": 0.08, "segm/AP-cat": 0.2},
+        {"iter": 29, "bbox/AP": 0.2, "segm/AP": 0.15},
+    ]
     jsonl = tmp_path / "metrics.jsonl"
     jsonl.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     out = plot_metrics(jsonl, tmp_path / "curves.png")
@@ -97,8 +117,15 @@ def test_plot_metrics(tmp_path):
         assert im.size == (500, 400)
     # the training loop's layout: "step", "loss/<part>", "eval/<type>/<figure>"
     train = tmp_path / "train.jsonl"
-    train.write_text("\n".join(json.dumps(x) for x in [{"step": 1, "lr": 0.1, "loss": 2.0, "loss/cls": 1.0, "time": 3.0},
-                                                       {"step": 2, "eval/segm/AP": 0.1, "eval/proposals/segm/AR@100": 0.2}]))
+    train.write_text(
+        "\n".join(
+            json.dumps(x)
+            for x in [
+                {"step": 1, "lr": 0.1, "loss": 2.0, "loss/cls": 1.0, "time": 3.0},
+                {"step": 2, "eval/segm/AP": 0.1, "eval/proposals/segm/AR@100": 0.2},
+            ]
+        )
+    )
     with Image.open(plot_metrics(train, tmp_path / "t.png")) as im:
         assert im.size == (1500, 400)
     nothing = tmp_path / "nothing.jsonl"
@@ -120,10 +147,21 @@ def _tiny_dataset(root):
     Image.fromarray(np.full((32, 48, 3), 200, np.uint8)).save(root / "train" / "a.jpg")
     mask = np.zeros((1, 32, 48), np.uint8)
     mask[0, 5:20, 5:25] = 1
-    ann = {"images": [{"id": 1, "file_name": "a.jpg", "height": 32, "width": 48}],
-           "categories": [{"id": 3, "name": "thing"}],
-           "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [5, 5, 20, 15], "area": 300, "iscrowd": 0,
-                            "segmentation": masks_to_rle(mask)[0]}]}
+    ann = {
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 32, "width": 48}],
+        "categories": [{"id": 3, "name": "thing"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 3,
+                "bbox": [5, 5, 20, 15],
+                "area": 300,
+                "iscrowd": 0,
+                "segmentation": masks_to_rle(mask)[0],
+            }
+        ],
+    }
     (root / "annotations" / "instances_train.json").write_text(json.dumps(ann))
 
 

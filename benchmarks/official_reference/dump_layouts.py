@@ -17,6 +17,7 @@ loaded) and writes ``tests/convert/reference/layouts/<config_name>.json`` holdin
 
 Usage: see README.md in this folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,22 +27,55 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import official_env as oe  # noqa: E402
-
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 OUT = HERE.parents[1] / "tests" / "convert" / "reference" / "layouts"
 
 CFG_FACTS = {
-    "MODEL": ["PIXEL_MEAN", "PIXEL_STD", "MASK_ON", "MASKIOU_ON", "MASKIOU_LOSS_WEIGHT",
-              "BACKBONE", "FPN", "FCOS", "VOVNET", "RESNETS", "MOBILENET", "ROI_HEADS",
-              "ROI_MASK_HEAD", "ROI_MASKIOU_HEAD", "PROPOSAL_GENERATOR", "META_ARCHITECTURE"],
-    "INPUT": ["FORMAT", "MIN_SIZE_TEST", "MAX_SIZE_TEST", "MIN_SIZE_TRAIN", "MAX_SIZE_TRAIN",
-              "MIN_SIZE_TRAIN_SAMPLING", "MASK_FORMAT", "RANDOM_FLIP"],
+    "MODEL": [
+        "PIXEL_MEAN",
+        "PIXEL_STD",
+        "MASK_ON",
+        "MASKIOU_ON",
+        "MASKIOU_LOSS_WEIGHT",
+        "BACKBONE",
+        "FPN",
+        "FCOS",
+        "VOVNET",
+        "RESNETS",
+        "MOBILENET",
+        "ROI_HEADS",
+        "ROI_MASK_HEAD",
+        "ROI_MASKIOU_HEAD",
+        "PROPOSAL_GENERATOR",
+        "META_ARCHITECTURE",
+    ],
+    "INPUT": [
+        "FORMAT",
+        "MIN_SIZE_TEST",
+        "MAX_SIZE_TEST",
+        "MIN_SIZE_TRAIN",
+        "MAX_SIZE_TRAIN",
+        "MIN_SIZE_TRAIN_SAMPLING",
+        "MASK_FORMAT",
+        "RANDOM_FLIP",
+    ],
     "TEST": ["DETECTIONS_PER_IMAGE"],
     "DATALOADER": ["FILTER_EMPTY_ANNOTATIONS"],
-    "SOLVER": ["BASE_LR", "WEIGHT_DECAY", "WEIGHT_DECAY_NORM", "WEIGHT_DECAY_BIAS", "BIAS_LR_FACTOR",
-               "MOMENTUM", "STEPS", "MAX_ITER", "IMS_PER_BATCH", "WARMUP_ITERS", "WARMUP_FACTOR"],
+    "SOLVER": [
+        "BASE_LR",
+        "WEIGHT_DECAY",
+        "WEIGHT_DECAY_NORM",
+        "WEIGHT_DECAY_BIAS",
+        "BIAS_LR_FACTOR",
+        "MOMENTUM",
+        "STEPS",
+        "MAX_ITER",
+        "IMS_PER_BATCH",
+        "WARMUP_ITERS",
+        "WARMUP_FACTOR",
+    ],
 }
 NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.SyncBatchNorm, nn.LayerNorm)
 
@@ -93,8 +127,10 @@ def main(names: list[str]) -> None:
         lay = layout(name)
         path = OUT / f"{name}.json"
         path.write_text(json.dumps(lay, separators=(",", ":")) + "\n")
-        print(f"{name}: {lay['num_tensors']} tensors, {lay['num_parameters']} parameters "
-              f"({lay['num_trainable']} trainable), {len(lay['buffers'])} buffers -> {path.name}")
+        print(
+            f"{name}: {lay['num_tensors']} tensors, {lay['num_parameters']} parameters "
+            f"({lay['num_trainable']} trainable), {len(lay['buffers'])} buffers -> {path.name}"
+        )
 
 
 if __name__ == "__main__":

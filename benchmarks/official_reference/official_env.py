@@ -18,6 +18,7 @@ read) while any attempt to *run* a deformable convolution still fails loudly.
 Everything the non-DCN configurations execute (NMS, RoIAlign, focal loss, GIoU, paste) is
 pure PyTorch / torchvision in detectron2.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,11 +57,11 @@ def _install_stub_C() -> None:
 
 _install_stub_C()
 
-import torch  # noqa: E402
-import detectron2  # noqa: E402,F401
-from detectron2.modeling import build_model  # noqa: E402
 import centermask.modeling  # noqa: E402,F401  (registers FCOS, CenterROIHeads, backbones)
+import detectron2  # noqa: E402,F401
+import torch  # noqa: E402
 from centermask.config import get_cfg  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
 
 
 def load_cfg(config_name: str, device: str = "cpu"):

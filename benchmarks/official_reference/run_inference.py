@@ -8,6 +8,7 @@ value of ``CLS_BIAS_GRID`` for which every crop gives at least ``MIN_DETS`` dete
 
 Writes ``tests/convert/reference/inference/<config_name>.json`` (format: README.md there).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,13 +19,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests" / "convert"))
-import official_env as oe  # noqa: E402
-from official_weights import load_layout, official_random_state_dict, reference_image  # noqa: E402
-
 import numpy as np  # noqa: E402
+import official_env as oe  # noqa: E402
 import pycocotools.mask as mask_util  # noqa: E402
 import torch  # noqa: E402
 from detectron2.modeling.meta_arch.rcnn import GeneralizedRCNN  # noqa: E402
+from official_weights import load_layout, official_random_state_dict, reference_image  # noqa: E402
 
 COCO = Path("/work/shared/data/coco-tiny")
 OUT = REPO / "tests" / "convert" / "reference" / "inference"
@@ -38,7 +38,7 @@ INPUTS = [
 CONFIGS = [c for c in oe.ZOO if "dcn" not in c and not any(s in c for s in ("R_101", "V_57", "V_99"))]
 CLS_BIAS_GRID = [-11.0 + 0.5 * i for i in range(15)]  # -11.0 ... -4.0
 MIN_DETS = 3
-N_FIRST = 6      # first values of each intermediate tensor (flattened, C order)
+N_FIRST = 6  # first values of each intermediate tensor (flattened, C order)
 N_MASK_PROBS = 3  # 28x28 mask probabilities stored for the first detections
 
 
@@ -46,8 +46,13 @@ def stats(t: torch.Tensor) -> dict:
     """Shape, float64 sum / mean / mean of |x| (10 significant digits), first values (C order)."""
     d = t.detach().double()
     g = lambda x: float(f"{x:.10g}")  # noqa: E731
-    return {"shape": list(t.shape), "sum": g(d.sum().item()), "mean": g(d.mean().item()),
-            "abs_mean": g(d.abs().mean().item()), "first": _floats(t.flatten()[:N_FIRST])}
+    return {
+        "shape": list(t.shape),
+        "sum": g(d.sum().item()),
+        "mean": g(d.mean().item()),
+        "abs_mean": g(d.abs().mean().item()),
+        "first": _floats(t.flatten()[:N_FIRST]),
+    }
 
 
 def _f32(v: float) -> float:
@@ -84,12 +89,16 @@ class Recorder:
 
     def _proposals(self, mod, inp, out):
         p = out[0][0]
-        self.rec["fcos_detections"] = {"n": len(p), "boxes_first5": _floats(p.pred_boxes.tensor[:5]),
-                                       "scores_first5": _floats(p.scores[:5])}
+        self.rec["fcos_detections"] = {
+            "n": len(p),
+            "boxes_first5": _floats(p.pred_boxes.tensor[:5]),
+            "scores_first5": _floats(p.scores[:5]),
+        }
 
     def _tensor(self, key):
         def hook(mod, inp, out):
             self.rec[key] = stats(out[0] if isinstance(out, tuple) else out)
+
         return hook
 
 
@@ -114,8 +123,11 @@ def run_one(model, rec: Recorder, image: torch.Tensor) -> dict:
         # the official MaskIoU branch is skipped when there is no detection (no field then)
         "mask_scores": _floats(res.mask_scores) if res.has("mask_scores") else [],
         "masks_rle": [r["counts"].decode("ascii") for r in rles],
-        "raw": {"num": len(raw), "boxes_xyxy_unclipped": _floats(raw_boxes),
-                "mask_probs_28_first": [stats(m) for m in raw_masks]},
+        "raw": {
+            "num": len(raw),
+            "boxes_xyxy_unclipped": _floats(raw_boxes),
+            "mask_probs_28_first": [stats(m) for m in raw_masks],
+        },
         "intermediates": dict(rec.rec),
     }
 
@@ -152,8 +164,10 @@ def main(names: list[str]) -> None:
         ref = run_config(name)
         path = OUT / f"{name}.json"
         path.write_text(json.dumps(ref, separators=(",", ":")) + "\n")
-        print(f"{name}: cls_bias {ref['cls_bias']}, detections {[r['num_detections'] for r in ref['images']]}, "
-              f"{path.stat().st_size} bytes")
+        print(
+            f"{name}: cls_bias {ref['cls_bias']}, detections {[r['num_detections'] for r in ref['images']]}, "
+            f"{path.stat().st_size} bytes"
+        )
 
 
 if __name__ == "__main__":

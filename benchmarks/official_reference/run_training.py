@@ -18,6 +18,7 @@ seed 1 is recorded in ``losses_seed1``).
 
 Writes ``tests/convert/reference/train/<config_name>.json`` (format: tests/convert/reference/README.md).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,13 +30,12 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests" / "convert"))
 import official_env as oe  # noqa: E402
-from official_weights import gradient_projection, load_layout, official_random_state_dict, reference_image  # noqa: E402
-from run_inference import _floats, stats  # noqa: E402
-
 import torch  # noqa: E402
 from detectron2.data import DatasetMapper  # noqa: E402
 from detectron2.data.datasets.coco import load_coco_json  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
+from official_weights import gradient_projection, load_layout, official_random_state_dict, reference_image  # noqa: E402
+from run_inference import _floats, stats  # noqa: E402
 
 COCO = Path("/work/shared/data/coco-tiny")
 ANN = COCO / "annotations" / "instances_train2017.json"
@@ -49,28 +49,40 @@ N_PROJ = 64
 
 def prepare_batch() -> tuple[list[dict], list[dict]]:
     """The two dataset dicts (detectron2's load_coco_json) through the official DatasetMapper."""
-    dicts = load_coco_json(str(ANN), str(COCO / "train2017"), dataset_name="maskkit_ref_coco_tiny_train",
-                           extra_annotation_keys=["id"])
+    dicts = load_coco_json(
+        str(ANN), str(COCO / "train2017"), dataset_name="maskkit_ref_coco_tiny_train", extra_annotation_keys=["id"]
+    )
     by_name = {Path(d["file_name"]).name: d for d in dicts}
-    mapper = DatasetMapper(is_train=True, augmentations=[], image_format="BGR",
-                           use_instance_mask=True, instance_mask_format="polygon", recompute_boxes=False)
+    mapper = DatasetMapper(
+        is_train=True,
+        augmentations=[],
+        image_format="BGR",
+        use_instance_mask=True,
+        instance_mask_format="polygon",
+        recompute_boxes=False,
+    )
     batch, described = [], []
     for name in FILES:
         d = by_name[name]
         assert not any(a.get("iscrowd", 0) for a in d["annotations"]), name
         item = mapper(d)
-        own = reference_image(COCO, {"split": "train2017", "file_name": name,
-                                     "crop_xyxy": [0, 0, d["width"], d["height"]]})
+        own = reference_image(
+            COCO, {"split": "train2017", "file_name": name, "crop_xyxy": [0, 0, d["width"], d["height"]]}
+        )
         assert torch.equal(item["image"], own), "detectron2's read_image differs from reference_image"
         inst = item["instances"]
-        described.append({
-            "split": "train2017", "file_name": name, "image_id": d["image_id"],
-            "image_size_hw": list(inst.image_size),
-            "annotation_ids": [a["id"] for a in d["annotations"]],
-            "gt_boxes_xyxy": _floats(inst.gt_boxes.tensor),
-            "gt_classes": inst.gt_classes.tolist(),
-            "num_polygons": [len(p) for p in inst.gt_masks.polygons],
-        })
+        described.append(
+            {
+                "split": "train2017",
+                "file_name": name,
+                "image_id": d["image_id"],
+                "image_size_hw": list(inst.image_size),
+                "annotation_ids": [a["id"] for a in d["annotations"]],
+                "gt_boxes_xyxy": _floats(inst.gt_boxes.tensor),
+                "gt_classes": inst.gt_classes.tolist(),
+                "num_polygons": [len(p) for p in inst.gt_masks.polygons],
+            }
+        )
         batch.append(item)
     return batch, described
 
@@ -88,8 +100,12 @@ def grad_record(named: dict[str, torch.Tensor], skip_zero: bool) -> dict:
             if not skip_zero:
                 out[name] = None
             continue
-        r = {"shape": list(g.shape), "norm": _g9(g.double().norm().item()), "sum": _g9(g.double().sum().item()),
-             "projection": [_g9(v) for v in gradient_projection(name, g, N_PROJ).tolist()]}
+        r = {
+            "shape": list(g.shape),
+            "norm": _g9(g.double().norm().item()),
+            "sum": _g9(g.double().sum().item()),
+            "projection": [_g9(v) for v in gradient_projection(name, g, N_PROJ).tolist()],
+        }
         if g.numel() <= FULL_GRAD_MAX:
             r["values"] = _floats(g.flatten())
         out[name] = r
@@ -99,19 +115,26 @@ def grad_record(named: dict[str, torch.Tensor], skip_zero: bool) -> dict:
 class TrainRecorder:
     def __init__(self, model):
         self.rec: dict = {}
-        model.backbone.register_forward_hook(lambda m, i, o: self.rec.update(
-            input_normalized_padded=stats(i[0]), fpn={k: stats(v) for k, v in o.items()}))
+        model.backbone.register_forward_hook(
+            lambda m, i, o: self.rec.update(
+                input_normalized_padded=stats(i[0]), fpn={k: stats(v) for k, v in o.items()}
+            )
+        )
         model.proposal_generator.register_forward_hook(self._proposals)
-        model.roi_heads.mask_head.register_forward_hook(lambda m, i, o: self.rec.update(
-            mask_head_in=stats(i[0]), mask_head_logits=stats(o[0] if isinstance(o, tuple) else o)))
-        model.roi_heads.maskiou_head.register_forward_hook(lambda m, i, o: self.rec.update(
-            maskiou_head_out=stats(o)))
+        model.roi_heads.mask_head.register_forward_hook(
+            lambda m, i, o: self.rec.update(
+                mask_head_in=stats(i[0]), mask_head_logits=stats(o[0] if isinstance(o, tuple) else o)
+            )
+        )
+        model.roi_heads.maskiou_head.register_forward_hook(lambda m, i, o: self.rec.update(maskiou_head_out=stats(o)))
         model.roi_heads.register_forward_hook(self._roi)
 
     def _proposals(self, mod, inp, out):
         props = out[0]
-        self.rec["fcos_train_proposals"] = [{"n": len(p), "boxes_first3": _floats(p.pred_boxes.tensor[:3]),
-                                             "scores_first3": _floats(p.scores[:3])} for p in props]
+        self.rec["fcos_train_proposals"] = [
+            {"n": len(p), "boxes_first3": _floats(p.pred_boxes.tensor[:3]), "scores_first3": _floats(p.scores[:3])}
+            for p in props
+        ]
 
     def _roi(self, mod, inp, out):
         props = out[0]
@@ -127,8 +150,11 @@ def run_config(name: str, batch: list[dict]) -> dict:
     model.train()
     rec = TrainRecorder(model)
     params = dict(model.named_parameters())
-    watched = {k: v for k, v in params.items()
-               if k.startswith("roi_heads.") or any(s in k for s in ("cls_logits", "bbox_pred", "ctrness"))}
+    watched = {
+        k: v
+        for k, v in params.items()
+        if k.startswith("roi_heads.") or any(s in k for s in ("cls_logits", "bbox_pred", "ctrness"))
+    }
     with EventStorage(0):
         torch.manual_seed(0)
         losses = model(batch)

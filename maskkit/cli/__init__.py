@@ -5,6 +5,7 @@ Each verb is one module of this package (``maskkit/cli/<verb>.py``) holding its 
 itself is a library call. This is the only package that imports argparse. ``main`` turns user
 errors (:class:`maskkit.errors.MaskkitError`, missing files) into one line on stderr, exit 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "models": ("maskkit.cli.models", "list model presets with parameters and GFLOPs"),
     "serve": ("maskkit.cli.serve", "try a model file in the browser: a local web page and a JSON endpoint"),
     "export": ("maskkit.cli.export", "export a model file to ONNX (whole pipeline, masks included) for ONNX Runtime"),
-    "convert": ("maskkit.cli.convert", "convert published weights (centermask2, DeepMask/SharpMask .t7, ImageNet) to a model file"),
+    "convert": (
+        "maskkit.cli.convert",
+        "convert published weights (centermask2, DeepMask/SharpMask .t7, ImageNet) to a model file",
+    ),
 }
 DATA_VERBS: dict[str, tuple[str, str]] = {
     "synth": ("maskkit.cli.data_synth", "write the synthetic shapes dataset in COCO format"),
@@ -41,8 +45,12 @@ def _add(sub, name: str, module: str, help_text: str, load: bool) -> None:
         sub.add_parser(name, help=help_text)
         return
     mod = importlib.import_module(module)
-    p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip().split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=(mod.__doc__ or help_text).strip().split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     mod.configure_parser(p)
     p.set_defaults(_handler=mod.run)
 
@@ -83,7 +91,7 @@ def _one_line(e: BaseException) -> str:
     if any(line.startswith("Original Traceback") for line in lines):
         last = lines[-1]
         prefix = f"{type(e).__module__}.{type(e).__name__}: "
-        return last[len(prefix):] if last.startswith(prefix) else last
+        return last[len(prefix) :] if last.startswith(prefix) else last
     return " ".join(lines) or type(e).__name__
 
 

@@ -1,8 +1,9 @@
 """Measure inference latency (and FLOPs) of a model preset, side by side with a peer.
 
-    maskkit bench --model centermask_lite_v19 --size 600 --vs maskrcnn_r50
-    maskkit bench --model centermask_lite_v19 --runtime eager,fused,onnxruntime --threads 2
+maskkit bench --model centermask_lite_v19 --size 600 --vs maskrcnn_r50
+maskkit bench --model centermask_lite_v19 --runtime eager,fused,onnxruntime --threads 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,20 +16,33 @@ from maskkit.errors import MaskkitError
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="CenterMask preset to time (see `maskkit models`)")
-    parser.add_argument("--size", type=int, default=None,
-                        help="shorter side of the 4:3 test image in px (default: the preset's test size)")
-    parser.add_argument("--vs", choices=PEERS, default=None,
-                        help="also time this peer (torchvision Mask R-CNN R50-FPN, random weights) on the same image")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="shorter side of the 4:3 test image in px (default: the preset's test size)",
+    )
+    parser.add_argument(
+        "--vs",
+        choices=PEERS,
+        default=None,
+        help="also time this peer (torchvision Mask R-CNN R50-FPN, random weights) on the same image",
+    )
     parser.add_argument("--iters", type=int, default=10, help="timed runs; the median is reported (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (default 2)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--detections", type=int, default=50,
-                        help="detections forced through each model's mask branch (default 50)")
+    parser.add_argument(
+        "--detections", type=int, default=50, help="detections forced through each model's mask branch (default 50)"
+    )
     parser.add_argument("--num-classes", type=int, default=80, help="number of classes of the preset (default 80)")
-    parser.add_argument("--runtime", default="eager", metavar="R[,R...]",
-                        help=f"runtimes to time in this process, comma-separated: {', '.join(RUNTIMES)} "
-                             "(default: %(default)s; onnxruntime needs the [export] extra)")
+    parser.add_argument(
+        "--runtime",
+        default="eager",
+        metavar="R[,R...]",
+        help=f"runtimes to time in this process, comma-separated: {', '.join(RUNTIMES)} "
+        "(default: %(default)s; onnxruntime needs the [export] extra)",
+    )
     parser.add_argument("--no-flops", action="store_true", help="skip counting GFLOPs (and the conv peak)")
 
 
@@ -41,10 +55,20 @@ def run(args: argparse.Namespace) -> int:
         raise MaskkitError(f"--device {args.device}: CUDA is not available on this machine")
     if args.size is not None and args.size < 1:
         raise MaskkitError(f"--size must be >= 1 px, got {args.size}")
-    rows = run_bench(args.model, args.size, args.vs, args.iters, args.warmup, args.device, args.detections,
-                     args.num_classes, flops=not args.no_flops,
-                     runtimes=tuple(r.strip() for r in args.runtime.split(",") if r.strip()))
-    print(f"device {args.device}, {torch.get_num_threads()} threads, {args.iters} timed runs after "
-          f"{args.warmup} warm-up")
+    rows = run_bench(
+        args.model,
+        args.size,
+        args.vs,
+        args.iters,
+        args.warmup,
+        args.device,
+        args.detections,
+        args.num_classes,
+        flops=not args.no_flops,
+        runtimes=tuple(r.strip() for r in args.runtime.split(",") if r.strip()),
+    )
+    print(
+        f"device {args.device}, {torch.get_num_threads()} threads, {args.iters} timed runs after {args.warmup} warm-up"
+    )
     print(format_rows(rows))
     return 0

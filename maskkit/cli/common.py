@@ -1,4 +1,5 @@
 """Flags shared by several verbs, and turning them into library arguments."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,16 +13,22 @@ def add_data_arguments(parser: argparse.ArgumentParser, split_default: str = "va
     """Add ``--data``, ``--split``, ``--ann`` and ``--images`` to a verb's parser."""
     g = parser.add_argument_group("dataset")
     g.add_argument(
-        "--data", metavar="DIR", default=None,
+        "--data",
+        metavar="DIR",
+        default=None,
         help="COCO-style root: annotations/instances_<split>*.json beside <split>*/ image folders "
-             "(COCO 2017: instances_val2017.json + val2017/; synthetic: instances_val.json + val/)",
+        "(COCO 2017: instances_val2017.json + val2017/; synthetic: instances_val.json + val/)",
     )
-    g.add_argument("--split", metavar="NAME", default=split_default,
-                   help=f"split name looked up under --data (default: {split_default})")
-    g.add_argument("--ann", metavar="FILE", default=None,
-                   help="explicit COCO instances JSON (with --images; overrides --data)")
-    g.add_argument("--images", metavar="DIR", default=None,
-                   help="explicit image folder for --ann")
+    g.add_argument(
+        "--split",
+        metavar="NAME",
+        default=split_default,
+        help=f"split name looked up under --data (default: {split_default})",
+    )
+    g.add_argument(
+        "--ann", metavar="FILE", default=None, help="explicit COCO instances JSON (with --images; overrides --data)"
+    )
+    g.add_argument("--images", metavar="DIR", default=None, help="explicit image folder for --ann")
 
 
 def dataset_from_args(args: argparse.Namespace) -> CocoDataset:
@@ -30,8 +37,9 @@ def dataset_from_args(args: argparse.Namespace) -> CocoDataset:
 
 
 def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto", help_prefix: str = "") -> None:
-    parser.add_argument("--device", default=default,
-                        help=f"{help_prefix}auto | cpu | cuda | cuda:N (default: {default})")
+    parser.add_argument(
+        "--device", default=default, help=f"{help_prefix}auto | cpu | cuda | cuda:N (default: {default})"
+    )
 
 
 def add_set_argument(parser: argparse.ArgumentParser, help_text: str) -> None:

@@ -3,6 +3,7 @@
 ``maskkit data show`` picks ``--num`` images at random (``--seed``) so annotations can be
 checked by eye before training.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,9 @@ from maskkit.viz import draw_instances, save_image
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser, split_default="train")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the overlay PNGs")
-    parser.add_argument("--num", type=int, default=8, metavar="N", help="number of images to draw (default: %(default)s)")
+    parser.add_argument(
+        "--num", type=int, default=8, metavar="N", help="number of images to draw (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="which images are picked at random (default: %(default)s)")
 
 

@@ -1,7 +1,8 @@
 """Write the synthetic "shapes" instance-segmentation dataset in COCO format.
 
-    maskkit data synth --out data/shapes [--train N] [--val N] [--size PX] [--seed S]
+maskkit data synth --out data/shapes [--train N] [--val N] [--size PX] [--seed S]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,34 +15,64 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         f"Categories: {', '.join(CATEGORIES)} (ids 1..{len(CATEGORIES)}).\n"
         "Writes OUT/annotations/instances_{train,val}.json (COCO, masks as compressed RLE) and\n"
         "OUT/train/*.png, OUT/val/*.png. Use it with: maskkit train --data OUT ...\n"
-        "At 320 px, 1000 + 200 images take about 45 s of one CPU core and 230 MB.")
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="output directory (created; files of the same names are overwritten)")
-    parser.add_argument("--train", type=int, default=1000, metavar="N",
-                        help="number of training images (default: 1000)")
-    parser.add_argument("--val", type=int, default=200, metavar="N",
-                        help="number of validation images (default: 200)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="random seed; the same seed writes the same files (default: 0)")
-    parser.add_argument("--size", type=int, default=320, metavar="PX",
-                        help=f"side of the square images in px, >= {MIN_SIZE}; object sizes scale with it "
-                             "(default: 320)")
-    parser.add_argument("--max-instances", type=int, default=MAX_INSTANCES, metavar="N",
-                        help=f"at most N instances per image, 1..{MAX_INSTANCES}; fewer also means larger objects "
-                             f"(default: {MAX_INSTANCES})")
-    parser.add_argument("--min-area", type=float, default=None, metavar="PX",
-                        help="smallest object area drawn, in px (default: 200 at 320 px, scaling with "
-                             "--size); larger values mean fewer COCO-small objects")
-    parser.add_argument("--no-clutter", action="store_true",
-                        help="no unannotated distractor shapes or lines and untextured backgrounds "
-                             "(an easier variant)")
+        "At 320 px, 1000 + 200 images take about 45 s of one CPU core and 230 MB."
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output directory (created; files of the same names are overwritten)",
+    )
+    parser.add_argument(
+        "--train", type=int, default=1000, metavar="N", help="number of training images (default: 1000)"
+    )
+    parser.add_argument("--val", type=int, default=200, metavar="N", help="number of validation images (default: 200)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; the same seed writes the same files (default: 0)"
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=320,
+        metavar="PX",
+        help=f"side of the square images in px, >= {MIN_SIZE}; object sizes scale with it (default: 320)",
+    )
+    parser.add_argument(
+        "--max-instances",
+        type=int,
+        default=MAX_INSTANCES,
+        metavar="N",
+        help=f"at most N instances per image, 1..{MAX_INSTANCES}; fewer also means larger objects "
+        f"(default: {MAX_INSTANCES})",
+    )
+    parser.add_argument(
+        "--min-area",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="smallest object area drawn, in px (default: 200 at 320 px, scaling with "
+        "--size); larger values mean fewer COCO-small objects",
+    )
+    parser.add_argument(
+        "--no-clutter",
+        action="store_true",
+        help="no unannotated distractor shapes or lines and untextured backgrounds (an easier variant)",
+    )
     parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    out = generate(args.out, num_train=args.train, num_val=args.val, seed=args.seed, size=args.size,
-                   progress=not args.no_progress, max_instances=args.max_instances, clutter=not args.no_clutter,
-                   min_area=args.min_area)
+    out = generate(
+        args.out,
+        num_train=args.train,
+        num_val=args.val,
+        seed=args.seed,
+        size=args.size,
+        progress=not args.no_progress,
+        max_instances=args.max_instances,
+        clutter=not args.no_clutter,
+        min_area=args.min_area,
+    )
     print(f"wrote {out} ({args.size}x{args.size} px, {len(CATEGORIES)} categories: {', '.join(CATEGORIES)})")
     for split in SPLITS:
         print(f"  {split}: {split_summary(out / 'annotations' / f'instances_{split}.json')}")

@@ -13,6 +13,7 @@ Everything happens offline in the run folder (``--out``, default ``runs/demo``):
     metrics.jsonl, curves.png  training curves (losses, learning rate, AP/AR)
     overlays/*.png             predictions drawn on validation images
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,31 +28,53 @@ from maskkit.evaluation import format_table
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run folder (default: %(default)s)")
-    parser.add_argument("--system", default="centermask", choices=["centermask", "sharpmask"],
-                        help="centermask (instance segmentation, COCO AP) or sharpmask (proposals, AR@k)")
-    parser.add_argument("--quick", action="store_true", help="a tiny smoke run (under a minute; numbers are meaningless)")
-    parser.add_argument("--iters", type=int, default=None,
-                        help="training steps (default: the tuned ~10-minute budget, 700 for centermask); the cosine "
-                             "schedule stretches to fit. 2400 steps (~33 min on 2 CPU cores) reach segm AP50 ~34 %%")
+    parser.add_argument(
+        "--system",
+        default="centermask",
+        choices=["centermask", "sharpmask"],
+        help="centermask (instance segmentation, COCO AP) or sharpmask (proposals, AR@k)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a tiny smoke run (under a minute; numbers are meaningless)"
+    )
+    parser.add_argument(
+        "--iters",
+        type=int,
+        default=None,
+        help="training steps (default: the tuned ~10-minute budget, 700 for centermask); the cosine "
+        "schedule stretches to fit. 2400 steps (~33 min on 2 CPU cores) reach segm AP50 ~34 %%",
+    )
     add_device_argument(parser, default="cpu")
     add_set_argument(parser, "extra config override on top of the demo's (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    done = run_demo(args.out, args.system, args.quick, str(resolve_device(args.device)), args.iters, args.overrides,
-                    not args.no_progress)
+    done = run_demo(
+        args.out,
+        args.system,
+        args.quick,
+        str(resolve_device(args.device)),
+        args.iters,
+        args.overrides,
+        not args.no_progress,
+    )
     out = Path(done["out"])
     if done.get("interrupted"):
-        print(f"maskkit: demo stopped by signal {done['interrupted']} at step {done['step']} after "
-              f"{done['seconds'] / 60:.1f} min; the last checkpoint is {done['model']}", file=sys.stderr)
+        print(
+            f"maskkit: demo stopped by signal {done['interrupted']} at step {done['step']} after "
+            f"{done['seconds'] / 60:.1f} min; the last checkpoint is {done['model']}",
+            file=sys.stderr,
+        )
         return 128 + int(done["interrupted"])  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     print(format_table(done["metrics"]))
-    print(f"\ndemo finished in {done['seconds'] / 60:.1f} min. Run folder: {out}\n"
-          f"  model:    {out / 'model_best.safetensors'}\n"
-          f"  metrics:  {out / 'metrics.json'}\n"
-          f"  curves:   {out / 'curves.png'}\n"
-          f"  overlays: {out / 'overlays'} ({len(done['overlays'])} images)\n"
-          f"next: maskkit predict --weights {out / 'model_best.safetensors'} {Path(done['data']) / 'val'} "
-          f"--out {out / 'predict'}")
+    print(
+        f"\ndemo finished in {done['seconds'] / 60:.1f} min. Run folder: {out}\n"
+        f"  model:    {out / 'model_best.safetensors'}\n"
+        f"  metrics:  {out / 'metrics.json'}\n"
+        f"  curves:   {out / 'curves.png'}\n"
+        f"  overlays: {out / 'overlays'} ({len(done['overlays'])} images)\n"
+        f"next: maskkit predict --weights {out / 'model_best.safetensors'} {Path(done['data']) / 'val'} "
+        f"--out {out / 'predict'}"
+    )
     return 0

@@ -6,6 +6,7 @@
 CenterMask models: box and mask AP; SharpMask models (or ``--proposals``): class-agnostic AR@k.
 Writes ``metrics.json`` (and ``results.json`` with ``--weights``) to ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,19 +33,35 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--predictions", metavar="FILE", help="COCO results JSON to score (no model needed)")
     src.add_argument("--weights", metavar="FILE", help="model file: run it on the split, then score it")
     add_data_arguments(parser, split_default="val")
-    parser.add_argument("--out", default="runs/eval", metavar="DIR",
-                        help="folder for metrics.json (default: %(default)s)")
-    parser.add_argument("--iou-types", default=None, metavar="TYPES",
-                        help="with --predictions: comma-separated subset of bbox,segm (default: every type the "
-                             "results carry)")
-    parser.add_argument("--proposals", action="store_true",
-                        help="with --predictions: class-agnostic proposal recall (AR@k, AUC; COCOeval useCats=0) "
-                             "instead of AP (with --weights a SharpMask model is always scored this way)")
-    parser.add_argument("--max-dets", default="10,100,1000", metavar="K,K,K",
-                        help="proposal counts for AR with --proposals (default: %(default)s)")
+    parser.add_argument(
+        "--out", default="runs/eval", metavar="DIR", help="folder for metrics.json (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--iou-types",
+        default=None,
+        metavar="TYPES",
+        help="with --predictions: comma-separated subset of bbox,segm (default: every type the results carry)",
+    )
+    parser.add_argument(
+        "--proposals",
+        action="store_true",
+        help="with --predictions: class-agnostic proposal recall (AR@k, AUC; COCOeval useCats=0) "
+        "instead of AP (with --weights a SharpMask model is always scored this way)",
+    )
+    parser.add_argument(
+        "--max-dets",
+        default="10,100,1000",
+        metavar="K,K,K",
+        help="proposal counts for AR with --proposals (default: %(default)s)",
+    )
     add_device_argument(parser, help_prefix="with --weights: ")
-    parser.add_argument("--batch", type=int, default=None, metavar="N",
-                        help="with --weights: images per forward pass (default: the model's eval.batch_size)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --weights: images per forward pass (default: the model's eval.batch_size)",
+    )
 
 
 def _parse_iou_types(text: str | None, results: list[dict]) -> list[str]:
@@ -53,8 +70,10 @@ def _parse_iou_types(text: str | None, results: list[dict]) -> list[str]:
         for t, key in (("bbox", "bbox"), ("segm", "segmentation")):
             have = [isinstance(r, dict) and key in r for r in results]
             if any(have) and not all(have):  # one result without a mask would silently drop mask AP
-                raise MaskkitError(f"result {have.index(False)} has no '{key}' while others have one: every result "
-                                   f"needs it for {t} AP (or choose the IoU types with --iou-types)")
+                raise MaskkitError(
+                    f"result {have.index(False)} has no '{key}' while others have one: every result "
+                    f"needs it for {t} AP (or choose the IoU types with --iou-types)"
+                )
             if have and all(have):
                 types.append(t)
         return types or ["bbox"]
@@ -67,8 +86,16 @@ def _parse_iou_types(text: str | None, results: list[dict]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     if args.weights:
-        metrics = evaluate_file(args.weights, args.out, data=args.data, split=args.split, ann=args.ann, images=args.images,
-                                device=args.device, batch_size=args.batch)
+        metrics = evaluate_file(
+            args.weights,
+            args.out,
+            data=args.data,
+            split=args.split,
+            ann=args.ann,
+            images=args.images,
+            device=args.device,
+            batch_size=args.batch,
+        )
         out = Path(args.out)
         print(format_table(metrics))
         print(f"wrote {out / 'metrics.json'} and {out / 'results.json'}")
@@ -78,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     results = load_results(args.predictions)
     types = _parse_iou_types(args.iou_types, results)
     source = str(args.predictions)
-    print(f"scoring {len(results)} results from {source} against {ann_file} ({len(coco_gt.imgs)} images)", file=sys.stderr)
+    print(
+        f"scoring {len(results)} results from {source} against {ann_file} ({len(coco_gt.imgs)} images)", file=sys.stderr
+    )
     if args.proposals:
         try:
             max_dets = [int(k) for k in args.max_dets.split(",") if k.strip()]

@@ -1,7 +1,8 @@
 """Run a model on images, folders, globs or videos -> COCO results JSON and overlays.
 
-    maskkit predict --weights run/model_best.safetensors photo.jpg folder/ 'shots/*.png' clip.mp4
+maskkit predict --weights run/model_best.safetensors photo.jpg folder/ 'shots/*.png' clip.mp4
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, help="model file (model_best.safetensors / model_last.safetensors)")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders, globs or video files")
     parser.add_argument("--out", default="runs/predict", help="output folder (default: %(default)s)")
-    parser.add_argument("--score-thr", type=float, default=0.3,
-                        help="keep instances scoring at least this, in the JSON and the pictures (default: %(default)s)")
+    parser.add_argument(
+        "--score-thr",
+        type=float,
+        default=0.3,
+        help="keep instances scoring at least this, in the JSON and the pictures (default: %(default)s)",
+    )
     parser.add_argument("--batch", type=int, default=2, help="images per forward pass (default: %(default)s)")
     add_device_argument(parser)
     parser.add_argument("--no-draw", action="store_true", help="write the JSON only, no overlay pictures/videos")
@@ -32,12 +37,20 @@ def run(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.score_thr) and args.score_thr >= 0):  # above 1 keeps nothing (allowed)
         raise MaskkitError(f"--score-thr must be a finite number >= 0, got {args.score_thr}")
     paths = expand_inputs(args.inputs)
-    predictor = Predictor(args.weights, device=str(resolve_device(args.device)), score_thresh=args.score_thr,
-                          batch_size=max(1, args.batch))
+    predictor = Predictor(
+        args.weights,
+        device=str(resolve_device(args.device)),
+        score_thresh=args.score_thr,
+        batch_size=max(1, args.batch),
+    )
     done = predict_files(predictor, paths, args.out, draw=not args.no_draw, progress=not args.no_progress)
-    print(f"{done['images']} image(s), {done['videos']} video(s), {done['instances']} instance(s) >= {args.score_thr}: "
-          f"wrote {done['out']}/results.json" + ("" if args.no_draw else f" and overlays in {done['out']}"))
+    print(
+        f"{done['images']} image(s), {done['videos']} video(s), {done['instances']} instance(s) >= {args.score_thr}: "
+        f"wrote {done['out']}/results.json" + ("" if args.no_draw else f" and overlays in {done['out']}")
+    )
     if done["failed"]:  # each was reported as it was skipped; the others' results are written
-        raise MaskkitError(f"{len(done['failed'])} of {len(paths)} input(s) could not be read (first: "
-                           f"{done['failed'][0][0]}); the results of the others are in {done['out']}/results.json")
+        raise MaskkitError(
+            f"{len(done['failed'])} of {len(paths)} input(s) could not be read (first: "
+            f"{done['failed'][0][0]}); the results of the others are in {done['out']}/results.json"
+        )
     return 0

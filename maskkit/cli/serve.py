@@ -12,6 +12,7 @@ PNG. Scripts POST an image to /api/predict and get COCO results back:
 Needs the serve extra: pip install 'maskkit[serve]'. Binds 127.0.0.1 (this machine only)
 unless --host says otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,16 +27,33 @@ __all__ = ["configure_parser", "run"]
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, help="maskkit model file (e.g. run/model_best.safetensors)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default: %(default)s, this machine only; 0.0.0.0 exposes it to the network)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: %(default)s, this machine only; 0.0.0.0 exposes it to the network)",
+    )
     parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: %(default)s)")
-    parser.add_argument("--max-pixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6, metavar="MP",
-                        help="refuse images above this many megapixels (default: %(default)g)")
-    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20, metavar="MiB",
-                        help="refuse uploads above this size (default: %(default)g)")
-    parser.add_argument("--max-proposals", type=int, default=DEFAULT_MAX_PROPOSALS,
-                        help="SharpMask: proposals computed per image, the top-N slider's maximum (default: %(default)s)")
+    parser.add_argument(
+        "--max-pixels",
+        type=float,
+        default=DEFAULT_MAX_PIXELS / 1e6,
+        metavar="MP",
+        help="refuse images above this many megapixels (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_BYTES / 2**20,
+        metavar="MiB",
+        help="refuse uploads above this size (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--max-proposals",
+        type=int,
+        default=DEFAULT_MAX_PROPOSALS,
+        help="SharpMask: proposals computed per image, the top-N slider's maximum (default: %(default)s)",
+    )
 
 
 def _check_port(host: str, port: int) -> None:
@@ -50,7 +68,9 @@ def _check_port(host: str, port: int) -> None:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
             s.bind(addr)
     except OSError as e:
-        raise MaskkitError(f"cannot listen on {host}:{port}: {e.strerror or e} (choose another --port or --host)") from None
+        raise MaskkitError(
+            f"cannot listen on {host}:{port}: {e.strerror or e} (choose another --port or --host)"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
 
         from maskkit.serve.app import create_app
     except ImportError as e:
-        raise MaskkitError(f"maskkit serve needs the serve extra ({e.name} is missing): pip install 'maskkit[serve]'") from None
+        raise MaskkitError(
+            f"maskkit serve needs the serve extra ({e.name} is missing): pip install 'maskkit[serve]'"
+        ) from None
     if not 0 <= args.port <= 65535:
         raise MaskkitError(f"--port must be in 0..65535, got {args.port}")
     if args.max_pixels <= 0 or args.max_upload_mb <= 0:
@@ -68,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
     session = ServeSession(args.weights, device=args.device, max_proposals=args.max_proposals)
     app = create_app(session, max_pixels=int(args.max_pixels * 1e6), max_bytes=int(args.max_upload_mb * 2**20))
     info = session.info
-    print(f"maskkit serve: {info.name} ({info.system}, {len(info.classes)} classes) from {args.weights}", file=sys.stderr)
+    print(
+        f"maskkit serve: {info.name} ({info.system}, {len(info.classes)} classes) from {args.weights}", file=sys.stderr
+    )
     print(f"open http://{args.host}:{args.port}/ in a browser (Ctrl+C stops the server)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -14,6 +14,7 @@ config, class names and category ids embedded) from
 
 ``convert_source`` does the same without writing, returning the model and what was done.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,25 +56,36 @@ def _centermask2(path: Path, sd: dict, preset: str | None) -> Converted:
     model = build(cfg, list(COCO_CLASSES), list(COCO_CAT_IDS))
     model.load_state_dict(state, strict=True)  # convert_state_dict checked every name and shape
     m = cfg.model
-    notes = [f"centermask2 checkpoint -> {cfg.name}: {len(state)} tensors, "
-             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters",
-             f"input {m.input_format}, mean {list(m.pixel_mean)}, std {list(m.pixel_std)}; "
-             f"post-processing {m.postprocess!r}, score threshold {m.fcos.score_thresh}; COCO's 80 classes"]
+    notes = [
+        f"centermask2 checkpoint -> {cfg.name}: {len(state)} tensors, "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters",
+        f"input {m.input_format}, mean {list(m.pixel_mean)}, std {list(m.pixel_std)}; "
+        f"post-processing {m.postprocess!r}, score threshold {m.fcos.score_thresh}; COCO's 80 classes",
+    ]
     return Converted(model.eval(), cfg, list(COCO_CLASSES), list(COCO_CAT_IDS), notes)
 
 
 def _torch7(path: Path, preset: str | None) -> Converted:
     model = convert_torch7(path, preset)
     cfg = model.info.config
-    return Converted(model, cfg, list(model.info.class_names), list(model.info.cat_ids),
-                     [f"Torch7 model -> {cfg.name or cfg.model.system}: "
-                      f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"])
+    return Converted(
+        model,
+        cfg,
+        list(model.info.class_names),
+        list(model.info.cat_ids),
+        [
+            f"Torch7 model -> {cfg.name or cfg.model.system}: "
+            f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
+        ],
+    )
 
 
 def _backbone(path: Path, preset: str | None) -> Converted:
     if not preset:
-        raise CheckpointError(f"{path}: neither a centermask2 checkpoint nor a Torch7 model; if it is an ImageNet "
-                              "backbone file, name the preset to load it into with --model PRESET")
+        raise CheckpointError(
+            f"{path}: neither a centermask2 checkpoint nor a Torch7 model; if it is an ImageNet "
+            "backbone file, name the preset to load it into with --model PRESET"
+        )
     cfg = get_config(preset)
     if not isinstance(cfg.model, CenterMaskConfig):
         raise CheckpointError(f"{path}: ImageNet backbone files load into CenterMask presets, not {preset}")
@@ -84,14 +96,18 @@ def _backbone(path: Path, preset: str | None) -> Converted:
     m.input_format, m.pixel_mean, m.pixel_std = report.input_format, tuple(report.pixel_mean), tuple(report.pixel_std)
     model.pixel_mean.copy_(model.pixel_mean.new_tensor(m.pixel_mean).view(3, 1, 1))
     model.pixel_std.copy_(model.pixel_std.new_tensor(m.pixel_std).view(3, 1, 1))
-    notes = [f"{report.source} -> backbone of {preset}: {report.loaded} tensors loaded; FPN and heads randomly "
-             "initialised (a starting point for train.init_weights)",
-             f"input {m.input_format}, mean {list(m.pixel_mean)}, std {list(m.pixel_std)} (the weights' own)"]
+    notes = [
+        f"{report.source} -> backbone of {preset}: {report.loaded} tensors loaded; FPN and heads randomly "
+        "initialised (a starting point for train.init_weights)",
+        f"input {m.input_format}, mean {list(m.pixel_mean)}, std {list(m.pixel_std)} (the weights' own)",
+    ]
     if report.ignored:
         notes.append(f"ignored the ImageNet classifier: {', '.join(report.ignored)}")
     if report.identity_ese:
-        notes.append(f"eSE set to an exact identity in {len(report.identity_ese)} blocks (timm has eSE in the last "
-                     "block of each stage only)")
+        notes.append(
+            f"eSE set to an exact identity in {len(report.identity_ese)} blocks (timm has eSE in the last "
+            "block of each stage only)"
+        )
     return Converted(model.eval(), cfg, list(COCO_CLASSES), list(COCO_CAT_IDS), notes)
 
 

@@ -18,6 +18,7 @@ tensors; the conversion is that table, applied strictly:
   ``PIXEL_MEAN``/``PIXEL_STD``, X-101's own std), test threshold 0.05, 50 detections, the
   official post-processing (``postprocess="centermask2"``) and COCO's classes.
 """
+
 from __future__ import annotations
 
 import re
@@ -31,8 +32,14 @@ from maskkit.models.backbones.vovnet import VOVNET_SPECS
 from maskkit.models.backbones.vovnet import official_names as vov
 from maskkit.models.zoo import build_model, get_config, presets
 
-__all__ = ["OFFICIAL_CONFIGS", "official_config", "official_names", "detect_preset", "convert_state_dict",
-           "is_centermask2_state_dict"]
+__all__ = [
+    "OFFICIAL_CONFIGS",
+    "official_config",
+    "official_names",
+    "detect_preset",
+    "convert_state_dict",
+    "is_centermask2_state_dict",
+]
 
 BU = "backbone.bottom_up."
 FCOS = "proposal_generator.fcos_head."
@@ -68,8 +75,9 @@ EXTRA_KEYS = ("pixel_mean", "pixel_std")
 # --------------------------------------------------------------------------- config
 
 
-def official_config(preset: str, pixel_mean: tuple[float, ...] | None = None,
-                    pixel_std: tuple[float, ...] | None = None) -> Config:
+def official_config(
+    preset: str, pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None
+) -> Config:
     """Preset ``preset`` as the official code runs it: 80 COCO classes, BGR 0-255 input
     normalised with detectron2's mean/std, FCOS ``INFERENCE_TH_TEST`` 0.05 and
     ``POST_NMS_TOPK_TEST`` 50, the official post-processing, ``FREEZE_AT`` and ResNet stride."""
@@ -103,7 +111,7 @@ def _resnet_names(keys: list[str]) -> dict[str, tuple[str, ...]]:
     """torchvision ResNet trunk keys -> detectron2 ``ResNet`` keys (``modeling/backbone/resnet.py``)."""
     out = {}
     for k in keys:
-        rest = k[len("backbone."):]
+        rest = k[len("backbone.") :]
         m = re.fullmatch(r"stem\.0\.weight", rest) or re.fullmatch(r"stem\.1\.(\w+)", rest)
         if m:
             out[k] = (BU + ("stem.conv1.weight" if rest == "stem.0.weight" else f"stem.conv1.norm.{m.group(1)}"),)
@@ -121,8 +129,14 @@ def _resnet_names(keys: list[str]) -> dict[str, tuple[str, ...]]:
 
 # torchvision InvertedResidual leaf -> official (centermask2 mobilenet.py) Sequential index,
 # with (expand_ratio 6) and without (the first block, expand_ratio 1) the 1x1 expansion.
-_MNV2_EXPAND = {"conv.0.0": "conv.0", "conv.0.1": "conv.1", "conv.1.0": "conv.3", "conv.1.1": "conv.4",
-                "conv.2": "conv.6", "conv.3": "conv.7"}
+_MNV2_EXPAND = {
+    "conv.0.0": "conv.0",
+    "conv.0.1": "conv.1",
+    "conv.1.0": "conv.3",
+    "conv.1.1": "conv.4",
+    "conv.2": "conv.6",
+    "conv.3": "conv.7",
+}
 _MNV2_NO_EXPAND = {"conv.0.0": "conv.0", "conv.0.1": "conv.1", "conv.1": "conv.3", "conv.2": "conv.4"}
 
 
@@ -137,7 +151,9 @@ def _mobilenet_names(keys: list[str]) -> dict[str, tuple[str, ...]]:
             out[k] = (f"{BU}features.0.{rest}",)
             continue
         table = _MNV2_NO_EXPAND if j == 1 else _MNV2_EXPAND
-        leaf, tail = next((a, rest[len(a) + 1:]) for a in sorted(table, key=len, reverse=True) if rest.startswith(a + "."))
+        leaf, tail = next(
+            (a, rest[len(a) + 1 :]) for a in sorted(table, key=len, reverse=True) if rest.startswith(a + ".")
+        )
         out[k] = (f"{BU}features.{j}.{table[leaf]}.{tail}",)
     return out
 
@@ -214,12 +230,21 @@ def _detect_backbone(sd: dict) -> tuple[str, str] | None:
         stem3 = sd.get(BU + "stem.stem_3/conv.weight", sd.get(BU + "stem.stem_3/pw_conv1x1.weight"))
         if concat is None or stem3 is None:
             return None
-        sig = dict(depthwise=BU + "stem.stem_2/dw_conv3x3.weight" in sd, out2=concat.shape[0], stem3=stem3.shape[0],
-                   layers=_count(sd, re.escape(BU) + r"stage2\.OSA2_1\.layers\.(\d+)\."),
-                   blocks=tuple(_count(sd, re.escape(BU) + rf"stage{s}\.OSA{s}_(\d+)\.") for s in range(2, 6)))
+        sig = dict(
+            depthwise=BU + "stem.stem_2/dw_conv3x3.weight" in sd,
+            out2=concat.shape[0],
+            stem3=stem3.shape[0],
+            layers=_count(sd, re.escape(BU) + r"stage2\.OSA2_1\.layers\.(\d+)\."),
+            blocks=tuple(_count(sd, re.escape(BU) + rf"stage{s}\.OSA{s}_(\d+)\.") for s in range(2, 6)),
+        )
         for variant, spec in VOVNET_SPECS.items():
-            if (spec["depthwise"], spec["out_ch"][0], spec["stem"][2], spec["layers"], spec["blocks"]) == \
-                    (sig["depthwise"], sig["out2"], sig["stem3"], sig["layers"], sig["blocks"]):
+            if (spec["depthwise"], spec["out_ch"][0], spec["stem"][2], spec["layers"], spec["blocks"]) == (
+                sig["depthwise"],
+                sig["out2"],
+                sig["stem3"],
+                sig["layers"],
+                sig["blocks"],
+            ):
                 return "vovnet", variant
         return None
     if BU + "stem.conv1.weight" in sd:
@@ -244,18 +269,27 @@ def detect_preset(sd: dict, source: str = "?") -> str:
     bb = _detect_backbone(sd)
     fpn = sd.get("backbone.fpn_output3.weight")
     if bb is None or fpn is None:
-        raise CheckpointError(f"{source}: not a centermask2 CenterMask checkpoint maskkit knows (backbone not "
-                              "recognised); name the architecture with --model PRESET to see what does not match")
+        raise CheckpointError(
+            f"{source}: not a centermask2 CenterMask checkpoint maskkit knows (backbone not "
+            "recognised); name the architecture with --model PRESET to see what does not match"
+        )
     towers = _count(sd, re.escape(FCOS) + r"cls_tower\.(\d+)\.weight") // 2  # conv + GroupNorm per level
     found = []
     for name, make in presets().items():
         m = make().model
-        if m.system == "centermask" and (m.backbone.name, m.backbone.variant) == bb and m.fpn_channels == fpn.shape[0] \
-                and m.fcos.num_convs == towers and m.backbone.norm == "FrozenBN":
+        if (
+            m.system == "centermask"
+            and (m.backbone.name, m.backbone.variant) == bb
+            and m.fpn_channels == fpn.shape[0]
+            and m.fcos.num_convs == towers
+            and m.backbone.norm == "FrozenBN"
+        ):
             found.append(name)
     if not found:
-        raise CheckpointError(f"{source}: no maskkit preset for a {bb[1]} CenterMask with FPN width {fpn.shape[0]} "
-                              f"and {towers} tower convs")
+        raise CheckpointError(
+            f"{source}: no maskkit preset for a {bb[1]} CenterMask with FPN width {fpn.shape[0]} "
+            f"and {towers} tower convs"
+        )
     return sorted(found)[0]
 
 
@@ -267,7 +301,9 @@ def _list(names: list[str], limit: int = 25) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def _check(sd: dict, table: dict[str, tuple[str, ...]], shapes: dict[str, torch.Size], preset: str, source: str) -> None:
+def _check(
+    sd: dict, table: dict[str, tuple[str, ...]], shapes: dict[str, torch.Size], preset: str, source: str
+) -> None:
     """Raise ONE CheckpointError naming every missing, unexpected and mis-shaped tensor."""
     expected = {o for offs in table.values() for o in offs}
     missing = [o for offs in table.values() for o in offs if o not in sd]
@@ -280,11 +316,14 @@ def _check(sd: dict, table: dict[str, tuple[str, ...]], shapes: dict[str, torch.
             if (len(offs) == 1 and got[0] != tuple(shapes[mk])) or numel != shapes[mk].numel():
                 wrong.append(f"{offs[0]} {got[0] if len(offs) == 1 else got} (maskkit {tuple(shapes[mk])})")
     if missing or unexpected or wrong:
-        parts = [f"{len(missing)} missing: {_list(missing)}" if missing else "",
-                 f"{len(unexpected)} unexpected: {_list(unexpected)}" if unexpected else "",
-                 f"{len(wrong)} with another shape: {_list(wrong)}" if wrong else ""]
-        raise CheckpointError(f"{source}: does not match {preset} (nothing converted): "
-                              + "; ".join(p for p in parts if p))
+        parts = [
+            f"{len(missing)} missing: {_list(missing)}" if missing else "",
+            f"{len(unexpected)} unexpected: {_list(unexpected)}" if unexpected else "",
+            f"{len(wrong)} with another shape: {_list(wrong)}" if wrong else "",
+        ]
+        raise CheckpointError(
+            f"{source}: does not match {preset} (nothing converted): " + "; ".join(p for p in parts if p)
+        )
 
 
 def _refuse_panoptic(sd: dict, source: str) -> None:
@@ -292,8 +331,10 @@ def _refuse_panoptic(sd: dict, source: str) -> None:
     level that maskkit's CenterMask does not have."""
     sem = [k for k in sd if k.startswith("sem_seg_head.")]
     if sem:
-        raise CheckpointError(f"{source}: panoptic CenterMask checkpoint ({len(sem)} sem_seg_head tensors): maskkit has "
-                              "no panoptic model; refused rather than converted without its semantic-segmentation head")
+        raise CheckpointError(
+            f"{source}: panoptic CenterMask checkpoint ({len(sem)} sem_seg_head tensors): maskkit has "
+            "no panoptic model; refused rather than converted without its semantic-segmentation head"
+        )
 
 
 def _refuse_dcn(sd: dict, source: str) -> None:
@@ -303,11 +344,13 @@ def _refuse_dcn(sd: dict, source: str) -> None:
         raise CheckpointError(
             f"{source}: deformable-convolution (DCN) checkpoint ({len(dcn)} conv_offset tensors in "
             f"{', '.join(stages) or 'the model'}): maskkit has no DCN presets, refused rather than converted "
-            "without its deformable layers; use the checkpoint of the same backbone without DCN")
+            "without its deformable layers; use the checkpoint of the same backbone without DCN"
+        )
 
 
-def convert_state_dict(sd: dict[str, Tensor], preset: str | None = None,
-                       source: str = "?") -> tuple[Config, dict[str, Tensor]]:
+def convert_state_dict(
+    sd: dict[str, Tensor], preset: str | None = None, source: str = "?"
+) -> tuple[Config, dict[str, Tensor]]:
     """Official ``sd`` -> (maskkit Config, maskkit state dict). ``preset`` forces the
     architecture (else :func:`detect_preset`). Strict: see :func:`_check`."""
     _refuse_panoptic(sd, source)
@@ -329,7 +372,10 @@ def convert_state_dict(sd: dict[str, Tensor], preset: str | None = None,
     dtypes = {k: v.dtype for k, v in model.state_dict().items()}
     table = official_names(model)
     _check(sd, table, shapes, preset, source)
-    state = {mk: torch.cat([sd[o].reshape(-1) for o in offs]).reshape(shapes[mk]).to(dtypes[mk])
-             if len(offs) > 1 else sd[offs[0]].to(dtypes[mk]).contiguous()
-             for mk, offs in table.items()}
+    state = {
+        mk: torch.cat([sd[o].reshape(-1) for o in offs]).reshape(shapes[mk]).to(dtypes[mk])
+        if len(offs) > 1
+        else sd[offs[0]].to(dtypes[mk]).contiguous()
+        for mk, offs in table.items()
+    }
     return cfg, state

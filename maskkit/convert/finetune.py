@@ -21,6 +21,7 @@ ResNet stride placement, SharpMask padding) must agree with the file's, and the 
 over the file's input convention (``input_format``, ``pixel_mean``, ``pixel_std``): a converted
 official model keeps its BGR 0-255 input.
 """
+
 from __future__ import annotations
 
 import os
@@ -63,11 +64,16 @@ def _check_and_adopt_settings(target: nn.Module, file_cfg, system: str, path) ->
     own_cfg = getattr(target, "cfg", None)
     if own_cfg is None:
         return
-    diff = [f"{k}={_get(file_cfg, k)!r} in the file vs {_get(own_cfg, k)!r}" for k in SHAPELESS_SETTINGS.get(system, ())
-            if _get(file_cfg, k) != _get(own_cfg, k)]
+    diff = [
+        f"{k}={_get(file_cfg, k)!r} in the file vs {_get(own_cfg, k)!r}"
+        for k in SHAPELESS_SETTINGS.get(system, ())
+        if _get(file_cfg, k) != _get(own_cfg, k)
+    ]
     if diff:
-        raise CheckpointError(f"{path}: train.init_weights was trained with other settings: {'; '.join(diff)} "
-                              "(set them with --set model.<key>=<value>)")
+        raise CheckpointError(
+            f"{path}: train.init_weights was trained with other settings: {'; '.join(diff)} "
+            "(set them with --set model.<key>=<value>)"
+        )
     for key in INPUT_SETTINGS:
         if hasattr(own_cfg, key) and hasattr(file_cfg, key):
             setattr(own_cfg, key, getattr(file_cfg, key))
@@ -109,17 +115,32 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike) -> list[str]:
     missing = sorted(k for k in own if k not in theirs and not k.startswith(fresh_ok))
     misfit = sorted(k for k in own if k in theirs and tuple(own[k].shape) != tuple(theirs[k].shape))
     reinit = sorted({_layer(k) for k in misfit if _layer(k) in class_layers})
-    bad = [f"{k} {tuple(theirs[k].shape)} in file vs {tuple(own[k].shape)} in model"
-           for k in misfit if _layer(k) not in class_layers]
+    bad = [
+        f"{k} {tuple(theirs[k].shape)} in file vs {tuple(own[k].shape)} in model"
+        for k in misfit
+        if _layer(k) not in class_layers
+    ]
     if unexpected or missing or bad:
-        parts = [f"{what}: {_listing(items)}" for what, items in
-                 (("shape mismatch", bad), ("missing from the file", missing), ("not in the model", unexpected)) if items]
-        raise CheckpointError(f"{mf.path}: train.init_weights does not fit this model beyond its class-specific "
-                              f"layers ({', '.join(class_layers) or 'none'}): {'; '.join(parts)}")
+        parts = [
+            f"{what}: {_listing(items)}"
+            for what, items in (
+                ("shape mismatch", bad),
+                ("missing from the file", missing),
+                ("not in the model", unexpected),
+            )
+            if items
+        ]
+        raise CheckpointError(
+            f"{mf.path}: train.init_weights does not fit this model beyond its class-specific "
+            f"layers ({', '.join(class_layers) or 'none'}): {'; '.join(parts)}"
+        )
     load = {k: v for k, v in theirs.items() if _layer(k) not in reinit}
     result = target.load_state_dict(load, strict=False)
-    left = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")
-            and _layer(k) not in reinit and not k.startswith(fresh_ok)]
+    left = [
+        k
+        for k in result.missing_keys
+        if not k.endswith("num_batches_tracked") and _layer(k) not in reinit and not k.startswith(fresh_ok)
+    ]
     if left or result.unexpected_keys:  # cannot happen after the checks above; never a silent gap
         raise CheckpointError(f"{mf.path}: internal mismatch while loading ({_listing(left + result.unexpected_keys)})")
     return reinit

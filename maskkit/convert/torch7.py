@@ -32,6 +32,7 @@ bytes and never run, so a ``.t7`` file cannot execute anything. Its tensors are
 ``numpy.lib.stride_tricks.as_strided`` views whose sizes/strides come from the file
 unchecked; every tensor used here is checked to lie inside its storage before it is read.
 """
+
 from __future__ import annotations
 
 import math
@@ -85,8 +86,9 @@ def read_torch7(path: str | os.PathLike):
     try:
         import torchfile  # optional: pip install 'maskkit[torch7]'
     except ImportError:
-        raise CheckpointError(f"{path}: reading Torch7 files needs the torchfile package: "
-                              "pip install 'maskkit[torch7]'") from None
+        raise CheckpointError(
+            f"{path}: reading Torch7 files needs the torchfile package: pip install 'maskkit[torch7]'"
+        ) from None
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such Torch7 file")
@@ -194,16 +196,20 @@ def _model_object(root, path: Path):
     obj = root.model if isinstance(root, dict) and _type(root.model) else root
     if _type(obj) not in _PRESETS:
         found = _type(obj).decode(errors="replace") or type(obj).__name__
-        raise CheckpointError(f"{path}: not an official DeepMask/SharpMask model file "
-                              f"(found {found}; expected nn.DeepMask or nn.SharpMask)")
+        raise CheckpointError(
+            f"{path}: not an official DeepMask/SharpMask model file "
+            f"(found {found}; expected nn.DeepMask or nn.SharpMask)"
+        )
     return obj
 
 
 def _container(obj, name: str, path: Path):
     """``obj`` when it is a Torch7 container module (with a ``modules`` list), else an error."""
     if not (_type(obj) and isinstance(obj.modules, list)):
-        raise CheckpointError(f"{path}: {name} is not a module container (found "
-                              f"{_type(obj).decode(errors='replace') or type(obj).__name__})")
+        raise CheckpointError(
+            f"{path}: {name} is not a module container (found "
+            f"{_type(obj).decode(errors='replace') or type(obj).__name__})"
+        )
     return obj
 
 
@@ -213,8 +219,10 @@ def _official_leaves(obj, path: Path) -> tuple[list[_Leaf], dict]:
     w = _Walker(path)
     sharp = _type(obj) == b"nn.SharpMask"
     mask = "maskBranchDM" if sharp else "maskBranch"
-    parts = {k: w.leaves(_container(obj[name], name, path), name)
-             for k, name in (("trunk", "trunk"), ("mask", mask), ("score", "scoreBranch"))}
+    parts = {
+        k: w.leaves(_container(obj[name], name, path), name)
+        for k, name in (("trunk", "trunk"), ("mask", mask), ("score", "scoreBranch"))
+    }
     if sharp:
         refs = obj.refs
         if not isinstance(refs, dict) or sorted(refs) != [0, 1, 2, 3, 4]:
@@ -229,7 +237,9 @@ def _official_leaves(obj, path: Path) -> tuple[list[_Leaf], dict]:
         parts["out"] = w.leaves(refs[4], "refs[4]")  # the parallel part was walked above
         for k in ("neths", "netvs"):  # entries not reachable from refs would be unexpected tensors
             table = obj[k]
-            for j, m in table.items() if isinstance(table, dict) else enumerate(table if isinstance(table, list) else [], 1):
+            for j, m in (
+                table.items() if isinstance(table, dict) else enumerate(table if isinstance(table, list) else [], 1)
+            ):
                 parts.setdefault("extra", []).extend(w.leaves(m, f"{k}[{j}]"))
     return [leaf for k, p in parts.items() if k != "extra" for leaf in p], parts
 
@@ -258,19 +268,27 @@ def _sizes(obj, parts: dict, path: Path) -> dict:
     trunk_mods = obj.trunk.modules
     blocks = tuple(len(m.modules) if isinstance(m.modules, list) else 0 for m in trunk_mods[4:7])
     if blocks != _RESNET50_BLOCKS:
-        raise CheckpointError(f"{path}: trunk stages with {blocks} blocks; the official ResNet-50 trunk "
-                              f"(maskkit's resnet50) has {_RESNET50_BLOCKS}")
+        raise CheckpointError(
+            f"{path}: trunk stages with {blocks} blocks; the official ResNet-50 trunk "
+            f"(maskkit's resnet50) has {_RESNET50_BLOCKS}"
+        )
     convs = [leaf for leaf in parts["trunk"] if leaf.kind == "conv"]
     linears = [leaf for leaf in parts["trunk"] + parts["mask"] + parts["score"] if leaf.kind == "linear"]
     if not convs or len(linears) != 4:
-        raise CheckpointError(f"{path}: expected the trunk's Linear, the mask Linear and two score Linears, "
-                              f"found {len(linears)} Linear layers")
+        raise CheckpointError(
+            f"{path}: expected the trunk's Linear, the mask Linear and two score Linears, "
+            f"found {len(linears)} Linear layers"
+        )
     reduce = convs[-1].arrays["weight"].shape[0]
     fc, mask, score = linears[0].arrays["weight"], linears[1].arrays["weight"], linears[2].arrays["weight"]
-    sizes = dict(trunk_width=convs[0].arrays["weight"].shape[0], reduce_channels=reduce,
-                 feature_size=_side(fc.shape[1] // max(reduce, 1), "the trunk's Linear input / 128", path),
-                 hidden_dim=fc.shape[0], mask_size=_side(mask.shape[0], "the mask Linear", path),
-                 score_hidden=score.shape[0])
+    sizes = dict(
+        trunk_width=convs[0].arrays["weight"].shape[0],
+        reduce_channels=reduce,
+        feature_size=_side(fc.shape[1] // max(reduce, 1), "the trunk's Linear input / 128", path),
+        hidden_dim=fc.shape[0],
+        mask_size=_side(mask.shape[0], "the mask Linear", path),
+        score_hidden=score.shape[0],
+    )
     up = _find(obj.maskBranchDM if _type(obj) == b"nn.SharpMask" else obj.maskBranch, b"nn.SpatialReSamplingEx")
     sizes["mask_loss_size"] = int(up.owidth) if up is not None and up.owidth else sizes["mask_size"]
     drop = _find(obj.scoreBranch, b"nn.Dropout")
@@ -279,15 +297,20 @@ def _sizes(obj, parts: dict, path: Path) -> dict:
     if _type(obj) == b"nn.SharpMask":
         km, ks = int(obj.km), int(obj.ks)
         if km != ks or km < 16 or km % 16:
-            raise CheckpointError(f"{path}: SharpMask with km={km}, ks={ks}; maskkit's refinement needs "
-                                  "km == ks, a multiple of 16 (the released model: 32)")
+            raise CheckpointError(
+                f"{path}: SharpMask with km={km}, ks={ks}; maskkit's refinement needs "
+                "km == ks, a multiple of 16 (the released model: 32)"
+            )
         sizes["refine_channels"] = tuple(km >> i for i in range(4))
-        sizes["skip_channels"] = tuple(parts[f"h{i}"][0].arrays["weight"].shape[0] if parts[f"h{i}"] else 0
-                                       for i in range(1, 5))
+        sizes["skip_channels"] = tuple(
+            parts[f"h{i}"][0].arrays["weight"].shape[0] if parts[f"h{i}"] else 0 for i in range(1, 5)
+        )
         sizes["refine_mask_convs"] = len(parts["v1"])
         if sizes["refine_mask_convs"] not in (1, 2) or min(sizes["skip_channels"]) < 1:
-            raise CheckpointError(f"{path}: refinement with {len(parts['v1'])} vertical convs / skip widths "
-                                  f"{sizes['skip_channels']}; the official layout has 2 convs on each path")
+            raise CheckpointError(
+                f"{path}: refinement with {len(parts['v1'])} vertical convs / skip widths "
+                f"{sizes['skip_channels']}; the official layout has 2 convs on each path"
+            )
     return sizes
 
 
@@ -342,8 +365,12 @@ def _pair(leaf: _Leaf, name: str, module: nn.Module, carry: dict, problems: dict
     arrays = dict(leaf.arrays)
     if leaf.kind == "affine":  # FrozenBN(x) = (x - 0) * weight / sqrt((1 - eps) + eps) + bias = a x + b
         a, b = arrays["a"], arrays["b"] + carry.pop("bias", 0.0) * arrays["a"]  # fold a trunk conv bias
-        arrays = {"weight": a, "bias": b, "running_mean": np.zeros_like(a),
-                  "running_var": np.full_like(a, 1.0 - module.eps)}
+        arrays = {
+            "weight": a,
+            "bias": b,
+            "running_mean": np.zeros_like(a),
+            "running_var": np.full_like(a, 1.0 - module.eps),
+        }
     elif leaf.kind == "conv":
         mode, pad = conv_padding(module)
         geo = (tuple(module.kernel_size), tuple(module.stride), tuple(pad), mode)
@@ -372,15 +399,19 @@ def _state_dict(leaves: list[_Leaf], extra: list[_Leaf], model: nn.Module, path:
             problems["unexpected"].append(f"{leaf.path}: a conv bias with no BatchNorm affine after it")
             carry.clear()
         state.update(_pair(leaf, name, module, carry, problems))
-    problems["unexpected"] += [n for leaf in leaves[len(targets):] + extra for n in leaf.names]
+    problems["unexpected"] += [n for leaf in leaves[len(targets) :] + extra for n in leaf.names]
     expected = model.state_dict()
     problems["missing"] = [k for k in expected if k not in state]
     problems["unexpected"] += [k for k in state if k not in expected]
-    problems["shape"] = [f"{k} {tuple(v.shape)} in file vs {tuple(expected[k].shape)}"
-                         for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    problems["shape"] = [
+        f"{k} {tuple(v.shape)} in file vs {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
     if any(problems.values()):
-        text = "; ".join(f"{len(v)} {k}: {', '.join(v[:8])}{' ...' if len(v) > 8 else ''}"
-                         for k, v in problems.items() if v)
+        text = "; ".join(
+            f"{len(v)} {k}: {', '.join(v[:8])}{' ...' if len(v) > 8 else ''}" for k, v in problems.items() if v
+        )
         raise CheckpointError(f"{path}: the Torch7 model does not match maskkit's layout: {text}")
     return state
 

@@ -36,6 +36,7 @@ points, boxes of zero area or wholly outside the image) are dropped with one cou
 per dataset, and also removed from ``dataset.coco`` so that evaluation sees the same ground
 truth as training.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -103,8 +104,10 @@ def load_image(path: str | Path) -> torch.Tensor:
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except Image.DecompressionBombError as e:
-        raise DataError(f"{path}: {e.args[0].split('.')[0] if e.args else 'too many pixels'} (PIL's "
-                        f"decompression-bomb guard); to open it set {PIXEL_LIMIT_ENV}=<pixels> (0 = no limit)") from None
+        raise DataError(
+            f"{path}: {e.args[0].split('.')[0] if e.args else 'too many pixels'} (PIL's "
+            f"decompression-bomb guard); to open it set {PIXEL_LIMIT_ENV}=<pixels> (0 = no limit)"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot read image ({e})") from None
 
@@ -143,8 +146,9 @@ def read_instances_json(ann_file: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{ann_file}: not a JSON file ({e})") from None
     except (RecursionError, ValueError) as e:  # nesting deeper than the parser's stack, or a 5000-digit integer
-        raise DataError(f"{ann_file}: not usable JSON ({type(e).__name__}: too deeply nested or a number too "
-                        "large)") from None
+        raise DataError(
+            f"{ann_file}: not usable JSON ({type(e).__name__}: too deeply nested or a number too large)"
+        ) from None
     except OSError as e:
         raise DataError(f"{ann_file}: cannot read ({e.strerror or e})") from None
     if not isinstance(data, dict):
@@ -292,8 +296,10 @@ def validate_instances(ann_file: Path, data: dict) -> int:
     if dropped:
         shown = ", ".join(str(a) for a in list(dropped)[:8]) + (", ..." if len(dropped) > 8 else "")
         reasons = sorted(set(dropped.values()))
-        warnings.warn(f"{f.name}: dropped {len(dropped)} degenerate annotation(s) (ids {shown}): {'; '.join(reasons)}",
-                      stacklevel=3)
+        warnings.warn(
+            f"{f.name}: dropped {len(dropped)} degenerate annotation(s) (ids {shown}): {'; '.join(reasons)}",
+            stacklevel=3,
+        )
     return len(dropped)
 
 
@@ -384,8 +390,10 @@ class CocoDataset(torch.utils.data.Dataset):
         for i in self.image_ids:
             name = self.coco.imgs[i]["file_name"]
             if not outside_ok and (Path(name).is_absolute() or ".." in Path(name).parts):
-                raise DataError(f"{self.ann_file}: image {i}'s file_name {name!r} points outside {self.image_dir}; "
-                                f"set {OUTSIDE_IMAGES_ENV}=1 to allow it")
+                raise DataError(
+                    f"{self.ann_file}: image {i}'s file_name {name!r} points outside {self.image_dir}; "
+                    f"set {OUTSIDE_IMAGES_ENV}=1 to allow it"
+                )
             if name not in present and not (self.image_dir / name).is_file():
                 missing.append(name)
         if missing:
@@ -458,7 +466,9 @@ class CocoDataset(torch.utils.data.Dataset):
             try:
                 target.update(_pack_polygons(anns, h, w))
             except (TypeError, ValueError) as e:
-                raise DataError(f"{self.ann_file}: image {info['id']}: polygon coordinates are not numbers ({e})") from None
+                raise DataError(
+                    f"{self.ann_file}: image {info['id']}: polygon coordinates are not numbers ({e})"
+                ) from None
         return target
 
     def __getitem__(self, i: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
@@ -525,12 +535,17 @@ def resolve_data(
             ann_file = matches[0]
         elif len(matches) > 1:
             names = ", ".join(m.name for m in matches)
-            raise DataError(f"{root}: several annotation files match split {split!r} ({names}); pass e.g. --split {matches[0].stem[10:]}")
+            raise DataError(
+                f"{root}: several annotation files match split {split!r} ({names}); "
+                f"pass e.g. --split {matches[0].stem[10:]}"
+            )
         if ann_file is not None:
             break
     if ann_file is None:
-        raise DataError(f"{root}: no annotations for split {split!r} (looked for {' and '.join(str(p) for p in looked)})")
-    folder = ann_file.stem[len("instances_"):]  # e.g. "val2017"
+        raise DataError(
+            f"{root}: no annotations for split {split!r} (looked for {' and '.join(str(p) for p in looked)})"
+        )
+    folder = ann_file.stem[len("instances_") :]  # e.g. "val2017"
     candidates = []
     for base in (root, root / "images"):
         candidates += [base / folder, base / split]
@@ -543,8 +558,13 @@ def resolve_data(
     )
 
 
-def open_split(data: str | Path | None, split: str, ann: str | Path | None = None, images: str | Path | None = None,
-               transforms: Callable | None = None) -> CocoDataset:
+def open_split(
+    data: str | Path | None,
+    split: str,
+    ann: str | Path | None = None,
+    images: str | Path | None = None,
+    transforms: Callable | None = None,
+) -> CocoDataset:
     """The :class:`CocoDataset` of ``split`` under the COCO-style root ``data`` (or the explicit
     ``ann`` + ``images``), located by :func:`resolve_data`."""
     ann_file, image_dir = resolve_data(data, split, ann, images)

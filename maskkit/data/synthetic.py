@@ -34,6 +34,7 @@ Layout written::
     OUT/annotations/instances_train.json   OUT/train/000000000001.png ...
     OUT/annotations/instances_val.json     OUT/val/000000000001.png ...
 """
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,16 @@ from tqdm import tqdm
 
 from maskkit.errors import MaskkitError
 
-__all__ = ["CATEGORIES", "MAX_INSTANCES", "MIN_SIZE", "SPLITS", "generate", "render_image", "image_rng", "split_summary"]
+__all__ = [
+    "CATEGORIES",
+    "MAX_INSTANCES",
+    "MIN_SIZE",
+    "SPLITS",
+    "generate",
+    "render_image",
+    "image_rng",
+    "split_summary",
+]
 
 CATEGORIES: list[str] = ["star", "ring", "cross", "crescent", "gear", "arrow"]
 
@@ -85,8 +95,20 @@ def _ring(rng: np.random.Generator) -> Ops:
 def _cross(rng: np.random.Generator) -> Ops:
     w = rng.uniform(0.2, 0.33)  # half-width of the arms
     up, down, left, right = rng.uniform(0.75, 1.0, size=4)
-    pts = [(w, -up), (w, -w), (right, -w), (right, w), (w, w), (w, down), (-w, down), (-w, w),
-           (-left, w), (-left, -w), (-w, -w), (-w, -up)]
+    pts = [
+        (w, -up),
+        (w, -w),
+        (right, -w),
+        (right, w),
+        (w, w),
+        (w, down),
+        (-w, down),
+        (-w, w),
+        (-left, w),
+        (-left, -w),
+        (-w, -w),
+        (-w, -up),
+    ]
     return [(np.array(pts, dtype=np.float64), 1)]
 
 
@@ -118,7 +140,12 @@ def _arrow(rng: np.random.Generator) -> Ops:
 
 
 SILHOUETTES: dict[str, Callable[[np.random.Generator], Ops]] = {
-    "star": _star, "ring": _ring, "cross": _cross, "crescent": _crescent, "gear": _gear, "arrow": _arrow,
+    "star": _star,
+    "ring": _ring,
+    "cross": _cross,
+    "crescent": _crescent,
+    "gear": _gear,
+    "arrow": _arrow,
 }
 assert list(SILHOUETTES) == CATEGORIES
 
@@ -164,7 +191,7 @@ class _Shape:
         ya, yb = max(self.y0, 0), max(min(self.y0 + h, size), max(self.y0, 0))
         xa, xb = max(self.x0, 0), max(min(self.x0 + w, size), max(self.x0, 0))
         window = (slice(ya, yb), slice(xa, xb))
-        return window, self.local[ya - self.y0:yb - self.y0, xa - self.x0:xb - self.x0]
+        return window, self.local[ya - self.y0 : yb - self.y0, xa - self.x0 : xb - self.x0]
 
     def in_image(self, size: int) -> np.ndarray:
         """The part inside the image as a bool ``[size, size]`` mask."""
@@ -233,14 +260,15 @@ def _background(rng: np.random.Generator, size: int, textured: bool = True) -> n
         yy, xx = np.ogrid[0:size, 0:size]
         pattern = (((yy // cell + xx // cell) % 2) * 2 - 1).astype(np.float32)[..., None]
     else:
-        pattern = (_upsampled_noise(rng, int(rng.integers(16, 48)), size, size)[..., :1] / 127.5 - 1.0)
+        pattern = _upsampled_noise(rng, int(rng.integers(16, 48)), size, size)[..., :1] / 127.5 - 1.0
     colour = rng.uniform(0, 255, size=3).astype(np.float32)
     bg = base + rng.uniform(0.1, 0.35) * pattern * (colour - base)
     return bg.astype(np.float32, copy=False)
 
 
-def _paint(canvas: np.ndarray, owner: np.ndarray, label: int, shape: _Shape, rng: np.random.Generator,
-           min_contrast: float) -> None:
+def _paint(
+    canvas: np.ndarray, owner: np.ndarray, label: int, shape: _Shape, rng: np.random.Generator, min_contrast: float
+) -> None:
     """Paint a textured, shaded fill into ``canvas`` ``[H, W, 3]`` where ``shape`` lies, and
     record ``label`` as the owner of those pixels in ``owner`` ``[H, W]``.
 
@@ -315,8 +343,13 @@ def _check_scene(size: int, max_instances: int, min_area: float | None) -> None:
         raise MaskkitError(f"min_area must be in (0, {0.45 * size * size:.0f}) px for {size} px images, got {min_area}")
 
 
-def render_image(rng: np.random.Generator, size: int, max_instances: int = MAX_INSTANCES,
-                 clutter: bool = True, min_area: float | None = None) -> tuple[np.ndarray, list[dict]]:
+def render_image(
+    rng: np.random.Generator,
+    size: int,
+    max_instances: int = MAX_INSTANCES,
+    clutter: bool = True,
+    min_area: float | None = None,
+) -> tuple[np.ndarray, list[dict]]:
     """Render one scene (``max_instances``, ``clutter`` and ``min_area`` as in :func:`generate`).
 
     Returns the image ``uint8 [size, size, 3]`` RGB and its annotated instances, back to front,
@@ -329,8 +362,13 @@ def render_image(rng: np.random.Generator, size: int, max_instances: int = MAX_I
     return image, instances
 
 
-def _render(rng: np.random.Generator, size: int, max_instances: int = MAX_INSTANCES,
-            clutter: bool = True, min_area: float | None = None) -> tuple[np.ndarray, list[dict], np.ndarray]:
+def _render(
+    rng: np.random.Generator,
+    size: int,
+    max_instances: int = MAX_INSTANCES,
+    clutter: bool = True,
+    min_area: float | None = None,
+) -> tuple[np.ndarray, list[dict], np.ndarray]:
     """:func:`render_image`, also returning who painted each pixel last: int16 ``[size, size]``,
     ``k + 1`` for instance ``k`` and 0 for background and clutter (tests check masks with it)."""
     _check_scene(size, max_instances, min_area)
@@ -346,7 +384,9 @@ def _render(rng: np.random.Generator, size: int, max_instances: int = MAX_INSTAN
     if clutter and rng.random() < 0.5:
         _paint(canvas, owner, 0, _line(rng, size, rng.uniform(2, 8) * size / 320), rng, min_contrast=40)
     # Maybe a thin line in front of the objects: an unannotated occluder.
-    front = [_line(rng, size, rng.uniform(1.5, 4) * size / 320) for _ in range(int(rng.integers(0, 2)) if clutter else 0)]
+    front = [
+        _line(rng, size, rng.uniform(1.5, 4) * size / 320) for _ in range(int(rng.integers(0, 2)) if clutter else 0)
+    ]
 
     while True:  # resample the layout in the (rare) case that every instance gets dropped
         n = int(rng.integers(1, max_instances + 1))
@@ -382,10 +422,15 @@ def _render(rng: np.random.Generator, size: int, max_instances: int = MAX_INSTAN
     for k, (i, full, visible) in enumerate(kept):
         _paint(canvas, owner, k + 1, shapes[i], rng, min_contrast=60)
         in_image = int(full.sum())
-        instances.append(dict(
-            category=int(cats[i]), mask=visible, full_area=shapes[i].full_area,
-            truncated=in_image < shapes[i].full_area, occluded=int(visible.sum()) < in_image,
-        ))
+        instances.append(
+            dict(
+                category=int(cats[i]),
+                mask=visible,
+                full_area=shapes[i].full_area,
+                truncated=in_image < shapes[i].full_area,
+                occluded=int(visible.sum()) < in_image,
+            )
+        )
     for shape in front:
         _paint(canvas, owner, 0, shape, rng, min_contrast=40)
 
@@ -403,9 +448,13 @@ def _annotation(inst: dict, ann_id: int, image_id: int) -> dict:
     rle = mask_utils.encode(np.asfortranarray(inst["mask"].astype(np.uint8)))
     x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))  # tight box of the visible mask, xywh
     return {
-        "id": ann_id, "image_id": image_id, "category_id": inst["category"] + 1,
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": inst["category"] + 1,
         "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
-        "area": int(inst["mask"].sum()), "bbox": [x, y, w, h], "iscrowd": 0,
+        "area": int(inst["mask"].sum()),
+        "bbox": [x, y, w, h],
+        "iscrowd": 0,
     }
 
 
@@ -415,8 +464,17 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLITS[split], index])
 
 
-def _write_split(out: Path, split: str, num: int, seed: int, size: int, progress: bool, max_instances: int,
-                 clutter: bool, min_area: float | None) -> None:
+def _write_split(
+    out: Path,
+    split: str,
+    num: int,
+    seed: int,
+    size: int,
+    progress: bool,
+    max_instances: int,
+    clutter: bool,
+    min_area: float | None,
+) -> None:
     image_dir = out / split
     image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
@@ -429,9 +487,16 @@ def _write_split(out: Path, split: str, num: int, seed: int, size: int, progress
         for inst in instances:
             annotations.append(_annotation(inst, len(annotations) + 1, image_id))
     coco = {
-        "info": {"description": f"maskkit synthetic shapes ({split})", "version": "1.0",
-                 "contributor": "maskkit data synth", "seed": seed, "size": size,
-                 "max_instances": max_instances, "clutter": clutter, "min_area": min_area},
+        "info": {
+            "description": f"maskkit synthetic shapes ({split})",
+            "version": "1.0",
+            "contributor": "maskkit data synth",
+            "seed": seed,
+            "size": size,
+            "max_instances": max_instances,
+            "clutter": clutter,
+            "min_area": min_area,
+        },
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -441,9 +506,17 @@ def _write_split(out: Path, split: str, num: int, seed: int, size: int, progress
     (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco, separators=(",", ":")))
 
 
-def generate(out_dir: str | Path, num_train: int = 1000, num_val: int = 200, seed: int = 0, size: int = 320,
-             progress: bool = True, max_instances: int = MAX_INSTANCES, clutter: bool = True,
-             min_area: float | None = None) -> Path:
+def generate(
+    out_dir: str | Path,
+    num_train: int = 1000,
+    num_val: int = 200,
+    seed: int = 0,
+    size: int = 320,
+    progress: bool = True,
+    max_instances: int = MAX_INSTANCES,
+    clutter: bool = True,
+    min_area: float | None = None,
+) -> Path:
     """Write the dataset to ``out_dir`` (train and val splits, COCO layout; see the module
     docstring) and return ``out_dir`` as a Path. Deterministic: the same arguments write the
     same bytes. Images are ``size x size``.
@@ -481,5 +554,7 @@ def split_summary(ann_file: Path) -> str:
     if areas.size == 0:
         return f"{len(data['images'])} images, no instances"
     small, large = (areas < 32**2).mean(), (areas > 96**2).mean()
-    return (f"{len(data['images'])} images, {areas.size} instances "
-            f"({small:.0%} small, {1 - small - large:.0%} medium, {large:.0%} large)")
+    return (
+        f"{len(data['images'])} images, {areas.size} instances "
+        f"({small:.0%} small, {1 - small - large:.0%} medium, {large:.0%} large)"
+    )

@@ -9,7 +9,8 @@ The transforms work on ``(tv_tensors.Image, target)`` pairs as produced by
 tv_tensor types, so boxes (``BoundingBoxes``), masks (``Mask``, resized with centre-aligned
 nearest neighbour, ``nearest-exact``: as PIL/detectron2, not torch's legacy ``nearest`` whose
 pixel grid is shifted up-left by up to one source pixel) and polygon vertices
-(:class:`PolygonVertices`, scaled and flipped exactly) follow every geometric change of the image. ``labels``/``iscrowd``/``area`` are
+(:class:`PolygonVertices`, scaled and flipped exactly) follow every geometric change of the image.
+``labels``/``iscrowd``/``area`` are
 plain tensors that only :class:`~torchvision.transforms.v2.SanitizeBoundingBoxes` touches.
 ``area`` stays the annotation's area in the original image's pixels (COCO's definition, used
 for COCO's small/medium/large ranges); it is not rescaled.
@@ -23,6 +24,7 @@ Testing: one deterministic resize. Models that resize internally use :func:`resi
 and map their boxes back with :func:`boxes_to_original` so predictions come back in the
 coordinates of the original image.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -42,6 +44,7 @@ __all__ = [
     "test_resize_size",
     "instance_fields",
 ]
+
 
 class PolygonVertices(tv_tensors.KeyPoints):
     """All polygon vertices of a target, ``float64 [V, 2]`` (x, y) in continuous pixel

@@ -30,6 +30,7 @@ row in the target or -1}``. :func:`collate_windows` stacks a list of items into
 ``(crops [B, 3, S, S], {"kind", "masks" [B, W, W], "scores" [B], "windows" [B, 4], "scales" [B],
 "flipped" [B], "items" [B], "instances" [B]})`` — the targets ``SharpMask`` takes in train mode.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,7 +47,9 @@ from maskkit.models.sharpmask.config import WindowSamplerConfig
 __all__ = ["WindowSampler", "collate_windows", "crop_window", "is_near_positive"]
 
 
-def crop_window(image: torch.Tensor, centre: tuple[float, float], scale: float, size: int, fill: torch.Tensor | float = 0.0) -> torch.Tensor:
+def crop_window(
+    image: torch.Tensor, centre: tuple[float, float], scale: float, size: int, fill: torch.Tensor | float = 0.0
+) -> torch.Tensor:
     """Resample the square region of ``size / scale`` image px centred at ``centre`` (x, y) to
     ``[C, size, size]`` (``scale`` = output px per image px); outside the image gets ``fill``
     (per channel ``[C]`` or a number).
@@ -57,7 +60,9 @@ def crop_window(image: torch.Tensor, centre: tuple[float, float], scale: float, 
     half = size / (2.0 * scale)
     cx, cy = centre
     box = torch.tensor([[0.0, cx - half, cy - half, cx + half, cy + half]], dtype=image.dtype, device=image.device)
-    out = roi_align((image - fill)[None], box, output_size=(size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True)
+    out = roi_align(
+        (image - fill)[None], box, output_size=(size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True
+    )
     return out[0] + fill  # [C, size, size]
 
 
@@ -130,10 +135,19 @@ class WindowSampler(torch.utils.data.Dataset):
         seed: base of every random draw.
     """
 
-    def __init__(self, dataset, cfg: WindowSamplerConfig, pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406),
-                 batch_size: int = 32, length: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        dataset,
+        cfg: WindowSamplerConfig,
+        pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+        batch_size: int = 32,
+        length: int | None = None,
+        seed: int = 0,
+    ) -> None:
         if (cfg.context % 32) or cfg.window % 16:
-            raise MaskkitError(f"window sampler: window must be a multiple of 16 and context of 32, got {cfg.window}/{cfg.context}")
+            raise MaskkitError(
+                f"window sampler: window must be a multiple of 16 and context of 32, got {cfg.window}/{cfg.context}"
+            )
         self.dataset = dataset
         self.cfg = cfg
         self.fill = torch.tensor(pixel_mean, dtype=torch.float32)
@@ -144,8 +158,10 @@ class WindowSampler(torch.utils.data.Dataset):
         self.labels = sorted(self.index)
         if not self.labels:
             name = getattr(dataset, "ann_file", type(dataset).__name__)
-            raise DataError(f"{name}: no instance usable for window sampling (all crowd, smaller than "
-                            f"{cfg.min_area:g} px or with a box side under {cfg.min_side:g} px)")
+            raise DataError(
+                f"{name}: no instance usable for window sampling (all crowd, smaller than "
+                f"{cfg.min_area:g} px or with a box side under {cfg.min_side:g} px)"
+            )
         n = sum(len(v) for v in self.index.values()) if length is None else int(length)
         self.length = max(1, math.ceil(max(n, self.batch_size) / self.batch_size)) * self.batch_size
         self.neg_grid = np.arange(cfg.neg_scales[0], cfg.neg_scales[-1] + 1e-9, 0.25)
@@ -161,7 +177,7 @@ class WindowSampler(torch.utils.data.Dataset):
         return self.cfg.window + self.cfg.context
 
     def kind_of(self, i: int) -> str:
-        """"mask" or "score": the same for every item of a batch (``i // batch_size``)."""
+        """ "mask" or "score": the same for every item of a batch (``i // batch_size``)."""
         rng = np.random.default_rng([self.seed, self.epoch, i // self.batch_size, 1])
         return "mask" if rng.random() < self.cfg.mask_batch_prob else "score"
 
@@ -171,7 +187,9 @@ class WindowSampler(torch.utils.data.Dataset):
         image, target = self.dataset[item]
         image = _plain(image)
         if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
-            raise DataError(f"window sampler: item {item} image must be float [3, H, W], got {image.dtype} {tuple(image.shape)}")
+            raise DataError(
+                f"window sampler: item {item} image must be float [3, H, W], got {image.dtype} {tuple(image.shape)}"
+            )
         return image, target
 
     def _pick_instance(self, rng: np.random.Generator) -> tuple[torch.Tensor, dict, int, int]:
@@ -186,8 +204,14 @@ class WindowSampler(torch.utils.data.Dataset):
             row = int(valid[rng.integers(valid.numel())])
         return image, target, item, row
 
-    def _sample(self, image: torch.Tensor, centre: tuple[float, float], scale: float, mask: torch.Tensor | None,
-                rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    def _sample(
+        self,
+        image: torch.Tensor,
+        centre: tuple[float, float],
+        scale: float,
+        mask: torch.Tensor | None,
+        rng: np.random.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
         crop = crop_window(image, centre, scale, self.crop_size, self.fill).clamp_(0.0, 1.0)  # [3, S, S]
         if mask is not None:
             m = crop_window(_plain(mask)[None].float(), centre, scale, self.cfg.window, 0.0)[0]  # [W, W]
@@ -255,8 +279,10 @@ def collate_windows(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tenso
         raise MaskkitError("collate_windows: empty batch")
     kinds = {info["kind"] for _, info in batch}
     if len(kinds) != 1:
-        raise MaskkitError(f"collate_windows: a batch must be all-mask or all-score, got {sorted(kinds)} "
-                           "(use batch_size=sampler.batch_size and shuffle=False)")
+        raise MaskkitError(
+            f"collate_windows: a batch must be all-mask or all-score, got {sorted(kinds)} "
+            "(use batch_size=sampler.batch_size and shuffle=False)"
+        )
     infos = [info for _, info in batch]
     return torch.stack([c for c, _ in batch]), {
         "kind": kinds.pop(),

@@ -22,6 +22,7 @@ the machine's convolution peak measured in the same run (:func:`conv_peak_gflops
 FLOPs come from :mod:`maskkit.models.flops` (multiply-add = 1, convolutions and matrix
 products only); this module only times.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -35,8 +36,16 @@ from maskkit.models.centermask.config import CenterMaskConfig
 from maskkit.models.flops import bench_image_size, centermask_gflops, count_gflops
 from maskkit.models.zoo import build, get_config
 
-__all__ = ["PEERS", "RUNTIMES", "time_model", "build_peer", "conv_peak_gflops", "build_runtime", "run_bench",
-           "format_rows"]
+__all__ = [
+    "PEERS",
+    "RUNTIMES",
+    "time_model",
+    "build_peer",
+    "conv_peak_gflops",
+    "build_runtime",
+    "run_bench",
+    "format_rows",
+]
 
 PEERS = ("maskrcnn_r50",)
 RUNTIMES = ("eager", "fused", "fused_cl", "onnxruntime", "openvino")
@@ -65,8 +74,14 @@ def build_peer(name: str, min_size: int, max_size: int, detections: int) -> nn.M
         raise MaskkitError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
-    return maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=min_size, max_size=max_size,
-                                 box_score_thresh=0.0, box_detections_per_img=detections).eval()
+    return maskrcnn_resnet50_fpn(
+        weights=None,
+        weights_backbone=None,
+        min_size=min_size,
+        max_size=max_size,
+        box_score_thresh=0.0,
+        box_detections_per_img=detections,
+    ).eval()
 
 
 def conv_peak_gflops(device: str = "cpu", iters: int = 5) -> float:
@@ -112,19 +127,44 @@ def build_runtime(model: nn.Module, runtime: str, workdir: str | None = None) ->
     raise MaskkitError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
 
 
-def _row(name: str, runtime: str, model: nn.Module, image: Tensor, iters: int, warmup: int, gflops: float | None,
-         peak: float | None) -> dict:
+def _row(
+    name: str,
+    runtime: str,
+    model: nn.Module,
+    image: Tensor,
+    iters: int,
+    warmup: int,
+    gflops: float | None,
+    peak: float | None,
+) -> dict:
     median, times, out = time_model(model, image, iters, warmup)
     h, w = image.shape[-2:]
     achieved = gflops / (median / 1000) if gflops is not None else None
-    return {"model": name, "runtime": runtime, "input": f"{h}x{w}", "detections": len(out["boxes"]),
-            "median_ms": median, "min_ms": min(times), "gflops": gflops, "gflops_per_s": achieved,
-            "pct_peak": 100 * achieved / peak if achieved is not None and peak else None}
+    return {
+        "model": name,
+        "runtime": runtime,
+        "input": f"{h}x{w}",
+        "detections": len(out["boxes"]),
+        "median_ms": median,
+        "min_ms": min(times),
+        "gflops": gflops,
+        "gflops_per_s": achieved,
+        "pct_peak": 100 * achieved / peak if achieved is not None and peak else None,
+    }
 
 
-def run_bench(model_name: str, size: int | None = None, vs: str | None = None, iters: int = 10, warmup: int = 2,
-              device: str = "cpu", detections: int = 50, num_classes: int = 80, flops: bool = True,
-              runtimes: tuple[str, ...] = ("eager",)) -> list[dict]:
+def run_bench(
+    model_name: str,
+    size: int | None = None,
+    vs: str | None = None,
+    iters: int = 10,
+    warmup: int = 2,
+    device: str = "cpu",
+    detections: int = 50,
+    num_classes: int = 80,
+    flops: bool = True,
+    runtimes: tuple[str, ...] = ("eager",),
+) -> list[dict]:
     """Time preset ``model_name`` on each of ``runtimes`` (and the peer ``vs``, eager) on the same
     image -> one row per (model, runtime): ``dict(model, runtime, input, detections, median_ms,
     gflops, gflops_per_s, pct_peak, ...)``; the first row carries ``peak_gflops_per_s``."""
@@ -161,20 +201,26 @@ def run_bench(model_name: str, size: int | None = None, vs: str | None = None, i
 
 def format_rows(rows: list[dict]) -> str:
     """A table, the measured conv peak, and each row's latency ratio to the first row."""
-    head = (f"{'model':<28} {'runtime':<12} {'input':>9} {'dets':>5} {'median ms':>10} {'min ms':>8} {'GFLOPs':>7} "
-            f"{'GFLOP/s':>8} {'% peak':>7}")
+    head = (
+        f"{'model':<28} {'runtime':<12} {'input':>9} {'dets':>5} {'median ms':>10} {'min ms':>8} {'GFLOPs':>7} "
+        f"{'GFLOP/s':>8} {'% peak':>7}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         g = f"{r['gflops']:.1f}" if r["gflops"] is not None else "-"
         gs = f"{r['gflops_per_s']:.1f}" if r.get("gflops_per_s") is not None else "-"
         pct = f"{r['pct_peak']:.0f}%" if r.get("pct_peak") is not None else "-"
-        lines.append(f"{r['model']:<28} {r.get('runtime', 'eager'):<12} {r['input']:>9} {r['detections']:>5} "
-                     f"{r['median_ms']:>10.1f} {r['min_ms']:>8.1f} {g:>7} {gs:>8} {pct:>7}")
+        lines.append(
+            f"{r['model']:<28} {r.get('runtime', 'eager'):<12} {r['input']:>9} {r['detections']:>5} "
+            f"{r['median_ms']:>10.1f} {r['min_ms']:>8.1f} {g:>7} {gs:>8} {pct:>7}"
+        )
     peak = rows[0].get("peak_gflops_per_s") if rows else None
     if peak:
         lines.append(f"conv peak (256->256 3x3 on 100x100, same run): {peak:.1f} GFLOP/s (multiply-add = 1)")
     base = rows[0] if rows else None
     for r in rows[1:]:
-        lines.append(f"{r['model']} [{r.get('runtime', 'eager')}] / {base['model']} [{base.get('runtime', 'eager')}] "
-                     f"latency ratio: {r['median_ms'] / base['median_ms']:.2f}x")
+        lines.append(
+            f"{r['model']} [{r.get('runtime', 'eager')}] / {base['model']} [{base.get('runtime', 'eager')}] "
+            f"latency ratio: {r['median_ms'] / base['median_ms']:.2f}x"
+        )
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """The demo recipes (one :class:`DemoPlan` per system: synthetic data, stages, settings) and
 :func:`run_demo`: synthesise the data, train, evaluate, draw overlays — the embedded default
 behind ``maskkit demo`` (:mod:`maskkit.cli.demo` lists what the run folder holds)."""
+
 from __future__ import annotations
 
 import json
@@ -47,31 +48,81 @@ class DemoPlan:
 # minutes are about what a plain CNN needs just to classify centred crops of the shapes at ~45 %
 # (benchmarks/shape_crop_classifier.py, benchmarks/synthetic_protocol.md).
 _CENTERMASK = DemoPlan(
-    num_train=600, num_val=50, image_size=192, seed=0,
-    overrides=("data.min_size_train=[160,176,192,208]", "data.max_size_train=256", "model.min_size_test=192", "model.max_size_test=256",
-               "train.batch_size=8", "train.optimizer=adamw", "train.lr=0.003", "train.warmup_iters=50",
-               "model.mask.train_detections=20",
-               "train.schedule=cosine", "train.eval_period=0", "train.checkpoint_period=100",
-               "train.log_period=10", "data.num_workers=0"),
+    num_train=600,
+    num_val=50,
+    image_size=192,
+    seed=0,
+    overrides=(
+        "data.min_size_train=[160,176,192,208]",
+        "data.max_size_train=256",
+        "model.min_size_test=192",
+        "model.max_size_test=256",
+        "train.batch_size=8",
+        "train.optimizer=adamw",
+        "train.lr=0.003",
+        "train.warmup_iters=50",
+        "model.mask.train_detections=20",
+        "train.schedule=cosine",
+        "train.eval_period=0",
+        "train.checkpoint_period=100",
+        "train.log_period=10",
+        "data.num_workers=0",
+    ),
 )
 _CENTERMASK_QUICK = DemoPlan(
-    num_train=8, num_val=4, image_size=96, seed=0,
-    overrides=("data.min_size_train=[96]", "data.max_size_train=128", "model.min_size_test=96", "model.max_size_test=128",
-               "train.batch_size=2", "train.warmup_iters=1", "train.eval_period=0",
-               "train.log_period=1", "data.num_workers=0"),
+    num_train=8,
+    num_val=4,
+    image_size=96,
+    seed=0,
+    overrides=(
+        "data.min_size_train=[96]",
+        "data.max_size_train=128",
+        "model.min_size_test=96",
+        "model.max_size_test=128",
+        "train.batch_size=2",
+        "train.warmup_iters=1",
+        "train.eval_period=0",
+        "train.log_period=1",
+        "data.num_workers=0",
+    ),
     stages=(("centermask_lite_demo", 3),),
 )
 # SharpMask: stage 1 (DeepMask trunk + heads), then stage 2 (refinement only), each with these overrides.
-_SHARPMASK = DemoPlan(num_train=300, num_val=30, image_size=192, seed=0,
-                      overrides=("train.eval_period=0", "train.log_period=10", "data.num_workers=0",
-                                 "model.top_n=100", "eval.max_dets=[10,100]"),
-                      stages=(("deepmask_demo", 600), ("sharpmask_demo", 200)))
-_SHARPMASK_QUICK = DemoPlan(num_train=6, num_val=3, image_size=96, seed=0,
-                            overrides=("train.eval_period=0", "train.log_period=1", "data.num_workers=0",
-                                       "train.batch_size=4", "model.top_n=20", "eval.max_dets=[10,20]"),
-                            stages=(("deepmask_demo", 2), ("sharpmask_demo", 2)))
-PLANS = {("centermask", False): _CENTERMASK, ("centermask", True): _CENTERMASK_QUICK,
-         ("sharpmask", False): _SHARPMASK, ("sharpmask", True): _SHARPMASK_QUICK}
+_SHARPMASK = DemoPlan(
+    num_train=300,
+    num_val=30,
+    image_size=192,
+    seed=0,
+    overrides=(
+        "train.eval_period=0",
+        "train.log_period=10",
+        "data.num_workers=0",
+        "model.top_n=100",
+        "eval.max_dets=[10,100]",
+    ),
+    stages=(("deepmask_demo", 600), ("sharpmask_demo", 200)),
+)
+_SHARPMASK_QUICK = DemoPlan(
+    num_train=6,
+    num_val=3,
+    image_size=96,
+    seed=0,
+    overrides=(
+        "train.eval_period=0",
+        "train.log_period=1",
+        "data.num_workers=0",
+        "train.batch_size=4",
+        "model.top_n=20",
+        "eval.max_dets=[10,20]",
+    ),
+    stages=(("deepmask_demo", 2), ("sharpmask_demo", 2)),
+)
+PLANS = {
+    ("centermask", False): _CENTERMASK,
+    ("centermask", True): _CENTERMASK_QUICK,
+    ("sharpmask", False): _SHARPMASK,
+    ("sharpmask", True): _SHARPMASK_QUICK,
+}
 
 
 def plan(system: str, quick: bool) -> DemoPlan:
@@ -112,8 +163,15 @@ def _stage_iters(p: DemoPlan, k: int, default: int, iters: int | None) -> int:
     return default if iters is None else max(1, iters if k == 0 else iters // 3)
 
 
-def run_demo(out: str | Path = "runs/demo", system: str = "centermask", quick: bool = False, device: str = "cpu",
-             iters: int | None = None, extra_overrides: list[str] | None = None, progress: bool = True) -> dict:
+def run_demo(
+    out: str | Path = "runs/demo",
+    system: str = "centermask",
+    quick: bool = False,
+    device: str = "cpu",
+    iters: int | None = None,
+    extra_overrides: list[str] | None = None,
+    progress: bool = True,
+) -> dict:
     """Run the whole demo; returns ``{"metrics", "out", "seconds", "overlays", "data"}``, or, when a
     SIGINT/SIGTERM stopped training, ``{"interrupted": signal number, "step", "model", "out", "seconds"}``
     (the checkpoint of that step is saved; no evaluation or drawing follows)."""
@@ -121,8 +179,10 @@ def run_demo(out: str | Path = "runs/demo", system: str = "centermask", quick: b
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     p = plan(system, quick)
-    print(f"[1/3] synthesising {p.num_train} train + {p.num_val} val images ({p.image_size} px) in {out / 'data'}",
-          file=sys.stderr)
+    print(
+        f"[1/3] synthesising {p.num_train} train + {p.num_val} val images ({p.image_size} px) in {out / 'data'}",
+        file=sys.stderr,
+    )
     root = _make_data(out, p, progress)
     overrides = list(p.overrides) + list(extra_overrides or [])
     summary, previous = {}, None
@@ -137,21 +197,35 @@ def run_demo(out: str | Path = "runs/demo", system: str = "centermask", quick: b
         sys_ = system_of(cfg)
         if sys_.num_classes(train) is not None:
             cfg.model.num_classes = sys_.num_classes(train)
-        print(f"[2/3] training {preset} ({cfg.train.max_iter} steps, batch {cfg.train.batch_size}) -> {run}"
-              + (f", then evaluating on the {len(val)} validation images" if last else ""), file=sys.stderr)
+        print(
+            f"[2/3] training {preset} ({cfg.train.max_iter} steps, batch {cfg.train.batch_size}) -> {run}"
+            + (f", then evaluating on the {len(val)} validation images" if last else ""),
+            file=sys.stderr,
+        )
         seed_everything(cfg.train.seed)
         model = build(cfg, *sys_.label_mapping(train))
-        summary = fit(cfg, model, train, run, val_set=val if last else None, device=device, progress=progress,
-                      overwrite=True)  # the demo regenerates its own folder
+        summary = fit(
+            cfg, model, train, run, val_set=val if last else None, device=device, progress=progress, overwrite=True
+        )  # the demo regenerates its own folder
         previous = run / "model_last.safetensors"
         if summary["interrupted"]:  # stopped by SIGINT/SIGTERM: what was saved stays, nothing more runs
-            return {"interrupted": summary["signal"], "step": summary["step"], "out": str(out),
-                    "model": str(previous), "seconds": time.time() - t0}
+            return {
+                "interrupted": summary["signal"],
+                "step": summary["step"],
+                "out": str(out),
+                "model": str(previous),
+                "seconds": time.time() - t0,
+            }
     metrics = summary["last_eval"]
     write_metrics(metrics, out)  # the same keys as `maskkit eval`
     model = load_model(out / "model_best.safetensors", device=device)
     print("[3/3] drawing overlays", file=sys.stderr)
     overlays = _overlays(model, val, out, 6, 0.3)
     seconds = time.time() - t0
-    return {"metrics": metrics, "out": str(out), "seconds": seconds, "overlays": [str(o) for o in overlays],
-            "data": str(root)}
+    return {
+        "metrics": metrics,
+        "out": str(out),
+        "seconds": seconds,
+        "overlays": [str(o) for o in overlays],
+        "data": str(root),
+    }

@@ -14,6 +14,7 @@ augmentation does not depend on which process or worker draws it, or on resuming
 process and N processes at the same global batch see the same images with the same
 augmentations, and a resumed run continues the exact stream.
 """
+
 from __future__ import annotations
 
 import os
@@ -132,14 +133,25 @@ class GlobalBatchSampler:
     like the SharpMask window sampler).
     """
 
-    def __init__(self, num_samples: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
-                 accum_steps: int = 1, start_step: int = 0, shuffle: bool = True):
+    def __init__(
+        self,
+        num_samples: int,
+        global_batch: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        accum_steps: int = 1,
+        start_step: int = 0,
+        shuffle: bool = True,
+    ):
         if num_samples <= 0:
             raise DataError("the training set is empty")
         micro = global_batch // (world_size * accum_steps)
         if micro * world_size * accum_steps != global_batch:
-            raise ConfigError(f"train.batch_size={global_batch} is not divisible by "
-                              f"{world_size} process(es) x train.accum_steps={accum_steps}")
+            raise ConfigError(
+                f"train.batch_size={global_batch} is not divisible by "
+                f"{world_size} process(es) x train.accum_steps={accum_steps}"
+            )
         self.n, self.global_batch, self.seed = num_samples, global_batch, seed
         self.rank, self.world, self.accum, self.micro = rank, world_size, accum_steps, micro
         self.start_step, self.shuffle = start_step, shuffle

@@ -21,6 +21,7 @@ The file's ``metadata_props`` carry the model config, class names, category ids 
 NumPy runner needs (``maskkit_runtime``), so ``predict``/``eval``/``Predictor`` take the ``.onnx``
 like a model file.
 """
+
 from __future__ import annotations
 
 import io
@@ -72,8 +73,9 @@ class CenterMaskGraph(nn.Module):
         f = self.cfg.fcos
         cls_l, reg_l, ctr_l = head
         boxes_l, scores_l, labels_l, ok_l = [], [], [], []
-        for cls, reg, ctr, loc, s in zip(cls_l, reg_l, ctr_l, level_locations(feats, self.model.strides),
-                                         self.model.strides):
+        for cls, reg, ctr, loc, s in zip(
+            cls_l, reg_l, ctr_l, level_locations(feats, self.model.strides), self.model.strides
+        ):
             k = cls.shape[1]
             prob = cls[0].permute(1, 2, 0).reshape(-1, k).sigmoid()  # [HW, K]
             score = prob * ctr[0].reshape(-1, 1).sigmoid()
@@ -110,8 +112,14 @@ class CenterMaskGraph(nn.Module):
         lo = m.k_min - 3  # P3 is feats[0]
         out = None
         for i in range(m.k_max - m.k_min + 1):
-            r = roi_align(feats[lo + i], rois, m.pooler_resolution, spatial_scale=1.0 / self.model.strides[lo + i],
-                          sampling_ratio=0, aligned=True)
+            r = roi_align(
+                feats[lo + i],
+                rois,
+                m.pooler_resolution,
+                spatial_scale=1.0 / self.model.strides[lo + i],
+                sampling_ratio=0,
+                aligned=True,
+            )
             sel = (levels == m.k_min + i)[:, None, None, None]
             out = torch.where(sel, r, torch.zeros_like(r)) if out is None else torch.where(sel, r, out)
         return out
@@ -169,8 +177,10 @@ def export_model(model: nn.Module, out: str | Path, opset: int = DEFAULT_OPSET) 
     if isinstance(model, SharpMask):
         return _export_sharpmask(model, out, opset)
     if not isinstance(model, CenterMask):
-        raise MaskkitError(f"export: no ONNX graph for {type(model).__name__}; export takes CenterMask and "
-                           "DeepMask/SharpMask model files")
+        raise MaskkitError(
+            f"export: no ONNX graph for {type(model).__name__}; export takes CenterMask and "
+            "DeepMask/SharpMask model files"
+        )
     graph = CenterMaskGraph(model.eval()).eval()
     image, size = _example_input(model)
     outputs = ["boxes", "scores", "labels", "mask_probs", "mask_scores"]
@@ -184,8 +194,16 @@ def _trace(graph: nn.Module, args: tuple, inputs: list[str], outputs: list[str],
     with torch.no_grad(), warnings.catch_warnings():
         # TracerWarnings about shape-derived Python ints (the parity tests check two sizes)
         warnings.simplefilter("ignore")
-        torch.onnx.export(graph, args, buf, opset_version=opset, dynamo=False, input_names=inputs,
-                          output_names=outputs, dynamic_axes=axes)
+        torch.onnx.export(
+            graph,
+            args,
+            buf,
+            opset_version=opset,
+            dynamo=False,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+        )
     return buf.getvalue()
 
 

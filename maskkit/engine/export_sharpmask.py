@@ -11,6 +11,7 @@ Outputs: ``scores [N]`` (sigmoid), ``scale_index [N]``, ``cells [N, 2]`` (row, c
 window's top-left stride-16 cell), ``masks [N, M, M]`` probabilities over the window. The
 NumPy runner turns cells into window boxes and pastes (``maskkit.engine.onnx_runtime``).
 """
+
 from __future__ import annotations
 
 import torch

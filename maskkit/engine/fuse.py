@@ -10,6 +10,7 @@
 
 Outputs equal the unfused model's to float rounding (``tests/engine/test_fuse.py``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,9 @@ def _folded(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
     """A copy of ``conv`` computing ``norm(conv(x))`` (norm in eval mode: fixed statistics)."""
     fused = copy.deepcopy(conv)
     # FrozenBatchNorm2d keeps running stats as buffers and no momentum; same formula as BN eval.
-    w, b = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps,
-                                norm.weight, norm.bias)
+    w, b = fuse_conv_bn_weights(
+        conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
+    )
     fused.weight, fused.bias = w, b
     return fused
 

@@ -8,6 +8,7 @@ Order (see :func:`maskkit.engine.train.default_hooks`): progress bar, loss log, 
 (+ best model), checkpoint, curves. Records (losses, evaluation figures) go to every metrics
 writer of the run (:class:`JsonlWriter` for ``metrics.jsonl``, :class:`TensorboardWriter`).
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,8 +32,19 @@ from maskkit.engine.signals import StopFlag, StopRequested
 from maskkit.evaluation import primary_metric
 from maskkit.viz import plot_metrics
 
-__all__ = ["RunFiles", "TrainState", "Hook", "ProgressHook", "LossLogHook", "EvalHook", "CheckpointHook",
-           "CurvesHook", "JsonlWriter", "TensorboardWriter", "metric_writers"]
+__all__ = [
+    "RunFiles",
+    "TrainState",
+    "Hook",
+    "ProgressHook",
+    "LossLogHook",
+    "EvalHook",
+    "CheckpointHook",
+    "CurvesHook",
+    "JsonlWriter",
+    "TensorboardWriter",
+    "metric_writers",
+]
 
 
 @dataclass(frozen=True)
@@ -128,8 +140,9 @@ class ProgressHook(Hook):
 
     def before_train(self, state: TrainState) -> None:
         if state.info.main:
-            self.bar = tqdm(total=state.cfg.train.max_iter, initial=state.start_step, desc="train", unit="it",
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=state.cfg.train.max_iter, initial=state.start_step, desc="train", unit="it", dynamic_ncols=True
+            )
 
     def after_step(self, state: TrainState) -> None:
         if self.bar is not None:
@@ -160,9 +173,15 @@ class LossLogHook(Hook):
     def after_step(self, state: TrainState) -> None:
         self.window.append(sum(state.losses.values()))
         if state.step % max(1, state.cfg.train.log_period) == 0 or state.finished:
-            state.write({"step": state.step, "lr": state.lr, metrics_log.LOSS: float(np.mean(self.window)),
-                         **{f"{metrics_log.LOSS}/{k}": v for k, v in state.losses.items()},
-                         "time": round(time.time() - self.t0, 2)})
+            state.write(
+                {
+                    "step": state.step,
+                    "lr": state.lr,
+                    metrics_log.LOSS: float(np.mean(self.window)),
+                    **{f"{metrics_log.LOSS}/{k}": v for k, v in state.losses.items()},
+                    "time": round(time.time() - self.t0, 2),
+                }
+            )
             self.window = []
 
 
@@ -195,19 +214,30 @@ class EvalHook(Hook):
             state.model.train()
             state.stopping = stop.signum
             if state.info.main:
-                print(f"\nmaskkit: evaluation at step {state.step} interrupted by signal {stop.signum}",
-                      file=sys.stderr)
+                print(
+                    f"\nmaskkit: evaluation at step {state.step} interrupted by signal {stop.signum}", file=sys.stderr
+                )
 
     def _evaluate(self, state: TrainState) -> None:
-        metrics = evaluate_model(state.model, state.val_set, cfg=state.cfg, device=state.device,
-                                 label_to_cat_id=dict(enumerate(state.cat_ids, 1)), progress=False,
-                                 results_path=state.files.results if state.info.main else None)
+        metrics = evaluate_model(
+            state.model,
+            state.val_set,
+            cfg=state.cfg,
+            device=state.device,
+            label_to_cat_id=dict(enumerate(state.cat_ids, 1)),
+            progress=False,
+            results_path=state.files.results if state.info.main else None,
+        )
         state.model.train()
         state.last_eval = metrics
         if not state.info.main:
             return
-        state.write({"step": state.step, **{f"{metrics_log.EVAL_PREFIX}{k}": v for k, v in metrics.items()
-                                             if isinstance(v, (int, float))}})
+        state.write(
+            {
+                "step": state.step,
+                **{f"{metrics_log.EVAL_PREFIX}{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+            }
+        )
         key, value = primary_metric(metrics)
         if state.best is None or value > state.best["value"]:
             state.best = {"key": key, "value": float(value), "step": state.step}
@@ -226,12 +256,22 @@ class CheckpointHook(Hook):
     def save(state: TrainState) -> None:
         """A consistent model/state pair whatever the moment of a crash (:func:`save_pair`)."""
         if state.info.main:
-            train_state = {"step": state.step, "optimizer": state.optimizer.state_dict(),
-                           "scheduler": state.scheduler.state_dict(), "rng": rng_state(), "best": state.best}
+            train_state = {
+                "step": state.step,
+                "optimizer": state.optimizer.state_dict(),
+                "scheduler": state.scheduler.state_dict(),
+                "rng": rng_state(),
+                "best": state.best,
+            }
             files = state.files
-            save_pair(files.out, state.step,
-                      lambda p: save_model(p, state.model, state.cfg, state.class_names, state.cat_ids, state.step),
-                      lambda p: save_train_state(p, train_state), files.model_last, files.state_last)
+            save_pair(
+                files.out,
+                state.step,
+                lambda p: save_model(p, state.model, state.cfg, state.class_names, state.cat_ids, state.step),
+                lambda p: save_train_state(p, train_state),
+                files.model_last,
+                files.state_last,
+            )
         barrier()
 
 
@@ -263,9 +303,13 @@ class JsonlWriter:
         self.path = path
 
     def write(self, record: dict) -> None:
-        keep = {k: v for k, v in record.items()
-                if not k.startswith(metrics_log.EVAL_PREFIX)
-                or k.rpartition("/")[2] in ("AP", "AP50", "AP75") or "/AR@" in k}
+        keep = {
+            k: v
+            for k, v in record.items()
+            if not k.startswith(metrics_log.EVAL_PREFIX)
+            or k.rpartition("/")[2] in ("AP", "AP50", "AP75")
+            or "/AR@" in k
+        }
         metrics_log.append_record(self.path, keep)
 
     def close(self) -> None: ...

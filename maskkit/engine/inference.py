@@ -13,6 +13,7 @@ Python API::
     pred = predictor(image)   # image: float [3,H,W] 0..1 | uint8 [3,H,W] | PIL | numpy HxWx3 | path
     pred["boxes"], pred["labels"], pred["scores"], pred["masks"], pred["category_ids"]
 """
+
 from __future__ import annotations
 
 import sys
@@ -68,8 +69,9 @@ def mask_threshold_of(model: nn.Module) -> float:
 
 
 @torch.no_grad()
-def infer_batches(model: nn.Module, images: Iterable[Any], batch_size: int = 1,
-                  device: str | torch.device = "cpu") -> Iterator[dict]:
+def infer_batches(
+    model: nn.Module, images: Iterable[Any], batch_size: int = 1, device: str | torch.device = "cpu"
+) -> Iterator[dict]:
     """Yield one prediction per input image (in order), running ``model`` on batches of
     ``batch_size`` images. Predictions are on the CPU, in the data contract."""
     device = torch.device(device)
@@ -108,8 +110,9 @@ class Predictor:
     ``model.info`` (:class:`maskkit.config.ModelInfo`; a module without it reports labels as ids).
     """
 
-    def __init__(self, model: str | Path | nn.Module, device: str = "cpu", score_thresh: float = 0.0,
-                 batch_size: int = 1):
+    def __init__(
+        self, model: str | Path | nn.Module, device: str = "cpu", score_thresh: float = 0.0, batch_size: int = 1
+    ):
         if isinstance(model, (str, Path)):
             model = load_any(model, device=device)  # a model file or an exported .onnx
         self.model = model.to(device).eval()
@@ -124,7 +127,9 @@ class Predictor:
     def _finish(self, pred: dict) -> dict:
         pred = _filter(pred, self.score_thresh)
         labels = pred["labels"].tolist()
-        pred["category_ids"] = torch.tensor([self.label_to_cat_id.get(int(k), int(k)) for k in labels], dtype=torch.int64)
+        pred["category_ids"] = torch.tensor(
+            [self.label_to_cat_id.get(int(k), int(k)) for k in labels], dtype=torch.int64
+        )
         pred["class_names"] = [self.class_names[k - 1] if 0 < k <= len(self.class_names) else str(k) for k in labels]
         return pred
 
@@ -141,10 +146,18 @@ class Predictor:
 # --------------------------------------------------------------------------- evaluation
 
 
-def evaluate_model(model: nn.Module, dataset, *, cfg=None, device: str | torch.device = "cpu",
-                   label_to_cat_id: dict[int, int] | None = None, batch_size: int | None = None,
-                   max_images: int | None = None, progress: bool = True, results_path: str | Path | None = None,
-                   ) -> dict[str, float]:
+def evaluate_model(
+    model: nn.Module,
+    dataset,
+    *,
+    cfg=None,
+    device: str | torch.device = "cpu",
+    label_to_cat_id: dict[int, int] | None = None,
+    batch_size: int | None = None,
+    max_images: int | None = None,
+    progress: bool = True,
+    results_path: str | Path | None = None,
+) -> dict[str, float]:
     """Metrics of ``model`` on ``dataset`` (a CocoDataset without transforms, so predictions
     come back at the ground truth's size), scored by the config's system: CenterMask box and
     mask AP (+ per-category AP); SharpMask class-agnostic AR@max_dets.
@@ -185,9 +198,18 @@ def evaluate_model(model: nn.Module, dataset, *, cfg=None, device: str | torch.d
     return system.score(dataset.coco, results, cfg, [dataset.image_ids[i] for i in range(n)])
 
 
-def evaluate_file(weights: str | Path, out: str | Path, *, data: str | Path | None = None, split: str = "val",
-                  ann: str | Path | None = None, images: str | Path | None = None, device: str | None = None,
-                  batch_size: int | None = None, progress: bool = True) -> dict[str, float]:
+def evaluate_file(
+    weights: str | Path,
+    out: str | Path,
+    *,
+    data: str | Path | None = None,
+    split: str = "val",
+    ann: str | Path | None = None,
+    images: str | Path | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
     """``maskkit eval --weights``: run a model file on a dataset split (``data`` root + ``split``,
     or ``ann`` + ``images``) and write ``results.json`` and ``metrics.json`` to ``out``; returns
     the metrics. The model file is checked before the dataset is read."""
@@ -198,7 +220,8 @@ def evaluate_file(weights: str | Path, out: str | Path, *, data: str | Path | No
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"evaluating {weights} on {dataset}", file=sys.stderr)
-    metrics = evaluate_model(model, dataset, device=device, batch_size=batch_size, progress=progress,
-                             results_path=out / "results.json")
+    metrics = evaluate_model(
+        model, dataset, device=device, batch_size=batch_size, progress=progress, results_path=out / "results.json"
+    )
     write_metrics(metrics, out)
     return metrics

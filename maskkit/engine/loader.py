@@ -1,6 +1,7 @@
 """Batches for training: the seeded global-batch stream of images or windows, and moving a
 batch to the device. One code path for one process and for torchrun (see
 :mod:`maskkit.engine.distributed` for the sampler)."""
+
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator
@@ -29,15 +30,22 @@ def collate_pairs(batch: list[tuple[Any, dict]]) -> tuple[list, list]:
     return [b[0] for b in batch], [b[1] for b in batch]
 
 
-def image_batches(dataset, cfg, info: DistInfo, start_step: int, collate_fn: Callable = collate_pairs,
-                  shuffle: bool = True) -> Iterator:
+def image_batches(
+    dataset, cfg, info: DistInfo, start_step: int, collate_fn: Callable = collate_pairs, shuffle: bool = True
+) -> Iterator:
     """Infinite (images, targets) micro-batches: this rank's shard of each seeded global batch."""
     tc = cfg.train
-    sampler = GlobalBatchSampler(len(dataset), tc.batch_size, tc.seed, info.rank, info.world_size,
-                                 tc.accum_steps, start_step, shuffle)
+    sampler = GlobalBatchSampler(
+        len(dataset), tc.batch_size, tc.seed, info.rank, info.world_size, tc.accum_steps, start_step, shuffle
+    )
     workers = int(cfg.data.num_workers)
-    loader = torch.utils.data.DataLoader(SeededSamples(dataset), batch_sampler=sampler, num_workers=workers,
-                                         collate_fn=collate_fn, persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        SeededSamples(dataset),
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        persistent_workers=workers > 0,
+    )
     return iter(loader)
 
 
@@ -46,6 +54,12 @@ def window_batches(dataset, cfg, info: DistInfo, start_step: int) -> Iterator:
     stream is ``WindowSampler`` item ``p``, a deterministic function of (seed, p); the sampler
     makes all windows of one global step the same kind (all-mask or all-score)."""
     tc = cfg.train
-    windows = WindowSampler(dataset, cfg.model.sampler, pixel_mean=tuple(cfg.model.pixel_mean),
-                            batch_size=tc.batch_size, length=tc.batch_size * max(1, tc.max_iter), seed=tc.seed)
+    windows = WindowSampler(
+        dataset,
+        cfg.model.sampler,
+        pixel_mean=tuple(cfg.model.pixel_mean),
+        batch_size=tc.batch_size,
+        length=tc.batch_size * max(1, tc.max_iter),
+        seed=tc.seed,
+    )
     return image_batches(windows, cfg, info, start_step, collate_windows, shuffle=False)

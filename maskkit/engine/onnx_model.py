@@ -3,6 +3,7 @@ predictions``, ``model.info``, ``model.cfg``), so ``maskkit predict/eval --weigh
 and ``Predictor("model.onnx")`` take the same path as a model file. The work is done by the
 NumPy + ONNX Runtime runner (:mod:`maskkit.engine.onnx_runtime`); this adapter only converts
 tensors."""
+
 from __future__ import annotations
 
 from pathlib import Path

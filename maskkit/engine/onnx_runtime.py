@@ -11,6 +11,7 @@ The steps mirror ``CenterMask.inference``: shortest-side resize (antialiased bil
 ``torchvision.transforms.v2.functional.resize(antialias=True)``), normalisation, zero padding to
 ``size_divisibility``, the graph, then boxes scaled to the original size and masks pasted.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,16 @@ import numpy as np
 
 from maskkit.errors import MaskkitError
 
-__all__ = ["OnnxRunner", "read_onnx_metadata", "resize_antialias", "resize_align_corners", "paste_masks",
-           "paste_window_masks", "sharpmask_canvases", "test_resize_size"]
+__all__ = [
+    "OnnxRunner",
+    "read_onnx_metadata",
+    "resize_antialias",
+    "resize_align_corners",
+    "paste_masks",
+    "paste_window_masks",
+    "sharpmask_canvases",
+    "test_resize_size",
+]
 
 EXPORT_FORMAT = "1"
 
@@ -45,11 +54,15 @@ def read_onnx_metadata(path: str | Path) -> tuple[object, dict[str, str]]:
         raise MaskkitError(f"{path}: not a loadable ONNX file ({first[:200]})") from None
     meta = dict(sess.get_modelmeta().custom_metadata_map)
     if "maskkit_runtime" not in meta:
-        raise MaskkitError(f"{path}: ONNX file without maskkit metadata; it was not written by `maskkit export` "
-                           "(a model for another task or tool?)")
+        raise MaskkitError(
+            f"{path}: ONNX file without maskkit metadata; it was not written by `maskkit export` "
+            "(a model for another task or tool?)"
+        )
     if meta.get("maskkit_export_format") != EXPORT_FORMAT:
-        raise MaskkitError(f"{path}: maskkit ONNX format {meta.get('maskkit_export_format')!r} is not supported "
-                           f"(expected {EXPORT_FORMAT!r}); export the model again")
+        raise MaskkitError(
+            f"{path}: maskkit ONNX format {meta.get('maskkit_export_format')!r} is not supported "
+            f"(expected {EXPORT_FORMAT!r}); export the model again"
+        )
     return sess, meta
 
 
@@ -140,6 +153,7 @@ def paste_masks(masks: np.ndarray, boxes: np.ndarray, size: tuple[int, int], zer
 def resize_align_corners(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """float32 ``[C, H, W]`` -> ``[C, height, width]``, bilinear with corners aligned and no
     antialiasing (``F.interpolate(align_corners=True)``; SharpMask's ``pyramid="official"``)."""
+
     def taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         scale = np.float32(n_in - 1) / np.float32(n_out - 1) if n_out > 1 else np.float32(0)
         src = scale * np.arange(n_out, dtype=np.float32)
@@ -166,7 +180,7 @@ def sharpmask_canvases(image: np.ndarray, spec: dict) -> list[np.ndarray]:
     fill = np.float32(0) if spec["border_fill"] is None else (np.float32(spec["border_fill"]) - mean) / std
     out = []
     for s in spec["scales"]:
-        f = 2.0 ** s
+        f = 2.0**s
         if spec["pyramid"] == "official":
             h, w = max(1, int(np.floor(h0 * f + 0.5))), max(1, int(np.floor(w0 * f + 0.5)))
             x = image if (h, w) == (h0, w0) else resize_align_corners(image, h, w)
@@ -175,13 +189,14 @@ def sharpmask_canvases(image: np.ndarray, spec: dict) -> list[np.ndarray]:
             x = resize_antialias(image, h, w)
         ch, cw = h + 2 * pad, w + 2 * pad
         canvas = np.zeros((3, ch + (-ch) % 16, cw + (-cw) % 16), np.float32) + fill
-        canvas[:, pad:pad + h, pad:pad + w] = (x - mean) / std
+        canvas[:, pad : pad + h, pad : pad + w] = (x - mean) / std
         out.append(canvas[None])
     return out
 
 
-def paste_window_masks(masks: np.ndarray, boxes: np.ndarray, size: tuple[int, int], threshold: float,
-                       fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def paste_window_masks(
+    masks: np.ndarray, boxes: np.ndarray, size: tuple[int, int], threshold: float, fallback: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """NumPy twin of :func:`maskkit.models.sharpmask.model.paste_window_masks`: window masks
     ``[N, M, M]`` over windows ``boxes [N, 4]`` -> bool ``[N, 1, H, W]`` (bilinear, binarised at
     ``threshold``, pixels whose centre is outside the window cleared) and the masks' tight
@@ -191,7 +206,7 @@ def paste_window_masks(masks: np.ndarray, boxes: np.ndarray, size: tuple[int, in
     out = np.zeros((n, 1, h, w), bool)
     tight = fallback.astype(np.float32).copy()
     for i in range(n):
-        b = boxes[i:i + 1].astype(np.float32)
+        b = boxes[i : i + 1].astype(np.float32)
         side = float(b[0, 2] - b[0, 0])
         sh, sw = min(int(np.ceil(side)) + 2, h), min(int(np.ceil(side)) + 2, w)
         x_org = int(np.clip(np.floor(b[0, 0]), 0, w - sw))
@@ -202,7 +217,7 @@ def paste_window_masks(masks: np.ndarray, boxes: np.ndarray, size: tuple[int, in
         wy, gy = _bilinear_weights(py, b[:, 1], b[:, 3], m)
         vals = (wy[0] @ masks[i].astype(np.float32) @ wx[0].T) >= threshold
         vals &= (np.abs(gy[0]) <= 1)[:, None] & (np.abs(gx[0]) <= 1)[None, :]
-        out[i, 0, y_org:y_org + sh, x_org:x_org + sw] = vals
+        out[i, 0, y_org : y_org + sh, x_org : x_org + sw] = vals
         rows, cols = vals.any(axis=1), vals.any(axis=0)
         if rows.any():
             ys, xs = np.nonzero(rows)[0], np.nonzero(cols)[0]
@@ -297,15 +312,21 @@ class OnnxRunner:
         boxes = boxes * np.asarray([w0 / w, h0 / h, w0 / w, h0 / h], np.float32)
         zero_outside = True
         if self.runtime["postprocess"] == "centermask2":
-            boxes = np.stack([boxes[:, 0].clip(0, w0), boxes[:, 1].clip(0, h0), boxes[:, 2].clip(0, w0),
-                              boxes[:, 3].clip(0, h0)], axis=1).reshape(-1, 4)
+            boxes = np.stack(
+                [boxes[:, 0].clip(0, w0), boxes[:, 1].clip(0, h0), boxes[:, 2].clip(0, w0), boxes[:, 3].clip(0, h0)],
+                axis=1,
+            ).reshape(-1, 4)
             keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             probs, mask_scores = probs[keep], mask_scores[keep]
             zero_outside = False
-        return {"boxes": boxes.astype(np.float32), "labels": labels.astype(np.int64),
-                "scores": scores.astype(np.float32), "masks": paste_masks(probs, boxes, (h0, w0), zero_outside),
-                "mask_scores": mask_scores.astype(np.float32)}
+        return {
+            "boxes": boxes.astype(np.float32),
+            "labels": labels.astype(np.int64),
+            "scores": scores.astype(np.float32),
+            "masks": paste_masks(probs, boxes, (h0, w0), zero_outside),
+            "mask_scores": mask_scores.astype(np.float32),
+        }
 
     def proposals(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """SharpMask / DeepMask: the graph's top windows -> window boxes in image px, masks
@@ -316,8 +337,8 @@ class OnnxRunner:
         scores, which, cells, masks = self.session.run(None, feeds)
         h, w = image.shape[-2:]
         # as torch: 2^s and window / 2^s are Python floats, rounded to float32 where they meet tensors
-        factor = np.asarray([2.0 ** s for s in rt["scales"]], np.float32)[which]
-        side = np.asarray([rt["window"] / 2.0 ** s for s in rt["scales"]], np.float32)[which]
+        factor = np.asarray([2.0**s for s in rt["scales"]], np.float32)[which]
+        side = np.asarray([rt["window"] / 2.0**s for s in rt["scales"]], np.float32)[which]
         pad = np.float32(rt["window"] // 2)
         x0 = (cells[:, 1].astype(np.float32) * np.float32(16) - pad) / factor
         y0 = (cells[:, 0].astype(np.float32) * np.float32(16) - pad) / factor
@@ -328,5 +349,9 @@ class OnnxRunner:
         pasted, boxes = paste_window_masks(masks, wb, (h, w), float(rt["mask_threshold"]), fallback)
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
-        return {"boxes": boxes, "labels": np.ones(len(scores), np.int64), "scores": scores.astype(np.float32),
-                "masks": pasted}
+        return {
+            "boxes": boxes,
+            "labels": np.ones(len(scores), np.int64),
+            "scores": scores.astype(np.float32),
+            "masks": pasted,
+        }

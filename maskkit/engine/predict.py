@@ -5,6 +5,7 @@
 Images go through the one inference path (:class:`maskkit.engine.inference.Predictor`);
 results are written with :func:`maskkit.evaluation.predictions_to_coco_results`.
 """
+
 from __future__ import annotations
 
 import glob
@@ -50,8 +51,9 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return paths
 
 
-def draw_prediction(image: torch.Tensor, pred: dict, class_names: list[str], score_thresh: float,
-                    mask_threshold: float = 0.5) -> torch.Tensor:
+def draw_prediction(
+    image: torch.Tensor, pred: dict, class_names: list[str], score_thresh: float, mask_threshold: float = 0.5
+) -> torch.Tensor:
     """Overlay of one prediction: uint8 ``[3, H, W]`` (viz's drawing)."""
     return draw_instances(image, pred, class_names, score_thresh, mask_threshold)
 
@@ -72,8 +74,15 @@ def _write_outputs(out: Path, results: list[dict], index: list[dict]) -> None:
     atomic_write_text(out / "images.json", json.dumps(index, indent=1))
 
 
-def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, *, draw: bool = True,
-                  progress: bool = True, save_every_s: float = 10.0) -> dict:
+def predict_files(
+    predictor: Predictor,
+    paths: list[Path],
+    out: str | Path,
+    *,
+    draw: bool = True,
+    progress: bool = True,
+    save_every_s: float = 10.0,
+) -> dict:
     """Run ``predictor`` on image and video files; write ``out/results.json`` (COCO results,
     each with its ``file_name``), ``out/images.json`` (the image index) and, with ``draw``,
     ``<stem>_pred.png`` / ``<stem>_pred.mp4`` overlays. Returns counts and ``failed``
@@ -95,7 +104,7 @@ def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, *, d
     saved = time.monotonic()
     bar = tqdm(total=len(images), desc="predict", unit="img", dynamic_ncols=True, disable=not images or not progress)
     for start in range(0, len(images), predictor.batch_size):
-        batch = images[start:start + predictor.batch_size]
+        batch = images[start : start + predictor.batch_size]
         chunk = [(p, _load_or_skip(p, failed)) for p in batch]
         chunk = [(p, im) for p, im in chunk if im is not None]
         loaded = [im for _, im in chunk]
@@ -105,11 +114,20 @@ def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, *, d
             for r in rs:
                 r["file_name"] = str(path)
             results += rs
-            index.append({"id": image_id, "file_name": str(path), "height": int(image.shape[1]),
-                          "width": int(image.shape[2]), "num_instances": len(rs)})
+            index.append(
+                {
+                    "id": image_id,
+                    "file_name": str(path),
+                    "height": int(image.shape[1]),
+                    "width": int(image.shape[2]),
+                    "num_instances": len(rs),
+                }
+            )
             if draw:
-                save_image(draw_prediction(image, pred, predictor.class_names, predictor.score_thresh, threshold),
-                           out / f"{path.stem}_pred.png")
+                save_image(
+                    draw_prediction(image, pred, predictor.class_names, predictor.score_thresh, threshold),
+                    out / f"{path.stem}_pred.png",
+                )
         bar.update(len(batch))
         if time.monotonic() - saved > save_every_s:
             _write_outputs(out, results, index)
@@ -117,11 +135,17 @@ def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, *, d
     bar.close()
     for video in videos:
         try:
-            results += predict_video(predictor, video, out, draw=draw, mask_threshold=threshold,
-                                     first_image_id=len(index) + 1, index=index)
+            results += predict_video(
+                predictor, video, out, draw=draw, mask_threshold=threshold, first_image_id=len(index) + 1, index=index
+            )
         except (MaskkitError, OSError) as e:
             failed.append((video, " ".join(str(e).split())))
             print(f"maskkit: skipped {video}: {failed[-1][1]}", file=sys.stderr)
     _write_outputs(out, results, index)
-    return {"images": len(images) - sum(not is_video(p) for p, _ in failed), "videos": len(videos),
-            "instances": len(results), "out": str(out), "failed": failed}
+    return {
+        "images": len(images) - sum(not is_video(p) for p, _ in failed),
+        "videos": len(videos),
+        "instances": len(results),
+        "out": str(out),
+        "failed": failed,
+    }

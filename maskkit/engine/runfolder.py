@@ -13,6 +13,7 @@
   overwrites it explicitly; :class:`RunLock` (``flock`` on ``<out>/.lock``) is held for the
   run's lifetime so two runs never write one folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,14 +26,30 @@ from typing import Callable
 from maskkit.atomic import atomic_write_text, fsync_dir
 from maskkit.errors import MaskkitError
 
-__all__ = ["CKPT_DIR", "RunFolderError", "RunLock", "save_pair", "promote", "resume_candidates", "clean_temporaries",
-           "truncate_metrics", "check_fresh"]
+__all__ = [
+    "CKPT_DIR",
+    "RunFolderError",
+    "RunLock",
+    "save_pair",
+    "promote",
+    "resume_candidates",
+    "clean_temporaries",
+    "truncate_metrics",
+    "check_fresh",
+]
 
 CKPT_DIR = ".checkpoints"
 _STAMPED = re.compile(r"^(model|state)_(\d+)\.(safetensors|pt)$")
 # Files a run writes into its folder (what --overwrite removes).
-RUN_FILES = ("model_last.safetensors", "model_best.safetensors", "state_last.pt", "metrics.jsonl", "curves.png",
-             "results.json", "metrics.json")
+RUN_FILES = (
+    "model_last.safetensors",
+    "model_best.safetensors",
+    "state_last.pt",
+    "metrics.jsonl",
+    "curves.png",
+    "results.json",
+    "metrics.json",
+)
 
 
 class RunFolderError(MaskkitError):
@@ -59,8 +76,14 @@ def _link_over(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def save_pair(out: Path, step: int, write_model: Callable[[Path], object], write_state: Callable[[Path], object],
-              model_last: Path, state_last: Path) -> None:
+def save_pair(
+    out: Path,
+    step: int,
+    write_model: Callable[[Path], object],
+    write_state: Callable[[Path], object],
+    model_last: Path,
+    state_last: Path,
+) -> None:
     """Write the checkpoint of ``step``: stamped pair first, then ``model_last``/``state_last``,
     then drop older stamped pairs. ``write_model(path)`` / ``write_state(path)`` write atomically."""
     model, state = _stamped(out, step)
@@ -130,8 +153,10 @@ def check_fresh(out: Path, overwrite: bool) -> None:
     if not found:
         return
     if not overwrite:
-        raise RunFolderError(f"{out}: already holds a training run ({', '.join(found)}); continue it with --resume, "
-                             "replace it with --overwrite, or choose another --out")
+        raise RunFolderError(
+            f"{out}: already holds a training run ({', '.join(found)}); continue it with --resume, "
+            "replace it with --overwrite, or choose another --out"
+        )
     for n in found:
         p = out / n
         shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -157,8 +182,10 @@ class RunLock:
         except BlockingIOError:
             os.close(self.fd)
             self.fd = None
-            raise RunFolderError(f"{self.path.parent}: another training run is writing this folder "
-                                 "(it holds .lock); wait for it to finish or choose another --out") from None
+            raise RunFolderError(
+                f"{self.path.parent}: another training run is writing this folder "
+                "(it holds .lock); wait for it to finish or choose another --out"
+            ) from None
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"{os.getpid()}\n".encode())
         return self

@@ -10,6 +10,7 @@ Linear scaling rule (Goyal et al., as the CenterMask code applies it): when the 
 changes from the preset's ``base_batch`` to ``batch``, ``lr`` becomes
 ``lr * batch / base_batch`` (and warmup/steps stay in iterations).
 """
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@ boundary, so it saves a consistent checkpoint before it stops; inside
 :meth:`StopFlag.interruptible` (an evaluation) the signal raises :class:`StopRequested` at once.
 An interrupted run exits with 128 + the signal number (130 for SIGINT, 143 for SIGTERM), as a
 shell reports a process killed by it, so scripts can tell it from a finished run."""
+
 from __future__ import annotations
 
 import contextlib

@@ -6,6 +6,7 @@ predictions are scored, how its overlays are picked and how its model is prepare
 training stage. Adding a third system means writing one more class here with the same
 methods and adding it to :data:`SYSTEMS` (plus its model and presets under ``models/``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,13 @@ class CenterMaskSystem:
     def training_set(self, ann: Path, images: Path, cfg) -> CocoDataset:
         """The training split with the config's train transforms (resize jitter, flips); with
         ``data.filter_empty``, without images that have no (non-crowd) annotation."""
-        return CocoDataset(ann, images, transforms=build_train_transforms(cfg.data), skip_crowd_only=cfg.data.filter_empty,
-                           remove_images_without_annotations=cfg.data.filter_empty)
+        return CocoDataset(
+            ann,
+            images,
+            transforms=build_train_transforms(cfg.data),
+            skip_crowd_only=cfg.data.filter_empty,
+            remove_images_without_annotations=cfg.data.filter_empty,
+        )
 
     def num_classes(self, dataset) -> int | None:
         """K for the model: the dataset's category count."""
@@ -64,8 +70,10 @@ class CenterMaskSystem:
         """Evaluation uses the model's label -> category mapping; the dataset must have the same
         categories (else every prediction would be scored against the wrong class)."""
         if cat_ids and sorted(cat_ids) != sorted(dataset.cat_ids):
-            raise MaskkitError(f"{weights}: the model was trained on category ids {sorted(cat_ids)[:10]}... "
-                               f"but {dataset.ann_file} has {sorted(dataset.cat_ids)[:10]}...")
+            raise MaskkitError(
+                f"{weights}: the model was trained on category ids {sorted(cat_ids)[:10]}... "
+                f"but {dataset.ann_file} has {sorted(dataset.cat_ids)[:10]}..."
+            )
 
     def for_overlay(self, pred: dict, score_thresh: float) -> tuple[dict, float]:
         """(prediction, threshold) to draw: instances above the threshold."""
@@ -73,8 +81,7 @@ class CenterMaskSystem:
 
     def describe_input(self, model_cfg) -> str:
         """The model's test-time sizing, in words."""
-        return (f"shorter side resized to {model_cfg.min_size_test} px, longer side at most "
-                f"{model_cfg.max_size_test} px")
+        return f"shorter side resized to {model_cfg.min_size_test} px, longer side at most {model_cfg.max_size_test} px"
 
     def limit_detections(self, model: nn.Module, limit: int) -> int:
         """Detections per image the model returns (CenterMask: ``fcos.detections_per_image``,

@@ -8,6 +8,7 @@ schedule, step, RNG states), ``metrics.jsonl`` and ``curves.png`` — each writt
 (:mod:`maskkit.engine.hooks`). What differs between CenterMask and SharpMask (datasets,
 batching, stages, scoring) comes from the system object (:mod:`maskkit.engine.systems`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,13 +27,21 @@ from maskkit.convert.finetune import load_init_weights
 from maskkit.data.coco import CocoDataset, resolve_data
 from maskkit.engine.distributed import all_reduce_sum, dist_info, init_distributed, resolve_device
 from maskkit.engine.hooks import (
-    CheckpointHook, CurvesHook, EvalHook, Hook, LossLogHook, ProgressHook, RunFiles, TrainState, metric_writers,
+    CheckpointHook,
+    CurvesHook,
+    EvalHook,
+    Hook,
+    LossLogHook,
+    ProgressHook,
+    RunFiles,
+    TrainState,
+    metric_writers,
 )
+from maskkit.engine.loader import to_device
 from maskkit.engine.rng import seed_everything, set_rng_state
 from maskkit.engine.runfolder import RunLock, check_fresh, clean_temporaries, promote, resume_candidates
 from maskkit.engine.schedule import build_optimizer, build_scheduler, scale_lr
 from maskkit.engine.signals import StopFlag
-from maskkit.engine.loader import to_device
 from maskkit.engine.systems import system_of
 from maskkit.errors import CheckpointError, MaskkitError
 from maskkit.evaluation import write_metrics
@@ -63,8 +72,10 @@ def _load_pair(state: TrainState, model_path: Path, state_path: Path) -> None:
     check_compatible(mf.config, state.cfg, mf.path, "--resume checkpoint")
     saved = load_train_state(state_path)
     if int(saved["step"]) != mf.step:
-        raise CheckpointError(f"{state_path}: step {saved['step']} does not match "
-                              f"{mf.path} (step {mf.step}); the run folder is inconsistent")
+        raise CheckpointError(
+            f"{state_path}: step {saved['step']} does not match "
+            f"{mf.path} (step {mf.step}); the run folder is inconsistent"
+        )
     load_state_into(state.model, mf.state_dict, mf.path)
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
@@ -80,8 +91,10 @@ def _resume(state: TrainState) -> None:
     files = state.files
     pairs = resume_candidates(files.out, files.model_last, files.state_last)
     if not any(m.exists() for m, _ in pairs):
-        raise CheckpointError(f"{files.out}: no checkpoint to resume from (no model_last.safetensors); "
-                              "start the run without --resume (with --overwrite if the folder holds files of it)")
+        raise CheckpointError(
+            f"{files.out}: no checkpoint to resume from (no model_last.safetensors); "
+            "start the run without --resume (with --overwrite if the folder holds files of it)"
+        )
     errors = []
     for model_path, state_path in pairs:
         try:
@@ -92,16 +105,18 @@ def _resume(state: TrainState) -> None:
             errors.append(e)
             continue
         if errors and state.info.main:
-            print(f"maskkit: resuming from {model_path} (step {state.step}); skipped a newer, incomplete "
-                  f"checkpoint ({errors[0]})", file=sys.stderr)
+            print(
+                f"maskkit: resuming from {model_path} (step {state.step}); skipped a newer, incomplete "
+                f"checkpoint ({errors[0]})",
+                file=sys.stderr,
+            )
         if model_path != files.model_last and state.info.main:  # a kill before *_last were replaced
             promote(model_path, state_path, files.model_last, files.state_last)
         return
     raise errors[0]
 
 
-def run_step(net: nn.Module, state: TrainState, stream: Iterator, scaler: torch.amp.GradScaler,
-             stop: StopFlag) -> None:
+def run_step(net: nn.Module, state: TrainState, stream: Iterator, scaler: torch.amp.GradScaler, stop: StopFlag) -> None:
     """One optimiser step over ``train.accum_steps`` micro-batches; fills ``state.losses``,
     ``state.lr`` and ``state.stopping``. Raises :class:`TrainingError` on a non-finite loss
     (before the weights change)."""
@@ -118,8 +133,10 @@ def run_step(net: nn.Module, state: TrainState, stream: Iterator, scaler: torch.
             loss = sum(losses[k].float() for k in keys)
             # One all-reduce per micro-batch: the loss terms (for logging and the finiteness check,
             # which every rank must agree on) and the stop flag.
-            vec = torch.stack([losses[k].detach().float() for k in keys]
-                              + [torch.tensor(float(stop.signal is not None), device=device)])
+            vec = torch.stack(
+                [losses[k].detach().float() for k in keys]
+                + [torch.tensor(float(stop.signal is not None), device=device)]
+            )
             vec = all_reduce_sum(vec.to(device))
             total = float(vec[:-1].sum()) / info.world_size
             if not math.isfinite(total):
@@ -128,7 +145,8 @@ def run_step(net: nn.Module, state: TrainState, stream: Iterator, scaler: torch.
                     f"loss became {total} at step {state.step + 1} "
                     f"({', '.join(f'{k}={float(v) / info.world_size:.4g}' for k, v in zip(keys, vec))}); "
                     + (f"last good checkpoint: {kept}" if kept else "no checkpoint was written yet")
-                    + " (lower train.lr, raise train.warmup_iters or set train.clip_grad_norm)")
+                    + " (lower train.lr, raise train.warmup_iters or set train.clip_grad_norm)"
+                )
             if float(vec[-1]) > 0 and stop.signal is None:
                 stop.signal = signal.SIGTERM  # another rank was signalled
             for k, v in zip(keys, vec[:-1].tolist()):
@@ -169,17 +187,33 @@ def _loop(state: TrainState, net: nn.Module, stream: Iterator, scaler, hooks: li
 def _label_mapping(cfg, model: nn.Module, train_set, class_names, cat_ids) -> tuple[list[str], list]:
     known = getattr(model, "info", None)
     names = list(class_names or (known.class_names if known else []) or getattr(train_set, "class_names", []) or [])
-    cats = list(cat_ids or (known.cat_ids if known and known.class_names else [])
-                or getattr(train_set, "cat_ids", []) or range(1, len(names) + 1))
+    cats = list(
+        cat_ids
+        or (known.cat_ids if known and known.class_names else [])
+        or getattr(train_set, "cat_ids", [])
+        or range(1, len(names) + 1)
+    )
     if names and len(names) != int(cfg.model.num_classes):
         raise MaskkitError(f"the dataset has {len(names)} classes but model.num_classes={cfg.model.num_classes}")
     return names, cats
 
 
-def fit(cfg, model: nn.Module, train_set, out_dir: str | Path, *, val_set=None, device: str | torch.device = "cpu",
-        resume: bool = False, class_names: list[str] | None = None, cat_ids: list[int] | None = None,
-        progress: bool = True, batches: Callable | None = None, hooks: list[Hook] | None = None,
-        overwrite: bool = False) -> dict:
+def fit(
+    cfg,
+    model: nn.Module,
+    train_set,
+    out_dir: str | Path,
+    *,
+    val_set=None,
+    device: str | torch.device = "cpu",
+    resume: bool = False,
+    class_names: list[str] | None = None,
+    cat_ids: list[int] | None = None,
+    progress: bool = True,
+    batches: Callable | None = None,
+    hooks: list[Hook] | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Train ``model`` for ``cfg.train.max_iter`` optimiser steps; returns a summary dict
     (``step``, ``interrupted``, ``signal``, ``best``, ``last_eval``, paths).
 
@@ -202,29 +236,44 @@ def fit(cfg, model: nn.Module, train_set, out_dir: str | Path, *, val_set=None, 
             clean_temporaries(files.out)
             if not resume:
                 check_fresh(files.out, overwrite)
-        return _fit_locked(cfg, model, train_set, files, val_set, device, resume, names, cats, progress, batches,
-                           hooks)
+        return _fit_locked(cfg, model, train_set, files, val_set, device, resume, names, cats, progress, batches, hooks)
 
 
-def _fit_locked(cfg, model, train_set, files: RunFiles, val_set, device, resume, names, cats, progress, batches,
-                hooks) -> dict:
+def _fit_locked(
+    cfg, model, train_set, files: RunFiles, val_set, device, resume, names, cats, progress, batches, hooks
+) -> dict:
     tc, info, system = cfg.train, dist_info(), system_of(cfg)
     system.prepare(model, cfg)
     model.to(device).train()
     optimizer = build_optimizer(model, tc)
-    state = TrainState(cfg, model, optimizer, build_scheduler(optimizer, tc), files, info, device, names, cats,
-                       val_set=val_set, writers=metric_writers(files, info))
+    state = TrainState(
+        cfg,
+        model,
+        optimizer,
+        build_scheduler(optimizer, tc),
+        files,
+        info,
+        device,
+        names,
+        cats,
+        val_set=val_set,
+        writers=metric_writers(files, info),
+    )
     if resume:
         _resume(state)
     elif tc.init_weights:  # fine-tuning start: fitting tensors loaded, class-specific layers fresh
         reinit = load_init_weights(model, tc.init_weights)
         if info.main:
-            print(f"maskkit: started from {tc.init_weights}" + (f"; re-initialised for {cfg.model.num_classes} classes: "
-                  f"{', '.join(reinit)}" if reinit else ""), file=sys.stderr)
+            print(
+                f"maskkit: started from {tc.init_weights}"
+                + (f"; re-initialised for {cfg.model.num_classes} classes: {', '.join(reinit)}" if reinit else ""),
+                file=sys.stderr,
+            )
     net = model
     if info.distributed:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
     scaler = torch.amp.GradScaler("cuda", enabled=tc.amp == "fp16" and device.type == "cuda")
     with torch.random.fork_rng(devices=[]):  # DataLoader draws a base seed: keep the step RNG stream intact
         stream = (batches or system.batches)(train_set, cfg, info, state.start_step)
@@ -236,17 +285,30 @@ def _fit_locked(cfg, model, train_set, files: RunFiles, val_set, device, resume,
             h.close()
         for w in state.writers:
             w.close()
-    return {"step": state.step, "interrupted": state.interrupted, "signal": state.stopping, "best": state.best,
-            "last_eval": state.last_eval,
-            **{k: str(getattr(files, k)) for k in ("model_last", "model_best", "state_last", "metrics", "curves",
-                                                   "results")}}
+    return {
+        "step": state.step,
+        "interrupted": state.interrupted,
+        "signal": state.stopping,
+        "best": state.best,
+        "last_eval": state.last_eval,
+        **{
+            k: str(getattr(files, k))
+            for k in ("model_last", "model_best", "state_last", "metrics", "curves", "results")
+        },
+    }
 
 
 # --------------------------------------------------------------------------- from a dataset on disk
 
 
-def build_config(model: str, num_classes: int | None, overrides: list[str], batch: int | None = None,
-                 iters: int | None = None, workers: int | None = None):
+def build_config(
+    model: str,
+    num_classes: int | None,
+    overrides: list[str],
+    batch: int | None = None,
+    iters: int | None = None,
+    workers: int | None = None,
+):
     """Preset + overrides, with ``batch`` applying the linear scaling rule to ``train.lr``
     (unless ``train.lr`` is overridden)."""
     for flag, value, low in (("--batch", batch, 1), ("--iters", iters, 1), ("--workers", workers, 0)):
@@ -268,8 +330,9 @@ def build_config(model: str, num_classes: int | None, overrides: list[str], batc
     return cfg
 
 
-def load_datasets(cfg, data: str | Path | None = None, ann: str | Path | None = None,
-                  images: str | Path | None = None) -> tuple[Any, Any]:
+def load_datasets(
+    cfg, data: str | Path | None = None, ann: str | Path | None = None, images: str | Path | None = None
+) -> tuple[Any, Any]:
     """(training set as the config's system trains on it, validation set without transforms or
     None) for ``cfg.data``.
 
@@ -286,10 +349,22 @@ def load_datasets(cfg, data: str | Path | None = None, ann: str | Path | None = 
     return train_set, val_set
 
 
-def train(model: str, *, data: str | Path | None = None, ann: str | Path | None = None, images: str | Path | None = None,
-          out: str | Path | None = None, resume: bool = False, device: str | None = "auto",
-          overrides: list[str] = (), batch: int | None = None, iters: int | None = None, workers: int | None = None,
-          progress: bool = True, overwrite: bool = False) -> dict:
+def train(
+    model: str,
+    *,
+    data: str | Path | None = None,
+    ann: str | Path | None = None,
+    images: str | Path | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    device: str | None = "auto",
+    overrides: list[str] = (),
+    batch: int | None = None,
+    iters: int | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict:
     """``maskkit train``: preset ``model`` on a dataset on disk, into the run folder ``out``
     (default ``runs/<model>``); the summary of :func:`fit` plus ``out``. Under torchrun it joins
     the process group first. Writes ``metrics.json`` of the final evaluation (rank 0)."""
@@ -306,11 +381,23 @@ def train(model: str, *, data: str | Path | None = None, ann: str | Path | None 
         seed_everything(cfg.train.seed)
         net = build(cfg, names, cats, backbone_weights=not resume)  # a resumed run reads its own files
         if info.main:
-            print(f"maskkit: training {model} ({cfg.model.num_classes} classes, {len(train_set)} images, "
-                  f"global batch {cfg.train.batch_size}, lr {cfg.train.lr:g}, {cfg.train.max_iter} steps, "
-                  f"{info.world_size} process(es) on {device}) -> {out}", file=sys.stderr)
-        summary = fit(cfg, net, train_set, out, val_set=val_set, device=device, resume=resume, progress=progress,
-                      overwrite=overwrite)
+            print(
+                f"maskkit: training {model} ({cfg.model.num_classes} classes, {len(train_set)} images, "
+                f"global batch {cfg.train.batch_size}, lr {cfg.train.lr:g}, {cfg.train.max_iter} steps, "
+                f"{info.world_size} process(es) on {device}) -> {out}",
+                file=sys.stderr,
+            )
+        summary = fit(
+            cfg,
+            net,
+            train_set,
+            out,
+            val_set=val_set,
+            device=device,
+            resume=resume,
+            progress=progress,
+            overwrite=overwrite,
+        )
     finally:
         if info.distributed:
             torch.distributed.destroy_process_group()

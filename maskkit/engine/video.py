@@ -4,6 +4,7 @@ Frames are read with OpenCV's ``VideoCapture``, sent through the same batched in
 as images (:meth:`maskkit.engine.inference.Predictor.predict_many`), drawn, and written with
 ``VideoWriter`` (mp4v) at the source frame rate as ``<out>/<stem>_pred.mp4``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,8 +59,16 @@ def read_frames(path: str | Path) -> tuple[Iterator[torch.Tensor], float, tuple[
     return frames(), float(fps), (h, w), count
 
 
-def predict_video(predictor, path: str | Path, out_dir: str | Path, *, draw: bool = True, mask_threshold: float = 0.5,
-                  first_image_id: int = 1, index: list | None = None) -> list[dict]:
+def predict_video(
+    predictor,
+    path: str | Path,
+    out_dir: str | Path,
+    *,
+    draw: bool = True,
+    mask_threshold: float = 0.5,
+    first_image_id: int = 1,
+    index: list | None = None,
+) -> list[dict]:
     """Predict every frame of ``path``; write ``<out>/<stem>_pred.mp4`` when ``draw``; return
     COCO results (``image_id`` numbers the frames from ``first_image_id``; each result also
     names its ``video`` and ``frame``). ``index`` (a list) receives one entry per frame."""
@@ -90,8 +99,16 @@ def predict_video(predictor, path: str | Path, out_dir: str | Path, *, draw: boo
                 r["video"], r["frame"] = str(path), k
             results += rs
             if index is not None:
-                index.append({"id": image_id, "file_name": str(path), "frame": k, "height": h, "width": w,
-                              "num_instances": len(rs)})
+                index.append(
+                    {
+                        "id": image_id,
+                        "file_name": str(path),
+                        "frame": k,
+                        "height": h,
+                        "width": w,
+                        "num_instances": len(rs),
+                    }
+                )
             if writer is not None:
                 rgb = draw_instances(frame, pred, predictor.class_names, predictor.score_thresh, mask_threshold)
                 writer.write(np.ascontiguousarray(rgb.permute(1, 2, 0).numpy()[..., ::-1]))  # RGB -> BGR

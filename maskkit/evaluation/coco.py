@@ -6,6 +6,7 @@ figure COCOeval cannot define (it reports -1: no ground truth in that area range
 is ``nan`` here and ``null`` in ``metrics.json``. This package scores; it runs no model
 (:mod:`maskkit.engine.inference` does, then calls these functions).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,6 +28,7 @@ __all__ = ["STAT_NAMES", "IOU_TYPES", "load_coco_gt", "evaluate_coco", "evaluate
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 AREA_SUFFIX = ("", "s", "m", "l")  # COCOeval's default areaRng order: all, small, medium, large
 IOU_TYPES = ("bbox", "segm")
+
 
 # --------------------------------------------------------------------------- loading
 def load_coco_gt(ann_file: str | os.PathLike) -> COCO:
@@ -67,8 +69,11 @@ def _load_dt(coco_gt: COCO, results: list[dict]) -> COCO:
         if results:
             return coco_gt.loadRes(results)
         dt = COCO()
-        dt.dataset = {"images": list(coco_gt.dataset["images"]), "categories": list(coco_gt.dataset["categories"]),
-                      "annotations": []}
+        dt.dataset = {
+            "images": list(coco_gt.dataset["images"]),
+            "categories": list(coco_gt.dataset["categories"]),
+            "annotations": [],
+        }
         dt.createIndex()
         return dt
 
@@ -88,8 +93,9 @@ def _nan_if_undefined(x: float) -> float:
     return float("nan") if x < 0 else float(x)
 
 
-def _run_cocoeval(coco_gt: COCO, coco_dt: COCO, iou_type: str, image_ids: list[int], use_cats: bool,
-                  max_dets: list[int] | None = None) -> COCOeval:
+def _run_cocoeval(
+    coco_gt: COCO, coco_dt: COCO, iou_type: str, image_ids: list[int], use_cats: bool, max_dets: list[int] | None = None
+) -> COCOeval:
     e = COCOeval(coco_gt, coco_dt, iouType=iou_type)
     e.params.imgIds = image_ids
     e.params.useCats = int(use_cats)
@@ -161,7 +167,7 @@ def proposal_recall_curve(e: COCOeval) -> np.ndarray:
     npig = np.zeros(n_area, dtype=np.int64)
     # evalImgs is ordered [category][area][image]; useCats=0 -> one category (-1).
     for a in range(n_area):
-        for ev in e.evalImgs[a * n_img:(a + 1) * n_img]:
+        for ev in e.evalImgs[a * n_img : (a + 1) * n_img]:
             if ev is None:
                 continue
             keep = np.asarray(ev["gtIgnore"]) == 0
@@ -226,4 +232,3 @@ def evaluate_proposals(
         for a, suffix in enumerate(AREA_SUFFIX):
             metrics[f"proposals/{iou_type}/AUC{suffix}"] = float(ar_curve[a].mean())
     return metrics
-

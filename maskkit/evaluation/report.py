@@ -1,4 +1,5 @@
 """Reports: the headline metric, markdown tables and ``metrics.json``."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,10 @@ def _fmt(v: float) -> str:
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["| " + " | ".join(h.center(w) for h, w in zip(header, widths)) + " |",
-             "|" + "|".join(":" + "-" * w + ":" for w in widths) + "|"]
+    lines = [
+        "| " + " | ".join(h.center(w) for h, w in zip(header, widths)) + " |",
+        "|" + "|".join(":" + "-" * w + ":" for w in widths) + "|",
+    ]
     lines += ["| " + " | ".join(c.center(w) for c, w in zip(r, widths)) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -49,16 +52,18 @@ def format_table(metrics: dict[str, float]) -> str:
         summary = {k: v for k, v in figures.items() if not k.startswith("AP-")}
         per_cat = {k[3:]: v for k, v in figures.items() if k.startswith("AP-")}
         if summary:
-            blocks.append(f"Evaluation results for {group or 'metrics'} (%):\n"
-                          + _markdown(list(summary), [[_fmt(v) for v in summary.values()]]))
+            blocks.append(
+                f"Evaluation results for {group or 'metrics'} (%):\n"
+                + _markdown(list(summary), [[_fmt(v) for v in summary.values()]])
+            )
         if per_cat:
             items = [(name, _fmt(v)) for name, v in per_cat.items()]
             cols = 3
-            rows = [sum((list(p) for p in items[i:i + cols]), []) for i in range(0, len(items), cols)]
+            rows = [sum((list(p) for p in items[i : i + cols]), []) for i in range(0, len(items), cols)]
             rows[-1] += ["", ""] * (cols - len(rows[-1]) // 2)
             n = min(cols, len(items))
             header = ["category", "AP"] * n
-            rows = [r[:2 * n] for r in rows]
+            rows = [r[: 2 * n] for r in rows]
             blocks.append(f"Per-category {group} AP (%):\n" + _markdown(header, rows))
     return "\n\n".join(blocks)
 
@@ -75,4 +80,3 @@ def write_metrics(metrics: dict, out_dir: str | os.PathLike) -> Path:
     """``out_dir/metrics.json``: the flat dict, keys sorted, indented; nan -> null. Atomic."""
     flat = {str(k): _json_value(v) for k, v in metrics.items()}
     return atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(flat, indent=2, sort_keys=True) + "\n")
-

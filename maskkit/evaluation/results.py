@@ -6,6 +6,7 @@ models with masks, ``segmentation`` (RLE, counts as str) and ``segm_score`` (the
 MaskIoU-rescored where the model predicts it, else the box score). Box AP ranks by ``score``;
 mask AP drops the ``bbox`` and ranks by ``segm_score``.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,9 @@ def predictions_to_coco_results(
     model's contiguous labels to the dataset's category ids (``None``: labels are the ids).
     """
     if len(predictions) != len(image_ids):
-        raise MaskkitError(f"predictions_to_coco_results: {len(predictions)} predictions for {len(image_ids)} image ids")
+        raise MaskkitError(
+            f"predictions_to_coco_results: {len(predictions)} predictions for {len(image_ids)} image ids"
+        )
     results: list[dict] = []
     for pred, image_id in zip(predictions, image_ids):
         boxes = torch.as_tensor(pred["boxes"]).detach().to("cpu", torch.float64).reshape(-1, 4)
@@ -56,7 +59,11 @@ def predictions_to_coco_results(
             if len(rles) != n:
                 raise MaskkitError(f"image {image_id}: {len(rles)} masks for {n} boxes")
         mask_scores = pred.get("mask_scores")
-        mask_scores = scores if mask_scores is None else torch.as_tensor(mask_scores).detach().cpu().to(torch.float64).reshape(-1).tolist()
+        mask_scores = (
+            scores
+            if mask_scores is None
+            else torch.as_tensor(mask_scores).detach().cpu().to(torch.float64).reshape(-1).tolist()
+        )
         for j in range(n):
             label = int(labels[j])
             if label_to_cat_id is None:
@@ -104,8 +111,10 @@ def check_results(results: Any, coco_gt: COCO, source: str = "results", check_ca
             if not _integer(cat):
                 raise MaskkitError(f"{where}: missing or non-integer 'category_id'")
             if cat not in cats:
-                raise MaskkitError(f"{where}: category_id {cat} is not a category of the ground truth "
-                                   f"(known: {sorted(cats)[:10]}{'...' if len(cats) > 10 else ''})")
+                raise MaskkitError(
+                    f"{where}: category_id {cat} is not a category of the ground truth "
+                    f"(known: {sorted(cats)[:10]}{'...' if len(cats) > 10 else ''})"
+                )
         if not _finite_number(r.get("score")):
             raise MaskkitError(f"{where}: missing or non-finite 'score'")
         if "segm_score" in r and not _finite_number(r["segm_score"]):
@@ -114,12 +123,18 @@ def check_results(results: Any, coco_gt: COCO, source: str = "results", check_ca
             raise MaskkitError(f"{where}: has neither 'bbox' nor 'segmentation'")
         if "bbox" in r:
             b = r["bbox"]
-            if not (isinstance(b, list) and len(b) == 4 and all(_finite_number(v) for v in b) and b[2] >= 0 and b[3] >= 0):
+            if not (
+                isinstance(b, list) and len(b) == 4 and all(_finite_number(v) for v in b) and b[2] >= 0 and b[3] >= 0
+            ):
                 raise MaskkitError(f"{where}: 'bbox' must be [x, y, w, h] finite numbers with w, h >= 0, got {b!r}")
         if "segmentation" in r:
             s = r["segmentation"]
-            if not (isinstance(s, dict) and isinstance(s.get("counts"), (str, bytes)) and isinstance(s.get("size"), list)):
-                raise MaskkitError(f"{where}: 'segmentation' must be a compressed RLE {{'size': [h, w], 'counts': str}}")
+            if not (
+                isinstance(s, dict) and isinstance(s.get("counts"), (str, bytes)) and isinstance(s.get("size"), list)
+            ):
+                raise MaskkitError(
+                    f"{where}: 'segmentation' must be a compressed RLE {{'size': [h, w], 'counts': str}}"
+                )
             img = images[image_id]
             # before pycocotools sees it: its decoder loops forever on runs that miss h x w
             problem = rle_problem(s, img.get("height"), img.get("width")) if "height" in img else rle_problem(s)
@@ -139,19 +154,22 @@ def load_results(path: str | os.PathLike) -> list:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MaskkitError(f"{path}: predictions file is not valid JSON ({e})") from None
     except (RecursionError, ValueError) as e:  # nesting deeper than the parser's stack, or a 5000-digit integer
-        raise MaskkitError(f"{path}: predictions file is not usable JSON ({type(e).__name__}: too deeply nested "
-                           "or a number too large)") from None
+        raise MaskkitError(
+            f"{path}: predictions file is not usable JSON ({type(e).__name__}: too deeply nested or a number too large)"
+        ) from None
     if not isinstance(results, list):
-        raise MaskkitError(f"{path}: predictions file must hold a JSON list of COCO results, got {type(results).__name__}")
+        raise MaskkitError(
+            f"{path}: predictions file must hold a JSON list of COCO results, got {type(results).__name__}"
+        )
     return results
 
 
 def write_results(results: list[dict], path: str | os.PathLike) -> Path:
     """A COCO results JSON at ``path`` (atomic); numpy scalars are written as numbers."""
+
     def default(o: Any) -> Any:
         if isinstance(o, np.generic):
             return o.item()
         raise TypeError(f"write_results: {type(o).__name__} is not JSON-serialisable")
 
     return atomic_write_text(Path(path), json.dumps(results, default=default))
-

@@ -5,6 +5,7 @@ detectron2's tables; FlopCounterMode itself counts 2 per multiply-add). Only con
 matrix products are counted (as detectron2/fvcore do); NMS, RoIAlign and mask pasting are not.
 Used by ``maskkit models`` (on the ``meta`` device) and ``maskkit bench``.
 """
+
 from __future__ import annotations
 
 from typing import Callable

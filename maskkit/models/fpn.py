@@ -5,6 +5,7 @@ output conv); P6 is a stride-2 3x3 conv on **P5** (not C5, as the official FCOS/
 code) and P7 = stride-2 3x3 conv on ReLU(P6). Everything is torchvision's
 ``FeaturePyramidNetwork`` + ``LastLevelP6P7``; this module only adapts it to lists.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict

@@ -11,6 +11,7 @@ Names (``BackboneConfig.norm`` and the head configs):
   count is not a multiple of 32 (e.g. 112 channels -> 16 groups).
 - ``""`` / ``"none"``: ``nn.Identity``.
 """
+
 from __future__ import annotations
 
 import math

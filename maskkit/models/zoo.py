@@ -4,6 +4,7 @@ A preset is a function returning a complete :class:`maskkit.config.Config`; each
 its presets as one-line functions in ``models/<system>/presets.py`` (``PRESETS`` dict), and
 this module merges them. ``build_model(cfg.model)`` builds the network for a model config.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -22,8 +23,17 @@ from maskkit.models.sharpmask.config import SharpMaskConfig
 from maskkit.models.sharpmask.model import SharpMask
 from maskkit.models.sharpmask.presets import PRESETS as SHARPMASK_PRESETS
 
-__all__ = ["MODEL_CONFIGS", "presets", "list_models", "get_config", "read_config", "build_model", "build",
-           "create_model", "describe_preset"]
+__all__ = [
+    "MODEL_CONFIGS",
+    "presets",
+    "list_models",
+    "get_config",
+    "read_config",
+    "build_model",
+    "build",
+    "create_model",
+    "describe_preset",
+]
 
 # ``model.system`` -> its config dataclass: how a saved config finds its model part again.
 MODEL_CONFIGS: dict[str, type] = {"centermask": CenterMaskConfig, "sharpmask": SharpMaskConfig}
@@ -84,8 +94,9 @@ def read_config(text: str) -> Config:
     return cfg
 
 
-def build(cfg: Config, class_names: list[str] | None = None, cat_ids: list[int] | None = None,
-          backbone_weights: bool = True) -> nn.Module:
+def build(
+    cfg: Config, class_names: list[str] | None = None, cat_ids: list[int] | None = None, backbone_weights: bool = True
+) -> nn.Module:
     """The network for a full config, carrying ``model.info`` (:class:`maskkit.config.ModelInfo`:
     the config and the label mapping); randomly initialised except for an ImageNet trunk named
     in the config (see :func:`build_model`)."""
@@ -111,13 +122,16 @@ def describe_preset(name: str, num_classes: int | None = None, flops: bool = Tru
     cfg = get_config(name, num_classes)
     with torch.device("meta"):
         model = build_model(cfg.model)
-    row = {"name": name, "system": cfg.model.system, "params": sum(p.numel() for p in model.parameters()),
-           "test_size": "", "gflops": None}
+    row = {
+        "name": name,
+        "system": cfg.model.system,
+        "params": sum(p.numel() for p in model.parameters()),
+        "test_size": "",
+        "gflops": None,
+    }
     if cfg.model.system == "centermask":
         h, w = bench_image_size(cfg.model.min_size_test, cfg.model.max_size_test)
         row["test_size"] = f"{h}x{w}"
         if flops:
             row["gflops"] = centermask_gflops(model, h, w)
     return row
-
-

@@ -7,6 +7,7 @@
 
 The command line lives in :mod:`maskkit.cli.serve`.
 """
+
 from __future__ import annotations
 
 __all__ = ["ServeSession", "create_app"]

@@ -18,6 +18,7 @@ Status codes: 400 not an image / truncated / unconvertible, 413 too many bytes o
 decoded in memory (:mod:`maskkit.serve.images`); Starlette spools large multipart bodies to
 the system temp directory only.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,11 @@ def _install_error_handling(app: FastAPI, max_bytes: int) -> None:
         # Refuse an oversized body from its header, before the multipart parser reads it.
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_bytes + _MULTIPART_SLACK:
-            return _error(413, f"the upload is {int(length) / 2**20:.1f} MiB, more than this server's limit of "
-                               f"{max_bytes / 2**20:.1f} MiB (maskkit serve --max-upload-mb)")
+            return _error(
+                413,
+                f"the upload is {int(length) / 2**20:.1f} MiB, more than this server's limit of "
+                f"{max_bytes / 2**20:.1f} MiB (maskkit serve --max-upload-mb)",
+            )
         return await call_next(request)
 
     @app.exception_handler(StarletteHTTPException)
@@ -73,8 +77,11 @@ def _install_error_handling(app: FastAPI, max_bytes: int) -> None:
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             problems.append(f"{where}: {err.get('msg', 'invalid')}")
-        hint = " (send the image as multipart form field 'image', e.g. curl -F image=@photo.jpg)" \
-            if any("image" in p for p in problems) else ""
+        hint = (
+            " (send the image as multipart form field 'image', e.g. curl -F image=@photo.jpg)"
+            if any("image" in p for p in problems)
+            else ""
+        )
         return _error(422, "; ".join(problems) + hint)
 
     @app.exception_handler(Exception)
@@ -82,12 +89,43 @@ def _install_error_handling(app: FastAPI, max_bytes: int) -> None:
         return _error(500, f"internal error ({type(exc).__name__}: {exc}); the server keeps running")
 
 
-def create_app(session: ServeSession, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:
+def _add_page_routes(
+    app: FastAPI, session: ServeSession, examples: dict[str, bytes], max_pixels: int, max_bytes: int
+) -> None:
+    """The page, the health check, the model description and the bundled examples."""
+    page = _page()
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/api/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/api/info")
+    def info() -> dict:
+        return {
+            **session.info.as_json(),
+            "examples": [{"name": n, "url": f"api/examples/{n}"} for n in examples],
+            "max_pixels": max_pixels,
+            "max_bytes": max_bytes,
+        }
+
+    @app.get("/api/examples/{name}")
+    def example(name: str) -> Response:
+        if name not in examples:
+            raise HTTPException(404, f"no bundled example named {name!r}")
+        return Response(examples[name], media_type="image/png")
+
+
+def create_app(
+    session: ServeSession, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES
+) -> FastAPI:
     """The app serving ``session``'s model; uploads above ``max_bytes`` bytes or ``max_pixels``
     pixels are refused with 413."""
     app = FastAPI(title=f"maskkit serve: {session.info.name}", docs_url=None, redoc_url=None)
     _install_error_handling(app, max_bytes)
-    page = _page()
     examples = dict(session.examples)
 
     def _read(upload: UploadFile) -> Analysis:
@@ -102,28 +140,15 @@ def create_app(session: ServeSession, max_pixels: int = DEFAULT_MAX_PIXELS, max_
             raise HTTPException(404, f"analysis {analysis_id} is no longer held by the server: upload the image again")
         return analysis
 
-    @app.get("/", response_class=HTMLResponse)
-    def index() -> HTMLResponse:
-        return HTMLResponse(page)
-
-    @app.get("/api/health")
-    def health() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/api/info")
-    def info() -> dict:
-        return {**session.info.as_json(), "examples": [{"name": n, "url": f"api/examples/{n}"} for n in examples],
-                "max_pixels": max_pixels, "max_bytes": max_bytes}
-
-    @app.get("/api/examples/{name}")
-    def example(name: str) -> Response:
-        if name not in examples:
-            raise HTTPException(404, f"no bundled example named {name!r}")
-        return Response(examples[name], media_type="image/png")
+    _add_page_routes(app, session, examples, max_pixels, max_bytes)
 
     @app.post("/api/predict")
-    def predict(image: UploadFile = File(...), score_thr: float = Query(0.3, ge=0.0, le=1.0),
-                top_n: int | None = Query(None, ge=0), image_id: int = 1) -> JSONResponse:
+    def predict(
+        image: UploadFile = File(...),
+        score_thr: float = Query(0.3, ge=0.0, le=1.0),
+        top_n: int | None = Query(None, ge=0),
+        image_id: int = 1,
+    ) -> JSONResponse:
         analysis = _read(image)
         return JSONResponse(session.coco_results(analysis, score_thr, top_n, image_id))
 
@@ -131,19 +156,33 @@ def create_app(session: ServeSession, max_pixels: int = DEFAULT_MAX_PIXELS, max_
     def analyze(image: UploadFile = File(...)) -> dict:
         a = _read(image)
         h, w = a.size
-        return {"id": a.id, "name": a.name, "width": w, "height": h, "seconds": round(a.seconds, 3),
-                "detections": session.detections(a)}
+        return {
+            "id": a.id,
+            "name": a.name,
+            "width": w,
+            "height": h,
+            "seconds": round(a.seconds, 3),
+            "detections": session.detections(a),
+        }
 
     @app.get("/api/overlay/{analysis_id}.png")
-    def overlay(analysis_id: str, score_thr: float = Query(0.0, ge=0.0, le=1.0),
-                top_n: int | None = Query(None, ge=0)) -> Response:
+    def overlay(
+        analysis_id: str, score_thr: float = Query(0.0, ge=0.0, le=1.0), top_n: int | None = Query(None, ge=0)
+    ) -> Response:
         return Response(session.overlay_png(_cached(analysis_id), score_thr, top_n), media_type="image/png")
 
     @app.get("/api/results/{analysis_id}.json")
-    def results(analysis_id: str, score_thr: float = Query(0.0, ge=0.0, le=1.0),
-                top_n: int | None = Query(None, ge=0), image_id: int = 1) -> Response:
+    def results(
+        analysis_id: str,
+        score_thr: float = Query(0.0, ge=0.0, le=1.0),
+        top_n: int | None = Query(None, ge=0),
+        image_id: int = 1,
+    ) -> Response:
         body = json.dumps(session.coco_results(_cached(analysis_id), score_thr, top_n, image_id))
-        return Response(body, media_type="application/json",
-                        headers={"Content-Disposition": f'attachment; filename="results-{analysis_id}.json"'})
+        return Response(
+            body,
+            media_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="results-{analysis_id}.json"'},
+        )
 
     return app

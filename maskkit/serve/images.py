@@ -7,6 +7,7 @@ palette, grayscale and alpha images are converted to RGB, EXIF orientation is ap
 header *before* decoding, so a decompression bomb (a tiny file that decodes to gigapixels)
 is refused without allocating it.
 """
+
 from __future__ import annotations
 
 import io
@@ -29,8 +30,10 @@ def check_upload_size(data: bytes, name: str, max_bytes: int = DEFAULT_MAX_BYTES
     if not data:
         raise DataError(f"{name}: the upload is empty (0 bytes)")
     if len(data) > max_bytes:
-        raise ImageTooLargeError(f"{name}: the upload is larger than this server's limit of {max_bytes / 2**20:.1f} MiB "
-                                 "(maskkit serve --max-upload-mb)")
+        raise ImageTooLargeError(
+            f"{name}: the upload is larger than this server's limit of {max_bytes / 2**20:.1f} MiB "
+            "(maskkit serve --max-upload-mb)"
+        )
 
 
 def decode_image(data: bytes, name: str = "upload", max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
@@ -51,15 +54,17 @@ def decode_image(data: bytes, name: str = "upload", max_pixels: int = DEFAULT_MA
                 if w * h > max_pixels:
                     raise ImageTooLargeError(
                         f"{name}: the image is {w}x{h} = {w * h / 1e6:.1f} MP, more than this server's limit of "
-                        f"{max_pixels / 1e6:.1f} MP (maskkit serve --max-pixels)")
+                        f"{max_pixels / 1e6:.1f} MP (maskkit serve --max-pixels)"
+                    )
                 img.load()  # decode now: truncated files fail here
                 img = ImageOps.exif_transpose(img)
                 return pil_to_tensor(img)
     except ImageTooLargeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageTooLargeError(f"{name}: refused as a decompression bomb ({e}); this server's limit is "
-                                 f"{max_pixels / 1e6:.1f} MP") from None
+        raise ImageTooLargeError(
+            f"{name}: refused as a decompression bomb ({e}); this server's limit is {max_pixels / 1e6:.1f} MP"
+        ) from None
     except UnidentifiedImageError:
         raise DataError(f"{name}: not an image (no image format recognised)") from None
     except (OSError, SyntaxError, ValueError, TypeError, MemoryError) as e:

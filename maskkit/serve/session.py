@@ -15,6 +15,7 @@ Inference goes through the public :class:`maskkit.Predictor`; overlays through
 predict`` writes). An analysis keeps every detection the model returned (binarised masks), so
 moving the score or top-N slider only re-draws, it never re-runs the model.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -107,8 +108,14 @@ class ServeSession:
     the number of analyses kept for the sliders and download buttons.
     """
 
-    def __init__(self, weights: str | Path, device: str = "cpu", max_proposals: int = DEFAULT_MAX_PROPOSALS,
-                 cache_size: int = 4, num_examples: int = 3):
+    def __init__(
+        self,
+        weights: str | Path,
+        device: str = "cpu",
+        max_proposals: int = DEFAULT_MAX_PROPOSALS,
+        cache_size: int = 4,
+        num_examples: int = 3,
+    ):
         if max_proposals < 1:
             raise MaskkitError(f"max_proposals must be at least 1, got {max_proposals}")
         model = load_any(weights, device=device)  # a model file or an exported .onnx
@@ -120,9 +127,13 @@ class ServeSession:
         agnostic = system.class_agnostic
         classes = list(self.predictor.class_names) or [str(k) for k in range(1, int(cfg.num_classes) + 1)]
         self.info = ServedModel(
-            name=model.info.config.name or cfg.system, system=cfg.system, weights=Path(weights).name,
-            classes=["object"] if agnostic else classes, class_agnostic=agnostic,
-            input_size=system.describe_input(cfg), max_detections=max_det,
+            name=model.info.config.name or cfg.system,
+            system=cfg.system,
+            weights=Path(weights).name,
+            classes=["object"] if agnostic else classes,
+            class_agnostic=agnostic,
+            input_size=system.describe_input(cfg),
+            max_detections=max_det,
         )
         self.label_to_cat_id = None if agnostic else (self.predictor.label_to_cat_id or None)
         self.examples = synthetic_examples(num_examples) if num_examples > 0 else []
@@ -151,9 +162,17 @@ class ServeSession:
             masks = masks[:, 0] if masks.dim() == 4 else masks
             masks = masks if masks.dtype == torch.bool else masks >= self.mask_threshold  # [N, H, W]
         ms = pred.get("mask_scores")
-        analysis = Analysis(id=key, name=name, image=image_u8, boxes=pred["boxes"][order].float(),
-                            labels=pred["labels"][order], scores=pred["scores"][order].float(), masks=masks,
-                            mask_scores=ms[order] if ms is not None else None, seconds=seconds)
+        analysis = Analysis(
+            id=key,
+            name=name,
+            image=image_u8,
+            boxes=pred["boxes"][order].float(),
+            labels=pred["labels"][order],
+            scores=pred["scores"][order].float(),
+            masks=masks,
+            mask_scores=ms[order] if ms is not None else None,
+            seconds=seconds,
+        )
         with self._lock:
             self._cache[key] = analysis
             while len(self._cache) > self._cache_size:
@@ -183,8 +202,9 @@ class ServeSession:
             pred["mask_scores"] = analysis.mask_scores[keep]
         return pred
 
-    def coco_results(self, analysis: Analysis, score_thr: float = 0.0, top_n: int | None = None,
-                     image_id: int = 1) -> list[dict]:
+    def coco_results(
+        self, analysis: Analysis, score_thr: float = 0.0, top_n: int | None = None, image_id: int = 1
+    ) -> list[dict]:
         """COCO results of the kept instances (``image_id``, ``category_id``, ``bbox`` xywh,
         ``score``, RLE ``segmentation``, ``segm_score``), as ``maskkit predict`` writes them."""
         pred = self._subset(analysis, self.selection(analysis, score_thr, top_n))
@@ -205,8 +225,15 @@ class ServeSession:
             x0, y0, x1, y1 = analysis.boxes[i].tolist()
             name = self.info.classes[label - 1] if 0 < label <= len(self.info.classes) else str(label)
             cat = (self.label_to_cat_id or {}).get(label, label)
-            rows.append({"rank": i + 1, "label": label, "class_name": name, "category_id": int(cat),
-                         "score": float(analysis.scores[i]),
-                         "bbox": [round(x0, 1), round(y0, 1), round(x1 - x0, 1), round(y1 - y0, 1)],
-                         "area": int(areas[i]) if areas is not None else None})
+            rows.append(
+                {
+                    "rank": i + 1,
+                    "label": label,
+                    "class_name": name,
+                    "category_id": int(cat),
+                    "score": float(analysis.scores[i]),
+                    "bbox": [round(x0, 1), round(y0, 1), round(x1 - x0, 1), round(y1 - y0, 1)],
+                    "area": int(areas[i]) if areas is not None else None,
+                }
+            )
         return rows

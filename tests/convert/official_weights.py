@@ -40,6 +40,7 @@ Usage (tests in ``tests/convert`` import it as a sibling module)::
     torch.save({"model": sd}, tmp_path / "model_final.pth")   # a detectron2-style .pth
     image = reference_image(coco_root, ref["images"][0]["input"])  # uint8 BGR [3, H, W]
 """
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,9 @@ RESIDUAL_GAIN = 0.25  # last norm of a residual branch: keeps deep nets from dou
 # The last normalisation of a residual branch: ResNet bottleneck ``conv3.norm``, VoVNetV2's
 # identity OSA modules (the 2nd, 3rd... module of a stage: ``OSA4_2_concat/norm``),
 # MobileNetV2's inverted-residual projection norm (``conv.7``, every block).
-_RESIDUAL_END = re.compile(r"(\.conv3\.norm\.weight$)|(OSA\d+_([2-9]|\d\d+)_concat/norm\.weight$)|(features\.\d+\.conv\.7\.weight$)")
+_RESIDUAL_END = re.compile(
+    r"(\.conv3\.norm\.weight$)|(OSA\d+_([2-9]|\d\d+)_concat/norm\.weight$)|(features\.\d+\.conv\.7\.weight$)"
+)
 
 
 def load_layout(config_name: str) -> dict:

@@ -17,6 +17,7 @@ saved (BatchNorm folded into ``inn.ConstAffine`` by ``BNtoFixed``, 3x3/7x7 convs
 parameters so tests can write small models of the same structure. Written for the tests from
 the Torch7 format description; no Torch7 code is used.
 """
+
 from __future__ import annotations
 
 import struct
@@ -25,10 +26,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 _NIL, _NUMBER, _STRING, _TABLE, _TORCH, _BOOLEAN, _FUNCTION = 0, 1, 2, 3, 4, 5, 6
-_STORAGE = {"torch.FloatTensor": "torch.FloatStorage", "torch.CudaTensor": "torch.CudaStorage",
-            "torch.DoubleTensor": "torch.DoubleStorage", "torch.LongTensor": "torch.LongStorage"}
-_DTYPE = {"torch.FloatTensor": np.float32, "torch.CudaTensor": np.float32, "torch.DoubleTensor": np.float64,
-          "torch.LongTensor": np.int64}
+_STORAGE = {
+    "torch.FloatTensor": "torch.FloatStorage",
+    "torch.CudaTensor": "torch.CudaStorage",
+    "torch.DoubleTensor": "torch.DoubleStorage",
+    "torch.LongTensor": "torch.LongStorage",
+}
+_DTYPE = {
+    "torch.FloatTensor": np.float32,
+    "torch.CudaTensor": np.float32,
+    "torch.DoubleTensor": np.float64,
+    "torch.LongTensor": np.int64,
+}
 
 
 @dataclass(eq=False)
@@ -160,11 +169,29 @@ def tensor(rng: np.random.Generator, *shape: int, scale: float = 1.0, typename: 
     return T7Tensor((rng.standard_normal(shape) * scale).astype(np.float32), typename)
 
 
-def conv(rng, nin: int, nout: int, k: int, stride: int = 1, pad: int = 0, bias: bool = False,
-         typename: str = "cudnn.SpatialConvolution") -> T7Class:
+def conv(
+    rng,
+    nin: int,
+    nout: int,
+    k: int,
+    stride: int = 1,
+    pad: int = 0,
+    bias: bool = False,
+    typename: str = "cudnn.SpatialConvolution",
+) -> T7Class:
     """A conv as fb.resnet.torch / DeepMask.lua build it (weight [nout, nin, k, k])."""
-    fields = dict(nInputPlane=nin, nOutputPlane=nout, kW=k, kH=k, dW=stride, dH=stride, padW=pad, padH=pad,
-                  groups=1, weight=tensor(rng, nout, nin, k, k, scale=(2.0 / (nin * k * k)) ** 0.5))
+    fields = dict(
+        nInputPlane=nin,
+        nOutputPlane=nout,
+        kW=k,
+        kH=k,
+        dW=stride,
+        dH=stride,
+        padW=pad,
+        padH=pad,
+        groups=1,
+        weight=tensor(rng, nout, nin, k, k, scale=(2.0 / (nin * k * k)) ** 0.5),
+    )
     if bias:
         fields["bias"] = tensor(rng, nout, scale=0.1)
     return module(typename, **fields)
@@ -201,39 +228,68 @@ def zero_pad(p: int) -> T7Class:
 def bottleneck(rng, nin: int, n: int, stride: int, bias: bool = False) -> T7Class:
     """fb.resnet.torch's bottleneck (stride on the 3x3 conv), shortcut type B. Its convs have
     no bias with cuDNN >= 4, zero biases before (``bias``: random ones, to test folding)."""
-    s = seq(conv(rng, nin, n, 1, bias=bias), affine(rng, n), relu(),
-            sym_padded(conv(rng, n, n, 3, stride, 1, bias=bias)), affine(rng, n), relu(),
-            conv(rng, n, n * 4, 1, bias=bias), affine(rng, n * 4))
-    short = seq(conv(rng, nin, n * 4, 1, stride, bias=bias), affine(rng, n * 4)) if nin != n * 4 or stride != 1 \
+    s = seq(
+        conv(rng, nin, n, 1, bias=bias),
+        affine(rng, n),
+        relu(),
+        sym_padded(conv(rng, n, n, 3, stride, 1, bias=bias)),
+        affine(rng, n),
+        relu(),
+        conv(rng, n, n * 4, 1, bias=bias),
+        affine(rng, n * 4),
+    )
+    short = (
+        seq(conv(rng, nin, n * 4, 1, stride, bias=bias), affine(rng, n * 4))
+        if nin != n * 4 or stride != 1
         else module("nn.Identity")
+    )
     return seq(seq(s, short, typename="nn.ConcatTable"), module("nn.CAddTable", inplace=True), relu())
 
 
-def deepmask_trunk(rng, width: int, fsz: int, reduce: int, hidden: int, blocks=(3, 4, 6), bias: bool = False) -> T7Class:
+def deepmask_trunk(
+    rng, width: int, fsz: int, reduce: int, hidden: int, blocks=(3, 4, 6), bias: bool = False
+) -> T7Class:
     """ResNet-50 minus its last four modules, + crop, 1x1 conv, ReLU, View, Linear (DeepMask.lua)."""
-    mods = [sym_padded(conv(rng, 3, width, 7, 2, 3)), affine(rng, width), relu(),
-            module("cudnn.SpatialMaxPooling", kW=3, kH=3, dW=2, dH=2, padW=1, padH=1, ceil_mode=False)]
+    mods = [
+        sym_padded(conv(rng, 3, width, 7, 2, 3)),
+        affine(rng, width),
+        relu(),
+        module("cudnn.SpatialMaxPooling", kW=3, kH=3, dW=2, dH=2, padW=1, padH=1, ceil_mode=False),
+    ]
     nin = width
     for i, nb in enumerate(blocks):
         n = width * 2**i
-        mods.append(seq(*[bottleneck(rng, nin if b == 0 else n * 4, n, 2 if (i and b == 0) else 1, bias)
-                          for b in range(nb)]))
+        mods.append(
+            seq(*[bottleneck(rng, nin if b == 0 else n * 4, n, 2 if (i and b == 0) else 1, bias) for b in range(nb)])
+        )
         nin = n * 4
-    mods += [zero_pad(-1), conv(rng, nin, reduce, 1, bias=True), relu(),
-             module("nn.View", size=[reduce * fsz * fsz], numElements=reduce * fsz * fsz),
-             linear(rng, reduce * fsz * fsz, hidden)]
+    mods += [
+        zero_pad(-1),
+        conv(rng, nin, reduce, 1, bias=True),
+        relu(),
+        module("nn.View", size=[reduce * fsz * fsz], numElements=reduce * fsz * fsz),
+        linear(rng, reduce * fsz * fsz, hidden),
+    ]
     return seq(*mods)
 
 
 def deepmask_heads(rng, hidden: int, osz: int, gsz: int, score_hidden: int) -> tuple[T7Class, T7Class]:
     """``maskBranch`` (Linear + the 56 -> 112 bilinear upsampling) and ``scoreBranch``."""
-    up = seq(module("nn.Copy"), module("nn.View", size=[osz, osz]),
-             module("nn.SpatialReSamplingEx", owidth=gsz, oheight=gsz, mode="bilinear"),
-             module("nn.View", size=[gsz * gsz]), module("nn.Copy"))
+    up = seq(
+        module("nn.Copy"),
+        module("nn.View", size=[osz, osz]),
+        module("nn.SpatialReSamplingEx", owidth=gsz, oheight=gsz, mode="bilinear"),
+        module("nn.View", size=[gsz * gsz]),
+        module("nn.Copy"),
+    )
     mask = seq(seq(linear(rng, hidden, osz * osz)), up)
-    score = seq(module("nn.Dropout", p=0.5, v2=True), linear(rng, hidden, score_hidden),
-                module("nn.Threshold", threshold=0, val=1e-6), module("nn.Dropout", p=0.5, v2=True),
-                linear(rng, score_hidden, 1))
+    score = seq(
+        module("nn.Dropout", p=0.5, v2=True),
+        linear(rng, hidden, score_hidden),
+        module("nn.Threshold", threshold=0, val=1e-6),
+        module("nn.Dropout", p=0.5, v2=True),
+        linear(rng, score_hidden, 1),
+    )
     return mask, score
 
 
@@ -246,8 +302,9 @@ def deepmask_file(rng, width=8, fsz=2, reduce=16, hidden=32, osz=8, gsz=16, scor
     return {"model": model, "config": {"iSz": 16 * fsz, "oSz": osz, "gSz": gsz, "batch": 32, "lr": 1e-5}}
 
 
-def sharpmask_file(rng, width=8, fsz=2, reduce=16, hidden=32, osz=8, score_hidden=16, km=16,
-                   skip=(16, 16, 16, 8)) -> dict:
+def sharpmask_file(
+    rng, width=8, fsz=2, reduce=16, hidden=32, osz=8, score_hidden=16, km=16, skip=(16, 16, 16, 8)
+) -> dict:
     """``{model = nn.SharpMask, config = ...}`` as ``TrainerSharpMask.lua`` saves it (the
     released model: the DeepMask sizes, km = ks = 32, skip (64, 64, 64, 32))."""
     trunk = deepmask_trunk(rng, width, fsz, reduce, hidden)
@@ -257,19 +314,45 @@ def sharpmask_file(rng, width=8, fsz=2, reduce=16, hidden=32, osz=8, score_hidde
     for i in range(1, 5):
         n, crop = km >> (i - 1), [0, -2, -4, -8][i - 1]
         h = [zero_pad(crop)] if crop else []
-        h += [sym_padded(conv(rng, feats[i - 1], skip[i - 1], 3, 1, 1, bias=True)), relu(),
-              sym_padded(conv(rng, skip[i - 1], n, 3, 1, 1, bias=True)), relu(),
-              sym_padded(conv(rng, n, n // 2, 3, 1, 1, bias=True))]
+        h += [
+            sym_padded(conv(rng, feats[i - 1], skip[i - 1], 3, 1, 1, bias=True)),
+            relu(),
+            sym_padded(conv(rng, skip[i - 1], n, 3, 1, 1, bias=True)),
+            relu(),
+            sym_padded(conv(rng, n, n // 2, 3, 1, 1, bias=True)),
+        ]
         neths.append(seq(*h))
-        netvs[i] = seq(sym_padded(conv(rng, n, n, 3, 1, 1, bias=True)), relu(),
-                       sym_padded(conv(rng, n, n // 2, 3, 1, 1, bias=True)))
+        netvs[i] = seq(
+            sym_padded(conv(rng, n, n, 3, 1, 1, bias=True)),
+            relu(),
+            sym_padded(conv(rng, n, n // 2, 3, 1, 1, bias=True)),
+        )
     refs = {0: netvs[0]}
     for i in range(1, 5):
-        refs[i] = seq(seq(neths[i - 1], netvs[i], typename="nn.ParallelTable"), module("nn.CAddTable"), relu(),
-                      module("nn.SpatialUpSamplingNearest", scale_factor=2))
-    refs[4].fields["modules"] += [sym_padded(conv(rng, km >> 4, 1, 3, 1, 1, bias=True)),
-                                  module("nn.View", size=[(16 * fsz) ** 2])]
-    model = T7Class("nn.SharpMask", {"km": km, "ks": km, "skpos": [8, 6, 5, 3], "inps": {}, "trunk": trunk,
-                                     "scoreBranch": score, "maskBranchDM": mask, "fSz": fsz,
-                                     "neths": neths, "netvs": netvs, "refs": refs})
+        refs[i] = seq(
+            seq(neths[i - 1], netvs[i], typename="nn.ParallelTable"),
+            module("nn.CAddTable"),
+            relu(),
+            module("nn.SpatialUpSamplingNearest", scale_factor=2),
+        )
+    refs[4].fields["modules"] += [
+        sym_padded(conv(rng, km >> 4, 1, 3, 1, 1, bias=True)),
+        module("nn.View", size=[(16 * fsz) ** 2]),
+    ]
+    model = T7Class(
+        "nn.SharpMask",
+        {
+            "km": km,
+            "ks": km,
+            "skpos": [8, 6, 5, 3],
+            "inps": {},
+            "trunk": trunk,
+            "scoreBranch": score,
+            "maskBranchDM": mask,
+            "fSz": fsz,
+            "neths": neths,
+            "netvs": netvs,
+            "refs": refs,
+        },
+    )
     return {"model": model, "config": {"iSz": 16 * fsz, "gSz": 16 * fsz, "km": km, "ks": km, "batch": 32}}

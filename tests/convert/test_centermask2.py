@@ -1,5 +1,6 @@
 """maskkit.convert.centermask2 + convert_file: every official configuration converts strictly,
 and the converted models give the authors' outputs (stored in tests/convert/reference/)."""
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,10 @@ def test_every_official_layout_converts_with_the_official_parameter_count(config
     assert tuple(cfg.model.pixel_mean) == pytest.approx(off["MODEL"]["PIXEL_MEAN"])
     assert cfg.model.fcos.score_thresh == off["MODEL"]["FCOS"]["INFERENCE_TH_TEST"]
     assert cfg.model.fcos.detections_per_image == off["MODEL"]["FCOS"]["POST_NMS_TOPK_TEST"]
-    assert (cfg.model.min_size_test, cfg.model.max_size_test) == (off["INPUT"]["MIN_SIZE_TEST"], off["INPUT"]["MAX_SIZE_TEST"])
+    assert (cfg.model.min_size_test, cfg.model.max_size_test) == (
+        off["INPUT"]["MIN_SIZE_TEST"],
+        off["INPUT"]["MAX_SIZE_TEST"],
+    )
     assert cfg.model.backbone.freeze_at == off["MODEL"]["BACKBONE"]["FREEZE_AT"]
     if cfg.model.backbone.name == "resnet":
         assert cfg.model.backbone.stride_in_1x1 == off["MODEL"]["RESNETS"]["STRIDE_IN_1X1"]
@@ -82,7 +86,9 @@ def test_panoptic_checkpoints_and_non_centermask_presets_are_refused():
     sd["sem_seg_head.predictor.weight"] = torch.empty(54, 128, 1, 1, device="meta")
     with pytest.raises(MaskkitError, match=r"pan\.pth: panoptic CenterMask checkpoint \(1 sem_seg_head tensors\)"):
         convert_state_dict(sd, source="pan.pth")
-    with pytest.raises(MaskkitError, match=r"v39\.pth: a centermask2 checkpoint converts to a CenterMask preset, not sharpmask_r50"):
+    with pytest.raises(
+        MaskkitError, match=r"v39\.pth: a centermask2 checkpoint converts to a CenterMask preset, not sharpmask_r50"
+    ):
         convert_state_dict(_meta_state(load_layout("centermask_V_39_eSE_FPN_ms_3x")), "sharpmask_r50", source="v39.pth")
 
 
@@ -96,7 +102,9 @@ def test_one_tensor_removed_or_renamed_is_one_clear_error():
     assert msg.startswith("x.pth: does not match centermask_lite_v19") and f"1 missing: {gone}" in msg
     assert "\n" not in msg and "unexpected" not in msg
     renamed = dict(removed, **{"roi_heads.mask_head.spatial_att.conv.weight": sd[gone]})
-    with pytest.raises(MaskkitError, match=rf"1 missing: {gone}; 1 unexpected: roi_heads\.mask_head\.spatial_att\.conv\.weight"):
+    with pytest.raises(
+        MaskkitError, match=rf"1 missing: {gone}; 1 unexpected: roi_heads\.mask_head\.spatial_att\.conv\.weight"
+    ):
         convert_state_dict(renamed, source="x.pth")
 
 
@@ -108,17 +116,27 @@ def test_state_dict_of_another_configuration_names_what_differs():
     assert "v39.pth: does not match centermask_lite_v19 (nothing converted)" in msg
     extra = set(sd) - set(load_layout("centermask_lite_V_19_eSE_FPN_ms_4x")["tensors"])
     assert f": {len(extra)} unexpected: backbone.bottom_up.stage2.OSA2_1.layers.3." in msg  # V-39: 5 layers per block
-    assert "with another shape: " in msg and "OSA5_1_concat/conv.weight (1024, 1888, 1, 1) (maskkit (1024, 1440, 1, 1))" in msg
+    assert (
+        "with another shape: " in msg
+        and "OSA5_1_concat/conv.weight (1024, 1888, 1, 1) (maskkit (1024, 1440, 1, 1))" in msg
+    )
     sd = _meta_state(load_layout("centermask_R_50_FPN_ms_3x"))
-    with pytest.raises(MaskkitError, match=r"does not match centermask_lite_v19 \(nothing converted\): \d+ missing: .*stem_1/conv\.weight.*; "
-                                           r"\d+ unexpected: .*res2\.0\.conv1\.weight.*with another shape"):
+    with pytest.raises(
+        MaskkitError,
+        match=r"does not match centermask_lite_v19 \(nothing converted\): \d+ missing: .*stem_1/conv\.weight.*; "
+        r"\d+ unexpected: .*res2\.0\.conv1\.weight.*with another shape",
+    ):
         convert_state_dict(sd, "centermask_lite_v19", source="r50.pth")
 
 
 def test_unknown_checkpoint_asks_for_model(tmp_path):
     path = tmp_path / "other.pth"
-    torch.save({"model": {"proposal_generator.fcos_head.x": torch.zeros(1), "backbone.bottom_up.y": torch.zeros(1)}}, path)
-    with pytest.raises(MaskkitError, match=r"other\.pth: not a centermask2 CenterMask checkpoint maskkit knows.*--model"):
+    torch.save(
+        {"model": {"proposal_generator.fcos_head.x": torch.zeros(1), "backbone.bottom_up.y": torch.zeros(1)}}, path
+    )
+    with pytest.raises(
+        MaskkitError, match=r"other\.pth: not a centermask2 CenterMask checkpoint maskkit knows.*--model"
+    ):
         convert_file(path, tmp_path / "out.safetensors")
 
 
@@ -146,7 +164,9 @@ def test_convert_file_writes_a_normal_model_file(tmp_path, suffix):
     assert cfg.name == "centermask_lite_v19_slim_dw" and cfg.model.postprocess == "centermask2"
     assert model.info.class_names == list(COCO_CLASSES) and len(COCO_CLASSES) == 80
     assert model.info.label_to_cat_id[1] == 1 and model.info.label_to_cat_id[80] == 90
-    assert torch.equal(model.state_dict()["mask_head.sam.conv.weight"], sd["roi_heads.mask_head.spatialAtt.conv.weight"])
+    assert torch.equal(
+        model.state_dict()["mask_head.sam.conv.weight"], sd["roi_heads.mask_head.spatialAtt.conv.weight"]
+    )
     pred = maskkit.Predictor(out)(torch.rand(3, 64, 80))
     assert set(pred) >= {"boxes", "labels", "scores", "masks"}
 
@@ -225,7 +245,9 @@ def test_intermediate_tensors_equal_the_official_code(ref_path):
     if not COCO.is_dir():
         pytest.skip("../shared/data/coco-tiny not present")
     ref = json.loads(ref_path.read_text())
-    cfg, state = convert_state_dict(official_random_state_dict(load_layout(ref["config_name"]), cls_bias=ref["cls_bias"]))
+    cfg, state = convert_state_dict(
+        official_random_state_dict(load_layout(ref["config_name"]), cls_bias=ref["cls_bias"])
+    )
     model = build_model(cfg.model)
     model.load_state_dict(state)
     model.eval()
@@ -240,8 +262,11 @@ def test_intermediate_tensors_equal_the_official_code(ref_path):
         model.maskiou.register_forward_hook(lambda m, i, o: got.setdefault("maskiou", o))
     with torch.no_grad():
         model([reference_image(COCO, im["input"]).flip(0).float() / 255.0])
-        _same_stats(model.preprocess([reference_image(COCO, im["input"]).flip(0).float() / 255.0]),
-                    inter["input_normalized_padded"], "input")
+        _same_stats(
+            model.preprocess([reference_image(COCO, im["input"]).flip(0).float() / 255.0]),
+            inter["input_normalized_padded"],
+            "input",
+        )
     for level, name in enumerate(("p3", "p4", "p5", "p6", "p7")):
         _same_stats(got["fpn"][level], inter["fpn"][name], name)
     cls, reg, ctr = got["fcos"]
@@ -262,10 +287,10 @@ def test_outputs_equal_the_official_code(ref_path, tmp_path):
     must give every detection back: box IoU >= 0.99 with the same label, score within 1e-4,
     mask IoU >= 0.99, mask score within 1e-4 relative (see below for near-zero values), and
     the same number of detections."""
-    import maskkit
+    from official_weights import reference_image
     from pycocotools import mask as mask_util
 
-    from official_weights import reference_image
+    import maskkit
 
     if not COCO.is_dir():
         pytest.skip("../shared/data/coco-tiny not present")
@@ -309,11 +334,17 @@ def test_outputs_equal_the_official_code(ref_path, tmp_path):
         scale = out["scores"] * im["intermediates"]["maskiou_head_out"]["abs_mean"]
         assert ((out["mask_scores"] - ref_ms).abs() <= 1e-4 * torch.maximum(ref_ms.abs(), scale)).all(), where
         h, w = im["image_size_hw"]
-        mine = mask_util.encode(np.asfortranarray((out["masks"][:, 0] >= 0.5).numpy().astype(np.uint8).transpose(1, 2, 0)))
+        mine = mask_util.encode(
+            np.asfortranarray((out["masks"][:, 0] >= 0.5).numpy().astype(np.uint8).transpose(1, 2, 0))
+        )
         theirs = [{"size": [h, w], "counts": c} for c in im["masks_rle"]]
         # Two empty masks are the same mask (pycocotools calls their IoU 0).
-        mask_ious = [1.0 if mask_util.area(mine[i]) == mask_util.area(theirs[match[i]]) == 0
-                     else mask_util.iou([mine[i]], [theirs[match[i]]], [0])[0, 0] for i in range(len(mine))]
+        mask_ious = [
+            1.0
+            if mask_util.area(mine[i]) == mask_util.area(theirs[match[i]]) == 0
+            else mask_util.iou([mine[i]], [theirs[match[i]]], [0])[0, 0]
+            for i in range(len(mine))
+        ]
         assert min(mask_ious) >= 0.99, f"{where}: mask IoU {min(mask_ious):.4f}"
 
 
@@ -342,8 +373,9 @@ def test_detectron2_postprocess_clips_after_the_cut_and_pastes_into_the_clipped_
     boxes = torch.tensor([[-10.0, 0.0, 14.0, 14.0], [50.0, 50.0, 60.0, 60.0]])  # the 2nd lies outside 40x40
     # 2x2 masks (a cell is 7 px wide, so positions and the half-cell bleed are visible): left column 1.
     probs = torch.tensor([[1.0, 0.0], [1.0, 0.0]]).expand(2, 2, 2)
-    out = _detectron2_postprocess(boxes, torch.tensor([3, 4]), torch.tensor([0.9, 0.8]), probs,
-                                  torch.tensor([-0.1, 0.5]), (40, 40))
+    out = _detectron2_postprocess(
+        boxes, torch.tensor([3, 4]), torch.tensor([0.9, 0.8]), probs, torch.tensor([-0.1, 0.5]), (40, 40)
+    )
     assert out["boxes"].tolist() == [[0.0, 0.0, 14.0, 14.0]] and out["labels"].tolist() == [3]
     assert out["mask_scores"].tolist() == pytest.approx([-0.1])  # score x IoU, unclamped
     m = out["masks"][0, 0]
@@ -381,8 +413,9 @@ def test_imagenet_backbone_file_needs_a_preset_and_loads_into_its_trunk(tmp_path
 
 
 def test_torch7_file_dispatches_to_the_torch7_converter(tmp_path):
-    import maskkit
     from t7_writer import deepmask_file, write_t7
+
+    import maskkit
 
     write_t7(tmp_path / "model.t7", deepmask_file(np.random.default_rng(2)))
     model = maskkit.load_model(convert_file(tmp_path / "model.t7", tmp_path / "dm.safetensors"))

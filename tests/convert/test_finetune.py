@@ -1,6 +1,7 @@
 """Fine-tuning on your own classes (``train.init_weights``, ``maskkit.convert.finetune``): every
 tensor that fits loads, exactly the class-specific layers start fresh and are named, anything
 else that does not fit is one clear error."""
+
 from __future__ import annotations
 
 import math
@@ -82,9 +83,12 @@ def test_deepmask_file_starts_sharpmask_and_everything_loads(tmp_path):
 def test_anything_else_that_does_not_fit_is_one_clear_error(tmp_path):
     path, _ = _model_file(tmp_path, "centermask_lite_demo", 80)
     other_backbone, _ = _fresh("centermask_lite_demo", 3, ["model.backbone.variant=V-19-slim"])
-    with pytest.raises(CheckpointError, match=r"train.init_weights does not fit this model beyond its class-specific "
-                                              r"layers .*shape mismatch: backbone\.stages\.0\.blocks\.0\.aggregate"
-                                              r"\.0\.weight \(112, 256, 1, 1\) in file vs \(112, 320, 1, 1\) in model"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"train.init_weights does not fit this model beyond its class-specific "
+        r"layers .*shape mismatch: backbone\.stages\.0\.blocks\.0\.aggregate"
+        r"\.0\.weight \(112, 256, 1, 1\) in file vs \(112, 320, 1, 1\) in model",
+    ):
         load_init_weights(other_backbone, path)
     no_maskiou, _ = _fresh("centermask_lite_demo", 3, ["model.mask.maskiou=false"])
     with pytest.raises(CheckpointError, match=r"not in the model: maskiou\.convs\.0\.bias"):
@@ -108,12 +112,18 @@ def test_training_engine_fine_tunes_and_says_once_which_layers(tmp_path, capsys)
     torch.manual_seed(1)
     model = build_model(cfg.model)
     image = torch.rand(3, 64, 64)
-    target = {"boxes": torch.tensor([[4.0, 4.0, 30.0, 30.0]]), "labels": torch.tensor([1]),
-              "masks": torch.ones(1, 64, 64, dtype=torch.uint8), "iscrowd": torch.tensor([0])}
+    target = {
+        "boxes": torch.tensor([[4.0, 4.0, 30.0, 30.0]]),
+        "labels": torch.tensor([1]),
+        "masks": torch.ones(1, 64, 64, dtype=torch.uint8),
+        "iscrowd": torch.tensor([0]),
+    }
     fit(cfg, model, [(image, target)], tmp_path / "run", progress=False)  # max_iter 0: the start only
     err = capsys.readouterr().err
     assert err.count("re-initialised for 3 classes: fcos.cls_logits, mask_head.predictor, maskiou.predictor") == 1
-    assert torch.equal(model.state_dict()["fpn.fpn.layer_blocks.0.0.weight"], file_sd["fpn.fpn.layer_blocks.0.0.weight"])
+    assert torch.equal(
+        model.state_dict()["fpn.fpn.layer_blocks.0.0.weight"], file_sd["fpn.fpn.layer_blocks.0.0.weight"]
+    )
 
 
 def test_shape_invisible_settings_must_agree_and_input_convention_is_the_files(tmp_path):
@@ -123,7 +133,10 @@ def test_shape_invisible_settings_must_agree_and_input_convention_is_the_files(t
     assert model.cfg.input_format == "RGB"
     load_init_weights(model, path)
     assert (model.cfg.input_format, model.cfg.pixel_mean, model.cfg.pixel_std) == (
-        "BGR255", (103.53, 116.28, 123.675), (1.0, 1.0, 1.0))
+        "BGR255",
+        (103.53, 116.28, 123.675),
+        (1.0, 1.0, 1.0),
+    )
     assert model.pixel_mean.flatten().tolist() == pytest.approx([103.53, 116.28, 123.675])
     v1, _ = _fresh("centermask_lite_demo", 3, ["model.backbone.residual=false"])  # same shapes, other network
     with pytest.raises(CheckpointError, match=r"other settings: backbone.residual=True in the file vs False"):

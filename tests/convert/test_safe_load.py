@@ -1,4 +1,5 @@
 """maskkit.safe_load: detectron2 .pth/.pkl read without running pickled code."""
+
 from __future__ import annotations
 
 import pickle
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from maskkit.safe_load import read_state_dict
 from maskkit.errors import MaskkitError
+from maskkit.safe_load import read_state_dict
 
 
 class _Payload:
@@ -26,7 +27,9 @@ def test_pkl_numpy_state_dict(tmp_path, protocol):
     sd = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "b.bias": np.ones(4, dtype=np.float64)}
     path = tmp_path / "model_final.pkl"
     with open(path, "wb") as fh:
-        pickle.dump({"model": sd, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True}, fh, protocol=protocol)
+        pickle.dump(
+            {"model": sd, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True}, fh, protocol=protocol
+        )
     out = read_state_dict(path)
     assert set(out) == set(sd)
     assert torch.equal(out["a.weight"], torch.from_numpy(sd["a.weight"]))

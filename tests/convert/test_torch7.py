@@ -7,19 +7,20 @@ written Torch7 module tree: each Torch7 module type run by its own semantics, in
 the tensors that were written (``_run`` below), never through the converter or maskkit's
 modules. Symmetric padding there is ``numpy.pad(mode="symmetric")``.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from t7_writer import LuaFunction, T7Class, T7Tensor, conv, deepmask_file, seq, sharpmask_file, sym_padded, write_t7
 
 import maskkit
 from maskkit.checkpoint import save_model
 from maskkit.convert.torch7 import convert_torch7, read_torch7
 from maskkit.errors import CheckpointError
 from maskkit.models.zoo import build_model, get_config
-from t7_writer import LuaFunction, T7Class, T7Tensor, conv, deepmask_file, seq, sharpmask_file, sym_padded, write_t7
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # computeProposals.lua's meanstd
 
@@ -80,13 +81,19 @@ def _reference(model: T7Class, crops: torch.Tensor) -> dict[str, torch.Tensor]:
     runs it (``SharpMask:inference`` replaces the trunk's crop and the skip nets'
     SpatialZeroPadding by Identity, ``Infer:getTopPatches`` cuts each skip map to the window)."""
     f = model.fields
-    x = (crops.double() - torch.tensor(MEAN, dtype=torch.float64)[:, None, None]) / torch.tensor(STD, dtype=torch.float64)[:, None, None]
+    x = (crops.double() - torch.tensor(MEAN, dtype=torch.float64)[:, None, None]) / torch.tensor(
+        STD, dtype=torch.float64
+    )[:, None, None]
     outs = [x]
     for m in f["trunk"].fields["modules"]:
         outs.append(_run(m, outs[-1]))  # outs[k] = output of trunk.modules[k] (1-based)
     vec = outs[-1]
     mask_branch = f["maskBranchDM"] if "maskBranchDM" in f else f["maskBranch"]
-    res = {"vector": vec, "score": _run(f["scoreBranch"], vec)[:, 0], "mask": _run(mask_branch.fields["modules"][0], vec)}
+    res = {
+        "vector": vec,
+        "score": _run(f["scoreBranch"], vec)[:, 0],
+        "mask": _run(mask_branch.fields["modules"][0], vec),
+    }
     if "refs" in f:
         refs, fsz = f["refs"], f["fSz"]
         m = _run(refs[0], vec)
@@ -123,7 +130,12 @@ def test_deepmask_t7_outputs_equal_the_official_module_tree(tmp_path, bias):
     model = convert_torch7(tmp_path / "model.t7")
     cfg = model.info.config
     assert (cfg.name, cfg.model.padding, cfg.model.refine) == ("deepmask_r50", "symmetric", False)
-    assert (cfg.model.trunk_width, cfg.model.feature_size, cfg.model.mask_size, cfg.model.mask_loss_size) == (8, 2, 8, 16)
+    assert (cfg.model.trunk_width, cfg.model.feature_size, cfg.model.mask_size, cfg.model.mask_loss_size) == (
+        8,
+        2,
+        8,
+        16,
+    )
     assert model.info.class_names == ["object"] and model.info.label_to_cat_id == {1: 1} and not model.training
     crops = _crops(3, 64)
     ref = _reference(tree["model"], crops)
@@ -139,7 +151,12 @@ def test_sharpmask_t7_refined_masks_equal_the_official_module_tree(tmp_path):
     write_t7(tmp_path / "model.t7", tree)
     model = convert_torch7(tmp_path / "model.t7")
     m = model.info.config.model
-    assert (m.upsample, m.refine_mask_convs, m.refine_channels, m.skip_channels) == ("nearest", 2, (16, 8, 4, 2), (16, 16, 16, 8))
+    assert (m.upsample, m.refine_mask_convs, m.refine_channels, m.skip_channels) == (
+        "nearest",
+        2,
+        (16, 8, 4, 2),
+        (16, 16, 16, 8),
+    )
     crops = _crops(2, 64, seed=1)
     ref = _reference(tree["model"], crops)
     with torch.no_grad():
@@ -158,10 +175,12 @@ def _nnx_bilinear(img: np.ndarray, oh: int, ow: int) -> np.ndarray:
     """nnx SpatialReSamplingEx 'bilinear' (generic/SpatialReSamplingEx.c): output pixel x samples
     input position x * (iw - 1) / (ow - 1), bilinear between the 4 neighbours."""
     ih, iw = img.shape[-2:]
+
     def axis(n_in, n_out):
         pos = np.arange(n_out) * ((n_in - 1) / (n_out - 1))
         i0 = np.minimum(np.floor(pos).astype(int), n_in - 1)
         return i0, np.minimum(i0 + 1, n_in - 1), pos - i0
+
     y0, y1, wy = axis(ih, oh)
     x0, x1, wx = axis(iw, ow)
     top = img[..., y0, :][..., x0] * (1 - wx) + img[..., y0, :][..., x1] * wx
@@ -180,7 +199,9 @@ def _reference_score_map(model: T7Class, image: torch.Tensor, scale: float) -> t
     bw = 8 * f["fSz"]  # iSz / 2
     canvas = torch.full((1, 3, h + 2 * bw, w + 2 * bw), 0.5, dtype=torch.float64)
     canvas[0, :, bw : bw + h, bw : bw + w] = x
-    x = (canvas - torch.tensor(MEAN, dtype=torch.float64)[:, None, None]) / torch.tensor(STD, dtype=torch.float64)[:, None, None]
+    x = (canvas - torch.tensor(MEAN, dtype=torch.float64)[:, None, None]) / torch.tensor(STD, dtype=torch.float64)[
+        :, None, None
+    ]
     trunk = f["trunk"].fields["modules"]
     for m in trunk[:7] + trunk[8:10]:  # modules 1-7, (8: crop removed), 9 conv, 10 ReLU
         x = _run(m, x)
@@ -212,8 +233,13 @@ def test_converted_model_scores_whole_images_as_the_official_inference(tmp_path,
 def test_converted_model_saves_and_loads_as_a_model_file(tmp_path):
     write_t7(tmp_path / "model.t7", deepmask_file(np.random.default_rng(2)))
     model = convert_torch7(tmp_path / "model.t7")
-    out = save_model(tmp_path / "dm.safetensors", model, model.info.config, model.info.class_names,
-                     list(model.info.label_to_cat_id.values()))
+    out = save_model(
+        tmp_path / "dm.safetensors",
+        model,
+        model.info.config,
+        model.info.class_names,
+        list(model.info.label_to_cat_id.values()),
+    )
     back = maskkit.load_model(out)
     assert back.info.config.model.padding == "symmetric"
     crops = _crops(1, 64)
@@ -232,7 +258,10 @@ def test_full_size_official_layouts_convert_to_the_presets(tmp_path):
     preset = get_config("sharpmask_r50").model
     got = model.info.config.model
     official = {"pyramid", "border_fill"}  # full-image inference as Infer*.lua
-    assert {k for k in preset.__dict__ if getattr(preset, k) != getattr(got, k)} == {"upsample", "refine_mask_convs"} | official
+    assert {k for k in preset.__dict__ if getattr(preset, k) != getattr(got, k)} == {
+        "upsample",
+        "refine_mask_convs",
+    } | official
     assert sum(p.numel() for p in model.parameters()) == 17_333_121 + 2_738_235 + 12_300
     write_t7(tmp_path / "deep.t7", deepmask_file(rng, gsz=112, **kw))
     deep = convert_torch7(tmp_path / "deep.t7", "deepmask_r50")
@@ -269,7 +298,9 @@ def test_a_removed_tensor_is_reported_missing(tmp_path):
 def test_extra_modules_are_reported_unexpected(tmp_path):
     rng = np.random.default_rng(5)
     tree = sharpmask_file(rng)
-    tree["model"].fields["refs"][4].fields["modules"].append(sym_padded(conv(rng, 1, 1, 3, 1, 1, bias=True)))  # after the output
+    tree["model"].fields["refs"][4].fields["modules"].append(
+        sym_padded(conv(rng, 1, 1, 3, 1, 1, bias=True))
+    )  # after the output
     _refused(tmp_path, tree, "2 unexpected: refs[4].modules[7].modules[2].weight, refs[4].modules[7].modules[2].bias")
     tree = sharpmask_file(rng)
     tree["model"].fields["neths"].append(seq(conv(rng, 8, 4, 3, 1, 1)))  # a 5th skip net that refs does not use
@@ -292,7 +323,9 @@ def test_a_wrongly_padded_conv_is_refused(tmp_path):
     tree = _dm_tree()
     c = tree["model"].fields["trunk"].fields["modules"][0].fields["modules"][1].fields
     c["padW"] = c["padH"] = 3
-    tree["model"].fields["trunk"].fields["modules"][0] = tree["model"].fields["trunk"].fields["modules"][0].fields["modules"][1]
+    tree["model"].fields["trunk"].fields["modules"][0] = (
+        tree["model"].fields["trunk"].fields["modules"][0].fields["modules"][1]
+    )
     _refused(tmp_path, tree, "convs padded in several ways")
 
 

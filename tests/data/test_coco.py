@@ -1,5 +1,6 @@
 """COCO-format dataset: real subset, hand-made jsons (every segmentation kind, crowd, empty
 images, non-contiguous ids), bad input errors, image modes, data resolution."""
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,15 @@ def _img(i: int, h: int = H, w: int = W) -> dict:
 
 
 def _ann(aid: int, image_id: int, cat: int, segm, bbox, iscrowd: int = 0) -> dict:
-    return {"id": aid, "image_id": image_id, "category_id": cat, "segmentation": segm, "bbox": bbox,
-            "area": float(bbox[2] * bbox[3]), "iscrowd": iscrowd}
+    return {
+        "id": aid,
+        "image_id": image_id,
+        "category_id": cat,
+        "segmentation": segm,
+        "bbox": bbox,
+        "area": float(bbox[2] * bbox[3]),
+        "iscrowd": iscrowd,
+    }
 
 
 CATS = [{"id": 90, "name": "toothbrush"}, {"id": 3, "name": "car"}, {"id": 17, "name": "cat"}]
@@ -115,7 +123,7 @@ def test_coco_tiny_loads_with_contiguous_labels(coco_tiny: Path, split: str):
     assert isinstance(image, tv_tensors.Image) and image.dtype == torch.float32 and image.shape[0] == 3
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
     ann_cats = sorted(a["category_id"] for a in ds.coco.imgToAnns[ds.image_ids[0]])
-    assert sorted(ds.label_to_cat_id[int(l)] for l in target["labels"]) == ann_cats
+    assert sorted(ds.label_to_cat_id[int(lab)] for lab in target["labels"]) == ann_cats
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' own, under numpy 2
@@ -249,8 +257,10 @@ def test_not_coco_instances_json(tmp_path):
 
 @pytest.mark.parametrize(
     "field, value, expected",
-    [("image_id", 99, "annotation 7 refers to unknown image_id 99"),
-     ("category_id", 5, "annotation 7 refers to unknown category_id 5")],
+    [
+        ("image_id", 99, "annotation 7 refers to unknown image_id 99"),
+        ("category_id", 5, "annotation 7 refers to unknown category_id 5"),
+    ],
 )
 def test_annotation_pointing_at_unknown_image_or_category(tmp_path, field, value, expected):
     _png(tmp_path / "1.png")

@@ -1,4 +1,5 @@
 """The synthetic shapes dataset: exact masks, COCO validity, sizes, determinism, the CLI verb."""
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,9 @@ def test_layout_and_coco_fields(dataset: Path):
             path = dataset / split / im["file_name"]
             assert path.is_file()
             with Image.open(path) as pil:
-                assert pil.format == "PNG" and pil.mode == "RGB" and pil.size == (im["width"], im["height"]) == (128, 128)
+                assert (
+                    pil.format == "PNG" and pil.mode == "RGB" and pil.size == (im["width"], im["height"]) == (128, 128)
+                )
         for a in ann["annotations"]:
             assert a["iscrowd"] == 0 and 1 <= a["category_id"] <= len(CATEGORIES)
             assert isinstance(a["segmentation"]["counts"], str)
@@ -141,15 +144,19 @@ def test_scene_knobs_max_instances_and_clutter(monkeypatch):
             areas[k] += [int(inst["mask"].sum()) for inst in _render(image_rng(0, "train", i), 128, max_instances=k)[1]]
     assert np.median(areas[2]) > 1.5 * np.median(areas[15])
     # min_area raises the smallest object drawn (visible areas can still be cut by occlusion/border)
-    big = [int(inst["mask"].sum()) for i in range(30)
-           for inst in _render(image_rng(0, "train", i), 128, min_area=1500)[1]]
+    big = [
+        int(inst["mask"].sum()) for i in range(30) for inst in _render(image_rng(0, "train", i), 128, min_area=1500)[1]
+    ]
     assert np.percentile(big, 25) > 1000 > np.percentile(areas[15], 25)
     import maskkit.data.synthetic as synth
 
     painted = []  # the label of every painted shape: 0 = unannotated clutter
     real_paint = synth._paint
-    monkeypatch.setattr(synth, "_paint", lambda canvas, owner, label, *a, **k: (
-        painted.append(label), real_paint(canvas, owner, label, *a, **k))[1])
+    monkeypatch.setattr(
+        synth,
+        "_paint",
+        lambda canvas, owner, label, *a, **k: (painted.append(label), real_paint(canvas, owner, label, *a, **k))[1],
+    )
     for i in range(6):
         _render(image_rng(4, "val", i), 128)
     assert painted.count(0) >= 12  # 2..8 distractors per image
@@ -179,7 +186,26 @@ def test_bad_arguments_raise_one_clear_error(tmp_path: Path):
 
 def test_cli_writes_layout(tmp_path: Path, capsys):
     out = tmp_path / "cli"
-    assert main(["data", "synth", "--out", str(out), "--train", "2", "--val", "1", "--size", "96", "--seed", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(out),
+                "--train",
+                "2",
+                "--val",
+                "1",
+                "--size",
+                "96",
+                "--seed",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "train: 2 images" in printed and "val: 1 images" in printed
     for split, num in (("train", 2), ("val", 1)):

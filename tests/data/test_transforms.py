@@ -1,5 +1,6 @@
 """Transforms: shortest-side resize with scale jitter, flip, sanitising, and the test-time
 resize whose inverse maps boxes back to original image coordinates."""
+
 from __future__ import annotations
 
 import pytest
@@ -133,9 +134,13 @@ def test_polygons_follow_resize_and_flip_exactly_and_are_filtered_with_their_ins
     from maskkit.structures import instance_polygons
 
     image, target = _sample(boxes=((10, 20, 40, 50), (50, 5, 52, 8)), crowd=(0, 0))
-    target["polygons"] = PolygonVertices(torch.tensor([[10.0, 20.0], [40.0, 20.0], [40.0, 50.0], [10.0, 50.0],
-                                                       [50.0, 5.0], [52.0, 5.0], [52.0, 8.0]], dtype=torch.float64),
-                                         canvas_size=(60, 80))
+    target["polygons"] = PolygonVertices(
+        torch.tensor(
+            [[10.0, 20.0], [40.0, 20.0], [40.0, 50.0], [10.0, 50.0], [50.0, 5.0], [52.0, 5.0], [52.0, 8.0]],
+            dtype=torch.float64,
+        ),
+        canvas_size=(60, 80),
+    )
     target["polygon_parts"] = torch.tensor([[0, 4], [1, 3]])
     target["ann_index"] = torch.tensor([0, 1])
     cfg = DataConfig(min_size_train=(120,), max_size_train=1000, hflip_prob=1.0)

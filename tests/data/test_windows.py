@@ -1,5 +1,6 @@
 """DeepMask/SharpMask window sampler: jitter statistics, score positives/negatives, the negative
 rejection rule, border padding, flips, homogeneous batches, crowd handling, COCO input."""
+
 from __future__ import annotations
 
 import math
@@ -16,11 +17,12 @@ from maskkit.models.sharpmask.config import WindowSamplerConfig
 MEAN = (0.485, 0.456, 0.406)
 
 
-
 def _item(h, w, boxes, crowd=None, color=None, seed=0):
     """(image, target) with filled rectangles ``boxes`` (xyxy ints)."""
     g = torch.Generator().manual_seed(seed)
-    image = torch.rand(3, h, w, generator=g) if color is None else torch.tensor(color).view(3, 1, 1).expand(3, h, w).clone()
+    image = (
+        torch.rand(3, h, w, generator=g) if color is None else torch.tensor(color).view(3, 1, 1).expand(3, h, w).clone()
+    )
     masks = torch.zeros(len(boxes), h, w, dtype=torch.uint8)
     for k, (x0, y0, x1, y1) in enumerate(boxes):
         masks[k, y0:y1, x0:x1] = 1

@@ -3,6 +3,7 @@ run folder and SIGKILLs itself at the ``kill_at``-th file-system event of the ru
 event is a call of ``os.fsync``, ``os.replace``, ``os.link`` or ``os.unlink``. At an ``fsync``
 of a file the file is first cut to half its size, as a kill in the middle of writing it would
 leave it. ``kill_at=0`` never kills. Runs in a forkserver child so torch is imported once."""
+
 from __future__ import annotations
 
 import os
@@ -29,6 +30,7 @@ def _armed(kill_at: int, counter: list[int]):
                     os.ftruncate(args[0], os.fstat(args[0]).st_size // 2)
                 os.kill(os.getpid(), signal.SIGKILL)
             return fn(*args, **kw)
+
         return inner
 
     for name in ("fsync", "replace", "link", "unlink"):
@@ -45,8 +47,15 @@ def train(out: str, kill_at: int, resume: bool) -> int:
         _armed(-1, counter)
     torch.manual_seed(0)
     model = TinyModel(noisy=True)
-    fit(tiny_config(max_iter=MAX_ITER, checkpoint_period=PERIOD), model, TinyDataset(), out, resume=resume,
-        progress=False, overwrite=not resume)
+    fit(
+        tiny_config(max_iter=MAX_ITER, checkpoint_period=PERIOD),
+        model,
+        TinyDataset(),
+        out,
+        resume=resume,
+        progress=False,
+        overwrite=not resume,
+    )
     return counter[0]
 
 

@@ -5,6 +5,7 @@
 Trains the tiny model for 4 steps at global batch 4 and evaluates it on VAL_ROOT's val split
 (distributed evaluation: each rank predicts its share, rank 0 scores the gathered results).
 """
+
 import sys
 from pathlib import Path
 

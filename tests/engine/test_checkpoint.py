@@ -1,5 +1,6 @@
 """Model files (safetensors + embedded config) and training-state files: round trip and
 every kind of bad file refused with one CheckpointError naming the file."""
+
 from __future__ import annotations
 
 import pickle
@@ -117,8 +118,12 @@ def test_corrupt_metadata(tmp_path):
 
 
 def test_train_state_round_trip_and_refuses_pickles(tmp_path):
-    state = {"step": 3, "optimizer": {"state": {0: {"momentum_buffer": torch.ones(2)}}, "param_groups": []},
-             "rng": {"torch": torch.get_rng_state()}, "best": None}
+    state = {
+        "step": 3,
+        "optimizer": {"state": {0: {"momentum_buffer": torch.ones(2)}}, "param_groups": []},
+        "rng": {"torch": torch.get_rng_state()},
+        "best": None,
+    }
     save_train_state(tmp_path / "state.pt", state)
     back = load_train_state(tmp_path / "state.pt")
     assert back["step"] == 3 and torch.equal(back["optimizer"]["state"][0]["momentum_buffer"], torch.ones(2))

@@ -2,6 +2,7 @@
 checkpoint write included: a file cut in half, a temporary file not yet renamed, one of
 model_last/state_last replaced and not the other) always resumes and ends with exactly the
 weights of an uninterrupted run, no temporary files, and one metrics line per step."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """2-process DistributedDataParallel (Gloo, CPU) == 1 process at the same global batch:
 same logged losses, same weights, same (gathered) evaluation."""
+
 from __future__ import annotations
 
 import json
@@ -34,14 +35,37 @@ def test_two_processes_match_one(tmp_path):
     from maskkit.data.synthetic import generate
 
     val_root = generate(tmp_path / "data", num_train=0, num_val=5, seed=1, size=64, progress=False)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parents[1]), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parents[1]), os.environ.get("PYTHONPATH")])),
+    }
     worker = str(HERE / "ddp_worker.py")
-    one = subprocess.run([sys.executable, worker, str(tmp_path / "one"), str(val_root)], env=env,
-                         capture_output=True, text=True, timeout=240)
+    one = subprocess.run(
+        [sys.executable, worker, str(tmp_path / "one"), str(val_root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-                          f"--master_port={_free_port()}", worker, str(tmp_path / "two"), str(val_root)],
-                         env=env, capture_output=True, text=True, timeout=240)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--nnodes=1",
+            f"--master_port={_free_port()}",
+            worker,
+            str(tmp_path / "two"),
+            str(val_root),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
 
     losses1, evals1 = _records(tmp_path / "one")

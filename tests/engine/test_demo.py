@@ -1,5 +1,6 @@
 """`maskkit demo --quick`: the whole pipeline end to end on tiny synthetic data (numbers are
 meaningless at this size; the full demo is a benchmark, see benchmarks/synthetic_protocol.md)."""
+
 from __future__ import annotations
 
 import json
@@ -55,10 +56,23 @@ def test_demo_sigterm_is_one_line_and_keeps_the_checkpoint(tmp_path):
     """A SIGTERM during the demo's training: exit 128 + 15, one ``maskkit:`` line naming the
     saved checkpoint, no traceback (before the fix, ``write_metrics`` received None)."""
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "maskkit", "demo", "--quick", "--iters", "100000", "--out", str(out), "--no-progress",
-           "--set", "train.log_period=1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "maskkit",
+        "demo",
+        "--quick",
+        "--iters",
+        "100000",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "train.log_period=1",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     stdout, err = signal_after_logged_steps(proc, out / "metrics.jsonl", signal.SIGTERM, timeout=200)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and "Traceback" not in stdout

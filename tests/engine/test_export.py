@@ -5,6 +5,7 @@ Random weights give near-uniform scores and mask probabilities of ~0.5, so each 
 class-logit and mask-predictor weights are redrawn with a larger spread (seeded): detections
 are well separated and masks decisive, so the comparison is meaningful.
 """
+
 from __future__ import annotations
 
 import io
@@ -105,8 +106,11 @@ def test_numpy_resize_and_paste_equal_torch():
     masks = torch.rand(3, 28, 28)
     boxes = torch.tensor([[3.2, 4.1, 40.7, 30.0], [-5.0, 10.0, 20.0, 70.0], [10.0, 10.0, 10.5, 11.0]])
     for zero_outside in (True, False):
-        np.testing.assert_allclose(paste_masks(masks.numpy(), boxes.numpy(), (50, 60), zero_outside),
-                                   paste_masks_in_image(masks, boxes, (50, 60), zero_outside).numpy(), atol=1e-5)
+        np.testing.assert_allclose(
+            paste_masks(masks.numpy(), boxes.numpy(), (50, 60), zero_outside),
+            paste_masks_in_image(masks, boxes, (50, 60), zero_outside).numpy(),
+            atol=1e-5,
+        )
 
 
 def _official_layout(preset: str) -> torch.nn.Module:
@@ -119,15 +123,22 @@ def _official_layout(preset: str) -> torch.nn.Module:
     return build(apply_overrides(official_config(preset), SMALL), backbone_weights=False)
 
 
-@pytest.mark.parametrize("preset, official", [
-    ("centermask_lite_v19", False),  # a Lite preset, maskkit pre- and post-processing
-    ("centermask_mnv2", True),  # a full preset in the converted official layout (BGR255, centermask2 post-processing)
-])
+@pytest.mark.parametrize(
+    "preset, official",
+    [
+        ("centermask_lite_v19", False),  # a Lite preset, maskkit pre- and post-processing
+        (
+            "centermask_mnv2",
+            True,
+        ),  # a full preset in the converted official layout (BGR255, centermask2 post-processing)
+    ],
+)
 def test_onnxruntime_parity_on_real_images_two_sizes(tmp_path, coco_tiny, preset, official):
     torch.manual_seed(0)
     model = _spread_scores(_official_layout(preset) if official else create_model(preset, overrides=SMALL))
-    assert (model.cfg.postprocess, model.cfg.input_format) == (("centermask2", "BGR255") if official else
-                                                                ("maskkit", "RGB"))
+    assert (model.cfg.postprocess, model.cfg.input_format) == (
+        ("centermask2", "BGR255") if official else ("maskkit", "RGB")
+    )
     path = export_model(model, tmp_path / "m.onnx")
     runner = OnnxRunner(path)
     sizes = set()
@@ -141,10 +152,13 @@ def test_onnxruntime_parity_on_real_images_two_sizes(tmp_path, coco_tiny, preset
     assert len(sizes) == 2  # one file served two different input sizes
 
 
-@pytest.mark.parametrize("preset, extra", [
-    ("sharpmask_demo", []),  # refinement on the skip features of each window's own scale
-    ("deepmask_demo", ["model.pyramid=official", "model.border_fill=0.5"]),  # coarse masks, converted-.t7 settings
-])
+@pytest.mark.parametrize(
+    "preset, extra",
+    [
+        ("sharpmask_demo", []),  # refinement on the skip features of each window's own scale
+        ("deepmask_demo", ["model.pyramid=official", "model.border_fill=0.5"]),  # coarse masks, converted-.t7 settings
+    ],
+)
 def test_sharpmask_onnxruntime_parity_on_real_images_two_sizes(tmp_path, coco_tiny, preset, extra):
     torch.manual_seed(0)
     model = create_model(preset, overrides=["model.top_n=100", *extra]).eval()
@@ -231,17 +245,49 @@ def test_predict_and_eval_cli_onnx_equal_pytorch(tmp_path, coco_tiny):
 
     val = open_split(coco_tiny, "val", None, None)
     torch.manual_seed(0)
-    model = _spread_scores(create_model("centermask_lite_demo", num_classes=len(val.cat_ids),
-                                        overrides=["eval.max_images=3"]))
+    model = _spread_scores(
+        create_model("centermask_lite_demo", num_classes=len(val.cat_ids), overrides=["eval.max_images=3"])
+    )
     w = save_model(tmp_path / "m.safetensors", model, model.info.config, val.class_names, val.cat_ids)
     assert main(["export", "--weights", str(w), "--format", "onnx"]) == 0
     onnx_path = w.with_suffix(".onnx")
     imgs = [str(p) for p in sorted((coco_tiny / "val2017").glob("*.jpg"))[:2]]
     for weights, out in ((w, "pt"), (onnx_path, "ort")):
-        assert main(["predict", "--weights", str(weights), *imgs, "--out", str(tmp_path / f"p_{out}"), "--no-draw",
-                     "--score-thr", "0.2", "--no-progress", "--batch", "1"]) == 0
-        assert main(["eval", "--weights", str(weights), "--data", str(coco_tiny), "--out", str(tmp_path / f"e_{out}"),
-                     "--batch", "1"]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    "--weights",
+                    str(weights),
+                    *imgs,
+                    "--out",
+                    str(tmp_path / f"p_{out}"),
+                    "--no-draw",
+                    "--score-thr",
+                    "0.2",
+                    "--no-progress",
+                    "--batch",
+                    "1",
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "eval",
+                    "--weights",
+                    str(weights),
+                    "--data",
+                    str(coco_tiny),
+                    "--out",
+                    str(tmp_path / f"e_{out}"),
+                    "--batch",
+                    "1",
+                ]
+            )
+            == 0
+        )
     for kind in ("p", "e"):
         a = json.loads((tmp_path / f"{kind}_pt" / "results.json").read_text())
         b = json.loads((tmp_path / f"{kind}_ort" / "results.json").read_text())

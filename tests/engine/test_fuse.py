@@ -1,5 +1,6 @@
 """The fused eager path (norms folded into convolutions, optional channels_last) gives the
 unfused model's outputs (issue #11: unchanged to 1e-5)."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,18 +23,25 @@ def _randomise_norms(model: torch.nn.Module) -> None:
             m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
 
 
-@pytest.mark.parametrize("preset, channels_last, mask_tol", [
-    ("centermask_lite_v19", False, 1e-5),
-    ("centermask_lite_v19", True, 1e-5),
-    ("centermask_lite_mnv2", False, 1e-5),
-    # random ResNet-50 features reach ~4e3 (no trained statistics keep them small): float32
-    # rounding alone moves them by ~6e-3 against a float64 reference, and a few mask pixels by ~1e-3
-    ("centermask_lite_r50", False, 2e-3),
-])
+@pytest.mark.parametrize(
+    "preset, channels_last, mask_tol",
+    [
+        ("centermask_lite_v19", False, 1e-5),
+        ("centermask_lite_v19", True, 1e-5),
+        ("centermask_lite_mnv2", False, 1e-5),
+        # random ResNet-50 features reach ~4e3 (no trained statistics keep them small): float32
+        # rounding alone moves them by ~6e-3 against a float64 reference, and a few mask pixels by ~1e-3
+        ("centermask_lite_r50", False, 2e-3),
+    ],
+)
 def test_fused_equals_unfused(preset, channels_last, mask_tol):
     torch.manual_seed(0)
-    overrides = ["model.min_size_test=160", "model.max_size_test=256", "model.fcos.score_thresh=0.0",
-                 "model.fcos.detections_per_image=20"]
+    overrides = [
+        "model.min_size_test=160",
+        "model.max_size_test=256",
+        "model.fcos.score_thresh=0.0",
+        "model.fcos.detections_per_image=20",
+    ]
     model = create_model(preset, overrides=overrides).eval()
     with torch.no_grad():
         _randomise_norms(model)

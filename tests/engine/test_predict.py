@@ -1,5 +1,6 @@
 """Predictor, the shared batched inference path, evaluate_model, and the predict / eval
 --weights verbs (images, folders, globs, video, an image with no objects)."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,16 @@ def data_root(tmp_path_factory):
 def weights(tmp_path_factory):
     """Random demo CenterMask (6 classes) with a zero score threshold, so it detects things."""
     torch.manual_seed(0)
-    cfg = get_config("centermask_lite_demo", 6, ["model.fcos.score_thresh=0.0", "model.fcos.detections_per_image=5",
-                                                 "model.min_size_test=64", "model.max_size_test=96"])
+    cfg = get_config(
+        "centermask_lite_demo",
+        6,
+        [
+            "model.fcos.score_thresh=0.0",
+            "model.fcos.detections_per_image=5",
+            "model.min_size_test=64",
+            "model.max_size_test=96",
+        ],
+    )
     model = build_model(cfg.model)
     path = tmp_path_factory.mktemp("w") / "model.safetensors"
     save_model(path, model, cfg, [f"c{i}" for i in range(6)], CAT_IDS)
@@ -50,8 +59,11 @@ def test_predictor_contract_and_input_forms(weights):
     assert set(pred["category_ids"].tolist()) <= set(CAT_IDS)
     assert pred["class_names"][0] == f"c{int(pred['labels'][0]) - 1}"
     u8 = (img * 255).round().to(torch.uint8)
-    same = [to_image_tensor(u8), to_image_tensor(u8.permute(1, 2, 0).numpy()),
-            to_image_tensor(Image.fromarray(u8.permute(1, 2, 0).numpy()))]
+    same = [
+        to_image_tensor(u8),
+        to_image_tensor(u8.permute(1, 2, 0).numpy()),
+        to_image_tensor(Image.fromarray(u8.permute(1, 2, 0).numpy())),
+    ]
     for t in same[1:]:
         assert torch.equal(t, same[0])
     with pytest.raises(DataError, match=r"\[3, H, W\]"):
@@ -84,8 +96,21 @@ def test_image_with_no_objects(tmp_path, weights):
 
 def test_predict_cli_folder_and_glob(tmp_path, weights, data_root):
     out = tmp_path / "out"
-    rc = main(["predict", "--weights", str(weights), str(data_root / "val"),
-               str(data_root / "val" / "*1.png"), "--out", str(out), "--score-thr", "0.0", "--batch", "2"])
+    rc = main(
+        [
+            "predict",
+            "--weights",
+            str(weights),
+            str(data_root / "val"),
+            str(data_root / "val" / "*1.png"),
+            "--out",
+            str(out),
+            "--score-thr",
+            "0.0",
+            "--batch",
+            "2",
+        ]
+    )
     assert rc == 0
     index = json.loads((out / "images.json").read_text())
     assert len(index) == 4  # 3 from the folder + 1 from the glob
@@ -110,8 +135,14 @@ class _Oracle(torch.nn.Module):
             t = self.dataset.load_target(self.i)
             self.i += 1
             n = len(t["labels"])
-            preds.append({"boxes": t["boxes"].as_subclass(torch.Tensor), "labels": t["labels"],
-                          "scores": torch.ones(n), "masks": t["masks"].as_subclass(torch.Tensor)[:, None].float()})
+            preds.append(
+                {
+                    "boxes": t["boxes"].as_subclass(torch.Tensor),
+                    "labels": t["labels"],
+                    "scores": torch.ones(n),
+                    "masks": t["masks"].as_subclass(torch.Tensor)[:, None].float(),
+                }
+            )
         return preds
 
 

@@ -1,6 +1,7 @@
 """Run-folder rules (issue #14 items 4, 6, 7, 12): a fresh run refuses a folder holding a run
 unless told to overwrite it, a lock keeps two runs apart, metrics.jsonl is cut to the resumed
 step, files follow the umask, and a stop signal gives exit 130/143 (also during evaluation)."""
+
 from __future__ import annotations
 
 import json
@@ -118,8 +119,9 @@ def test_a_signal_during_evaluation_stops_the_run_saves_and_exits_128_plus_signa
 
     val = generate(tmp_path / "data", num_train=0, num_val=12, seed=1, size=64, progress=False)
     marker = tmp_path / "evaluating"
-    script = _EVAL_SCRIPT.format(here=str(Path(__file__).parent), out=str(tmp_path / "run"), marker=str(marker),
-                                 val=str(val))
+    script = _EVAL_SCRIPT.format(
+        here=str(Path(__file__).parent), out=str(tmp_path / "run"), marker=str(marker), val=str(val)
+    )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not marker.exists():
@@ -141,8 +143,11 @@ def tiny_disk(tmp_path):
     """A 96 KiB tmpfs (needs root and mount; skipped elsewhere)."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("needs root to mount a small tmpfs")
     yield mnt
     subprocess.run(["umount", str(mnt)], check=False)

@@ -1,4 +1,5 @@
 """Weight-decay groups (``train.no_decay``) and the CenterMask presets' official data filter."""
+
 from __future__ import annotations
 
 import pytest

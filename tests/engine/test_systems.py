@@ -1,4 +1,5 @@
 """The system objects: what the engine asks of CenterMask and SharpMask."""
+
 from __future__ import annotations
 
 import json
@@ -34,6 +35,10 @@ def test_sharpmask_is_class_agnostic_and_keeps_the_top_proposals():
     sm = SYSTEMS["sharpmask"]
     assert sm.class_agnostic and not SYSTEMS["centermask"].class_agnostic
     assert sm.label_mapping(None) == (["object"], [1]) and sm.results_mapping({1: 7}) is None
-    pred = {"scores": torch.tensor([0.125, 0.875, 0.5]), "boxes": torch.arange(12.0).view(3, 4), "labels": torch.ones(3)}
+    pred = {
+        "scores": torch.tensor([0.125, 0.875, 0.5]),
+        "boxes": torch.arange(12.0).view(3, 4),
+        "labels": torch.ones(3),
+    }
     top, thr = sm.for_overlay(pred, 0.3, top=2)
     assert thr == 0.0 and top["scores"].tolist() == [0.875, 0.5] and top["boxes"][0].tolist() == [4, 5, 6, 7]

@@ -1,4 +1,5 @@
 """Training loop: resume equality, accumulation, NaN stop, SIGINT, schedule."""
+
 from __future__ import annotations
 
 import json
@@ -116,7 +117,7 @@ def test_bf16_autocast_on_cpu_trains(tmp_path):
     model = _train(tmp_path, cfg, noisy=False)
     assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in model.parameters())
     losses = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")]
-    assert len(losses) == 3 and all(l == l for l in losses)
+    assert len(losses) == 3 and all(x == x for x in losses)
     with pytest.raises(Exception, match="fp16 needs a CUDA device"):
         _train(tmp_path / "b", tiny_config(max_iter=1, amp="fp16"))
 
@@ -128,7 +129,9 @@ def test_init_weights_refuses_other_class_count_and_copies_matching(tmp_path):
     # 5-class fc does not fit and the start is refused, naming the tensor
     model = TinyModel()
     model.fc = torch.nn.Linear(8, 5)
-    with pytest.raises(CheckpointError, match=r"train.init_weights does not fit .*fc.weight \(2, 8\) in file vs \(5, 8\)"):
+    with pytest.raises(
+        CheckpointError, match=r"train.init_weights does not fit .*fc.weight \(2, 8\) in file vs \(5, 8\)"
+    ):
         fit(tiny_config(max_iter=1, init_weights=str(src)), model, TinyDataset(), tmp_path / "b", progress=False)
     # same class count: every tensor is copied before the first step (max_iter=0 trains nothing)
     torch.manual_seed(5)
@@ -179,9 +182,29 @@ def test_cli_train_sigterm_saves_and_exits_143_with_one_line(tmp_path):
 
     data = generate(tmp_path / "data", num_train=8, num_val=2, size=96, progress=False)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "maskkit", "train", "--model", "centermask_lite_demo", "--data", str(data),
-           "--out", str(out), "--iters", "100000", "--batch", "2", "--no-progress", "--set", "train.log_period=1",
-           "--set", "data.min_size_train=[96]", "--set", "data.max_size_train=128"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "maskkit",
+        "train",
+        "--model",
+        "centermask_lite_demo",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--iters",
+        "100000",
+        "--batch",
+        "2",
+        "--no-progress",
+        "--set",
+        "train.log_period=1",
+        "--set",
+        "data.min_size_train=[96]",
+        "--set",
+        "data.max_size_train=128",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     _, err = signal_after_logged_steps(proc, out / "metrics.jsonl", signal.SIGTERM)

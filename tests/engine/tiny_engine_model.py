@@ -4,6 +4,7 @@ Not a test module (no ``test_`` prefix): imported by the engine tests and by the
 DDP worker script. No BatchNorm, and every loss is a per-image mean, so the gradient of a
 global batch is the same whether it is computed in one process or averaged over several.
 """
+
 from __future__ import annotations
 
 import torch
@@ -87,8 +88,10 @@ class TinyDataset(torch.utils.data.Dataset):
     def __init__(self, n: int = 12):
         g = torch.Generator().manual_seed(123)
         self.images = torch.rand(n, 3, 16, 16, generator=g)
-        self.labels = [torch.randint(1, NUM_CLASSES + 1, (int(torch.randint(0, 4, (1,), generator=g)),), generator=g)
-                       for _ in range(n)]
+        self.labels = [
+            torch.randint(1, NUM_CLASSES + 1, (int(torch.randint(0, 4, (1,), generator=g)),), generator=g)
+            for _ in range(n)
+        ]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -98,7 +101,11 @@ class TinyDataset(torch.utils.data.Dataset):
         if torch.rand(()) < 0.5:
             im = im.flip(-1)
         n = len(self.labels[i])
-        target = {"boxes": torch.tensor([[1.0, 1.0, 8.0, 8.0]]).repeat(n, 1), "labels": self.labels[i],
-                  "masks": torch.zeros(n, 16, 16, dtype=torch.uint8), "image_id": i,
-                  "iscrowd": torch.zeros(n, dtype=torch.int64)}
+        target = {
+            "boxes": torch.tensor([[1.0, 1.0, 8.0, 8.0]]).repeat(n, 1),
+            "labels": self.labels[i],
+            "masks": torch.zeros(n, 16, 16, dtype=torch.uint8),
+            "image_id": i,
+            "iscrowd": torch.zeros(n, dtype=torch.int64),
+        }
         return im, target

@@ -1,5 +1,6 @@
 """COCO AP / proposal AR evaluation: hand-built cases with known answers, GT-vs-itself,
 class-agnostic proposals, the AUC, the results format and the ``maskkit eval`` verb."""
+
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import torch
 from pycocotools.coco import COCO
 
 from maskkit.cli import main
+from maskkit.errors import MaskkitError
 from maskkit.evaluation import (
     check_results,
     evaluate_coco,
@@ -22,7 +24,6 @@ from maskkit.evaluation import (
     write_metrics,
     write_results,
 )
-from maskkit.errors import MaskkitError
 from maskkit.evaluation.coco import _load_dt, _results_for, _run_cocoeval  # internals checked directly
 from maskkit.structures import masks_to_rle, rle_to_mask
 
@@ -32,7 +33,7 @@ CATS = [{"id": 7, "name": "cat"}, {"id": 42, "name": "dog"}]
 
 def rect_mask(x, y, w, h, height=H, width=W) -> np.ndarray:
     m = np.zeros((height, width), dtype=np.uint8)
-    m[y:y + h, x:x + w] = 1
+    m[y : y + h, x : x + w] = 1
     return m
 
 
@@ -43,9 +44,17 @@ def make_gt(objects: dict[int, list[tuple]], cats=CATS) -> COCO:
     anns = []
     for image_id, objs in sorted(objects.items()):
         for x, y, w, h, cat, *crowd in objs:
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cat, "bbox": [x, y, w, h],
-                         "area": float(w * h), "iscrowd": crowd[0] if crowd else 0,
-                         "segmentation": masks_to_rle(rect_mask(x, y, w, h)[None])[0]})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": float(w * h),
+                    "iscrowd": crowd[0] if crowd else 0,
+                    "segmentation": masks_to_rle(rect_mask(x, y, w, h)[None])[0],
+                }
+            )
     coco = COCO()
     coco.dataset = {"images": images, "annotations": anns, "categories": cats}
     coco.createIndex()
@@ -53,8 +62,13 @@ def make_gt(objects: dict[int, list[tuple]], cats=CATS) -> COCO:
 
 
 def det(image_id, x, y, w, h, cat, score) -> dict:
-    return {"image_id": image_id, "category_id": cat, "bbox": [float(x), float(y), float(w), float(h)],
-            "score": score, "segmentation": masks_to_rle(rect_mask(x, y, w, h)[None])[0]}
+    return {
+        "image_id": image_id,
+        "category_id": cat,
+        "bbox": [float(x), float(y), float(w), float(h)],
+        "score": score,
+        "segmentation": masks_to_rle(rect_mask(x, y, w, h)[None])[0],
+    }
 
 
 def gt_as_results(coco: COCO) -> list[dict]:
@@ -65,17 +79,31 @@ def gt_as_results(coco: COCO) -> list[dict]:
             continue
         rle = coco.annToRLE(a)
         counts = rle["counts"]
-        out.append({"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]), "score": 1.0,
-                    "segmentation": {"size": list(rle["size"]),
-                                     "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}})
+        out.append(
+            {
+                "image_id": a["image_id"],
+                "category_id": a["category_id"],
+                "bbox": list(a["bbox"]),
+                "score": 1.0,
+                "segmentation": {
+                    "size": list(rle["size"]),
+                    "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+                },
+            }
+        )
     return out
 
 
 # --------------------------------------------------------------------------- AP
 
+
 def test_gt_against_itself_gives_ap_one():
-    gt = make_gt({1: [(10, 10, 50, 50, 7), (100, 100, 60, 40, 42), (5, 120, 20, 20, 7)],
-                  2: [(0, 0, 150, 150, 42), (30, 160, 30, 30, 7, 1)]})  # the last one is crowd
+    gt = make_gt(
+        {
+            1: [(10, 10, 50, 50, 7), (100, 100, 60, 40, 42), (5, 120, 20, 20, 7)],
+            2: [(0, 0, 150, 150, 42), (30, 160, 30, 30, 7, 1)],
+        }
+    )  # the last one is crowd
     m = evaluate_coco(gt, gt_as_results(gt))
     for t in ("bbox", "segm"):
         for stat in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR10", "AR100"):
@@ -148,6 +176,7 @@ def test_gt_against_itself_on_real_coco_val(coco_tiny):
 
 # --------------------------------------------------------------------------- proposals
 
+
 def test_proposals_are_class_agnostic():
     gt = make_gt({1: [(10, 10, 50, 50, 7), (100, 100, 60, 40, 42)]})
     # Each GT proposed with the other class's id: class-aware eval sees only wrong classes.
@@ -171,8 +200,12 @@ def test_auc_hand_built():
     # Image 1: p1 misses, p2 = g1, p3 covers g2 with IoU 0.62 (hit at 3 of the 10 thresholds).
     # Image 2: its only proposal = its only GT. Counts are per image.
     gt = make_gt({1: [(10, 10, 50, 50, 7), (100, 100, 50, 50, 7)], 2: [(20, 20, 40, 40, 42)]})
-    props = [det(1, 150, 10, 30, 30, 7, 0.9), det(1, 10, 10, 50, 50, 7, 0.8), det(1, 100, 100, 50, 31, 7, 0.7),
-             det(2, 20, 20, 40, 40, 7, 0.95)]
+    props = [
+        det(1, 150, 10, 30, 30, 7, 0.9),
+        det(1, 10, 10, 50, 50, 7, 0.8),
+        det(1, 100, 100, 50, 31, 7, 0.7),
+        det(2, 20, 20, 40, 40, 7, 0.95),
+    ]
     ar = {1: 1 / 3, 2: 2 / 3, 3: (2 + 0.3) / 3}  # AR at 1, 2, 3 proposals per image
     p = evaluate_proposals(gt, props, max_dets=(1, 2, 3), iou_types=("bbox", "segm"))
     for t in ("bbox", "segm"):
@@ -219,25 +252,44 @@ def test_recall_curve_matches_cocoeval_at_every_count():
 
 # --------------------------------------------------------------------------- results format
 
+
 def test_predictions_to_coco_results_roundtrip():
     g = torch.Generator().manual_seed(0)
     probs = torch.rand(3, 1, 30, 40, generator=g)
-    preds = [{"boxes": torch.tensor([[1.0, 2.0, 11.0, 22.0], [0.0, 0.0, 40.0, 30.0], [5.5, 6.5, 7.5, 9.0]]),
-              "labels": torch.tensor([1, 2, 1]), "scores": torch.tensor([0.9, 0.5, 0.2]), "masks": probs,
-              "mask_scores": torch.tensor([0.3, 0.6, 0.1])},
-             {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0),
-              "masks": torch.zeros(0, 1, 30, 40)},
-             {"boxes": torch.tensor([[0.0, 0.0, 4.0, 4.0]]), "labels": torch.tensor([2]), "scores": torch.tensor([0.7]),
-              "masks": torch.ones(1, 1, 30, 40)}]
+    preds = [
+        {
+            "boxes": torch.tensor([[1.0, 2.0, 11.0, 22.0], [0.0, 0.0, 40.0, 30.0], [5.5, 6.5, 7.5, 9.0]]),
+            "labels": torch.tensor([1, 2, 1]),
+            "scores": torch.tensor([0.9, 0.5, 0.2]),
+            "masks": probs,
+            "mask_scores": torch.tensor([0.3, 0.6, 0.1]),
+        },
+        {
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.int64),
+            "scores": torch.zeros(0),
+            "masks": torch.zeros(0, 1, 30, 40),
+        },
+        {
+            "boxes": torch.tensor([[0.0, 0.0, 4.0, 4.0]]),
+            "labels": torch.tensor([2]),
+            "scores": torch.tensor([0.7]),
+            "masks": torch.ones(1, 1, 30, 40),
+        },
+    ]
     res = predictions_to_coco_results(preds, [5, 6, 9], {1: 7, 2: 42}, mask_threshold=0.4)
     assert [r["image_id"] for r in res] == [5, 5, 5, 9]
     assert [r["category_id"] for r in res] == [7, 42, 7, 42]
-    assert res[0]["bbox"] == pytest.approx([1.0, 2.0, 10.0, 20.0]) and res[2]["bbox"] == pytest.approx([5.5, 6.5, 2.0, 2.5])
+    assert res[0]["bbox"] == pytest.approx([1.0, 2.0, 10.0, 20.0]) and res[2]["bbox"] == pytest.approx(
+        [5.5, 6.5, 2.0, 2.5]
+    )
     assert [r["score"] for r in res] == pytest.approx([0.9, 0.5, 0.2, 0.7])
     assert [r["segm_score"] for r in res] == pytest.approx([0.3, 0.6, 0.1, 0.7])  # box score when no mask_scores
     for j in range(3):
         assert isinstance(res[j]["segmentation"]["counts"], str)
-        np.testing.assert_array_equal(rle_to_mask(res[j]["segmentation"]), (probs[j, 0] >= 0.4).numpy().astype(np.uint8))
+        np.testing.assert_array_equal(
+            rle_to_mask(res[j]["segmentation"]), (probs[j, 0] >= 0.4).numpy().astype(np.uint8)
+        )
     json.dumps(res)  # JSON-ready
     # labels used as category ids as they are; no masks -> box results only
     plain = predictions_to_coco_results([{k: v for k, v in preds[0].items() if k != "masks"}], [5], None)
@@ -249,8 +301,12 @@ def test_predictions_to_coco_results_roundtrip():
 def test_predictions_evaluate_end_to_end():
     gt = make_gt({1: [(10, 10, 50, 50, 7), (100, 100, 60, 40, 42)]})
     masks = torch.from_numpy(np.stack([rect_mask(10, 10, 50, 50), rect_mask(100, 100, 60, 40)]))[:, None].float()
-    pred = {"boxes": torch.tensor([[10.0, 10, 60, 60], [100.0, 100, 160, 140]]), "labels": torch.tensor([1, 2]),
-            "scores": torch.tensor([0.8, 0.7]), "masks": masks}
+    pred = {
+        "boxes": torch.tensor([[10.0, 10, 60, 60], [100.0, 100, 160, 140]]),
+        "labels": torch.tensor([1, 2]),
+        "scores": torch.tensor([0.8, 0.7]),
+        "masks": masks,
+    }
     m = evaluate_coco(gt, predictions_to_coco_results([pred], [1], {1: 7, 2: 42}))
     assert m["bbox/AP"] == pytest.approx(1.0) and m["segm/AP"] == pytest.approx(1.0)
 
@@ -260,10 +316,17 @@ def test_check_results_names_the_problem():
     ok = det(1, 10, 10, 50, 50, 7, 0.9)
     check_results([ok], gt)
     check_results([{**ok, "image_id": np.int64(1), "score": np.float32(0.5)}], gt)  # numpy scalars are fine
-    cases = [({"a": 1}, "expected a JSON list"), ([3], "result 0"), ([{**ok, "image_id": 99}], "image_id 99"), ([{**ok, "image_id": "1"}], "image_id"),
-             ([{**ok, "category_id": 5}], "category_id 5"), ([{**ok, "score": float("nan")}], "score"),
-             ([{**ok, "bbox": [1, 2, 3]}], "bbox"), ([{**ok, "segmentation": [[1, 2, 3, 4, 5, 6]]}], "RLE"),
-             ([{**ok, "segmentation": masks_to_rle(np.ones((1, 5, 5)))[0]}], "size")]
+    cases = [
+        ({"a": 1}, "expected a JSON list"),
+        ([3], "result 0"),
+        ([{**ok, "image_id": 99}], "image_id 99"),
+        ([{**ok, "image_id": "1"}], "image_id"),
+        ([{**ok, "category_id": 5}], "category_id 5"),
+        ([{**ok, "score": float("nan")}], "score"),
+        ([{**ok, "bbox": [1, 2, 3]}], "bbox"),
+        ([{**ok, "segmentation": [[1, 2, 3, 4, 5, 6]]}], "RLE"),
+        ([{**ok, "segmentation": masks_to_rle(np.ones((1, 5, 5)))[0]}], "size"),
+    ]
     for bad, msg in cases:
         with pytest.raises(MaskkitError, match=msg):
             check_results(bad, gt, source="preds.json")
@@ -288,6 +351,7 @@ def test_write_metrics_and_table(tmp_path):
 
 # --------------------------------------------------------------------------- CLI
 
+
 @pytest.fixture()
 def cli_files(tmp_path):
     gt = make_gt({1: [(10, 10, 50, 50, 7), (100, 100, 50, 50, 7)], 2: [(20, 20, 40, 40, 42)]})
@@ -303,30 +367,52 @@ def cli_files(tmp_path):
 def test_cli_eval_writes_metrics(cli_files, capsys):
     root, ann, images, preds = cli_files
     out = root / "eval"
-    assert main(["eval", "--predictions", str(preds), "--ann", str(ann), "--images", str(images), "--out", str(out)]) == 0
+    assert (
+        main(["eval", "--predictions", str(preds), "--ann", str(ann), "--images", str(images), "--out", str(out)]) == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["bbox/AP"] == pytest.approx(1.0) and metrics["segm/AP50"] == pytest.approx(1.0)
     assert "segm/APs" in metrics and metrics["segm/AP-dog"] == pytest.approx(1.0)
     printed = capsys.readouterr().out
     assert "AP50" in printed and "100.00" in printed and str(out / "metrics.json") in printed
     # --data ROOT finds instances_val.json + val/; --proposals gives AR/AUC
-    assert main(["eval", "--predictions", str(preds), "--data", str(root), "--out", str(out), "--proposals",
-                 "--iou-types", "segm"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--predictions",
+                str(preds),
+                "--data",
+                str(root),
+                "--out",
+                str(out),
+                "--proposals",
+                "--iou-types",
+                "segm",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["proposals/segm/AR@100"] == pytest.approx(1.0) and "proposals/segm/AUC" in metrics
     assert not any(k.startswith("proposals/bbox") for k in metrics)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "not valid JSON"),
-    ('{"image_id": 1}', "JSON list"),
-    ('[{"image_id": 77, "category_id": 7, "score": 1, "bbox": [0, 0, 1, 1]}]', "image_id 77"),
-    ('[{"image_id": 1, "category_id": 3, "score": 1, "bbox": [0, 0, 1, 1]}]', "category_id 3"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"image_id": 1}', "JSON list"),
+        ('[{"image_id": 77, "category_id": 7, "score": 1, "bbox": [0, 0, 1, 1]}]', "image_id 77"),
+        ('[{"image_id": 1, "category_id": 3, "score": 1, "bbox": [0, 0, 1, 1]}]', "category_id 3"),
+    ],
+)
 def test_cli_eval_bad_predictions(cli_files, capsys, content, message):
     root, ann, images, preds = cli_files
     preds.write_text(content)
-    rc = main(["eval", "--predictions", str(preds), "--ann", str(ann), "--images", str(images), "--out", str(root / "e")])
+    rc = main(
+        ["eval", "--predictions", str(preds), "--ann", str(ann), "--images", str(images), "--out", str(root / "e")]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert err[-1].startswith("maskkit: error: ") and str(preds) in err[-1] and message in err[-1]

@@ -2,6 +2,7 @@
 runs that do not sum to h x w, ignoring signals, and reads past a truncated string), in ground
 truth and in results, on every path; and ``eval --predictions`` checks the ground truth as the
 dataset does. CLI cases run in a subprocess with a timeout, so a hang fails instead of blocking."""
+
 from __future__ import annotations
 
 import json
@@ -62,10 +63,23 @@ def _gt(tmp_path: Path, segm=None, extra_anns=()) -> Path:
     from PIL import Image
 
     Image.new("RGB", (W, H)).save(tmp_path / "img" / "a.png")
-    anns = [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": segm or GOOD, "iscrowd": 0,
-             "bbox": [1.0, 1.0, 3.0, 2.0], "area": 6.0}, *extra_anns]
-    data = {"images": [{"id": 1, "file_name": "a.png", "height": H, "width": W}], "annotations": anns,
-            "categories": [{"id": 1, "name": "thing"}]}
+    anns = [
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "segmentation": segm or GOOD,
+            "iscrowd": 0,
+            "bbox": [1.0, 1.0, 3.0, 2.0],
+            "area": 6.0,
+        },
+        *extra_anns,
+    ]
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "height": H, "width": W}],
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "thing"}],
+    }
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(data))
     return path
@@ -92,13 +106,16 @@ def test_bad_ground_truth_rle_is_refused_by_every_loader(tmp_path, name):
         CocoDataset(gt, tmp_path / "img")
 
 
-@pytest.mark.parametrize("bad,msg", [
-    ({"id": 1, "image_id": 1, "category_id": 1, "segmentation": GOOD}, "duplicate annotation id 1"),
-    ({"id": 2, "image_id": 9, "category_id": 1, "segmentation": GOOD}, "unknown image_id 9"),
-    ({"id": 2, "image_id": 1, "category_id": 7, "segmentation": GOOD}, "unknown category_id 7"),
-    ({"id": 2, "image_id": 1, "category_id": 1}, "'segmentation' must be"),
-    ({"id": 2, "image_id": 1, "category_id": 1, "segmentation": {"size": [9, 9], "counts": "19"}}, "differs from"),
-])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        ({"id": 1, "image_id": 1, "category_id": 1, "segmentation": GOOD}, "duplicate annotation id 1"),
+        ({"id": 2, "image_id": 9, "category_id": 1, "segmentation": GOOD}, "unknown image_id 9"),
+        ({"id": 2, "image_id": 1, "category_id": 7, "segmentation": GOOD}, "unknown category_id 7"),
+        ({"id": 2, "image_id": 1, "category_id": 1}, "'segmentation' must be"),
+        ({"id": 2, "image_id": 1, "category_id": 1, "segmentation": {"size": [9, 9], "counts": "19"}}, "differs from"),
+    ],
+)
 def test_eval_predictions_checks_the_ground_truth_as_the_dataset_does(tmp_path, bad, msg):
     gt = _gt(tmp_path, extra_anns=[bad])
     for load in (load_coco_gt, lambda p: CocoDataset(p, tmp_path / "img")):
@@ -108,8 +125,9 @@ def test_eval_predictions_checks_the_ground_truth_as_the_dataset_does(tmp_path, 
 
 def _cli(*args: str, timeout: int = 90) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "maskkit", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "maskkit", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 @pytest.mark.timeout(200)
@@ -118,8 +136,17 @@ def test_eval_cli_with_a_hanging_rle_exits_2_with_one_line(tmp_path, where):
     gt = _gt(tmp_path, segm=SHORT if where == "ground truth" else None)
     preds = tmp_path / "preds.json"
     preds.write_text(json.dumps([_result(SHORT if where == "results" else GOOD)]))
-    p = _cli("eval", "--predictions", str(preds), "--ann", str(gt), "--images", str(tmp_path / "img"),
-             "--out", str(tmp_path / "out"))
+    p = _cli(
+        "eval",
+        "--predictions",
+        str(preds),
+        "--ann",
+        str(gt),
+        "--images",
+        str(tmp_path / "img"),
+        "--out",
+        str(tmp_path / "out"),
+    )
     errors = [line for line in p.stderr.splitlines() if line.startswith("maskkit: error:")]
     assert p.returncode == 2 and len(errors) == 1 and "Traceback" not in p.stderr, p.stderr
     assert "runs sum to 25 pixels" in errors[0] and ("preds.json" in errors[0] or "gt.json" in errors[0])
@@ -130,6 +157,15 @@ def test_eval_cli_refuses_results_where_one_lacks_a_mask(tmp_path):
     preds = tmp_path / "preds.json"
     no_mask = {k: v for k, v in _result(GOOD).items() if k != "segmentation"}
     preds.write_text(json.dumps([_result(GOOD), no_mask]))
-    p = _cli("eval", "--predictions", str(preds), "--ann", str(gt), "--images", str(tmp_path / "img"),
-             "--out", str(tmp_path / "out"))
+    p = _cli(
+        "eval",
+        "--predictions",
+        str(preds),
+        "--ann",
+        str(gt),
+        "--images",
+        str(tmp_path / "img"),
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert p.returncode == 2 and "result 1 has no 'segmentation'" in p.stderr and "Traceback" not in p.stderr

@@ -4,6 +4,7 @@ Parameter counts are checked against CenterMask Tables 3-4: the backbone counts 
 arithmetic estimate of the rest of the detector (FPN, FCOS head, SAG-Mask, MaskIoU; see
 ``detector_rest_params``), truncated to 0.1M as the paper prints them.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,10 +24,16 @@ VOVNETS = list(VOVNET_SPECS)
 OTHERS = [("resnet", "resnet50"), ("resnet", "resnet101"), ("resnet", "resnext101_32x8d"), ("mobilenet_v2", "")]
 ALL = [("vovnet", v) for v in VOVNETS] + OTHERS
 CHANNELS = {
-    "V-19-slim-dw": [256, 384, 512], "V-19-slim": [256, 384, 512],
-    "V-19-dw": [512, 768, 1024], "V-19": [512, 768, 1024], "V-39": [512, 768, 1024],
-    "V-57": [512, 768, 1024], "V-99": [512, 768, 1024],
-    "resnet50": [512, 1024, 2048], "resnet101": [512, 1024, 2048], "resnext101_32x8d": [512, 1024, 2048],
+    "V-19-slim-dw": [256, 384, 512],
+    "V-19-slim": [256, 384, 512],
+    "V-19-dw": [512, 768, 1024],
+    "V-19": [512, 768, 1024],
+    "V-39": [512, 768, 1024],
+    "V-57": [512, 768, 1024],
+    "V-99": [512, 768, 1024],
+    "resnet50": [512, 1024, 2048],
+    "resnet101": [512, 1024, 2048],
+    "resnext101_32x8d": [512, 1024, 2048],
     "": [32, 96, 320],
 }
 
@@ -84,6 +91,7 @@ def test_trainable_norm_backbone_trains_end_to_end():
 
 
 # ----------------------------------------------------------------------------- VoVNet switches
+
 
 def _blocks(model) -> list[OsaModule]:
     return [m for m in model.modules() if isinstance(m, OsaModule)]
@@ -143,7 +151,12 @@ def test_dw_variants_use_depthwise_stem_and_osa_convs():
     stem_convs = [m for m in dw.stem.modules() if isinstance(m, nn.Conv2d)]
     # conv3x3 s2, then (dw 3x3 + pw 1x1) twice; stem stride 4 overall
     assert [(c.kernel_size[0], c.groups, c.stride[0]) for c in stem_convs] == [
-        (3, 1, 2), (3, 64, 1), (1, 1, 1), (3, 64, 2), (1, 1, 1)]
+        (3, 1, 2),
+        (3, 64, 1),
+        (1, 1, 1),
+        (3, 64, 2),
+        (1, 1, 1),
+    ]
     first = dw.stages[1].blocks[0]  # 256 in, 160 conv width: 1x1 reduction first
     assert isinstance(first.reduce, nn.Sequential) and first.reduce[0].out_channels == 160
     assert all(c[0].groups == 160 for c in first.convs)
@@ -191,6 +204,7 @@ def test_official_names_cover_the_state_dict_one_to_one(variant):
 
 # ----------------------------------------------------------------------------- norms and freezing
 
+
 def test_norm_factory():
     frozen = norm_layer("FrozenBN", 64)
     assert isinstance(frozen, FrozenBatchNorm2d) and n_params(frozen) == 0
@@ -218,8 +232,13 @@ def test_frozen_bn_backbone_has_no_norm_parameters(name, variant):
 def test_freeze_at_freezes_stem_and_first_k_minus_1_stages(name, variant):
     cfg = BackboneConfig(name=name, variant=variant, norm="BN", freeze_at=2)
     model = build_backbone(cfg)
-    for part, frozen in [(model.stem, True), (model.stages[0], True), (model.stages[1], False),
-                         (model.stages[2], False), (model.stages[3], False)]:
+    for part, frozen in [
+        (model.stem, True),
+        (model.stages[0], True),
+        (model.stages[1], False),
+        (model.stages[2], False),
+        (model.stages[3], False),
+    ]:
         assert all(p.requires_grad != frozen for p in part.parameters())
         has_bn = any(isinstance(m, nn.BatchNorm2d) for m in part.modules())
         has_frozen = any(isinstance(m, FrozenBatchNorm2d) for m in part.modules())
@@ -280,11 +299,17 @@ def test_bad_backbone_config_raises_one_clear_error():
 # Table 3/4 tests below are what ties them to the paper.
 BACKBONE_PARAMS = {
     # variant: (FrozenBN, BN)
-    "V-19-slim-dw": (1_379_152, None), "V-19-dw": (5_506_944, None), "V-19-slim": (2_647_984, None),
-    "V-19": (10_170_560, 10_180_416), "V-39": (25_163_712, 25_184_128),
-    "V-57": (41_423_296, 41_454_912), "V-99": (69_469_376, 69_523_520),
-    "resnet50": (23_454_912, 23_508_032), "resnet101": (42_394_816, 42_500_160),
-    "resnext101_32x8d": (86_539_456, 86_742_336), "": (1_780_160, 1_811_712),
+    "V-19-slim-dw": (1_379_152, None),
+    "V-19-dw": (5_506_944, None),
+    "V-19-slim": (2_647_984, None),
+    "V-19": (10_170_560, 10_180_416),
+    "V-39": (25_163_712, 25_184_128),
+    "V-57": (41_423_296, 41_454_912),
+    "V-99": (69_469_376, 69_523_520),
+    "resnet50": (23_454_912, 23_508_032),
+    "resnet101": (42_394_816, 42_500_160),
+    "resnext101_32x8d": (86_539_456, 86_742_336),
+    "": (1_780_160, 1_811_712),
 }
 
 
@@ -321,8 +346,13 @@ def detector_rest_params(in_channels: list[int], num_classes: int = 80, ch: int 
     fpn = sum(_conv(c, ch, 1) for c in in_channels) + 3 * _conv(ch, ch, 3) + 2 * _conv(ch, ch, 3)
     fcos = 8 * (_conv(ch, ch, 3) + 2 * ch) + _conv(ch, num_classes, 3) + _conv(ch, 4, 3) + _conv(ch, 1, 3) + 5
     sag = 4 * _conv(ch, ch, 3) + _conv(2, 1, 3, bias=False) + _conv(ch, ch, 2) + _conv(ch, num_classes, 1)
-    maskiou = (_conv(ch + 1, ch, 3) + 3 * _conv(ch, ch, 3) + (ch * 7 * 7 * 1024 + 1024)
-               + (1024 * 1024 + 1024) + (1024 * num_classes + num_classes))
+    maskiou = (
+        _conv(ch + 1, ch, 3)
+        + 3 * _conv(ch, ch, 3)
+        + (ch * 7 * 7 * 1024 + 1024)
+        + (1024 * 1024 + 1024)
+        + (1024 * num_classes + num_classes)
+    )
     return fpn + fcos + sag + maskiou
 
 
@@ -336,9 +366,16 @@ def test_detector_rest_estimate_by_parts():
 
 
 # (name, variant, paper Table 3 total in M). All match with FrozenBN except V-57: 68.87M -> 68.8.
-TABLE3 = [("mobilenet_v2", "", 28.7), ("vovnet", "V-19", 37.6), ("resnet", "resnet50", 51.2),
-          ("vovnet", "V-39", 52.6), ("resnet", "resnet101", 70.1), ("vovnet", "V-57", 68.9),
-          ("vovnet", "V-99", 96.9), ("resnet", "resnext101_32x8d", 114.3)]
+TABLE3 = [
+    ("mobilenet_v2", "", 28.7),
+    ("vovnet", "V-19", 37.6),
+    ("resnet", "resnet50", 51.2),
+    ("vovnet", "V-39", 52.6),
+    ("resnet", "resnet101", 70.1),
+    ("vovnet", "V-57", 68.9),
+    ("vovnet", "V-99", 96.9),
+    ("resnet", "resnext101_32x8d", 114.3),
+]
 
 
 @pytest.mark.parametrize("name,variant,paper", TABLE3)
@@ -359,12 +396,19 @@ def test_table3_vovnet_totals_with_trainable_norm_affine(variant, paper):
     assert _trunc(total) == paper
 
 
-@pytest.mark.parametrize("variant,residual,attention,norm,paper", [
-    ("V-39", False, "none", "FrozenBN", 49.0), ("V-39", True, "none", "FrozenBN", 49.0),
-    ("V-39", False, "SE", "FrozenBN", 50.8), ("V-39", True, "eSE", "FrozenBN", 52.6),
-    ("V-57", False, "none", "BN", 63.0), ("V-57", True, "none", "BN", 63.0),
-    ("V-57", False, "SE", "BN", 65.9), ("V-57", True, "eSE", "BN", 68.9),
-])
+@pytest.mark.parametrize(
+    "variant,residual,attention,norm,paper",
+    [
+        ("V-39", False, "none", "FrozenBN", 49.0),
+        ("V-39", True, "none", "FrozenBN", 49.0),
+        ("V-39", False, "SE", "FrozenBN", 50.8),
+        ("V-39", True, "eSE", "FrozenBN", 52.6),
+        ("V-57", False, "none", "BN", 63.0),
+        ("V-57", True, "none", "BN", 63.0),
+        ("V-57", False, "SE", "BN", 65.9),
+        ("V-57", True, "eSE", "BN", 68.9),
+    ],
+)
 def test_table4_totals(variant, residual, attention, norm, paper):
     bb = count_backbone("vovnet", variant, residual=residual, attention=attention, norm=norm)
     assert _trunc(bb + detector_rest_params(CHANNELS[variant])) == paper

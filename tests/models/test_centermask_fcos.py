@@ -1,4 +1,5 @@
 """FCOS target assignment, losses and decoding on hand-built cases (maskkit/models/centermask/fcos.py)."""
+
 from __future__ import annotations
 
 import math
@@ -148,12 +149,14 @@ def test_decode_threshold_topk_and_detection_cap():
     cls[:] = torch.linspace(-3, 3, 128).reshape(1, 2, 8, 8)
     reg[:] = 0.4
     locs = level_locations([cls], [8])
-    out = fcos_decode([cls], [reg], [ctr], locs, [8], [(64, 64)], score_thresh=0.5, pre_nms_topk=1000,
-                      detections_per_image=100)[0]
+    out = fcos_decode(
+        [cls], [reg], [ctr], locs, [8], [(64, 64)], score_thresh=0.5, pre_nms_topk=1000, detections_per_image=100
+    )[0]
     assert len(out["scores"]) == int((torch.sigmoid(cls) > 0.5).sum())
     assert (out["scores"][:-1] >= out["scores"][1:]).all()
-    capped = fcos_decode([cls], [reg], [ctr], locs, [8], [(64, 64)], score_thresh=0.0, pre_nms_topk=10,
-                         detections_per_image=5)[0]
+    capped = fcos_decode(
+        [cls], [reg], [ctr], locs, [8], [(64, 64)], score_thresh=0.0, pre_nms_topk=10, detections_per_image=5
+    )[0]
     assert len(capped["scores"]) == 5
     none = fcos_decode([cls], [reg], [ctr], locs, [8], [(64, 64)], score_thresh=0.99)[0]
     assert none["boxes"].shape == (0, 4) and none["labels"].dtype == torch.int64

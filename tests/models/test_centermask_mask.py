@@ -1,5 +1,6 @@
 """SAG-Mask branch: Eq. 2 / Eq. 1 level assignment, RoIAlign routing, SAM, mask targets from
 dense (polygon or RLE) masks, mask loss, MaskIoU targets/head (maskkit/models/centermask)."""
+
 from __future__ import annotations
 
 import math
@@ -69,7 +70,9 @@ def test_assignment_rejects_unknown_rule_and_handles_empty_boxes():
 def test_multilevel_roi_align_routes_each_roi_to_its_level():
     feats = [torch.full((2, 4, 64 // s, 64 // s), float(k)) for k, s in zip((3, 4, 5), (8, 16, 32))]
     feats[1][1] = 40.0  # image 1 of P4 differs: the batch index must be honoured
-    rois = torch.tensor([[0, 0, 0, 32, 32], [1, 0, 0, 32, 32], [1, 8, 8, 40, 40], [0, 0, 0, 16, 16]], dtype=torch.float32)
+    rois = torch.tensor(
+        [[0, 0, 0, 32, 32], [1, 0, 0, 32, 32], [1, 8, 8, 40, 40], [0, 0, 0, 16, 16]], dtype=torch.float32
+    )
     levels = torch.tensor([4, 4, 5, 3])
     out = multilevel_roi_align(feats, rois, levels, [8, 16, 32], k_min=3, output_size=14)
     assert out.shape == (4, 4, 14, 14)

@@ -1,6 +1,7 @@
 """CenterMask assembly (maskkit/models/centermask/model.py) on a tiny stand-in backbone:
 train/eval contracts, empty and crowd-only images, batched == one-by-one, determinism,
 bad input, ablation switches, and a short overfit run."""
+
 from __future__ import annotations
 
 import pytest
@@ -39,8 +40,14 @@ class TinyBackbone(nn.Module):
 def tiny_cfg(**kw) -> CenterMaskConfig:
     mask = dict(num_convs=2, channels=32, maskiou_num_convs=2, maskiou_channels=32, maskiou_fc_dim=64)
     mask.update(kw.pop("mask", {}))
-    return CenterMaskConfig(num_classes=2, fpn_channels=48, fcos=FCOSConfig(num_convs=2, **kw.pop("fcos", {})),
-                            mask=MaskHeadConfig(**mask), min_size_test=kw.pop("min_size_test", 0), **kw)
+    return CenterMaskConfig(
+        num_classes=2,
+        fpn_channels=48,
+        fcos=FCOSConfig(num_convs=2, **kw.pop("fcos", {})),
+        mask=MaskHeadConfig(**mask),
+        min_size_test=kw.pop("min_size_test", 0),
+        **kw,
+    )
 
 
 def tiny_model(seed: int = 0, **kw) -> CenterMask:
@@ -70,8 +77,13 @@ def scene(seed: int, size: int = 96, n: int = 2) -> tuple[torch.Tensor, dict]:
         boxes.append([xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1])
         masks.append(m.to(torch.uint8))
         labels.append(label)
-    return img, {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels),
-                 "masks": torch.stack(masks), "iscrowd": torch.zeros(n, dtype=torch.int64), "image_id": seed}
+    return img, {
+        "boxes": torch.tensor(boxes, dtype=torch.float32),
+        "labels": torch.tensor(labels),
+        "masks": torch.stack(masks),
+        "iscrowd": torch.zeros(n, dtype=torch.int64),
+        "image_id": seed,
+    }
 
 
 LOSS_KEYS = {"loss_cls", "loss_box", "loss_ctr", "loss_mask", "loss_maskiou"}
@@ -102,20 +114,31 @@ def test_train_mode_returns_the_loss_dict():
 def test_tv_tensors_targets_are_accepted():
     model = tiny_model()
     img, t = scene(3)
-    t = dict(t, boxes=tv_tensors.BoundingBoxes(t["boxes"], format="XYXY", canvas_size=(96, 96)),
-             masks=tv_tensors.Mask(t["masks"]))
+    t = dict(
+        t,
+        boxes=tv_tensors.BoundingBoxes(t["boxes"], format="XYXY", canvas_size=(96, 96)),
+        masks=tv_tensors.Mask(t["masks"]),
+    )
     assert set(_finite_losses_and_grads(model, [img], [t])) == LOSS_KEYS
 
 
 def test_images_without_objects_and_crowd_only_train_without_nan():
     model = tiny_model()
     img = torch.rand(3, 64, 96)
-    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
-             "masks": torch.zeros(0, 64, 96, dtype=torch.uint8), "iscrowd": torch.zeros(0, dtype=torch.int64)}
+    empty = {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "masks": torch.zeros(0, 64, 96, dtype=torch.uint8),
+        "iscrowd": torch.zeros(0, dtype=torch.int64),
+    }
     crowd_mask = torch.zeros(1, 64, 96, dtype=torch.uint8)
     crowd_mask[0, 10:50, 10:60] = 1
-    crowd = {"boxes": torch.tensor([[10.0, 10, 60, 50]]), "labels": torch.tensor([1]), "masks": crowd_mask,
-             "iscrowd": torch.tensor([1])}
+    crowd = {
+        "boxes": torch.tensor([[10.0, 10, 60, 50]]),
+        "labels": torch.tensor([1]),
+        "masks": crowd_mask,
+        "iscrowd": torch.tensor([1]),
+    }
     for targets in ([empty], [crowd], [empty, crowd]):
         losses = _finite_losses_and_grads(model, [img] * len(targets), targets)
         assert losses["loss_mask"].item() == 0 and losses["loss_box"].item() == 0  # no positives at all
@@ -253,8 +276,9 @@ def overfit_run(seed: int = 0, steps: int | None = None, warmup: int = 0) -> dic
     images, targets = [d[0] for d in data], [d[1] for d in data]
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
     decay = round(steps * 110 / 140)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup if warmup else 1.0)
-                                              * (0.1 if i >= decay else 1.0))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warmup if warmup else 1.0) * (0.1 if i >= decay else 1.0)
+    )
     model.train()
     history = []
     for _ in range(steps):
@@ -273,15 +297,26 @@ def overfit_run(seed: int = 0, steps: int | None = None, warmup: int = 0) -> dic
         iou = mask_iou(pred["masks"][:, 0] >= 0.5, t["masks"])  # [N_pred, N_gt]
         top = pred["mask_scores"].argsort(descending=True)[: len(t["labels"]) + 1]
         if len(top) == 0:
-            return {"steps": steps, "warmup": warmup, "min_mask_iou": 0.0, "min_box_iou": 0.0, "labels_ok": False,
-                    "ratios": {k: last[k] / first[k] for k in first}}
+            return {
+                "steps": steps,
+                "warmup": warmup,
+                "min_mask_iou": 0.0,
+                "min_box_iou": 0.0,
+                "labels_ok": False,
+                "ratios": {k: last[k] / first[k] for k in first},
+            }
         best = iou[top].max(dim=0)  # each GT is recovered by one of the best-scored masks
         mask_ious.append(best.values.min().item())
         labels_ok &= torch.equal(pred["labels"][top][best.indices], t["labels"])
         box_ious.append(box_iou(pred["boxes"][top], t["boxes"]).max(dim=0).values.min().item())
-    return {"steps": steps, "warmup": warmup, "min_mask_iou": min(mask_ious), "min_box_iou": min(box_ious),
-            "labels_ok": labels_ok,
-            "ratios": {k: last[k] / first[k] for k in first}}
+    return {
+        "steps": steps,
+        "warmup": warmup,
+        "min_mask_iou": min(mask_ious),
+        "min_box_iou": min(box_ious),
+        "labels_ok": labels_ok,
+        "ratios": {k: last[k] / first[k] for k in first},
+    }
 
 
 @pytest.mark.slow  # ~40-60 s on one idle core: 300 optimisation steps of the whole model

@@ -8,6 +8,7 @@ with the seeded weights of ``tests/convert/official_weights.py``. Here the same 
 converted with ``maskkit.convert.centermask2`` and the same images/annotations come from
 maskkit's own :class:`~maskkit.data.coco.CocoDataset` (polygons included).
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,13 @@ TRAIN_REF = CONVERT_TESTS / "reference" / "train"
 COCO = ROOT / ".." / "shared" / "data" / "coco-tiny"
 CONFIGS = ["centermask_lite_V_19_eSE_FPN_ms_4x", "centermask_lite_V_39_eSE_FPN_ms_4x"]
 # maskkit loss name -> official loss name
-TERMS = {"loss_cls": "loss_fcos_cls", "loss_box": "loss_fcos_loc", "loss_ctr": "loss_fcos_ctr",
-         "loss_mask": "loss_mask", "loss_maskiou": "loss_maskiou"}
+TERMS = {
+    "loss_cls": "loss_fcos_cls",
+    "loss_box": "loss_fcos_loc",
+    "loss_ctr": "loss_fcos_ctr",
+    "loss_mask": "loss_mask",
+    "loss_maskiou": "loss_maskiou",
+}
 
 
 # --------------------------------------------------------------------------- equivalence
@@ -84,8 +90,9 @@ def _batch(ref: dict) -> tuple[list[torch.Tensor], list[dict]]:
         img, t = ds[i]
         assert [a["id"] for a in ds.coco.imgToAnns[b["image_id"]]] == b["annotation_ids"]
         assert list(img.shape[-2:]) == b["image_size_hw"]
-        torch.testing.assert_close(t["boxes"].as_subclass(torch.Tensor), torch.tensor(b["gt_boxes_xyxy"]),
-                                   rtol=0, atol=1e-4)
+        torch.testing.assert_close(
+            t["boxes"].as_subclass(torch.Tensor), torch.tensor(b["gt_boxes_xyxy"]), rtol=0, atol=1e-4
+        )
         assert (t["labels"] - 1).tolist() == b["gt_classes"]  # coco-tiny has all 80 categories
         polys = instance_polygons(t, len(t["labels"]))
         assert [len(p) for p in polys] == b["num_polygons"]
@@ -128,8 +135,11 @@ def test_train_losses_and_mask_head_gradients_equal_the_official_code(config_nam
     names = official_names(model)
     watched = {k: p for k, p in model.named_parameters() if names[k][0] in ref["gradients"]["total"]}
     assert any(k.startswith("mask_head.") for k in watched) and any(k.startswith("maskiou.") for k in watched)
-    for key, loss in [("total", sum(losses.values())), ("loss_maskiou", losses["loss_maskiou"]),
-                      ("loss_mask", losses["loss_mask"])]:
+    for key, loss in [
+        ("total", sum(losses.values())),
+        ("loss_maskiou", losses["loss_maskiou"]),
+        ("loss_mask", losses["loss_mask"]),
+    ]:
         grads = torch.autograd.grad(loss, list(watched.values()), retain_graph=True, allow_unused=True)
         for (k, _), g in zip(watched.items(), grads):
             rec = ref["gradients"][key].get(names[k][0])
@@ -233,8 +243,11 @@ def test_giou_with_the_official_plus_one_smoothing():
 
 def test_crowd_ignored_or_negative():
     locs = [torch.tensor([[20.0, 20.0], [80.0, 80.0]])]
-    t = {"boxes": torch.tensor([[0.0, 0, 40, 40], [60, 60, 100, 100]]), "labels": torch.tensor([1, 2]),
-         "iscrowd": torch.tensor([0, 1])}
+    t = {
+        "boxes": torch.tensor([[0.0, 0, 40, 40], [60, 60, 100, 100]]),
+        "labels": torch.tensor([1, 2]),
+        "iscrowd": torch.tensor([0, 1]),
+    }
     ignore, _ = fcos_targets(locs, [8], [t], size_of_interest=(64.0,), center_sampling_radius=0)
     negative, _ = fcos_targets(locs, [8], [t], size_of_interest=(64.0,), center_sampling_radius=0, crowd="negative")
     assert ignore.tolist() == [[1, -1]] and negative.tolist() == [[1, 0]]
@@ -277,7 +290,17 @@ def test_polygons_entry_of_the_target_is_checked_with_one_clear_error():
         assert "\n" not in str(e.value) and "image 0" in str(e.value)
     # A well-formed entry (one polygon instance, one dense-only instance) trains.
     ys, xs = t["masks"][0].nonzero(as_tuple=True)
-    square = [[float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.min()),
-               float(xs.max() + 1), float(ys.max() + 1), float(xs.min()), float(ys.max() + 1)]]
+    square = [
+        [
+            float(xs.min()),
+            float(ys.min()),
+            float(xs.max() + 1),
+            float(ys.min()),
+            float(xs.max() + 1),
+            float(ys.max() + 1),
+            float(xs.min()),
+            float(ys.max() + 1),
+        ]
+    ]
     losses = model([img], [dict(t, polygons=[square, None])])
     assert all(torch.isfinite(v) for v in losses.values())

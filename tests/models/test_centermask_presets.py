@@ -1,5 +1,6 @@
 """CenterMask presets (maskkit/models/centermask/presets.py): names, the paper's parameter
 counts (Tables 3 and 4), sizes/schedules, and a train/eval smoke run per backbone family."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,10 +9,24 @@ import torch
 import maskkit
 from maskkit.models.centermask.presets import PRESETS
 
-FULL = ["centermask_r50", "centermask_r101", "centermask_x101", "centermask_mnv2",
-        "centermask_v19", "centermask_v39", "centermask_v57", "centermask_v99"]
-LITE = ["centermask_lite_v19", "centermask_lite_v19_slim", "centermask_lite_v19_slim_dw",
-        "centermask_lite_v39", "centermask_lite_mnv2", "centermask_lite_r50"]
+FULL = [
+    "centermask_r50",
+    "centermask_r101",
+    "centermask_x101",
+    "centermask_mnv2",
+    "centermask_v19",
+    "centermask_v39",
+    "centermask_v57",
+    "centermask_v99",
+]
+LITE = [
+    "centermask_lite_v19",
+    "centermask_lite_v19_slim",
+    "centermask_lite_v19_slim_dw",
+    "centermask_lite_v39",
+    "centermask_lite_mnv2",
+    "centermask_lite_r50",
+]
 
 # Paper Table 3 / Table 4 (whole detector, 80 classes), in millions as printed, and the exact
 # counts of this implementation (frozen-BN affine terms are buffers, as in the official code).
@@ -68,14 +83,28 @@ def test_sizes_and_schedules():
     assert not hasattr(full.data, "min_size_test")  # one home for the test size: the model config
     assert full.data.min_size_train == (640, 672, 704, 736, 768, 800)
     # Official 3x (full) / 4x (Lite) schedules and FREEZE_AT (VoVNet/MobileNet 0, ResNet 2).
-    assert (full.train.lr, full.train.batch_size, full.train.max_iter, full.train.steps) == (0.01, 16, 270000, (210000, 250000))
+    assert (full.train.lr, full.train.batch_size, full.train.max_iter, full.train.steps) == (
+        0.01,
+        16,
+        270000,
+        (210000, 250000),
+    )
     assert (lite.train.max_iter, lite.train.steps) == (360000, (300000, 340000))
     assert full.model.backbone.freeze_at == 2 and lite.model.backbone.freeze_at == 0
-    assert PRESETS["centermask_v39"]().model.backbone.freeze_at == PRESETS["centermask_lite_mnv2"]().model.backbone.freeze_at == 0
+    assert (
+        PRESETS["centermask_v39"]().model.backbone.freeze_at
+        == PRESETS["centermask_lite_mnv2"]().model.backbone.freeze_at
+        == 0
+    )
     assert full.model.mask.init == lite.model.mask.init == "official" and demo.model.mask.init == "maskkit"
     assert (full.train.warmup_iters, full.train.warmup_factor, full.train.weight_decay) == (1000, 0.001, 1e-4)
     assert full.model.backbone.norm == "FrozenBN"
-    assert (lite.model.fpn_channels, lite.model.fcos.num_convs, lite.model.mask.num_convs, lite.model.mask.channels) == (128, 2, 2, 128)
+    assert (
+        lite.model.fpn_channels,
+        lite.model.fcos.num_convs,
+        lite.model.mask.num_convs,
+        lite.model.mask.channels,
+    ) == (128, 2, 2, 128)
     assert (lite.model.mask.maskiou_num_convs, lite.model.mask.maskiou_channels) == (2, 128)
     assert lite.data.min_size_train == (580, 600)
     assert (lite.model.min_size_test, lite.model.max_size_test) == (600, 1000)
@@ -84,16 +113,31 @@ def test_sizes_and_schedules():
 
 
 def _train_eval(name: str, size: int = 96) -> None:
-    model = maskkit.create_model(name, num_classes=3, overrides=[f"model.min_size_test={size}", f"model.max_size_test={size + 32}"])
+    model = maskkit.create_model(
+        name, num_classes=3, overrides=[f"model.min_size_test={size}", f"model.max_size_test={size + 32}"]
+    )
     img = torch.rand(3, size, size)
     masks = torch.zeros(2, size, size, dtype=torch.uint8)
     masks[0, 10:60, 20:70] = 1
     masks[1, 40:90, 40:90] = 1
-    target = {"boxes": torch.tensor([[20.0, 10, 70, 60], [40, 40, 90, 90]]), "labels": torch.tensor([1, 3]),
-              "masks": masks, "iscrowd": torch.zeros(2, dtype=torch.int64)}
+    target = {
+        "boxes": torch.tensor([[20.0, 10, 70, 60], [40, 40, 90, 90]]),
+        "labels": torch.tensor([1, 3]),
+        "masks": masks,
+        "iscrowd": torch.zeros(2, dtype=torch.int64),
+    }
     model.train()
-    losses = model([img, torch.rand(3, size - 16, size)], [target, {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
-                                                                "masks": torch.zeros(0, size - 16, size, dtype=torch.uint8)}])
+    losses = model(
+        [img, torch.rand(3, size - 16, size)],
+        [
+            target,
+            {
+                "boxes": torch.zeros(0, 4),
+                "labels": torch.zeros(0, dtype=torch.int64),
+                "masks": torch.zeros(0, size - 16, size, dtype=torch.uint8),
+            },
+        ],
+    )
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     model.eval()
@@ -101,6 +145,8 @@ def _train_eval(name: str, size: int = 96) -> None:
     assert pred["masks"].shape[1:] == (1, 90, 150) and len(pred["mask_scores"]) == len(pred["boxes"])
 
 
-@pytest.mark.parametrize("name", ["centermask_lite_demo", "centermask_lite_v19", "centermask_lite_mnv2", "centermask_lite_r50"])
+@pytest.mark.parametrize(
+    "name", ["centermask_lite_demo", "centermask_lite_v19", "centermask_lite_mnv2", "centermask_lite_r50"]
+)
 def test_preset_trains_and_predicts(name):
     _train_eval(name)

@@ -1,4 +1,5 @@
 """FPN P3-P7 (maskkit/models/fpn.py)."""
+
 from __future__ import annotations
 
 import torch
@@ -12,7 +13,13 @@ def test_levels_strides_and_channels():
     feats = [torch.randn(2, 16, 40, 48), torch.randn(2, 24, 20, 24), torch.randn(2, 40, 10, 12)]
     out = fpn(feats)
     assert fpn.strides == [8, 16, 32, 64, 128]
-    assert [tuple(o.shape) for o in out] == [(2, 32, 40, 48), (2, 32, 20, 24), (2, 32, 10, 12), (2, 32, 5, 6), (2, 32, 3, 3)]
+    assert [tuple(o.shape) for o in out] == [
+        (2, 32, 40, 48),
+        (2, 32, 20, 24),
+        (2, 32, 10, 12),
+        (2, 32, 5, 6),
+        (2, 32, 3, 3),
+    ]
 
 
 def test_p6_from_p5_and_p7_from_relu_p6():

@@ -8,6 +8,7 @@ installed); the official centermask2 layouts recorded with the authors' code
 (``tests/convert/reference/layouts``, see ``benchmarks/official_reference``); Caffe2 (MSRA
 ``.pkl``) names from detectron2's ``c2_model_loading.convert_basic_c2_names``, inverted.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,7 +69,7 @@ def _layout(config_name: str) -> dict[str, list[int]]:
 def _official_file(config_name: str, seed: int = 0, prefix: bool = True) -> dict[str, torch.Tensor]:
     """A state dict with the official backbone names of ``config_name`` and random values."""
     sd = _randomise({k: torch.empty(shape) for k, shape in _layout(config_name).items()}, seed)
-    return sd if prefix else {k[len(PREFIX):]: v for k, v in sd.items()}
+    return sd if prefix else {k[len(PREFIX) :]: v for k, v in sd.items()}
 
 
 def _assert_trunk_equals(backbone, sd: dict[str, torch.Tensor], name_of) -> None:
@@ -110,8 +111,11 @@ def test_torchvision_state_dict_loads_and_trunk_equals_file(tmp_path, variant):
     _assert_trunk_equals(bb, sd, lambda k: _tv_name(variant, k))
     assert report.input_format == "RGB" and report.pixel_mean == (0.485, 0.456, 0.406)
     assert report.pixel_std == (0.229, 0.224, 0.225)
-    classifier = {"fc.weight", "fc.bias"} if family == "resnet" else \
-        {k for k in sd if k.startswith(("classifier.", "features.18."))} - {"features.18.1.num_batches_tracked"}
+    classifier = (
+        {"fc.weight", "fc.bias"}
+        if family == "resnet"
+        else {k for k in sd if k.startswith(("classifier.", "features.18."))} - {"features.18.1.num_batches_tracked"}
+    )
     assert set(report.ignored) == classifier
 
 
@@ -135,7 +139,7 @@ def test_torchvision_trunk_computes_what_torchvision_computes(tmp_path, variant)
                 ref.append(y)
             ref = ref[1:]
         else:
-            ref = [net.features[:i + 1](x) for i in (6, 13, 17)]
+            ref = [net.features[: i + 1](x) for i in (6, 13, 17)]
         for a, b in zip(bb(x), ref):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
@@ -143,12 +147,34 @@ def test_torchvision_trunk_computes_what_torchvision_computes(tmp_path, variant)
 # --------------------------------------------------------------------------- timm
 
 TIMM = {  # timm/models/vovnet.py model_cfgs -> maskkit variant
-    "ese_vovnet19b_dw": (dict(stem=(64, 64, 64), conv=(128, 160, 192, 224), out=(256, 512, 768, 1024), layers=3,
-                              blocks=(1, 1, 1, 1), dw=True), "V-19-dw"),
-    "ese_vovnet19b_slim_dw": (dict(stem=(64, 64, 64), conv=(64, 80, 96, 112), out=(112, 256, 384, 512), layers=3,
-                                   blocks=(1, 1, 1, 1), dw=True), "V-19-slim-dw"),
-    "ese_vovnet39b": (dict(stem=(64, 64, 128), conv=(128, 160, 192, 224), out=(256, 512, 768, 1024), layers=5,
-                           blocks=(1, 1, 2, 2), dw=False), "V-39"),
+    "ese_vovnet19b_dw": (
+        dict(
+            stem=(64, 64, 64),
+            conv=(128, 160, 192, 224),
+            out=(256, 512, 768, 1024),
+            layers=3,
+            blocks=(1, 1, 1, 1),
+            dw=True,
+        ),
+        "V-19-dw",
+    ),
+    "ese_vovnet19b_slim_dw": (
+        dict(
+            stem=(64, 64, 64), conv=(64, 80, 96, 112), out=(112, 256, 384, 512), layers=3, blocks=(1, 1, 1, 1), dw=True
+        ),
+        "V-19-slim-dw",
+    ),
+    "ese_vovnet39b": (
+        dict(
+            stem=(64, 64, 128),
+            conv=(128, 160, 192, 224),
+            out=(256, 512, 768, 1024),
+            layers=5,
+            blocks=(1, 1, 2, 2),
+            dw=False,
+        ),
+        "V-39",
+    ),
 }
 
 
@@ -186,8 +212,9 @@ def timm_vovnet_shapes(name: str) -> dict[str, tuple[int, ...]]:
             if c["dw"] and blk_in != mid:
                 cna(f"{p}.conv_reduction", blk_in, mid, 1)
             for n in range(c["layers"]):
-                sep(f"{p}.conv_mid.{n}", mid, mid) if c["dw"] else \
-                    cna(f"{p}.conv_mid.{n}", blk_in if n == 0 else mid, mid, 3)
+                sep(f"{p}.conv_mid.{n}", mid, mid) if c["dw"] else cna(
+                    f"{p}.conv_mid.{n}", blk_in if n == 0 else mid, mid, 3
+                )
             cna(f"{p}.conv_concat", blk_in + c["layers"] * mid, out, 1)
             if b == c["blocks"][i] - 1:
                 shapes[f"{p}.attn.fc.weight"], shapes[f"{p}.attn.fc.bias"] = (out, out, 1, 1), (out,)
@@ -197,8 +224,10 @@ def timm_vovnet_shapes(name: str) -> dict[str, tuple[int, ...]]:
 
 
 def _timm_file(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    sd = {k: torch.zeros(s, dtype=torch.int64) if k.endswith("num_batches_tracked") else torch.empty(s)
-          for k, s in timm_vovnet_shapes(name).items()}
+    sd = {
+        k: torch.zeros(s, dtype=torch.int64) if k.endswith("num_batches_tracked") else torch.empty(s)
+        for k, s in timm_vovnet_shapes(name).items()
+    }
     return _randomise(sd, seed)
 
 
@@ -225,9 +254,17 @@ def test_timm_state_dict_loads_and_ese_outside_last_block_is_exact_identity(tmp_
     assert report.source == "timm VoVNet" and report.input_format == "RGB"
     assert report.pixel_mean == (0.485, 0.456, 0.406) and set(report.ignored) == {"head.fc.weight", "head.fc.bias"}
     last = {f"stages.{i}.blocks.{len(s.blocks) - 1}" for i, s in enumerate(bb.stages)}
-    identity = sorted(f"stages.{i}.blocks.{b}" for i, s in enumerate(bb.stages) for b in range(len(s.blocks))
-                      if f"stages.{i}.blocks.{b}" not in last)
-    assert report.identity_ese == identity == (["stages.2.blocks.0", "stages.3.blocks.0"] if name == "ese_vovnet39b" else [])
+    identity = sorted(
+        f"stages.{i}.blocks.{b}"
+        for i, s in enumerate(bb.stages)
+        for b in range(len(s.blocks))
+        if f"stages.{i}.blocks.{b}" not in last
+    )
+    assert (
+        report.identity_ese
+        == identity
+        == (["stages.2.blocks.0", "stages.3.blocks.0"] if name == "ese_vovnet39b" else [])
+    )
     own = {k: v for k, v in bb.state_dict().items() if not k.endswith("num_batches_tracked")}
     for k, v in own.items():
         block = k.split(".attention.")[0]
@@ -249,12 +286,14 @@ def test_timm_names_match_timm_itself_when_installed():
 
 # --------------------------------------------------------------------------- official (detectron2) files
 
-OFFICIAL_VOVNET = [("centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x", "V-19-slim-dw"),
-                   ("centermask_lite_V_19_slim_eSE_FPN_ms_4x", "V-19-slim"),
-                   ("centermask_lite_V_19_eSE_FPN_ms_4x", "V-19"),
-                   ("centermask_V_39_eSE_FPN_ms_3x", "V-39"),
-                   ("centermask_V_57_eSE_FPN_ms_3x", "V-57"),
-                   ("centermask_V_99_eSE_FPN_ms_3x", "V-99")]
+OFFICIAL_VOVNET = [
+    ("centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x", "V-19-slim-dw"),
+    ("centermask_lite_V_19_slim_eSE_FPN_ms_4x", "V-19-slim"),
+    ("centermask_lite_V_19_eSE_FPN_ms_4x", "V-19"),
+    ("centermask_V_39_eSE_FPN_ms_3x", "V-39"),
+    ("centermask_V_57_eSE_FPN_ms_3x", "V-57"),
+    ("centermask_V_99_eSE_FPN_ms_3x", "V-99"),
+]
 
 
 @pytest.mark.parametrize("config_name,variant", OFFICIAL_VOVNET)
@@ -269,7 +308,11 @@ def test_official_vovnet_file_loads_with_detectron2_convention(tmp_path, config_
     names = official_names(bb)
     _assert_trunk_equals(bb, sd, lambda k: (PREFIX if prefix else "") + names[k])
     assert report.loaded == len(sd) and report.ignored == [] and report.identity_ese == []
-    assert (report.input_format, report.pixel_mean, report.pixel_std) == ("BGR255", (103.53, 116.28, 123.675), (1.0, 1.0, 1.0))
+    assert (report.input_format, report.pixel_mean, report.pixel_std) == (
+        "BGR255",
+        (103.53, 116.28, 123.675),
+        (1.0, 1.0, 1.0),
+    )
 
 
 def test_official_mobilenet_v2_file_loads(tmp_path):
@@ -289,11 +332,15 @@ def test_official_mobilenet_v2_file_loads(tmp_path):
 
 def c2_name(d2: str) -> str:
     """detectron2 ResNet name -> Caffe2 blob name (convert_basic_c2_names, inverted)."""
-    d2 = d2[len(PREFIX):] if d2.startswith(PREFIX) else d2
+    d2 = d2[len(PREFIX) :] if d2.startswith(PREFIX) else d2
     d2 = d2.replace("stem.conv1.norm.", "res.conv1.norm.").replace("stem.conv1.", "conv1.")
     if re.match(r"^res\d", d2):
-        for a, b in ((".shortcut.", ".branch1."), (".conv1.", ".branch2a."), (".conv2.", ".branch2b."),
-                     (".conv3.", ".branch2c.")):
+        for a, b in (
+            (".shortcut.", ".branch1."),
+            (".conv1.", ".branch2a."),
+            (".conv2.", ".branch2b."),
+            (".conv3.", ".branch2c."),
+        ):
             d2 = d2.replace(a, b)
         d2 = d2.replace(".branch1.weight", ".branch1.w").replace("branch1.norm.", "branch1.bn.")
     d2 = re.sub(r"\.norm\.", ".bn.", d2)
@@ -389,7 +436,9 @@ def test_vovnet_file_of_another_architecture_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match=r"timm VoVNet weights do not fit .*(unexpected|mis-shaped)"):
         load_backbone_weights(_backbone("vovnet", "V-19"), tmp_path / "v39.pth", "V-19")
     with pytest.raises(CheckpointError, match="unexpected .*attn"):  # eSE weights into a VoVNetV1
-        load_backbone_weights(_backbone("vovnet", "V-39", residual=False, attention="none"), tmp_path / "v39.pth", "V-39")
+        load_backbone_weights(
+            _backbone("vovnet", "V-39", residual=False, attention="none"), tmp_path / "v39.pth", "V-39"
+        )
     torch.save(_official_file("centermask_V_39_eSE_FPN_ms_3x"), tmp_path / "official39.pth")
     with pytest.raises(CheckpointError, match=r"centermask2 VoVNet \(detectron2\) weights do not fit"):
         load_backbone_weights(_backbone("vovnet", "V-57"), tmp_path / "official39.pth", "V-57")
@@ -403,7 +452,9 @@ def test_set_backbone_weights_builds_model_from_file_with_its_convention(tmp_pat
 
     sd = _official_file("centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x")
     torch.save({"model": sd}, tmp_path / "vovnet19_ese_slim_dw_detectron2.pth")
-    cfg = get_config("centermask_lite_v19_slim_dw", 3, [f"model.backbone.weights={tmp_path / 'vovnet19_ese_slim_dw_detectron2.pth'}"])
+    cfg = get_config(
+        "centermask_lite_v19_slim_dw", 3, [f"model.backbone.weights={tmp_path / 'vovnet19_ese_slim_dw_detectron2.pth'}"]
+    )
     assert cfg.model.input_format == "RGB"  # the preset's, until the weights are applied
     model = build_model(cfg.model)
     from maskkit.models.backbones.vovnet import official_names
@@ -411,7 +462,10 @@ def test_set_backbone_weights_builds_model_from_file_with_its_convention(tmp_pat
     names = official_names(model.backbone)
     _assert_trunk_equals(model.backbone, sd, lambda k: PREFIX + names[k])
     assert (cfg.model.input_format, cfg.model.pixel_mean, cfg.model.pixel_std) == (
-        "BGR255", (103.53, 116.28, 123.675), (1.0, 1.0, 1.0))
+        "BGR255",
+        (103.53, 116.28, 123.675),
+        (1.0, 1.0, 1.0),
+    )
     assert model.pixel_mean.flatten().tolist() == pytest.approx([103.53, 116.28, 123.675])
     assert model.pixel_std.flatten().tolist() == [1.0, 1.0, 1.0]
 
@@ -430,14 +484,35 @@ def test_training_run_starts_from_the_file_and_records_it(tmp_path):
     weights = tmp_path / "vovnet19_ese_slim_dw_detectron2.pth"
     torch.save(sd, weights)
     out = tmp_path / "run"
-    rc = main(["train", "--model", "centermask_lite_demo", "--data", str(data), "--out", str(out), "--iters", "1",
-               "--device", "cpu", "--no-progress", "--set", f"model.backbone.weights={weights}",
-               "--set", "model.backbone.norm=FrozenBN", "--set", "train.lr=0", "--set", "train.batch_size=2"])
+    rc = main(
+        [
+            "train",
+            "--model",
+            "centermask_lite_demo",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--iters",
+            "1",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--set",
+            f"model.backbone.weights={weights}",
+            "--set",
+            "model.backbone.norm=FrozenBN",
+            "--set",
+            "train.lr=0",
+            "--set",
+            "train.batch_size=2",
+        ]
+    )
     assert rc == 0
     mf = read_model_file(out / "model_last.safetensors")
     assert mf.step == 1 and mf.config.model.backbone.weights == str(weights)
     assert (mf.config.model.input_format, mf.config.model.pixel_std) == ("BGR255", (1.0, 1.0, 1.0))
-    trunk = {k[len("backbone."):]: v for k, v in mf.state_dict.items() if k.startswith("backbone.")}
+    trunk = {k[len("backbone.") :]: v for k, v in mf.state_dict.items() if k.startswith("backbone.")}
     with torch.device("meta"):
         names = official_names(build_backbone(BackboneConfig(name="vovnet", variant="V-19-slim-dw")))
     assert set(trunk) == set(names)

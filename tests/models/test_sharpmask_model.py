@@ -1,5 +1,6 @@
 """SharpMask / DeepMask: parameter counts, convolutional == per-window inference, batched
 refinement with shared skip features == per-window refinement, output contract, losses, stages."""
+
 from __future__ import annotations
 
 import math
@@ -13,10 +14,9 @@ from torchvision.ops import FrozenBatchNorm2d
 import maskkit
 from maskkit.errors import CheckpointError, MaskkitError
 from maskkit.models.sharpmask.model import mask_boxes, mask_loss, paste_window_masks, score_loss
-from maskkit.structures import paste_masks_in_image
 from maskkit.models.sharpmask.padding import conv_padding_mode
 from maskkit.models.sharpmask.refine import crop_windows
-
+from maskkit.structures import paste_masks_in_image
 
 
 def _count(module) -> int:
@@ -82,14 +82,16 @@ def test_trunk_loads_imagenet_classifier_weights(tmp_path):
     ref = torchvision.models.resnet18(weights=None)
     torch.nn.init.normal_(ref.layer3[1].conv2.weight)
     torch.save(ref.state_dict(), tmp_path / "resnet18.pth")
-    model = maskkit.create_model("sharpmask_demo", overrides=["model.trunk=resnet18", "model.trunk_width=64",
-                                                             "model.trunk_norm=FrozenBN"])
+    model = maskkit.create_model(
+        "sharpmask_demo", overrides=["model.trunk=resnet18", "model.trunk_width=64", "model.trunk_norm=FrozenBN"]
+    )
     model.load_trunk_weights(tmp_path / "resnet18.pth")
     assert torch.equal(model.trunk.layer3[1].conv2.weight, ref.layer3[1].conv2.weight)
     assert torch.equal(model.trunk.bn1.running_var, ref.bn1.running_var)
     with pytest.raises(CheckpointError, match="resnet18.pth.*layer1.0.conv1.weight.*has shape"):
-        maskkit.create_model("deepmask_demo", overrides=["model.trunk=resnet50", "model.trunk_width=64"]).load_trunk_weights(
-            tmp_path / "resnet18.pth")
+        maskkit.create_model(
+            "deepmask_demo", overrides=["model.trunk=resnet50", "model.trunk_width=64"]
+        ).load_trunk_weights(tmp_path / "resnet18.pth")
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pth"):
         model.load_trunk_weights(tmp_path / "bad.pth")
@@ -116,8 +118,12 @@ def _check_conv_equals_windows(model, image, cells, context):
         maps = model._scale_maps(image, 0.0, refine=model.refinement is not None)
         padded = _padded(model, image)
         ij = torch.tensor(cells)
-        crops = torch.stack([padded[:, 16 * i - context: 16 * i + win + context, 16 * j - context: 16 * j + win + context]
-                             for i, j in cells])
+        crops = torch.stack(
+            [
+                padded[:, 16 * i - context : 16 * i + win + context, 16 * j - context : 16 * j + win + context]
+                for i, j in cells
+            ]
+        )
         per_window = model.window_outputs(crops)
         vec = maps["vectors"][:, ij[:, 0], ij[:, 1]].T  # [N, hidden]
         torch.testing.assert_close(per_window["vector"], vec, rtol=1e-4, atol=1e-4)
@@ -164,8 +170,13 @@ def test_convolutional_inference_equals_per_window_vgg_original_head():
     """The original head's score branch (2x2 max-pool + Linear) runs as a stride-1 pool and a
     dilated 7x7 conv: stride-16 scores equal the per-window ones (narrow VGG for speed)."""
     torch.manual_seed(0)
-    narrow = ["model.trunk_width=8", "model.reduce_channels=32", "model.hidden_dim=64",
-              "model.score_pool_hidden=32", "model.score_hidden=32"]
+    narrow = [
+        "model.trunk_width=8",
+        "model.reduce_channels=32",
+        "model.hidden_dim=64",
+        "model.score_pool_hidden=32",
+        "model.score_hidden=32",
+    ]
     model = maskkit.create_model("deepmask_vgg", overrides=narrow)
     image = torch.rand(3, 160, 160)
     # VGG-A conv5 receptive field is 134 px: 64 px of context around the 224 px window
@@ -192,7 +203,9 @@ def test_propose_uses_shared_skips_and_matches_score_maps():
     torch.testing.assert_close(props["masks"], ref, rtol=1e-5, atol=1e-6)
     # window boxes: top-left cell * 16 minus the 40 px pad, 80 px windows at scale 1
     pad = model.cfg.window // 2
-    expect = torch.stack([ij[:, 1] * 16 - pad, ij[:, 0] * 16 - pad, ij[:, 1] * 16 - pad + 80, ij[:, 0] * 16 - pad + 80], 1)
+    expect = torch.stack(
+        [ij[:, 1] * 16 - pad, ij[:, 0] * 16 - pad, ij[:, 1] * 16 - pad + 80, ij[:, 0] * 16 - pad + 80], 1
+    )
     torch.testing.assert_close(props["window_boxes"], expect.float())
 
 

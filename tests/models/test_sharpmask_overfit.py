@@ -4,6 +4,7 @@ objects: class-agnostic segmentation AR@10 far above an untrained model's.
 
 A minimal training loop lives here (the engine has its own); the proposals are scored with the
 evaluation engine's class-agnostic COCOeval (``useCats = 0``)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -44,13 +45,18 @@ def _shapes(n: int, size: int = 128, seed: int = 0) -> list[tuple[torch.Tensor, 
             ys, xs = torch.nonzero(m, as_tuple=True)
             boxes.append([xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1])
             masks.append(m)
-        data.append((image, {
-            "boxes": torch.tensor(boxes, dtype=torch.float32),
-            "labels": torch.ones(len(boxes), dtype=torch.int64),
-            "masks": torch.stack(masks).to(torch.uint8),
-            "iscrowd": torch.zeros(len(boxes), dtype=torch.int64),
-            "image_id": k + 1,
-        }))
+        data.append(
+            (
+                image,
+                {
+                    "boxes": torch.tensor(boxes, dtype=torch.float32),
+                    "labels": torch.ones(len(boxes), dtype=torch.int64),
+                    "masks": torch.stack(masks).to(torch.uint8),
+                    "iscrowd": torch.zeros(len(boxes), dtype=torch.int64),
+                    "image_id": k + 1,
+                },
+            )
+        )
     return data
 
 
@@ -59,8 +65,17 @@ def _coco_gt(data) -> COCO:
     for image, t in data:
         images.append({"id": t["image_id"], "height": image.shape[1], "width": image.shape[2]})
         for rle, b, m in zip(masks_to_rle(t["masks"].bool()), t["boxes"].tolist(), t["masks"]):
-            anns.append({"id": len(anns) + 1, "image_id": t["image_id"], "category_id": 1, "segmentation": rle,
-                         "area": float(m.sum()), "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": t["image_id"],
+                    "category_id": 1,
+                    "segmentation": rle,
+                    "area": float(m.sum()),
+                    "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                    "iscrowd": 0,
+                }
+            )
     gt = COCO()
     gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "object"}]}
     with contextlib.redirect_stdout(io.StringIO()):

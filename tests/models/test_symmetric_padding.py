@@ -1,5 +1,6 @@
 """Symmetric padding of the DeepMask / SharpMask convs (maskkit/models/sharpmask/padding.py):
 Matlab's padarray 'symmetric' (``cba|abcd``), the official ``SpatialSymmetricPadding``."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,15 +17,17 @@ from maskkit.models.zoo import get_config
 
 def test_a_3x3_input_padded_by_2_by_hand():
     x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
-    expected = torch.tensor([
-        [5.0, 4.0, 4.0, 5.0, 6.0, 6.0, 5.0],
-        [2.0, 1.0, 1.0, 2.0, 3.0, 3.0, 2.0],
-        [2.0, 1.0, 1.0, 2.0, 3.0, 3.0, 2.0],
-        [5.0, 4.0, 4.0, 5.0, 6.0, 6.0, 5.0],
-        [8.0, 7.0, 7.0, 8.0, 9.0, 9.0, 8.0],
-        [8.0, 7.0, 7.0, 8.0, 9.0, 9.0, 8.0],
-        [5.0, 4.0, 4.0, 5.0, 6.0, 6.0, 5.0],
-    ])  # each side: the border row/column repeated, then the next one (cba|abc|cba)
+    expected = torch.tensor(
+        [
+            [5.0, 4.0, 4.0, 5.0, 6.0, 6.0, 5.0],
+            [2.0, 1.0, 1.0, 2.0, 3.0, 3.0, 2.0],
+            [2.0, 1.0, 1.0, 2.0, 3.0, 3.0, 2.0],
+            [5.0, 4.0, 4.0, 5.0, 6.0, 6.0, 5.0],
+            [8.0, 7.0, 7.0, 8.0, 9.0, 9.0, 8.0],
+            [8.0, 7.0, 7.0, 8.0, 9.0, 9.0, 8.0],
+            [5.0, 4.0, 4.0, 5.0, 6.0, 6.0, 5.0],
+        ]
+    )  # each side: the border row/column repeated, then the next one (cba|abc|cba)
     out = symmetric_pad(x[None, None], 2, 2)[0, 0]
     torch.testing.assert_close(out, expected)
     assert np.array_equal(np.pad(x.numpy(), 2, mode="symmetric"), expected.numpy())
@@ -71,5 +74,7 @@ def test_faithful_presets_pad_symmetrically_reflection_stays_selectable():
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1]
     assert convs and all(conv_padding_mode(c) == "symmetric" for c in convs)  # trunk and refinement
     refl = maskkit.create_model("sharpmask_demo")
-    assert all(conv_padding_mode(c) == "reflect" for c in refl.modules() if isinstance(c, nn.Conv2d) and c.kernel_size[0] > 1)
+    assert all(
+        conv_padding_mode(c) == "reflect" for c in refl.modules() if isinstance(c, nn.Conv2d) and c.kernel_size[0] > 1
+    )
     assert list(model.state_dict()) == list(refl.state_dict())  # the padding mode does not rename weights

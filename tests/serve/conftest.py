@@ -1,5 +1,6 @@
 """Fixtures of the ``maskkit serve`` tests: tiny model files (made here, no weights
 downloaded) and skips with a clear reason where the serve extra is not installed."""
+
 from __future__ import annotations
 
 import importlib.util

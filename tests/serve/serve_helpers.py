@@ -1,5 +1,6 @@
 """Helpers for the ``maskkit serve`` tests (not a test module): tiny model files, a server
 subprocess on a free port, and a headless Chromium driven by selenium."""
+
 from __future__ import annotations
 
 import contextlib
@@ -34,6 +35,7 @@ def encode(img: Image.Image, fmt: str = "PNG") -> bytes:
 
 def _png(width: int, height: int, bit_depth: int, color_type: int, raw: bytes) -> bytes:
     """A PNG file from its header fields and the (filtered) scanline bytes (PNG spec, Sec. 11.2.2)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -101,14 +103,22 @@ def get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def post_image(url: str, data: bytes, filename: str = "upload.png", field: str = "image",
-               timeout: float = 30.0) -> tuple[int, object]:
+def post_image(
+    url: str, data: bytes, filename: str = "upload.png", field: str = "image", timeout: float = 30.0
+) -> tuple[int, object]:
     """POST ``data`` as multipart form field ``field``; ``(status, parsed JSON body)``."""
     boundary = "maskkit-test-boundary-7f3a"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read())
@@ -121,17 +131,28 @@ def running_server(weights: Path, *extra: str, startup_timeout: float = 60.0):
     """``maskkit serve`` in a subprocess on a free port; yields its base URL and always kills
     it (and reads its stderr into the failure message when it dies early)."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OMP_NUM_THREADS": "1",
+    }
     log = open(weights.parent / f"serve-{port}.log", "w+b")
-    proc = subprocess.Popen([sys.executable, "-m", "maskkit", "serve", "--weights", str(weights), "--port", str(port), *extra],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(weights.parent))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "maskkit", "serve", "--weights", str(weights), "--port", str(port), *extra],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=str(weights.parent),
+    )
     base = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
             if proc.poll() is not None:
                 log.seek(0)
-                raise RuntimeError(f"maskkit serve exited with {proc.returncode}:\n{log.read().decode(errors='replace')}")
+                raise RuntimeError(
+                    f"maskkit serve exited with {proc.returncode}:\n{log.read().decode(errors='replace')}"
+                )
             try:
                 if get(base + "api/health", timeout=2)[0] == 200:
                     break
@@ -166,8 +187,14 @@ def headless_chromium(width: int = 1280, height: int = 900):
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                f"--window-size={width},{height}", "--disable-extensions"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--window-size={width},{height}",
+        "--disable-extensions",
+    ):
         opts.add_argument(arg)
     opts.binary_location = next((p for p in CHROMIUM_CANDIDATES if Path(p).is_file()), shutil.which("chromium") or "")
     driver_path = next((p for p in CHROMEDRIVER_CANDIDATES if Path(p).is_file()), shutil.which("chromedriver"))

@@ -5,13 +5,13 @@ a bad upload shows its message and the page keeps working.
 Set ``MASKKIT_SERVE_SCREENSHOT=path.png`` to save the page as the README screenshot
 (``docs/images/serve.png`` is made this way).
 """
+
 from __future__ import annotations
 
 import os
 import time
 
 import pytest
-
 from serve_helpers import browser_missing_reason, headless_chromium, running_server
 
 pytestmark = pytest.mark.usefixtures("needs_serve_extra")
@@ -54,13 +54,15 @@ def wait_for(cond, timeout: float = 20.0, what: str = "condition"):
 def overlay_loaded(driver) -> bool:
     return driver.execute_script(
         "const i = document.getElementById('overlay');"
-        "return i.style.display !== 'none' && i.complete && i.naturalWidth > 0 ? i.src : null;")
+        "return i.style.display !== 'none' && i.complete && i.naturalWidth > 0 ? i.src : null;"
+    )
 
 
 def rows(driver) -> list[str]:
     """The table's rows as text, read in one script (the page re-renders them on slider moves)."""
     return driver.execute_script(
-        "return Array.from(document.querySelectorAll('#detections tbody tr'), r => r.innerText.replace(/\\s+/g, ' '));")
+        "return Array.from(document.querySelectorAll('#detections tbody tr'), r => r.innerText.replace(/\\s+/g, ' '));"
+    )
 
 
 def test_upload_shows_overlay_and_table(browser, page, coco_tiny):
@@ -75,7 +77,9 @@ def test_upload_shows_overlay_and_table(browser, page, coco_tiny):
     browser.find_element(By.ID, "file-input").send_keys(str(image))
     src = wait_for(lambda: overlay_loaded(browser), what="the overlay image")
     assert "score_thr=0.30" in src or "score_thr=0.3" in src
-    size = browser.execute_script("const i = document.getElementById('overlay'); return [i.naturalWidth, i.naturalHeight];")
+    size = browser.execute_script(
+        "const i = document.getElementById('overlay'); return [i.naturalWidth, i.naturalHeight];"
+    )
     from PIL import Image
 
     assert tuple(size) == Image.open(image).size
@@ -83,16 +87,20 @@ def test_upload_shows_overlay_and_table(browser, page, coco_tiny):
     assert all(r.split()[1] in ("person", "dog") for r in shown)
     assert image.name in browser.find_element(By.ID, "summary").text
     href = browser.find_element(By.ID, "download-json").get_attribute("href")
-    assert "/api/results/" in href and browser.find_element(By.ID, "download-png").get_attribute("download").endswith("_overlay.png")
+    assert "/api/results/" in href and browser.find_element(By.ID, "download-png").get_attribute("download").endswith(
+        "_overlay.png"
+    )
 
     # Raise the threshold above the best score: the table empties and the overlay is re-requested.
-    browser.execute_script("const s = document.getElementById('score-thr'); s.value = 0.99;"
-                           "s.dispatchEvent(new Event('input'));")
+    browser.execute_script(
+        "const s = document.getElementById('score-thr'); s.value = 0.99;s.dispatchEvent(new Event('input'));"
+    )
     wait_for(lambda: not rows(browser), what="the table to empty at threshold 0.99")
     wait_for(lambda: "score_thr=0.99" in (overlay_loaded(browser) or ""), what="the overlay at threshold 0.99")
     assert browser.find_element(By.ID, "message").text == "no detection at this threshold"
-    browser.execute_script("const s = document.getElementById('score-thr'); s.value = 0.3;"
-                           "s.dispatchEvent(new Event('input'));")
+    browser.execute_script(
+        "const s = document.getElementById('score-thr'); s.value = 0.3;s.dispatchEvent(new Event('input'));"
+    )
     wait_for(lambda: len(rows(browser)) == len(shown), what="the rows back at threshold 0.3")
 
     shot = os.environ.get("MASKKIT_SERVE_SCREENSHOT")
@@ -128,11 +136,15 @@ def test_sharpmask_top_n_slider(browser, sharpmask_file):
         assert "class-agnostic" in browser.find_element(By.ID, "model-system").text
         assert browser.find_element(By.ID, "top-n-box").is_displayed()
         assert browser.find_element(By.ID, "top-n").get_attribute("max") == "20"
-        browser.execute_script("const s = document.getElementById('score-thr'); s.value = 0; s.dispatchEvent(new Event('input'));")
+        browser.execute_script(
+            "const s = document.getElementById('score-thr'); s.value = 0; s.dispatchEvent(new Event('input'));"
+        )
         browser.find_elements(By.CSS_SELECTOR, "#examples button")[1].click()
         wait_for(lambda: len(rows(browser)) == 10, what="10 proposals (the slider's default)")
         assert all(r.split()[1] == "object" for r in rows(browser))
-        browser.execute_script("const s = document.getElementById('top-n'); s.value = 3; s.dispatchEvent(new Event('input'));")
+        browser.execute_script(
+            "const s = document.getElementById('top-n'); s.value = 3; s.dispatchEvent(new Event('input'));"
+        )
         wait_for(lambda: len(rows(browser)) == 3, what="3 proposals")
         wait_for(lambda: "top_n=3" in (overlay_loaded(browser) or ""), what="the overlay with top_n=3")
         assert "top_n=3" in browser.find_element(By.ID, "download-json").get_attribute("href")

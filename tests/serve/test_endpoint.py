@@ -1,5 +1,6 @@
 """The JSON endpoint of a real ``maskkit serve`` subprocess: COCO results for a good image, a
 4xx with a one-line message for each bad-upload category, and the server still answering."""
+
 from __future__ import annotations
 
 import http.client
@@ -11,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-
 from serve_helpers import REPO, encode, get, png_header_only, png_rgb48, post_image, running_server
 
 pytestmark = pytest.mark.usefixtures("needs_serve_extra")
@@ -49,7 +49,7 @@ def test_predict_returns_coco_results_and_survives_bad_uploads(server):
     assert {r["category_id"] for r in results} <= {1, 18}
 
     corrupt = bytearray(good)
-    corrupt[len(corrupt) // 3:] = b"\0" * (len(corrupt) - len(corrupt) // 3)
+    corrupt[len(corrupt) // 3 :] = b"\0" * (len(corrupt) - len(corrupt) // 3)
     bad = {
         "notes.txt": (b"this is not an image\n", 400, "notes.txt: not an image"),
         "cut.jpg": (good[: len(good) // 2], 400, "cut.jpg: cannot decode the image"),
@@ -90,7 +90,11 @@ def test_16bit_and_cmyk_uploads_are_converted(server):
     gray16 = np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) * 16
     cmyk = Image.new("CMYK", (80, 64), (0, 200, 200, 10))
     rgb48 = np.stack([gray16, gray16 // 2, 65535 - gray16], axis=2).astype(np.uint16)
-    uploads = {"depth.png": encode(Image.fromarray(gray16)), "print.jpg": encode(cmyk, "JPEG"), "rgb48.png": png_rgb48(rgb48)}
+    uploads = {
+        "depth.png": encode(Image.fromarray(gray16)),
+        "print.jpg": encode(cmyk, "JPEG"),
+        "rgb48.png": png_rgb48(rgb48),
+    }
     for name, data in uploads.items():
         status, body = post_image(server + "api/analyze", data, name)
         assert status == 200, body
@@ -125,7 +129,12 @@ def test_sharpmask_top_n_over_http(sharpmask_file):
 
 
 def test_bad_weights_is_one_error_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "maskkit", "serve", "--weights", str(tmp_path / "none.safetensors")],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "maskkit", "serve", "--weights", str(tmp_path / "none.safetensors")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"maskkit: error: {tmp_path / 'none.safetensors'}: no such model file"]

@@ -1,5 +1,6 @@
 """Upload decoding: every bad-upload category gives one clear DataError; 16-bit and CMYK
 images are converted like files are by the data layer."""
+
 from __future__ import annotations
 
 import io
@@ -8,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from serve_helpers import encode, png_header_only, png_rgb48
 
 from maskkit.errors import DataError, ImageTooLargeError
 from maskkit.serve.images import check_upload_size, decode_image
-from serve_helpers import encode, png_header_only, png_rgb48
 
 
 def test_rgb_png_round_trip():
@@ -56,11 +57,14 @@ def test_exif_orientation_applied():
     assert decode_image(buf.getvalue(), "phone.jpg").shape == (3, 30, 10)
 
 
-@pytest.mark.parametrize("data, match", [
-    (b"", "empty"),
-    (b"hello, this is text", "not an image"),
-    (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not an image|cannot decode"),
-])
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (b"", "empty"),
+        (b"hello, this is text", "not an image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not an image|cannot decode"),
+    ],
+)
 def test_not_an_image(data, match):
     with pytest.raises(DataError, match=match) as e:
         decode_image(data, "notes.txt")

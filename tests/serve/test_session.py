@@ -1,5 +1,6 @@
 """The model behind the page, at the API level: analyses, thresholds, SharpMask top-N,
 COCO results with the model's category ids, overlays, cache and bundled examples."""
+
 from __future__ import annotations
 
 import io
@@ -35,7 +36,12 @@ def sm(sharpmask_file) -> ServeSession:
 
 def test_centermask_info(cm):
     info = cm.info
-    assert (info.name, info.system, info.classes, info.class_agnostic) == ("centermask_lite_demo", "centermask", ["person", "dog"], False)
+    assert (info.name, info.system, info.classes, info.class_agnostic) == (
+        "centermask_lite_demo",
+        "centermask",
+        ["person", "dog"],
+        False,
+    )
     assert info.input_size == "shorter side resized to 256 px, longer side at most 384 px"
     assert info.max_detections == 50 and info.weights == "tiny_centermask.safetensors"
 
@@ -55,7 +61,10 @@ def test_centermask_analysis_threshold_and_results(cm):
     assert all(r["image_id"] == 7 and r["score"] >= thr and r["segmentation"]["size"] == [120, 160] for r in results)
     rows = cm.detections(a)
     assert [r["rank"] for r in rows] == list(range(1, n + 1))
-    assert rows[0]["class_name"] in ("person", "dog") and rows[0]["category_id"] == {"person": 1, "dog": 18}[rows[0]["class_name"]]
+    assert (
+        rows[0]["class_name"] in ("person", "dog")
+        and rows[0]["category_id"] == {"person": 1, "dog": 18}[rows[0]["class_name"]]
+    )
     assert rows[0]["area"] == int(a.masks[0].sum())
 
 

@@ -10,6 +10,7 @@ stem and the first ``k - 1`` stages (1: stem; 2: stem + stage 2, the official de
 ImageNet-initialised backbones; 5: everything). Frozen parts get ``requires_grad=False`` and
 their BatchNorm layers become FrozenBatchNorm2d, so ``model.train()`` cannot change them.
 """
+
 from __future__ import annotations
 
 from torch import nn

@@ -7,6 +7,7 @@ Stages for freezing: stem = ``features[0:2]`` (stride 2), stage 2 = ``features[2
 (stride 4, 24 ch), stage 3 = ``features[4:7]``, stage 4 = ``features[7:14]``, stage 5 =
 ``features[14:18]``.
 """
+
 from __future__ import annotations
 
 from functools import partial

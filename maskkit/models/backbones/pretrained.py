@@ -49,6 +49,7 @@ Files: ``.safetensors``, ``.pth``/``.pt`` (``torch.load(weights_only=True)``) an
 (restricted unpickler), both through ``maskkit.safe_load.read_state_dict``.
 ``num_batches_tracked`` counters and Caffe2 ``_momentum`` blobs carry no weights and are dropped.
 """
+
 from __future__ import annotations
 
 import os
@@ -66,8 +67,15 @@ from maskkit.models.backbones.resnet import RESNET_VARIANTS
 from maskkit.models.backbones.vovnet import VOVNET_SPECS, official_names
 from maskkit.safe_load import read_state_dict
 
-__all__ = ["BackboneWeights", "load_backbone_weights", "apply_backbone_weights", "apply_trunk_weights",
-           "read_weights_file", "IMAGENET_RGB", "DETECTRON2_BGR"]
+__all__ = [
+    "BackboneWeights",
+    "load_backbone_weights",
+    "apply_backbone_weights",
+    "apply_trunk_weights",
+    "read_weights_file",
+    "IMAGENET_RGB",
+    "DETECTRON2_BGR",
+]
 
 # (input_format, pixel_mean, pixel_std) as CenterMaskConfig reads them.
 IMAGENET_RGB = ("RGB", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -119,7 +127,7 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             continue
         for p in _PREFIXES:
             if k.startswith(p):
-                k = k[len(p):]
+                k = k[len(p) :]
         out[k] = v
     return out
 
@@ -205,8 +213,11 @@ def _mnv2_names(backbone: nn.Module, official: bool) -> dict[str, str]:
         i, rest = int(parts[n - 1]), parts[n]
         if official and rest.startswith("conv."):
             # torchvision nests Conv2dNormActivation (conv.K.0 conv, conv.K.1 bn); flatten it.
-            flat = {"0.0": 0, "0.1": 1, "1.0": 3, "1.1": 4, "2": 6, "3": 7} if i > 1 else \
-                {"0.0": 0, "0.1": 1, "1": 3, "2": 4}
+            flat = (
+                {"0.0": 0, "0.1": 1, "1.0": 3, "1.1": 4, "2": 6, "3": 7}
+                if i > 1
+                else {"0.0": 0, "0.1": 1, "1": 3, "2": 4}
+            )
             m = re.match(r"^conv\.(\d(?:\.\d)?)\.(\w+)$", rest)
             rest = f"conv.{flat[m.group(1)]}.{m.group(2)}"
         names[key] = f"features.{i}.{rest}"
@@ -240,8 +251,10 @@ def _detect(sd: dict[str, torch.Tensor], family: str, path: Path) -> str:
         if "features.1.conv.0.weight" in keys and sd["features.1.conv.0.weight"].dim() == 4:
             return "centermask2 MobileNetV2 (detectron2)"
     sample = ", ".join(sorted(keys)[:3])
-    raise CheckpointError(f"{path}: not a known ImageNet {family} weights layout (first names: {sample}); "
-                          "see README 'ImageNet backbones for training' for the supported files")
+    raise CheckpointError(
+        f"{path}: not a known ImageNet {family} weights layout (first names: {sample}); "
+        "see README 'ImageNet backbones for training' for the supported files"
+    )
 
 
 def _family(spec_name: str) -> str:
@@ -323,8 +336,10 @@ def _convention(source: str, sd: dict[str, torch.Tensor], backbone: nn.Module, p
     msra = False
     if source in ("Caffe2 ResNet (detectron2 .pkl)", "detectron2 ResNet"):
         # ResNeXt: the 3x3 conv is grouped, its weight [planes, planes / groups, 3, 3] is not square.
-        grouped = any(k.endswith(("branch2b_w", "conv2.weight")) and v.dim() == 4 and v.shape[1] < v.shape[0]
-                      for k, v in sd.items())
+        grouped = any(
+            k.endswith(("branch2b_w", "conv2.weight")) and v.dim() == 4 and v.shape[1] < v.shape[0]
+            for k, v in sd.items()
+        )
         has_stats = any(k.endswith(("_bn_rm", "norm.running_mean")) for k in sd)
         # MSRA R-50/R-101: folded-affine norms, STRIDE_IN_1X1=True. FAIR X-101-32x8d (official
         # X-101 config: STRIDE_IN_1X1 False, its own std). With statistics: a torchvision
@@ -336,8 +351,9 @@ def _convention(source: str, sd: dict[str, torch.Tensor], backbone: nn.Module, p
     if _stride_in_1x1(backbone) != msra:
         want = "true" if msra else "false"
         where = "the 1x1 conv (MSRA, detectron2 STRIDE_IN_1X1=True)" if msra else "the 3x3 conv (torchvision)"
-        raise CheckpointError(f"{path}: {source} weights have each stage's stride-2 in {where}; "
-                              f"set model.backbone.stride_in_1x1={want}")
+        raise CheckpointError(
+            f"{path}: {source} weights have each stage's stride-2 in {where}; set model.backbone.stride_in_1x1={want}"
+        )
     return convention
 
 
@@ -356,8 +372,9 @@ def _check_timm_residual(backbone: nn.Module, sd: dict[str, torch.Tensor], path:
 
 def _check_norms(backbone: nn.Module, path: Path) -> None:
     if any(isinstance(m, nn.GroupNorm) for m in backbone.modules()):
-        raise MaskkitError(f"{path}: ImageNet weights hold BatchNorm statistics; model.backbone.norm must be "
-                           "FrozenBN or BN, not GN")
+        raise MaskkitError(
+            f"{path}: ImageNet weights hold BatchNorm statistics; model.backbone.norm must be FrozenBN or BN, not GN"
+        )
 
 
 def _mismatch_error(path: Path, source: str, missing, unexpected, shapes) -> CheckpointError:
@@ -371,7 +388,8 @@ def _mismatch_error(path: Path, source: str, missing, unexpected, shapes) -> Che
 def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, spec_name: str) -> BackboneWeights:
     """Copy the ImageNet weights in ``path`` into ``backbone`` (built by ``build_backbone`` for
     variant ``spec_name``: a ``VOVNET_SPECS`` key, a ``RESNET_VARIANTS`` name, ``mobilenet_v2``,
-    or ``sharpmask:resnet50`` / ``sharpmask:resnet18`` for the DeepMask/SharpMask trunk). Strict; see the module docstring for the sources and conventions."""
+    or ``sharpmask:resnet50`` / ``sharpmask:resnet18`` for the DeepMask/SharpMask trunk).
+    Strict; see the module docstring for the sources and conventions."""
     path = Path(path)
     _check_norms(backbone, path)
     sd = read_weights_file(path)
@@ -384,7 +402,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, spec_nam
     unexpected = sorted(k for k in sd if k not in used and not ignore.search(k))
     # Caffe2 BatchNorm is a folded affine (scale, bias) without statistics.
     affine_only = source in ("Caffe2 ResNet (detectron2 .pkl)", "detectron2 ResNet") and not any(
-        k.endswith(("_bn_rm", "norm.running_mean")) for k in sd)
+        k.endswith(("_bn_rm", "norm.running_mean")) for k in sd
+    )
     state = backbone.state_dict()
     mapped, missing, shapes, ese_fill, stat_fill = {}, [], [], [], []
     for mine, theirs in table.items():
@@ -425,9 +444,14 @@ def apply_backbone_weights(model: nn.Module, model_cfg) -> BackboneWeights:
     ``pixel_mean``, ``pixel_std`` and the model's normalisation buffers), so the saved config
     records it."""
     bb = model_cfg.backbone
-    report = load_backbone_weights(model.backbone, bb.weights, bb.variant if bb.name != "mobilenet_v2" else "mobilenet_v2")
+    report = load_backbone_weights(
+        model.backbone, bb.weights, bb.variant if bb.name != "mobilenet_v2" else "mobilenet_v2"
+    )
     model_cfg.input_format, model_cfg.pixel_mean, model_cfg.pixel_std = (
-        report.input_format, tuple(report.pixel_mean), tuple(report.pixel_std))
+        report.input_format,
+        tuple(report.pixel_mean),
+        tuple(report.pixel_std),
+    )
     with torch.no_grad():
         model.pixel_mean.copy_(torch.tensor(report.pixel_mean).view(3, 1, 1))
         model.pixel_std.copy_(torch.tensor(report.pixel_std).view(3, 1, 1))
@@ -439,8 +463,10 @@ def apply_trunk_weights(model: nn.Module, model_cfg) -> BackboneWeights:
     (or -18) into the stride-16 trunk (``conv1`` .. ``layer3``; ``layer4`` and ``fc`` unused),
     and the model's pixel mean/std set to the file's (RGB 0-1, ImageNet mean/std)."""
     if model_cfg.trunk not in SHARPMASK_TRUNKS or model_cfg.trunk_width != 64:
-        raise MaskkitError(f"model.trunk_weights: no ImageNet file fits trunk {model_cfg.trunk!r} of width "
-                           f"{model_cfg.trunk_width}; use trunk resnet50 or resnet18 with trunk_width 64")
+        raise MaskkitError(
+            f"model.trunk_weights: no ImageNet file fits trunk {model_cfg.trunk!r} of width "
+            f"{model_cfg.trunk_width}; use trunk resnet50 or resnet18 with trunk_width 64"
+        )
     report = load_backbone_weights(model.trunk, model_cfg.trunk_weights, f"sharpmask:{model_cfg.trunk}")
     model_cfg.pixel_mean, model_cfg.pixel_std = tuple(report.pixel_mean), tuple(report.pixel_std)
     with torch.no_grad():

@@ -5,6 +5,7 @@ only the classifier (avgpool + fc) is dropped and the stages are regrouped as st
 relu, maxpool; stride 4) + stages 2-5 (layer1..layer4, strides 4, 8, 16, 32). The outputs are
 C3-C5 of layer2..layer4: 512, 1024, 2048 channels.
 """
+
 from __future__ import annotations
 
 from functools import partial

@@ -16,6 +16,7 @@ Architectures are data (``VOVNET_SPECS``); ``OsaModule -> OsaStage -> VoVNet`` b
 - Stage 2 has no pooling; stages 3-5 start with MaxPool 3x3 stride 2 (ceil_mode), so an input
   that is a multiple of 32 gives maps at exactly 1/8, 1/16, 1/32.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,20 +29,62 @@ from maskkit.models.norm import norm_layer
 # REFERENCE.md table. stem: widths of the three stem convs; conv_ch: width of the 3x3 convs
 # inside the OSA modules of stages 2-5; out_ch: width after the 1x1 aggregation conv.
 VOVNET_SPECS: dict[str, dict] = {
-    "V-19-slim-dw": dict(stem=(64, 64, 64), conv_ch=(64, 80, 96, 112), out_ch=(112, 256, 384, 512),
-                         layers=3, blocks=(1, 1, 1, 1), depthwise=True),
-    "V-19-dw": dict(stem=(64, 64, 64), conv_ch=(128, 160, 192, 224), out_ch=(256, 512, 768, 1024),
-                    layers=3, blocks=(1, 1, 1, 1), depthwise=True),
-    "V-19-slim": dict(stem=(64, 64, 128), conv_ch=(64, 80, 96, 112), out_ch=(112, 256, 384, 512),
-                      layers=3, blocks=(1, 1, 1, 1), depthwise=False),
-    "V-19": dict(stem=(64, 64, 128), conv_ch=(128, 160, 192, 224), out_ch=(256, 512, 768, 1024),
-                 layers=3, blocks=(1, 1, 1, 1), depthwise=False),
-    "V-39": dict(stem=(64, 64, 128), conv_ch=(128, 160, 192, 224), out_ch=(256, 512, 768, 1024),
-                 layers=5, blocks=(1, 1, 2, 2), depthwise=False),
-    "V-57": dict(stem=(64, 64, 128), conv_ch=(128, 160, 192, 224), out_ch=(256, 512, 768, 1024),
-                 layers=5, blocks=(1, 1, 4, 3), depthwise=False),
-    "V-99": dict(stem=(64, 64, 128), conv_ch=(128, 160, 192, 224), out_ch=(256, 512, 768, 1024),
-                 layers=5, blocks=(1, 3, 9, 3), depthwise=False),
+    "V-19-slim-dw": dict(
+        stem=(64, 64, 64),
+        conv_ch=(64, 80, 96, 112),
+        out_ch=(112, 256, 384, 512),
+        layers=3,
+        blocks=(1, 1, 1, 1),
+        depthwise=True,
+    ),
+    "V-19-dw": dict(
+        stem=(64, 64, 64),
+        conv_ch=(128, 160, 192, 224),
+        out_ch=(256, 512, 768, 1024),
+        layers=3,
+        blocks=(1, 1, 1, 1),
+        depthwise=True,
+    ),
+    "V-19-slim": dict(
+        stem=(64, 64, 128),
+        conv_ch=(64, 80, 96, 112),
+        out_ch=(112, 256, 384, 512),
+        layers=3,
+        blocks=(1, 1, 1, 1),
+        depthwise=False,
+    ),
+    "V-19": dict(
+        stem=(64, 64, 128),
+        conv_ch=(128, 160, 192, 224),
+        out_ch=(256, 512, 768, 1024),
+        layers=3,
+        blocks=(1, 1, 1, 1),
+        depthwise=False,
+    ),
+    "V-39": dict(
+        stem=(64, 64, 128),
+        conv_ch=(128, 160, 192, 224),
+        out_ch=(256, 512, 768, 1024),
+        layers=5,
+        blocks=(1, 1, 2, 2),
+        depthwise=False,
+    ),
+    "V-57": dict(
+        stem=(64, 64, 128),
+        conv_ch=(128, 160, 192, 224),
+        out_ch=(256, 512, 768, 1024),
+        layers=5,
+        blocks=(1, 1, 4, 3),
+        depthwise=False,
+    ),
+    "V-99": dict(
+        stem=(64, 64, 128),
+        conv_ch=(128, 160, 192, 224),
+        out_ch=(256, 512, 768, 1024),
+        layers=5,
+        blocks=(1, 3, 9, 3),
+        depthwise=False,
+    ),
 }
 
 ATTENTIONS = ("eSE", "SE", "none")
@@ -104,15 +147,23 @@ def channel_attention(kind: str, channels: int) -> nn.Module:
 class OsaModule(nn.Module):
     """One-shot aggregation block (Fig. 3). [B, in_ch, H, W] -> [B, out_ch, H, W]."""
 
-    def __init__(self, in_ch: int, conv_ch: int, out_ch: int, layers: int, norm: str,
-                 attention: str, residual: bool, depthwise: bool) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        conv_ch: int,
+        out_ch: int,
+        layers: int,
+        norm: str,
+        attention: str,
+        residual: bool,
+        depthwise: bool,
+    ) -> None:
         super().__init__()
         if residual and in_ch != out_ch:
             raise MaskkitError(f"OSA identity needs in_ch == out_ch, got {in_ch} != {out_ch}")
         self.residual = residual
         # dw variants: 1x1 reduction so the depthwise convs keep one width.
-        self.reduce = (conv_norm_relu(in_ch, conv_ch, 1, 1, norm)
-                       if depthwise and in_ch != conv_ch else nn.Identity())
+        self.reduce = conv_norm_relu(in_ch, conv_ch, 1, 1, norm) if depthwise and in_ch != conv_ch else nn.Identity()
         convs = []
         ch = in_ch
         for _ in range(layers):
@@ -138,15 +189,36 @@ class OsaModule(nn.Module):
 class OsaStage(nn.Module):
     """Optional MaxPool 3x3/2 (ceil) then ``blocks`` OSA modules; identity from block 2 on."""
 
-    def __init__(self, in_ch: int, conv_ch: int, out_ch: int, blocks: int, layers: int, pool: bool,
-                 norm: str, attention: str, residual: bool, depthwise: bool) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        conv_ch: int,
+        out_ch: int,
+        blocks: int,
+        layers: int,
+        pool: bool,
+        norm: str,
+        attention: str,
+        residual: bool,
+        depthwise: bool,
+    ) -> None:
         super().__init__()
         self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True) if pool else nn.Identity()
-        self.blocks = nn.Sequential(*[
-            OsaModule(in_ch if i == 0 else out_ch, conv_ch, out_ch, layers, norm, attention,
-                      residual=residual and i > 0, depthwise=depthwise)
-            for i in range(blocks)
-        ])
+        self.blocks = nn.Sequential(
+            *[
+                OsaModule(
+                    in_ch if i == 0 else out_ch,
+                    conv_ch,
+                    out_ch,
+                    layers,
+                    norm,
+                    attention,
+                    residual=residual and i > 0,
+                    depthwise=depthwise,
+                )
+                for i in range(blocks)
+            ]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.pool(x))
@@ -159,18 +231,32 @@ class VoVNet(nn.Module):
     ``strides`` [8, 16, 32]. ``stem`` and ``stages`` are exposed for freezing.
     """
 
-    def __init__(self, spec: dict, norm: str = "FrozenBN", attention: str = "eSE",
-                 residual: bool = True) -> None:
+    def __init__(self, spec: dict, norm: str = "FrozenBN", attention: str = "eSE", residual: bool = True) -> None:
         super().__init__()
         s1, s2, s3 = spec["stem"]
-        conv2 = (lambda i, o, st: dw_separable(i, o, st, norm)) if spec["depthwise"] else (
-            lambda i, o, st: conv_norm_relu(i, o, 3, st, norm))
+        conv2 = (
+            (lambda i, o, st: dw_separable(i, o, st, norm))
+            if spec["depthwise"]
+            else (lambda i, o, st: conv_norm_relu(i, o, 3, st, norm))
+        )
         self.stem = nn.Sequential(conv_norm_relu(3, s1, 3, 2, norm), conv2(s1, s2, 1), conv2(s2, s3, 2))
         stages = []
         in_ch = s3
         for i, (conv_ch, out_ch, blocks) in enumerate(zip(spec["conv_ch"], spec["out_ch"], spec["blocks"])):
-            stages.append(OsaStage(in_ch, conv_ch, out_ch, blocks, spec["layers"], pool=i > 0, norm=norm,
-                                   attention=attention, residual=residual, depthwise=spec["depthwise"]))
+            stages.append(
+                OsaStage(
+                    in_ch,
+                    conv_ch,
+                    out_ch,
+                    blocks,
+                    spec["layers"],
+                    pool=i > 0,
+                    norm=norm,
+                    attention=attention,
+                    residual=residual,
+                    depthwise=spec["depthwise"],
+                )
+            )
             in_ch = out_ch
         self.stages = nn.ModuleList(stages)
         self.out_channels: list[int] = list(spec["out_ch"][1:])

@@ -3,6 +3,7 @@
 Defaults are the paper's full CenterMask (Sec. 2.6) with the official code's details
 (``../shared/papers/REFERENCE.md``). Presets in ``presets.py`` change only what differs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -9,6 +9,7 @@ location inside a crowd box that no ordinary box claims; crowd boxes are never p
 With ``crowd="negative"`` (the official code, whose data loader drops crowd annotations)
 crowd boxes are simply absent: their locations are negatives.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,7 +54,9 @@ class FCOSHead(nn.Module):
     divided by the level stride, >= 0) and ``[B, 1, H_l, W_l]`` (logits).
     """
 
-    def __init__(self, channels: int, num_classes: int, num_convs: int = 4, num_levels: int = 5, prior_prob: float = 0.01):
+    def __init__(
+        self, channels: int, num_classes: int, num_convs: int = 4, num_levels: int = 5, prior_prob: float = 0.01
+    ):
         super().__init__()
         self.cls_tower = _tower(channels, num_convs)
         self.box_tower = _tower(channels, num_convs)
@@ -303,4 +306,3 @@ def fcos_decode(
         keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_image]
         results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
     return results
-

@@ -3,6 +3,7 @@ attention module (SAM, Eq. 3-4), the mask head, its targets and loss.
 
 Shapes: ``R`` RoIs over the whole batch, ``C`` FPN channels, ``K`` classes, ``M = 28``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -91,8 +92,15 @@ class SAGMaskHead(nn.Module):
     """``[R, C_in, 14, 14]`` RoI features -> mask logits ``[R, K, 28, 28]`` (``K = 1`` if
     class-agnostic): ``num_convs`` x (3x3 conv + ReLU) -> SAM -> 2x2 deconv + ReLU -> 1x1 conv."""
 
-    def __init__(self, in_channels: int, num_classes: int, num_convs: int = 4, channels: int = 256, sam: bool = True,
-                 init: str = "official"):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        num_convs: int = 4,
+        channels: int = 256,
+        sam: bool = True,
+        init: str = "official",
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(num_convs):
@@ -124,8 +132,9 @@ def match_rois(boxes: Tensor, gt_boxes: Tensor, iou_thresh: float = 0.5) -> tupl
     return keep, gt_idx[keep]
 
 
-def mask_targets(gt_masks: Tensor, boxes: Tensor, gt_idx: Tensor, size: int = 28,
-                 gt_polygons: list | None = None) -> Tensor:
+def mask_targets(
+    gt_masks: Tensor, boxes: Tensor, gt_idx: Tensor, size: int = 28, gt_polygons: list | None = None
+) -> Tensor:
     """GT masks cropped to RoIs -> ``[P, size, size]`` float in {0, 1}.
 
     gt_masks ``[G, H, W]`` (dense uint8/bool), boxes ``[P, 4]``, gt_idx ``[P]``, gt_polygons
@@ -138,14 +147,16 @@ def mask_targets(gt_masks: Tensor, boxes: Tensor, gt_idx: Tensor, size: int = 28
     if boxes.shape[0] == 0:
         return gt_masks.new_zeros((0, size, size), dtype=torch.float32)
     out = torch.empty((boxes.shape[0], size, size), dtype=torch.float32, device=boxes.device)
-    has_poly = torch.tensor([gt_polygons is not None and gt_polygons[int(g)] is not None for g in gt_idx],
-                            dtype=torch.bool)
+    has_poly = torch.tensor(
+        [gt_polygons is not None and gt_polygons[int(g)] is not None for g in gt_idx], dtype=torch.bool
+    )
     dense = (~has_poly).nonzero(as_tuple=True)[0].to(boxes.device)
     if dense.numel():
         used, idx = gt_idx[dense].unique(return_inverse=True)  # convert only the matched GT masks to float
         rois = torch.cat([idx[:, None].to(torch.float32), boxes[dense].to(torch.float32)], dim=1)
-        crops = roi_align(gt_masks[used][:, None].to(torch.float32), rois, size, spatial_scale=1.0,
-                          sampling_ratio=0, aligned=True)
+        crops = roi_align(
+            gt_masks[used][:, None].to(torch.float32), rois, size, spatial_scale=1.0, sampling_ratio=0, aligned=True
+        )
         out[dense] = (crops[:, 0] >= 0.5).to(torch.float32)
     if has_poly.any():
         box_np = boxes.detach().to("cpu", torch.float32).numpy()

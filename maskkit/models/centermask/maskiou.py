@@ -8,6 +8,7 @@ error averaged over the RoIs with a positive target. The "mask ratio" (share of 
 the RoI) comes from the polygons as there; for RLE ground truth (where the official code
 crashes) it comes from the dense mask.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,14 +31,24 @@ class MaskIoUHead(nn.Module):
     (3x3 conv + ReLU), the last with stride 2 (-> 7x7); FC ``fc_dim``, FC ``fc_dim``; linear to K.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, num_convs: int = 4, channels: int = 256,
-                 fc_dim: int = 1024, resolution: int = 14, init: str = "official"):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        num_convs: int = 4,
+        channels: int = 256,
+        fc_dim: int = 1024,
+        resolution: int = 14,
+        init: str = "official",
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(num_convs):
             stride = 2 if i == num_convs - 1 else 1
-            layers += [nn.Conv2d(in_channels + 1 if i == 0 else channels, channels, 3, stride=stride, padding=1),
-                       nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(in_channels + 1 if i == 0 else channels, channels, 3, stride=stride, padding=1),
+                nn.ReLU(inplace=True),
+            ]
         self.convs = nn.Sequential(*layers)
         out_res = (resolution + 1) // 2
         self.fc1 = nn.Linear(channels * out_res * out_res, fc_dim)

@@ -6,6 +6,7 @@
 the mask-scoring term); in eval mode ``model(images)`` returns one prediction dict per
 image at the image's original size (data contract in :mod:`maskkit.structures`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -62,10 +63,17 @@ class CenterMask(nn.Module):
         self.strides = self.fpn.strides  # P3..P7
         self.fcos = FCOSHead(c, k, cfg.fcos.num_convs, len(self.strides), cfg.fcos.prior_prob)
         self.mask_head = SAGMaskHead(c, 1 if m.class_agnostic else k, m.num_convs, m.channels, m.sam, m.init)
-        self.maskiou = MaskIoUHead(c, k, m.maskiou_num_convs, m.maskiou_channels, m.maskiou_fc_dim, m.pooler_resolution,
-                                   m.init) if m.maskiou else None
-        self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std, dtype=torch.float32).view(3, 1, 1), persistent=False)
+        self.maskiou = (
+            MaskIoUHead(c, k, m.maskiou_num_convs, m.maskiou_channels, m.maskiou_fc_dim, m.pooler_resolution, m.init)
+            if m.maskiou
+            else None
+        )
+        self.register_buffer(
+            "pixel_mean", torch.tensor(cfg.pixel_mean, dtype=torch.float32).view(3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(cfg.pixel_std, dtype=torch.float32).view(3, 1, 1), persistent=False
+        )
 
     # ------------------------------------------------------------------ forward
 
@@ -113,27 +121,66 @@ class CenterMask(nn.Module):
         """FCOS targets for every location of P3-P7, then focal / GIoU / centerness losses."""
         cls, reg, ctr = head
         f = self.cfg.fcos
-        labels, box_t = fcos_targets(level_locations(feats, self.strides), self.strides, targets,
-                                     f.size_of_interest, f.center_sampling_radius, f.crowd)
+        labels, box_t = fcos_targets(
+            level_locations(feats, self.strides),
+            self.strides,
+            targets,
+            f.size_of_interest,
+            f.center_sampling_radius,
+            f.crowd,
+        )
         # Losses in float32 also under autocast (focal/GIoU terms are precision-sensitive).
-        return fcos_losses(flatten_levels(cls).float(), flatten_levels(reg).float(), flatten_levels(ctr)[..., 0].float(),
-                           labels, box_t, f.focal_alpha, f.focal_gamma)
+        return fcos_losses(
+            flatten_levels(cls).float(),
+            flatten_levels(reg).float(),
+            flatten_levels(ctr)[..., 0].float(),
+            labels,
+            box_t,
+            f.focal_alpha,
+            f.focal_gamma,
+        )
 
-    def detect(self, head, feats: list[Tensor], sizes: list[tuple[int, int]], max_dets: int,
-               train: bool = False) -> list[dict]:
+    def detect(
+        self, head, feats: list[Tensor], sizes: list[tuple[int, int]], max_dets: int, train: bool = False
+    ) -> list[dict]:
         """Decoded detections per image (no gradient): ``dict(boxes [N, 4], scores [N], labels [N])``.
         ``train=True``: the mask branch's training RoIs, as the official code (threshold
         ``score_thresh_train``, boxes neither clipped nor filtered)."""
         f = self.cfg.fcos
         cls, reg, ctr = ([t.detach().float() for t in h] for h in head)  # decode in float32 (also under autocast)
         if train:
-            return fcos_decode(cls, reg, ctr, level_locations(feats, self.strides), self.strides, sizes,
-                               f.score_thresh_train, f.pre_nms_topk, f.nms_thresh, max_dets, f.scoring, clip=False)
-        return fcos_decode(cls, reg, ctr, level_locations(feats, self.strides), self.strides, sizes,
-                           f.score_thresh, f.pre_nms_topk, f.nms_thresh, max_dets, f.scoring,
-                           clip=self.cfg.postprocess != "centermask2")
+            return fcos_decode(
+                cls,
+                reg,
+                ctr,
+                level_locations(feats, self.strides),
+                self.strides,
+                sizes,
+                f.score_thresh_train,
+                f.pre_nms_topk,
+                f.nms_thresh,
+                max_dets,
+                f.scoring,
+                clip=False,
+            )
+        return fcos_decode(
+            cls,
+            reg,
+            ctr,
+            level_locations(feats, self.strides),
+            self.strides,
+            sizes,
+            f.score_thresh,
+            f.pre_nms_topk,
+            f.nms_thresh,
+            max_dets,
+            f.scoring,
+            clip=self.cfg.postprocess != "centermask2",
+        )
 
-    def roi_features(self, feats: list[Tensor], boxes: Tensor, batch_idx: Tensor, sizes: list[tuple[int, int]]) -> Tensor:
+    def roi_features(
+        self, feats: list[Tensor], boxes: Tensor, batch_idx: Tensor, sizes: list[tuple[int, int]]
+    ) -> Tensor:
         """RoIAlign 14x14 on P_kmin..P_kmax with the configured level rule -> ``[R, C, 14, 14]``."""
         m = self.cfg.mask
         areas = torch.tensor([h * w for h, w in sizes], dtype=torch.float32, device=boxes.device)[batch_idx]
@@ -184,8 +231,9 @@ class CenterMask(nn.Module):
         boxes = torch.cat([d["boxes"] for d in dets])
         labels = torch.cat([d["labels"] for d in dets])
         scores = torch.cat([d["scores"] for d in dets])
-        bidx = torch.repeat_interleave(torch.arange(len(dets), device=boxes.device),
-                                       torch.tensor(counts, device=boxes.device))
+        bidx = torch.repeat_interleave(
+            torch.arange(len(dets), device=boxes.device), torch.tensor(counts, device=boxes.device)
+        )
         if boxes.shape[0]:
             roi_feats = self.roi_features(feats, boxes, bidx, sizes)
             probs = select_class(self.mask_head(roi_feats), labels).float().sigmoid()  # [R, 28, 28]
@@ -213,13 +261,15 @@ class CenterMask(nn.Module):
             if self.cfg.postprocess == "centermask2":
                 out.append(_detectron2_postprocess(b, labels[sl], scores[sl], probs[sl], mask_scores[sl], (h0, w0)))
                 continue
-            out.append({
-                "boxes": b,
-                "labels": labels[sl],
-                "scores": scores[sl],
-                "masks": paste_masks_in_image(probs[sl], b, (h0, w0)),
-                "mask_scores": mask_scores[sl],
-            })
+            out.append(
+                {
+                    "boxes": b,
+                    "labels": labels[sl],
+                    "scores": scores[sl],
+                    "masks": paste_masks_in_image(probs[sl], b, (h0, w0)),
+                    "mask_scores": mask_scores[sl],
+                }
+            )
         return out
 
     # ------------------------------------------------------------------ input checks
@@ -242,18 +292,27 @@ class CenterMask(nn.Module):
             raise MaskkitError(f"target of image {t.get('image_id', '?')} has no {e.args[0]!r}") from None
         n = boxes.shape[0]
         crowd = t.get("iscrowd")
-        crowd = torch.zeros(n, dtype=torch.int64, device=img.device) if crowd is None else \
-            torch.as_tensor(crowd).as_subclass(Tensor).to(img.device, torch.int64).reshape(-1)
+        crowd = (
+            torch.zeros(n, dtype=torch.int64, device=img.device)
+            if crowd is None
+            else torch.as_tensor(crowd).as_subclass(Tensor).to(img.device, torch.int64).reshape(-1)
+        )
         if masks.numel() == 0:
             masks = masks.new_zeros((n, h, w), dtype=torch.uint8)
         if labels.shape[0] != n or crowd.shape[0] != n or masks.dim() != 3 or masks.shape[0] != n:
-            raise MaskkitError(f"target of image {t.get('image_id', '?')}: {n} boxes but labels {tuple(labels.shape)}, "
-                               f"iscrowd {tuple(crowd.shape)}, masks {tuple(masks.shape)}")
+            raise MaskkitError(
+                f"target of image {t.get('image_id', '?')}: {n} boxes but labels {tuple(labels.shape)}, "
+                f"iscrowd {tuple(crowd.shape)}, masks {tuple(masks.shape)}"
+            )
         if tuple(masks.shape[-2:]) != (h, w):
-            raise MaskkitError(f"target of image {t.get('image_id', '?')}: masks are {tuple(masks.shape[-2:])}, image is {(h, w)}")
+            raise MaskkitError(
+                f"target of image {t.get('image_id', '?')}: masks are {tuple(masks.shape[-2:])}, image is {(h, w)}"
+            )
         if n and (labels.min() < 1 or labels.max() > self.cfg.num_classes):
-            raise MaskkitError(f"target of image {t.get('image_id', '?')}: labels must be in 1..{self.cfg.num_classes}, "
-                               f"got {labels.min().item()}..{labels.max().item()}")
+            raise MaskkitError(
+                f"target of image {t.get('image_id', '?')}: labels must be in 1..{self.cfg.num_classes}, "
+                f"got {labels.min().item()}..{labels.max().item()}"
+            )
         try:
             polygons = instance_polygons(t, n, (h, w))
         except ValueError as e:
@@ -261,8 +320,9 @@ class CenterMask(nn.Module):
         return {"boxes": boxes, "labels": labels, "masks": masks, "iscrowd": crowd, "polygons": polygons}
 
 
-def _detectron2_postprocess(boxes: Tensor, labels: Tensor, scores: Tensor, probs: Tensor, mask_scores: Tensor,
-                            size: tuple[int, int]) -> dict:
+def _detectron2_postprocess(
+    boxes: Tensor, labels: Tensor, scores: Tensor, probs: Tensor, mask_scores: Tensor, size: tuple[int, int]
+) -> dict:
     """``postprocess="centermask2"``, after the mask branch ran on the unclipped boxes: clip the
     boxes ``[N, 4]`` (already at the output size) to ``size``, drop the empty ones, and paste the
     masks ``[N, 28, 28]`` into the clipped boxes without zeroing the bilinear bleed past the box
@@ -272,9 +332,13 @@ def _detectron2_postprocess(boxes: Tensor, labels: Tensor, scores: Tensor, probs
     if not bool(keep.any()):
         return empty_prediction(size[0], size[1], device=boxes.device)
     boxes = boxes[keep]
-    return {"boxes": boxes, "labels": labels[keep], "scores": scores[keep],
-            "masks": paste_masks_in_image(probs[keep], boxes, size, zero_outside=False),
-            "mask_scores": mask_scores[keep]}
+    return {
+        "boxes": boxes,
+        "labels": labels[keep],
+        "scores": scores[keep],
+        "masks": paste_masks_in_image(probs[keep], boxes, size, zero_outside=False),
+        "mask_scores": mask_scores[keep],
+    }
 
 
 def _check_images(images) -> None:

@@ -16,6 +16,7 @@ exist to freeze; BN is the cheapest trainable norm on CPU and folds into the con
 inference, and even a batch of 4 images gives thousands of locations per channel at
 256 px), FPN/heads 64, and GroupNorm kept in the FCOS towers as in the paper.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -44,7 +45,9 @@ def _official_train(max_iter: int, steps: tuple[int, int]) -> TrainConfig:
 def _full(backbone: BackboneConfig) -> Config:
     """Full CenterMask on ``backbone`` with the official 3x schedule (``*_FPN_ms_3x.yaml``)."""
     model = CenterMaskConfig(backbone=backbone, min_size_test=800, max_size_test=1333)
-    return Config(model=model, data=DataConfig(**_FULL_DATA), train=_official_train(max_iter=270000, steps=(210000, 250000)))
+    return Config(
+        model=model, data=DataConfig(**_FULL_DATA), train=_official_train(max_iter=270000, steps=(210000, 250000))
+    )
 
 
 def _lite(backbone: BackboneConfig) -> Config:
@@ -58,7 +61,9 @@ def _lite(backbone: BackboneConfig) -> Config:
         max_size_test=1000,
     )
     # Official 4x schedule (centermask_lite_*_FPN_ms_4x.yaml).
-    return Config(model=model, data=DataConfig(**_LITE_DATA), train=_official_train(max_iter=360000, steps=(300000, 340000)))
+    return Config(
+        model=model, data=DataConfig(**_LITE_DATA), train=_official_train(max_iter=360000, steps=(300000, 340000))
+    )
 
 
 def centermask_lite_demo() -> Config:
@@ -68,14 +73,24 @@ def centermask_lite_demo() -> Config:
         fpn_channels=64,
         fcos=FCOSConfig(num_convs=2, score_thresh=0.05),
         # init="maskkit": from scratch on CPU, the official SAM init (std ~0.47) slows the mask branch.
-        mask=MaskHeadConfig(num_convs=2, channels=64, maskiou_num_convs=2, maskiou_channels=64, maskiou_fc_dim=256,
-                            init="maskkit"),
+        mask=MaskHeadConfig(
+            num_convs=2, channels=64, maskiou_num_convs=2, maskiou_channels=64, maskiou_fc_dim=256, init="maskkit"
+        ),
         min_size_test=256,
         max_size_test=384,
     )
     data = DataConfig(min_size_train=(224, 240, 256, 272, 288), max_size_train=384, num_workers=0)
-    train = TrainConfig(batch_size=8, lr=0.02, max_iter=1000, warmup_iters=100, steps=(700, 900),
-                        clip_grad_norm=10.0, log_period=20, eval_period=500, checkpoint_period=500)
+    train = TrainConfig(
+        batch_size=8,
+        lr=0.02,
+        max_iter=1000,
+        warmup_iters=100,
+        steps=(700, 900),
+        clip_grad_norm=10.0,
+        log_period=20,
+        eval_period=500,
+        checkpoint_period=500,
+    )
     return Config(model=model, data=data, train=train)
 
 

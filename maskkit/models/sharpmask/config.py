@@ -8,6 +8,7 @@ the stride-16 trunk output (``window == 16 * feature_size``). Training crops add
 px around the window (``window + context``, a multiple of 32 so the border is whole stride-16
 cells on each side).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

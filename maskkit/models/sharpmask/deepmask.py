@@ -14,6 +14,7 @@ predicted. Two equivalent ways to run it:
   ``feature_size x feature_size`` convolution with the same weights, one vector per stride-16
   position; the score MLP is applied to every position's vector (a 1x1 convolution).
 """
+
 from __future__ import annotations
 
 import torch
@@ -140,8 +141,8 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     if (h - size) % 2 or (w - size) % 2 or h < size or w < size:
         raise MaskkitError(f"cannot centre-crop a {h}x{w} feature map to {size}x{size}")
-    t, l = (h - size) // 2, (w - size) // 2
-    return x[..., t : t + size, l : l + size]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]
 
 
 class HeadC(nn.Module):

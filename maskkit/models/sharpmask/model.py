@@ -33,6 +33,7 @@ to its window, pasted into the image and binarised. No NMS (as the official code
 :meth:`SharpMask.propose` returns the window-level proposals (masks at window resolution)
 for callers that want to encode masks without full-image tensors for all ``top_n``.
 """
+
 from __future__ import annotations
 
 import math
@@ -96,8 +97,14 @@ def mask_boxes(masks: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
     return torch.where(empty[:, None], fallback, boxes)
 
 
-def paste_window_masks(masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], threshold: float,
-                       fallback: torch.Tensor, chunk: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+def paste_window_masks(
+    masks: torch.Tensor,
+    boxes: torch.Tensor,
+    image_size: tuple[int, int],
+    threshold: float,
+    fallback: torch.Tensor,
+    chunk: int = 100,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Window masks ``[N, M, M]`` (probabilities) over equal-size windows ``boxes [N, 4]`` -> binary
     image masks ``bool [N, 1, H, W]`` and their tight boxes (``fallback`` for empty masks).
 
@@ -131,17 +138,26 @@ def paste_window_masks(masks: torch.Tensor, boxes: torch.Tensor, image_size: tup
             gx = (xs + 0.5 - b[:, 0:1]) / bw * 2 - 1  # pixel centres in the window's [-1, 1]
             gy = (ys + 0.5 - b[:, 1:2]) / bh * 2 - 1
             k = idx.numel()
-            grid = torch.stack([gx[:, None, :].expand(k, size_h, size_w), gy[:, :, None].expand(k, size_h, size_w)], dim=3)
-            vals = F.grid_sample(masks[idx, None].float(), grid, mode="bilinear", padding_mode="zeros",
-                                 align_corners=False)[:, 0] >= threshold  # [n, size_h, size_w]
+            grid = torch.stack(
+                [gx[:, None, :].expand(k, size_h, size_w), gy[:, :, None].expand(k, size_h, size_w)], dim=3
+            )
+            vals = (
+                F.grid_sample(
+                    masks[idx, None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+                )[:, 0]
+                >= threshold
+            )  # [n, size_h, size_w]
             # pixel centres inside the window (bilinear bleeds half a cell past it) and the image
             inside_x = (xs >= 0) & (xs < w) & (gx.abs() <= 1)
             inside_y = (ys >= 0) & (ys < h) & (gy.abs() <= 1)
             vals &= inside_y[:, :, None] & inside_x[:, None, :]
             # out-of-image cells are clamped onto the border and add 0 (accumulate), so they
             # cannot overwrite a real pixel; in-image cells of one window are distinct.
-            out.index_put_((idx[:, None, None], ys.clamp(0, h - 1)[:, :, None], xs.clamp(0, w - 1)[:, None, :]),
-                           vals.to(torch.uint8), accumulate=True)
+            out.index_put_(
+                (idx[:, None, None], ys.clamp(0, h - 1)[:, :, None], xs.clamp(0, w - 1)[:, None, :]),
+                vals.to(torch.uint8),
+                accumulate=True,
+            )
             rows, cols = vals.any(dim=2), vals.any(dim=1)  # [n, size_h], [n, size_w]
             y0 = rows.int().argmax(dim=1)
             y1 = size_h - rows.flip(1).int().argmax(dim=1)
@@ -236,8 +252,10 @@ class SharpMask(nn.Module):
             if name not in state:
                 raise CheckpointError(f"{path}: no tensor {name!r} for the {self.cfg.trunk} trunk")
             if tuple(state[name].shape) != tuple(tensor.shape):
-                raise CheckpointError(f"{path}: {name!r} has shape {tuple(state[name].shape)}, the "
-                                      f"{self.cfg.trunk} trunk needs {tuple(tensor.shape)}")
+                raise CheckpointError(
+                    f"{path}: {name!r} has shape {tuple(state[name].shape)}, the "
+                    f"{self.cfg.trunk} trunk needs {tuple(tensor.shape)}"
+                )
         self.trunk.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
     # -- shared pieces
@@ -269,7 +287,8 @@ class SharpMask(nn.Module):
         s = crops.shape[-1]
         if crops.shape[-2] != s or s < self.cfg.window or (s - self.cfg.window) % 32:
             raise MaskkitError(
-                f"SharpMask window crops must be square with side window + 32k (window {self.cfg.window}), got {tuple(crops.shape[-2:])}"
+                f"SharpMask window crops must be square with side window + 32k (window {self.cfg.window}), "
+                f"got {tuple(crops.shape[-2:])}"
             )
         refine = self._refined_output(refined)
         frozen = self.stage == 2 and torch.is_grad_enabled()
@@ -290,7 +309,9 @@ class SharpMask(nn.Module):
             raise MaskkitError(f"SharpMask targets need kind 'mask' or 'score', got {kind!r}")
         if kind == "score":
             if self.stage == 2:
-                raise MaskkitError("stage 2 trains the refinement on mask samples only (set model.sampler.mask_batch_prob=1)")
+                raise MaskkitError(
+                    "stage 2 trains the refinement on mask samples only (set model.sampler.mask_batch_prob=1)"
+                )
             out = self.window_outputs(crops, refined=False)
             return {"loss_score": score_loss(out["score"], targets["scores"], self.cfg.score_loss_weight)}
         if self.stage == 2:
@@ -381,7 +402,13 @@ class SharpMask(nn.Module):
             x0 = (ij_dev[:, 1].float() * 16 - maps["pad"]) / maps["factor"]
             y0 = (ij_dev[:, 0].float() * 16 - maps["pad"]) / maps["factor"]
             boxes[sel] = torch.stack([x0, y0, x0 + side, y0 + side], dim=1)
-        return {"scores": top_scores.sigmoid(), "window_boxes": boxes, "masks": masks, "scale_index": which, "cells": cells}
+        return {
+            "scores": top_scores.sigmoid(),
+            "window_boxes": boxes,
+            "masks": masks,
+            "scale_index": which,
+            "cells": cells,
+        }
 
     def proposals_to_prediction(self, props: dict, image_size: tuple[int, int]) -> dict:
         """Window proposals -> the data contract: masks resized to their windows, pasted into the
@@ -397,8 +424,9 @@ class SharpMask(nn.Module):
         centre = (wb[:, :2] + wb[:, 2:]) / 2
         half = (wb[:, 2:] - wb[:, :2]) * (self.cfg.sampler.canonical_size / self.cfg.window) / 2
         fallback = torch.cat([centre - half, centre + half], dim=1)  # the canonical object box
-        masks, boxes = paste_window_masks(props["masks"], wb, (h, w), self.cfg.mask_threshold, fallback,
-                                          chunk=self.cfg.refine_batch)
+        masks, boxes = paste_window_masks(
+            props["masks"], wb, (h, w), self.cfg.mask_threshold, fallback, chunk=self.cfg.refine_batch
+        )
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         return {

@@ -15,6 +15,7 @@ forward pre-hook that pads its input with torchvision's ``pad(..., padding_mode=
 (the same function torchvision's transforms use). The conv keeps its class and parameter
 names, so state dicts do not depend on the padding mode.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,8 +33,9 @@ def symmetric_pad(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
     """``[B, C, H, W]`` -> ``[B, C, H + 2 pad_h, W + 2 pad_w]`` padded as ``cba|abcd|dcb``
     (``numpy.pad(mode="symmetric")``); needs ``pad <= size`` on each side."""
     if pad_h > x.shape[-2] or pad_w > x.shape[-1]:
-        raise MaskkitError(f"symmetric padding by {pad_h}x{pad_w} needs an input of at least that size, "
-                           f"got {tuple(x.shape[-2:])}")
+        raise MaskkitError(
+            f"symmetric padding by {pad_h}x{pad_w} needs an input of at least that size, got {tuple(x.shape[-2:])}"
+        )
     return TF.pad(x, [pad_w, pad_h, pad_w, pad_h], padding_mode="symmetric")
 
 

@@ -23,6 +23,7 @@ vector, 28x28 mask): ``deepmask_demo`` (stage 1) and ``sharpmask_demo`` (stage 2
 Per-window training (REFERENCE): SGD lr 1e-3, momentum 0.9, weight decay 5e-4, batch 32; lr
 5e-4 and 1e-4 later. ``train.batch_size`` is the number of windows per step.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -34,19 +35,48 @@ __all__ = ["PRESETS"]
 
 
 def _train(stage: int, max_iter: int, **kw) -> TrainConfig:
-    args = dict(batch_size=32, lr=1e-3, momentum=0.9, weight_decay=5e-4, max_iter=max_iter, warmup_iters=0,
-                steps=(int(max_iter * 0.6), int(max_iter * 0.85)), gamma=0.5 if stage == 1 else 0.2, stage=stage)
+    args = dict(
+        batch_size=32,
+        lr=1e-3,
+        momentum=0.9,
+        weight_decay=5e-4,
+        max_iter=max_iter,
+        warmup_iters=0,
+        steps=(int(max_iter * 0.6), int(max_iter * 0.85)),
+        gamma=0.5 if stage == 1 else 0.2,
+        stage=stage,
+    )
     return TrainConfig(**{**args, **kw})
 
 
 def _demo_model(refine: bool) -> SharpMaskConfig:
-    sampler = WindowSamplerConfig(window=80, context=32, canonical_size=46, shift_jitter=8, neg_reject_dist=24,
-                                  mask_batch_prob=0.5 if not refine else 1.0)
-    return SharpMaskConfig(trunk="resnet_tiny", trunk_width=16, trunk_norm="BN", reduce_channels=32, feature_size=5,
-                           hidden_dim=128, mask_size=28, mask_loss_size=56, score_hidden=128, refine=refine,
-                           refine_channels=(32, 16, 8, 4), skip_channels=(32, 32, 16, 16), sampler=sampler,
-                           scales=(-1.0, -0.5, 0.0, 0.5), top_n=100, score_dropout=0.1,
-                           padding="reflect")  # the padding of the recorded demo runs (README, benchmarks/)
+    sampler = WindowSamplerConfig(
+        window=80,
+        context=32,
+        canonical_size=46,
+        shift_jitter=8,
+        neg_reject_dist=24,
+        mask_batch_prob=0.5 if not refine else 1.0,
+    )
+    return SharpMaskConfig(
+        trunk="resnet_tiny",
+        trunk_width=16,
+        trunk_norm="BN",
+        reduce_channels=32,
+        feature_size=5,
+        hidden_dim=128,
+        mask_size=28,
+        mask_loss_size=56,
+        score_hidden=128,
+        refine=refine,
+        refine_channels=(32, 16, 8, 4),
+        skip_channels=(32, 32, 16, 16),
+        sampler=sampler,
+        scales=(-1.0, -0.5, 0.0, 0.5),
+        top_n=100,
+        score_dropout=0.1,
+        padding="reflect",
+    )  # the padding of the recorded demo runs (README, benchmarks/)
 
 
 def deepmask_r50() -> Config:
@@ -54,28 +84,49 @@ def deepmask_r50() -> Config:
 
 
 def sharpmask_r50() -> Config:
-    return Config(model=SharpMaskConfig(refine=True, sampler=WindowSamplerConfig(mask_batch_prob=1.0)),
-                  train=_train(2, 150000))
+    return Config(
+        model=SharpMaskConfig(refine=True, sampler=WindowSamplerConfig(mask_batch_prob=1.0)), train=_train(2, 150000)
+    )
 
 
 def sharpmask_zoom_r50() -> Config:
-    return Config(model=SharpMaskConfig(refine=True, sampler=WindowSamplerConfig(mask_batch_prob=1.0),
-                                        scales=(-2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0)),
-                  train=_train(2, 150000))
+    return Config(
+        model=SharpMaskConfig(
+            refine=True,
+            sampler=WindowSamplerConfig(mask_batch_prob=1.0),
+            scales=(-2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0),
+        ),
+        train=_train(2, 150000),
+    )
 
 
 def sharpmask_zoom2_r50() -> Config:
-    return Config(model=SharpMaskConfig(refine=True, sampler=WindowSamplerConfig(mask_batch_prob=1.0),
-                                        scales=(-2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5)),
-                  train=_train(2, 150000))
+    return Config(
+        model=SharpMaskConfig(
+            refine=True,
+            sampler=WindowSamplerConfig(mask_batch_prob=1.0),
+            scales=(-2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5),
+        ),
+        train=_train(2, 150000),
+    )
 
 
 def deepmask_vgg() -> Config:
     sampler = WindowSamplerConfig(window=224, context=0, canonical_size=128, neg_reject_dist=32)
-    return Config(model=SharpMaskConfig(trunk="vgg_a", trunk_norm="none", padding="zeros", head="original",
-                                        reduce_channels=512, feature_size=14, refine=False, sampler=sampler,
-                                        scales=(-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0)),
-                  train=_train(1, 300000))
+    return Config(
+        model=SharpMaskConfig(
+            trunk="vgg_a",
+            trunk_norm="none",
+            padding="zeros",
+            head="original",
+            reduce_channels=512,
+            feature_size=14,
+            refine=False,
+            sampler=sampler,
+            scales=(-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0),
+        ),
+        train=_train(1, 300000),
+    )
 
 
 def deepmask_demo() -> Config:

@@ -27,6 +27,7 @@ resolution (160 x 160). ``M^1 = Linear(512 -> 32*10*10)`` of head C's shared vec
 Parameters with the DeepMask-ours trunk: M1 1,641,600; skip paths 608,352 + 304,208 +
 152,136 + 19,620; merge convs 9,248 + 2,320 + 584 + 148; output conv 19; total 2,738,235.
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,14 +49,25 @@ def _conv3x3(cin: int, cout: int, padding: str) -> nn.Conv2d:
 class RefinementModule(nn.Module):
     """One ``R^i`` (Fig. 7b). ``skip`` is shared per image; ``forward`` is per window."""
 
-    def __init__(self, in_channels: int, hidden: int, k_s: int, k_m: int, k_out: int, padding: str, upsample: str,
-                 mask_convs: int = 1) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        hidden: int,
+        k_s: int,
+        k_m: int,
+        k_out: int,
+        padding: str,
+        upsample: str,
+        mask_convs: int = 1,
+    ) -> None:
         super().__init__()
         if mask_convs not in (1, 2):
             raise MaskkitError(f"sharpmask refine_mask_convs must be 1 (paper) or 2 (official code), got {mask_convs}")
         self.skip_path = nn.Sequential(
-            _conv3x3(in_channels, hidden, padding), nn.ReLU(inplace=True),
-            _conv3x3(hidden, k_s, padding), nn.ReLU(inplace=True),
+            _conv3x3(in_channels, hidden, padding),
+            nn.ReLU(inplace=True),
+            _conv3x3(hidden, k_s, padding),
+            nn.ReLU(inplace=True),
         )
         self.skip_merge = _conv3x3(k_s, k_out, padding)  # S -> S*
         # official code only: conv3x3(M -> k_m) + ReLU before the merge conv (SharpMask.lua createVertical)
@@ -97,8 +109,9 @@ class Refinement(nn.Module):
         in_ch = list(reversed(trunk_channels))  # strides 16, 8, 4, 2
         self.m1 = nn.Linear(cfg.hidden_dim, ks[0] * cfg.feature_size**2)
         self.modules_list = nn.ModuleList(
-            RefinementModule(in_ch[i], cfg.skip_channels[i], ks[i], ks[i], outs[i], cfg.padding, cfg.upsample,
-                             cfg.refine_mask_convs)
+            RefinementModule(
+                in_ch[i], cfg.skip_channels[i], ks[i], ks[i], outs[i], cfg.padding, cfg.upsample, cfg.refine_mask_convs
+            )
             for i in range(4)
         )
         self.out = _conv3x3(outs[-1], 1, cfg.padding)
