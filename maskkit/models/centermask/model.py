@@ -148,34 +148,22 @@ class CenterMask(nn.Module):
         ``score_thresh_train``, boxes neither clipped nor filtered)."""
         f = self.cfg.fcos
         cls, reg, ctr = ([t.detach().float() for t in h] for h in head)  # decode in float32 (also under autocast)
-        if train:
-            return fcos_decode(
-                cls,
-                reg,
-                ctr,
-                level_locations(feats, self.strides),
-                self.strides,
-                sizes,
-                f.score_thresh_train,
-                f.pre_nms_topk,
-                f.nms_thresh,
-                max_dets,
-                f.scoring,
-                clip=False,
-            )
+        threshold = f.score_thresh_train if train else f.score_thresh
+        clip = not train and self.cfg.postprocess != "centermask2"
+        locations = level_locations(feats, self.strides)
         return fcos_decode(
             cls,
             reg,
             ctr,
-            level_locations(feats, self.strides),
+            locations,
             self.strides,
             sizes,
-            f.score_thresh,
+            threshold,
             f.pre_nms_topk,
             f.nms_thresh,
             max_dets,
             f.scoring,
-            clip=self.cfg.postprocess != "centermask2",
+            clip=clip,
         )
 
     def roi_features(
