@@ -136,7 +136,6 @@ class ProgressHook(Hook):
 
     def __init__(self):
         self.bar = None
-        self.window: list[float] = []
 
     def before_train(self, state: TrainState) -> None:
         if state.info.main:
