@@ -1,13 +1,13 @@
 """Write the synthetic "shapes" instance-segmentation dataset in COCO format.
 
-maskkit data synth --out data/shapes [--train N] [--val N] [--size PX] [--seed S]
+maskkit data synth --out data/shapes [--scenes benchmark|demo] [--train N] [--val N] [--size PX] [--seed S]
 """
 
 from __future__ import annotations
 
 import argparse
 
-from maskkit.data.synthetic import CATEGORIES, MAX_INSTANCES, MIN_SIZE, SPLITS, generate, split_summary
+from maskkit.data.synthetic import CATEGORIES, MIN_SIZE, SCENES, SPLITS, generate, split_summary
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -31,27 +31,34 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="random seed; the same seed writes the same files (default: 0)"
     )
     parser.add_argument(
+        "--scenes",
+        choices=sorted(SCENES),
+        default="benchmark",
+        help="named scene settings: 'benchmark' (default: 320 px, 1-15 instances, clutter) or 'demo' "
+        "(what `maskkit demo` trains on: 128 px, 1-3 instances of >= 700 px, no clutter); the options "
+        "below override single settings",
+    )
+    parser.add_argument(
         "--size",
         type=int,
-        default=320,
+        default=None,
         metavar="PX",
-        help=f"side of the square images in px, >= {MIN_SIZE}; object sizes scale with it (default: 320)",
+        help=f"side of the square images in px, >= {MIN_SIZE}; object sizes scale with it (default: the scenes')",
     )
     parser.add_argument(
         "--max-instances",
         type=int,
-        default=MAX_INSTANCES,
+        default=None,
         metavar="N",
-        help=f"at most N instances per image, 1..{MAX_INSTANCES}; fewer also means larger objects "
-        f"(default: {MAX_INSTANCES})",
+        help="at most N instances per image, 1..15; fewer also means larger objects (default: the scenes')",
     )
     parser.add_argument(
         "--min-area",
         type=float,
         default=None,
         metavar="PX",
-        help="smallest object area drawn, in px (default: 200 at 320 px, scaling with "
-        "--size); larger values mean fewer COCO-small objects",
+        help="smallest object area drawn, in px (benchmark scenes: 200 at 320 px, scaling with --size); "
+        "larger values mean fewer COCO-small objects",
     )
     parser.add_argument(
         "--no-clutter",
@@ -62,18 +69,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    scene = dict(SCENES[args.scenes])
+    for key in ("size", "max_instances", "min_area"):
+        if getattr(args, key) is not None:
+            scene[key] = getattr(args, key)
+    if args.no_clutter:
+        scene["clutter"] = False
     out = generate(
-        args.out,
-        num_train=args.train,
-        num_val=args.val,
-        seed=args.seed,
-        size=args.size,
-        progress=not args.no_progress,
-        max_instances=args.max_instances,
-        clutter=not args.no_clutter,
-        min_area=args.min_area,
+        args.out, num_train=args.train, num_val=args.val, seed=args.seed, progress=not args.no_progress, **scene
     )
-    print(f"wrote {out} ({args.size}x{args.size} px, {len(CATEGORIES)} categories: {', '.join(CATEGORIES)})")
+    size = scene["size"]
+    print(f"wrote {out} ({size}x{size} px, {len(CATEGORIES)} categories: {', '.join(CATEGORIES)})")
     for split in SPLITS:
         print(f"  {split}: {split_summary(out / 'annotations' / f'instances_{split}.json')}")
     return 0

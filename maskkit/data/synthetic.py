@@ -53,6 +53,7 @@ __all__ = [
     "CATEGORIES",
     "MAX_INSTANCES",
     "MIN_SIZE",
+    "SCENES",
     "SPLITS",
     "generate",
     "render_image",
@@ -504,6 +505,17 @@ def _write_split(
     }
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco, separators=(",", ":")))
+
+
+# Named scene settings for ``generate`` / ``maskkit data synth --scenes NAME``. "benchmark" is the
+# full dataset (the synthetic benchmark protocol, benchmarks/synthetic_protocol.md); "demo" is the
+# easier variant that ``maskkit demo`` trains on within its 10-minute budget (issue #12): 128 px
+# images with at most 3 instances, no unannotated clutter and untextured backgrounds, and objects
+# of at least 700 px (so about a quarter are COCO-small instead of ~57 % at these settings).
+SCENES: dict[str, dict] = {
+    "benchmark": dict(size=320, max_instances=MAX_INSTANCES, clutter=True, min_area=None),
+    "demo": dict(size=128, max_instances=3, clutter=False, min_area=700.0),
+}
 
 
 def generate(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maskkit.checkpoint import load_model
-from maskkit.data.synthetic import generate
+from maskkit.data.synthetic import SCENES, generate
 from maskkit.engine.inference import infer_batches, mask_threshold_of
 from maskkit.engine.predict import draw_prediction
 from maskkit.engine.rng import seed_everything
@@ -27,53 +27,38 @@ __all__ = ["DemoPlan", "PLANS", "plan", "run_demo"]
 
 @dataclass
 class DemoPlan:
-    """Dataset size and training budget of one demo run (see benchmarks/synthetic_protocol.md)."""
+    """Data and stages of one demo run (see benchmarks/synthetic_protocol.md). The model and
+    training settings live in the stages' presets, so ``maskkit train --model PRESET --data
+    DIR`` on ``maskkit data synth --scenes SCENES`` data runs the same recipe."""
 
     num_train: int
     num_val: int
-    image_size: int
+    scenes: str  # a key of maskkit.data.synthetic.SCENES
     seed: int
-    overrides: tuple[str, ...]  # applied on top of each stage's preset
+    overrides: tuple[str, ...] = ()  # applied on top of each stage's preset (quick runs only)
     # (preset, training steps) per stage; a later stage starts from the previous stage's model
     # (SharpMask: stage 1 trains DeepMask, stage 2 the refinement modules).
-    stages: tuple[tuple[str, int], ...] = (("centermask_lite_demo", 700),)
+    stages: tuple[tuple[str, int], ...] = (("centermask_lite_demo", 3000),)
+    image_size: int | None = None  # overrides the scenes' image size (quick runs)
+
+    def scene(self) -> dict:
+        """The keyword arguments of ``generate`` for this plan's scenes."""
+        scene = dict(SCENES[self.scenes])
+        if self.image_size is not None:
+            scene["size"] = self.image_size
+        return scene
 
 
-# CenterMask-Lite demo: sized to finish in about 10 minutes on 2 CPU cores. AdamW (lr 3e-3)
-# rather than the paper's SGD: over 400 from-scratch steps it reached bbox AP50 7.1 % vs 2.8 %
-# for SGD lr 0.02. The mask branch trains on the top 20 detections per image (+ GT boxes)
-# instead of the official 100: a step of a trained model costs 0.65 s instead of 1.1 s, so 700
-# steps fit where 400 did, and every metric improved (segm AP50 0.6 -> 3.4 %, bbox AP50 6.1 ->
-# 8.9 %). The target segm AP50 >= 0.5 is NOT reached: the ~38k object views that fit in 10 CPU
-# minutes are about what a plain CNN needs just to classify centred crops of the shapes at ~45 %
-# (benchmarks/shape_crop_classifier.py, benchmarks/synthetic_protocol.md).
-_CENTERMASK = DemoPlan(
-    num_train=600,
-    num_val=50,
-    image_size=192,
-    seed=0,
-    overrides=(
-        "data.min_size_train=[160,176,192,208]",
-        "data.max_size_train=256",
-        "model.min_size_test=192",
-        "model.max_size_test=256",
-        "train.batch_size=8",
-        "train.optimizer=adamw",
-        "train.lr=0.003",
-        "train.warmup_iters=50",
-        "model.mask.train_detections=20",
-        "train.schedule=cosine",
-        "train.eval_period=0",
-        "train.checkpoint_period=100",
-        "train.log_period=10",
-        "data.num_workers=0",
-    ),
-)
+# CenterMask-Lite demo (issue #12): the easier "demo" scenes (128 px, 1-3 objects, no clutter) and
+# the centermask_lite_demo recipe (a training step ~2x cheaper than the previous V-19-slim-dw demo
+# model at equal image size, benchmarks/demo_training_cost.md), sized to finish in ~10 CPU minutes.
+_CENTERMASK = DemoPlan(num_train=2000, num_val=100, scenes="demo", seed=0)
 _CENTERMASK_QUICK = DemoPlan(
     num_train=8,
     num_val=4,
-    image_size=96,
+    scenes="demo",
     seed=0,
+    image_size=96,
     overrides=(
         "data.min_size_train=[96]",
         "data.max_size_train=128",
@@ -81,9 +66,7 @@ _CENTERMASK_QUICK = DemoPlan(
         "model.max_size_test=128",
         "train.batch_size=2",
         "train.warmup_iters=1",
-        "train.eval_period=0",
         "train.log_period=1",
-        "data.num_workers=0",
     ),
     stages=(("centermask_lite_demo", 3),),
 )
@@ -91,6 +74,7 @@ _CENTERMASK_QUICK = DemoPlan(
 _SHARPMASK = DemoPlan(
     num_train=300,
     num_val=30,
+    scenes="benchmark",
     image_size=192,
     seed=0,
     overrides=(
@@ -105,6 +89,7 @@ _SHARPMASK = DemoPlan(
 _SHARPMASK_QUICK = DemoPlan(
     num_train=6,
     num_val=3,
+    scenes="benchmark",
     image_size=96,
     seed=0,
     overrides=(
@@ -136,10 +121,10 @@ def _make_data(out: Path, p: DemoPlan, progress: bool) -> Path:
     """Synthesise the dataset once per plan (a stamp file records what was written)."""
     root = out / "data"
     stamp = root / "demo_plan.json"
-    want = {"num_train": p.num_train, "num_val": p.num_val, "size": p.image_size, "seed": p.seed}
+    want = {"num_train": p.num_train, "num_val": p.num_val, "seed": p.seed, **p.scene()}
     if stamp.is_file() and json.loads(stamp.read_text()) == want:
         return root
-    generate(root, num_train=p.num_train, num_val=p.num_val, seed=p.seed, size=p.image_size, progress=progress)
+    generate(root, num_train=p.num_train, num_val=p.num_val, seed=p.seed, progress=progress, **p.scene())
     stamp.write_text(json.dumps(want))
     return root
 
@@ -180,7 +165,8 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     p = plan(system, quick)
     print(
-        f"[1/3] synthesising {p.num_train} train + {p.num_val} val images ({p.image_size} px) in {out / 'data'}",
+        f"[1/3] synthesising {p.num_train} train + {p.num_val} val images ({p.scenes} scenes, "
+        f"{p.scene()['size']} px) in {out / 'data'}",
         file=sys.stderr,
     )
     root = _make_data(out, p, progress)

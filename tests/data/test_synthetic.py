@@ -234,3 +234,39 @@ def test_loads_through_coco_dataset(dataset: Path):
         for box, inst in zip(target["boxes"].tolist(), instances):  # xyxy, exclusive right/bottom
             ys, xs = np.nonzero(inst["mask"])
             assert box == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_cli_named_scenes_and_overrides(tmp_path: Path, capsys):
+    """`--scenes demo` writes the demo's easier scenes (128 px, <= 3 instances, no clutter); single
+    options override a named scene's setting."""
+    from maskkit.data.synthetic import SCENES
+
+    out = tmp_path / "demo"
+    assert main(["data", "synth", "--out", str(out), "--scenes", "demo", "--train", "6", "--val", "1", "--quiet"]) == 0
+    ann = json.loads((out / "annotations" / "instances_train.json").read_text())
+    assert {(im["width"], im["height"]) for im in ann["images"]} == {(128, 128)}
+    per_image = [sum(a["image_id"] == im["id"] for a in ann["annotations"]) for im in ann["images"]]
+    assert max(per_image) <= SCENES["demo"]["max_instances"] and min(per_image) >= 1
+    assert "128x128 px" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(out),
+                "--scenes",
+                "demo",
+                "--size",
+                "96",
+                "--train",
+                "1",
+                "--val",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    ann = json.loads((out / "annotations" / "instances_train.json").read_text())
+    assert {(im["width"], im["height"]) for im in ann["images"]} == {(96, 96)}

@@ -79,3 +79,27 @@ def test_demo_sigterm_is_one_line_and_keeps_the_checkpoint(tmp_path):
     lines = [line for line in err.splitlines() if line.startswith("maskkit:")]
     assert len(lines) == 1 and "stopped by signal 15" in lines[0] and "model_last.safetensors" in lines[0]
     assert (out / "model_last.safetensors").is_file() and not (out / "metrics.json").exists()
+
+
+@pytest.mark.slow  # a few steps of each demo preset on 128 px scenes: ~10-40 s
+@pytest.mark.timeout(300)
+def test_demo_presets_run_through_maskkit_train(tmp_path, capsys):
+    """The demo's recipe is named presets plus named scenes: `maskkit data synth --scenes demo` and
+    `maskkit train --model <the plan's presets>` run it outside the demo (issue #12, item 4)."""
+    from maskkit.engine.demo import plan
+
+    data = tmp_path / "data"
+    assert main(["data", "synth", "--out", str(data), "--scenes", "demo", "--train", "4", "--val", "2", "--quiet"]) == 0
+    ann = json.loads((data / "annotations" / "instances_train.json").read_text())
+    assert {(im["width"], im["height"]) for im in ann["images"]} == {(128, 128)}  # the demo scenes' size
+    for system in ("centermask", "sharpmask"):
+        previous = None
+        for k, (preset, _) in enumerate(plan(system, False).stages):
+            run = tmp_path / f"{system}{k}"
+            args = ["train", "--model", preset, "--data", str(data), "--out", str(run), "--iters", "2", "--no-progress"]
+            args += ["--set", "train.batch_size=2"]
+            if previous is not None:
+                args += ["--set", f"train.init_weights={previous}"]
+            assert main(args) == 0, capsys.readouterr().err
+            previous = run / "model_last.safetensors"
+            assert load_model(previous).info.config.name == preset

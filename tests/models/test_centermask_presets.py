@@ -109,7 +109,10 @@ def test_sizes_and_schedules():
     assert lite.data.min_size_train == (580, 600)
     assert (lite.model.min_size_test, lite.model.max_size_test) == (600, 1000)
     assert demo.model.backbone.norm == "BN" and demo.model.backbone.freeze_at == 0
-    assert (demo.model.min_size_test, demo.model.max_size_test) == (256, 384)
+    # the demo recipe (issue #12): 128 px scenes, the packaged pretrained trunk, AdamW + cosine
+    assert (demo.model.min_size_test, demo.model.max_size_test) == (128, 128)
+    assert demo.model.backbone.weights == "maskkit:vovnet19_micro_shapes12"
+    assert (demo.train.optimizer, demo.train.schedule, demo.model.mask.train_detections) == ("adamw", "cosine", 4)
 
 
 def _train_eval(name: str, size: int = 96) -> None:

@@ -535,3 +535,36 @@ def test_sharpmask_trunk_starts_from_torchvision_resnet50(tmp_path):
     assert cfg.model.pixel_mean == (0.485, 0.456, 0.406) and cfg.model.pixel_std == (0.229, 0.224, 0.225)
     with pytest.raises(MaskkitError, match="no ImageNet file fits trunk 'resnet_tiny'"):
         build_model(get_config("deepmask_demo", None, [f"model.trunk_weights={tmp_path / 'resnet50.pth'}"]).model)
+
+
+def test_packaged_trunks_load_by_name_and_stay_small():
+    """`model.backbone.weights=maskkit:NAME` reads a trunk shipped in the package (issue #12: the
+    demo's trunk, pretrained by benchmarks/pretrain_demo_trunk.py on shapes that are not the demo's
+    categories): <= 5 MB, its provenance in the file's metadata, strict loading into its variant."""
+    from safetensors import safe_open
+
+    from maskkit.models.backbones.pretrained import PACKAGED_WEIGHTS, resolve_weights_path
+
+    files = sorted(PACKAGED_WEIGHTS.glob("*.safetensors"))
+    assert files, "no packaged trunk"
+    for f in files:
+        assert f.stat().st_size <= 5 * 1024 * 1024
+        with safe_open(str(f), "pt") as h:
+            meta = h.metadata()
+        assert (
+            meta["task"].startswith("12 procedural shapes (not the demo") and "pretrain_demo_trunk.py" in meta["task"]
+        )
+        assert resolve_weights_path(f"maskkit:{f.stem}") == f
+        backbone = build_backbone(BackboneConfig(name="vovnet", variant=meta["variant"], norm="BN"))
+        report = load_backbone_weights(backbone, f"maskkit:{f.stem}", meta["variant"])
+        assert report.source == "centermask2 VoVNet (detectron2)" and report.input_format == "BGR255"
+        ref = safe_open(str(f), "pt").get_tensor("stem.stem_1/conv.weight")
+        assert torch.equal(backbone.stem[0][0].weight, ref)
+
+
+def test_unknown_packaged_trunk_is_one_clear_error():
+    from maskkit.models.backbones.pretrained import resolve_weights_path
+
+    for bad in ("maskkit:nope", "maskkit:", "maskkit:../zoo"):
+        with pytest.raises(CheckpointError, match="no such packaged weights"):
+            resolve_weights_path(bad)

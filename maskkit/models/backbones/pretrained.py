@@ -73,6 +73,8 @@ __all__ = [
     "apply_backbone_weights",
     "apply_trunk_weights",
     "read_weights_file",
+    "resolve_weights_path",
+    "PACKAGED_WEIGHTS",
     "IMAGENET_RGB",
     "DETECTRON2_BGR",
 ]
@@ -107,10 +109,31 @@ class BackboneWeights:
 # --------------------------------------------------------------------------- reading
 
 
+# Trunks shipped inside the package, named ``maskkit:NAME`` in ``model.backbone.weights``
+# (portable across installs, unlike an absolute path): NAME.safetensors in this folder. Only
+# ``vovnet19_micro_shapes12`` (the demo's trunk, pretrained on 12 procedural shapes that are not
+# the demo's categories; benchmarks/pretrain_demo_trunk.py), in centermask2's VoVNet layout.
+PACKAGED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+
+def resolve_weights_path(path: str | os.PathLike) -> Path:
+    """``path`` as a file: ``maskkit:NAME`` is the packaged ``NAME.safetensors``."""
+    text = str(path)
+    if not text.startswith("maskkit:"):
+        return Path(path)
+    name = text.split(":", 1)[1]
+    found = PACKAGED_WEIGHTS / f"{name}.safetensors"
+    if not name or "/" in name or "\\" in name or not found.is_file():
+        known = ", ".join(f"maskkit:{f.stem}" for f in sorted(PACKAGED_WEIGHTS.glob("*.safetensors"))) or "none"
+        raise CheckpointError(f"{text}: no such packaged weights (model.backbone.weights; packaged: {known})")
+    return found
+
+
 def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """``{name: Tensor}`` of a ``.safetensors``, ``.pth``/``.pt`` or ``.pkl`` file, never
-    running pickled code; wrapper prefixes, counters and Caffe2 momenta removed."""
-    path = Path(path)
+    """``{name: Tensor}`` of a ``.safetensors``, ``.pth``/``.pt`` or ``.pkl`` file (or a packaged
+    ``maskkit:NAME`` trunk), never running pickled code; wrapper prefixes, counters and Caffe2
+    momenta removed."""
+    path = resolve_weights_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file (model.backbone.weights)")
     if path.suffix.lower() == ".safetensors":
@@ -390,7 +413,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, spec_nam
     variant ``spec_name``: a ``VOVNET_SPECS`` key, a ``RESNET_VARIANTS`` name, ``mobilenet_v2``,
     or ``sharpmask:resnet50`` / ``sharpmask:resnet18`` for the DeepMask/SharpMask trunk).
     Strict; see the module docstring for the sources and conventions."""
-    path = Path(path)
+    path = resolve_weights_path(path)
     _check_norms(backbone, path)
     sd = read_weights_file(path)
     source = _detect(sd, _family(spec_name), path)

@@ -37,6 +37,18 @@ VOVNET_SPECS: dict[str, dict] = {
         blocks=(1, 1, 1, 1),
         depthwise=True,
     ),
+    # maskkit's CPU demo trunk (not in the paper): V-19's layout (3 layers per OSA module, one module
+    # per stage) with plain 3x3 convs (depthwise convs train slowly on CPUs) and about a third of
+    # V-19-slim's widths: a training step of the demo model costs half of V-19-slim-dw's
+    # (benchmarks/demo_training_cost.md).
+    "V-19-micro": dict(
+        stem=(16, 16, 32),
+        conv_ch=(24, 32, 48, 64),
+        out_ch=(48, 96, 144, 192),
+        layers=3,
+        blocks=(1, 1, 1, 1),
+        depthwise=False,
+    ),
     "V-19-dw": dict(
         stem=(64, 64, 64),
         conv_ch=(128, 160, 192, 224),
