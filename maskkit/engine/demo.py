@@ -38,7 +38,7 @@ class DemoPlan:
     overrides: tuple[str, ...] = ()  # applied on top of each stage's preset (quick runs only)
     # (preset, training steps) per stage; a later stage starts from the previous stage's model
     # (SharpMask: stage 1 trains DeepMask, stage 2 the refinement modules).
-    stages: tuple[tuple[str, int], ...] = (("centermask_lite_demo", 3000),)
+    stages: tuple[tuple[str, int], ...] = (("centermask_lite_demo", 1500),)
     image_size: int | None = None  # overrides the scenes' image size (quick runs)
 
     def scene(self) -> dict:
@@ -71,11 +71,12 @@ _CENTERMASK_QUICK = DemoPlan(
     stages=(("centermask_lite_demo", 3),),
 )
 # SharpMask: stage 1 (DeepMask trunk + heads), then stage 2 (refinement only), each with these overrides.
+# On the demo scenes (the same data as the CenterMask demo) the same two stages reach segm AR@100
+# 13.3 % / box AR@100 63.6 %, against 2.6 % / 18.8 % on 192 px benchmark scenes (synthetic_protocol.md).
 _SHARPMASK = DemoPlan(
-    num_train=300,
-    num_val=30,
-    scenes="benchmark",
-    image_size=192,
+    num_train=2000,
+    num_val=100,
+    scenes="demo",
     seed=0,
     overrides=(
         "train.eval_period=0",
