@@ -7,7 +7,9 @@ contract of ``maskkit/structures.py`` as torchvision ``tv_tensors`` so that
     image:  tv_tensors.Image float32 [3, H, W] in 0..1, RGB (EXIF orientation applied)
     target: boxes    tv_tensors.BoundingBoxes XYXY float32 [N, 4] (canvas_size=(H, W))
             labels   int64 [N], contiguous 1..K (``label_to_cat_id`` maps back to the file's ids)
-            masks    tv_tensors.Mask uint8 [N, H, W]
+            masks    RLEMasks [N]: the instances' RLEs, pixels made per instance when needed
+                     (``to_dense()`` -> uint8 [N, H, W]; ``dense_masks=True``: a
+                     tv_tensors.Mask uint8 [N, H, W] instead)
             iscrowd  int64 [N]
             area     float32 [N] (the annotation's area, in the file's pixels, as COCO defines it)
             image_id int
@@ -55,6 +57,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
+from maskkit.data.rle_masks import RLEMasks
 from maskkit.data.transforms import PolygonVertices
 from maskkit.errors import DataError
 from maskkit.structures import rle_problem
@@ -329,6 +332,9 @@ class CocoDataset(torch.utils.data.Dataset):
         skip_crowd_only: leave out images whose only annotations are crowd regions.
         remove_images_without_annotations: leave out images with no annotation at all
             (after degenerate ones are dropped).
+        dense_masks: ``masks`` as a dense ``tv_tensors.Mask`` ``[N, H, W]`` (for transforms other
+            than resize and horizontal flip) instead of :class:`RLEMasks` (issue #14: one image
+            with 20k annotations is 20 GB of dense masks at 1000x1000).
 
     Attributes: ``coco`` (pycocotools COCO of the ground truth, less the dropped degenerate
     annotations; for COCOeval), ``image_ids``, ``class_names`` (``class_names[label-1]``),
@@ -344,11 +350,13 @@ class CocoDataset(torch.utils.data.Dataset):
         skip_crowd_only: bool = False,
         remove_images_without_annotations: bool = False,
         polygons: bool = True,
+        dense_masks: bool = False,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
         self.transforms = transforms
         self.polygons = polygons
+        self.dense_masks = dense_masks
         if not self.image_dir.is_dir():
             raise DataError(f"{self.image_dir}: image folder not found")
         data = read_instances_json(self.ann_file)
@@ -443,20 +451,21 @@ class CocoDataset(torch.utils.data.Dataset):
             boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-            try:
-                rles = [_segm_to_rle(a["segmentation"], h, w) for a in anns]
+        try:
+            rles = [_segm_to_rle(a["segmentation"], h, w) for a in anns]
+            if self.dense_masks:
                 with warnings.catch_warnings():  # pycocotools' own numpy-2 DeprecationWarning
                     warnings.simplefilter("ignore", DeprecationWarning)
-                    decoded = mask_utils.decode(rles)  # [H, W, N]
-                masks = torch.from_numpy(decoded).permute(2, 0, 1).contiguous()  # [N, H, W]
-            except (ValueError, TypeError, OverflowError) as e:
-                raise DataError(f"{self.ann_file}: image {info['id']}: cannot decode a segmentation ({e})") from None
-        else:
-            masks = torch.zeros((0, h, w), dtype=torch.uint8)
+                    decoded = mask_utils.decode(rles) if rles else np.zeros((h, w, 0), np.uint8)  # [H, W, N]
+                masks = tv_tensors.Mask(torch.from_numpy(decoded).permute(2, 0, 1).contiguous())  # [N, H, W]
+            else:
+                masks = RLEMasks(rles, (h, w))
+        except (ValueError, TypeError, OverflowError) as e:
+            raise DataError(f"{self.ann_file}: image {info['id']}: cannot decode a segmentation ({e})") from None
         target = {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
             "labels": torch.tensor([self.cat_id_to_label[a["category_id"]] for a in anns], dtype=torch.int64),
-            "masks": tv_tensors.Mask(masks.to(torch.uint8)),
+            "masks": masks,
             "iscrowd": torch.tensor([int(bool(a.get("iscrowd", 0))) for a in anns], dtype=torch.int64),
             "area": torch.tensor([float(a["area"]) for a in anns], dtype=torch.float32),
             "image_id": int(info["id"]),
