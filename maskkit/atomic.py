@@ -53,8 +53,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, umask_mode())
         write(tmp)
+        os.chmod(tmp, umask_mode())  # after the writer: safetensors re-creates the file with 0600
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
