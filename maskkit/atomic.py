@@ -50,7 +50,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     is then untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # an unwritable folder: name the file asked for, not a random temporary name
+        raise OSError(e.errno, e.strerror or os.strerror(e.errno or 0), str(path)) from None
     os.close(fd)
     try:
         write(tmp)

@@ -288,3 +288,89 @@ def test_model_files_with_nan_weights_or_partial_category_ids_are_refused(tmp_pa
     save_model(tmp_path / "nan.safetensors", model, cfg, ["a", "b", "c"])
     with pytest.raises(CheckpointError, match=r"nan\.safetensors: tensor .* NaN"):
         load_model(tmp_path / "nan.safetensors")
+
+
+# --------------------------------------------------------------------------- 7 unwritable folders, as a non-root user
+UNWRITABLE_CASES = [
+    ("train-into", "train --model centermask_lite_demo --data {d} --out {u}/run --iters 1 --workers 0 --no-progress"),
+    ("train-in", "train --model centermask_lite_demo --data {d} --out {u} --iters 1 --workers 0 --no-progress"),
+    ("predict-into", "predict --weights {w} {i} --out {u}/pred --no-progress"),
+    ("predict-in", "predict --weights {w} {i} --out {u} --no-progress"),
+    ("export-into", "export --weights {w} --out {u}/sub/m.onnx"),
+    ("export-in", "export --weights {w} --out {u}/m.onnx"),
+]
+
+
+def _unprivileged():
+    """How to run a process that cannot write a folder it does not own: as uid/gid 65534 when
+    this is root (root writes anywhere), else as ourselves. ``MASKKIT_TEST_PYTHON`` /
+    ``MASKKIT_TEST_PYTHONPATH`` name an interpreter (and its packages) that user can read, where
+    ``sys.executable`` lives in a private folder (e.g. a venv of a pyenv under /root)."""
+    if os.getuid() != 0:
+        return None
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+
+    return drop
+
+
+@pytest.fixture(scope="module")
+def unwritable(tmp_path_factory):
+    """A world-readable folder with a dataset, a model file and an image, and ``locked``: a folder
+    the test's user cannot write (owned by root, 0555, run as uid 65534; else chmod 0500)."""
+    import shutil
+    import tempfile
+
+    from maskkit.data.synthetic import generate
+
+    base = Path(tempfile.mkdtemp(prefix="maskkit-unwritable-", dir="/tmp"))
+    base.chmod(0o755)
+    generate(base / "data", num_train=2, num_val=1, seed=3, size=64, progress=False)
+    cfg = get_config("centermask_lite_demo", 6, ["model.min_size_test=64", "model.max_size_test=96"])
+    save_model(base / "m.safetensors", build_model(cfg.model), cfg, list("abcdef"))
+    Image.new("RGB", (64, 64)).save(base / "ok.png")
+    for p in [base, *base.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    (base / "home").mkdir(mode=0o777)
+    (base / "home").chmod(0o777)
+    locked = base / "locked"
+    locked.mkdir()
+    drop = _unprivileged()
+    locked.chmod(0o555 if drop else 0o500)
+    python = os.environ.get("MASKKIT_TEST_PYTHON", sys.executable)
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("MASKKIT_TEST_PYTHONPATH")])])
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": path, "HOME": str(base / "home")}
+    env.update(MPLCONFIGDIR=str(base / "home"), OMP_NUM_THREADS="1")
+    yield {"base": base, "locked": locked, "drop": drop, "python": python, "env": env}
+    locked.chmod(0o755)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("case", UNWRITABLE_CASES, ids=[c[0] for c in UNWRITABLE_CASES])
+def test_an_unwritable_out_folder_is_one_error_line_naming_it(unwritable, case):
+    u = unwritable
+    run = dict(env=u["env"], cwd=u["base"], capture_output=True, text=True, timeout=240, preexec_fn=u["drop"])
+    try:  # e.g. the venv's python lives under /root (0700): uid 65534 cannot even start it
+        probe = subprocess.run([u["python"], "-c", "import maskkit.cli, torch"], **run)
+        problem = None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or ["?"])[-1]
+    except OSError as e:
+        problem = f"{e.filename}: {e.strerror}"
+    if problem is not None:
+        pytest.skip(
+            f"{u['python']} with PYTHONPATH {u['env']['PYTHONPATH']} cannot run as uid 65534 ({problem}); "
+            "set MASKKIT_TEST_PYTHON / MASKKIT_TEST_PYTHONPATH to an interpreter and packages it can read"
+        )
+    name, template = case
+    b = u["base"]
+    argv = template.format(d=b / "data", w=b / "m.safetensors", i=b / "ok.png", u=u["locked"]).split()
+    p = subprocess.run([u["python"], "-m", "maskkit", *argv, *(["--device", "cpu"] if "train" in name else [])], **run)
+    errors = [line for line in p.stderr.splitlines() if line.startswith("maskkit: error:")]
+    assert p.returncode == 1, p.stderr[-2000:]  # the operating system refused (README: exit codes)
+    assert len(errors) == 1 and str(u["locked"]) in errors[0] and "Permission denied" in errors[0], p.stderr[-2000:]
+    assert "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert list(u["locked"].iterdir()) == []  # nothing half-written left behind
