@@ -91,7 +91,8 @@ def load_image(path: str | Path) -> torch.Tensor:
     - Alpha (``RGBA``, ``LA``, ``PA``) is DROPPED: the colour channels are kept as stored,
       not composited on a background (what OpenCV's ``imread`` does too).
     - 16-bit grayscale (``I;16*``/``I``) is scaled by 1/65535 (full 16-bit range to 0..1);
-      float images (``F``) are taken as 0..255 and clipped.
+      float images (``F``) are taken as 0..255 and clipped; one holding NaN or infinity is
+      refused (:class:`DataError` naming the file), not turned into colours.
 
     Raises :class:`DataError` naming the file when it is missing, truncated or not an image.
     """
@@ -106,6 +107,8 @@ def load_image(path: str | Path) -> torch.Tensor:
             return pil_to_tensor(img)
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
+    except DataError as e:  # what the pixels hold (NaN, ...): the same problem, with the file named
+        raise DataError(f"{path}: {e}") from None
     except Image.DecompressionBombError as e:
         raise DataError(
             f"{path}: {e.args[0].split('.')[0] if e.args else 'too many pixels'} (PIL's "
@@ -128,8 +131,11 @@ def _pil_to_rgb_array(img: Image.Image) -> np.ndarray:
         gray = np.asarray(img).astype(np.float32) / 65535.0
         return np.repeat(np.clip(gray, 0.0, 1.0)[:, :, None], 3, axis=2)
     if mode == "F":
-        gray = np.asarray(img).astype(np.float32) / 255.0
-        return np.repeat(np.clip(gray, 0.0, 1.0)[:, :, None], 3, axis=2)
+        gray = np.asarray(img).astype(np.float32)
+        if not np.isfinite(gray).all():  # a 32-bit float TIFF can hold them; no colour means NaN
+            bad = "NaN" if np.isnan(gray).any() else "infinite"
+            raise DataError(f"the image holds {bad} values (32-bit float pixels); only finite values can be read")
+        return np.repeat(np.clip(gray / 255.0, 0.0, 1.0)[:, :, None], 3, axis=2)
     if mode != "RGB":
         # L/1 -> replicated, P -> palette colours, RGBA/LA/PA -> alpha dropped, CMYK/YCbCr -> RGB.
         img = img.convert("RGB")
@@ -195,11 +201,34 @@ def _check_categories(ann_file: Path, categories: list) -> None:
 
 def _clean_polygons(segm: list) -> list | None:
     """Keep polygon parts with >= 3 points (an even number >= 6 of coordinates); None if
-    nothing is left. COCO polygons are ``[[x0, y0, x1, y1, ...], ...]``. (Coordinates are not
-    type-checked here, which would cost seconds on COCO train; a non-number fails in
-    ``__getitem__`` with a DataError naming the image.)"""
+    nothing is left. COCO polygons are ``[[x0, y0, x1, y1, ...], ...]``."""
     parts = [p for p in segm if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
     return parts or None
+
+
+def _polygon_problem(parts: list, h: int, w: int) -> str | None:
+    """What is wrong with a polygon's coordinates (None when usable): not numbers, NaN or
+    infinite, or beyond one image size outside the image (x, y outside ``[-S, 2S]``, ``S`` the
+    longer side). Parts reaching a little past the border are fine (rasterisation keeps what is
+    inside, as COCO's); far-out or absurd values would only stall the rasteriser. A few C-level
+    passes per part (sum, min, max), so COCO train's 860k polygons cost about a second."""
+    side = float(max(h, w))
+    for p in parts:
+        try:
+            total, lo, hi = sum(p), min(p), max(p)
+        except TypeError:
+            return "polygon coordinates must be numbers"
+        if not math.isfinite(total):  # NaN or infinity somewhere (or finite values so large they overflow)
+            bad = next((v for v in p if not math.isfinite(v)), None)
+            if bad is not None:
+                return f"polygon coordinate {bad} is not a finite number"
+        if lo < -side or hi > 2 * side:
+            far = lo if lo < -side else hi
+            return (
+                f"polygon coordinate {far:g} is far outside the {h}x{w} image "
+                f"(coordinates must lie in {-side:g}..{2 * side:g})"
+            )
+    return None
 
 
 def _check_annotation(ann_file: Path, ann: dict, img: dict) -> str | None:
@@ -213,6 +242,9 @@ def _check_annotation(ann_file: Path, ann: dict, img: dict) -> str | None:
         cleaned = _clean_polygons(segm)
         if cleaned is None:
             return "polygon with fewer than 3 points"
+        problem = _polygon_problem(cleaned, h, w)
+        if problem is not None:
+            raise DataError(f"{ann_file}: annotation {aid} (image {img['id']}, {img['file_name']}): {problem}")
         ann["segmentation"] = cleaned
     elif isinstance(segm, dict):
         problem = rle_problem(segm, h, w)  # before pycocotools sees it: it hangs on bad runs
