@@ -50,11 +50,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     is then untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # an unwritable folder: name the file asked for, not a random temporary name
+        raise OSError(e.errno, e.strerror or os.strerror(e.errno or 0), str(path)) from None
     os.close(fd)
     try:
-        os.chmod(tmp, umask_mode())
         write(tmp)
+        os.chmod(tmp, umask_mode())  # after the writer: safetensors re-creates the file with 0600
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -8,23 +8,28 @@ Target:     ``dict(boxes=float32 [N,4] xyxy absolute px, labels=int64 [N] in 1..
             ``[x0, y0, x1, y1, ...]`` (the instance's polygon parts in the image's pixel
             coordinates). Where present, CenterMask's training mask targets rasterise them
             exactly inside each RoI, as the official code does (:func:`polygons_to_mask_in_box`).
-Prediction: ``dict(boxes [N,4], labels [N], scores [N], masks [N,1,H,W] float probabilities
-            (or binary), mask_scores [N] where the model predicts them)``. SharpMask
-            proposals have ``labels`` all 1.
+Prediction: ``dict(boxes [N,4], labels [N], scores [N], masks [N,1,H,W] binary, mask_scores [N]
+            where the model predicts them)``. maskkit's models give ``masks`` as a compact
+            :class:`maskkit.masks.BoxMasks` (each mask M x M over its box, pasted on demand:
+            ``to_rle()``, ``crops()``, ``to_dense()`` bool ``[N,1,H,W]``, ``probabilities()``
+            float ``[N,1,H,W]``), not N full-image arrays; every consumer (results, drawing, the
+            web page) also takes a dense tensor (binary, or probabilities binarised at the
+            model's mask threshold). SharpMask proposals have ``labels`` all 1.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pycocotools import mask as mask_utils
+
+from maskkit.masks import BoxMasks, masks_to_rle, rle_runs
 
 __all__ = [
     "empty_prediction",
+    "select_instances",
     "paste_masks_in_image",
     "masks_to_rle",
     "rle_to_mask",
@@ -38,82 +43,53 @@ __all__ = [
 ]
 
 
-def empty_prediction(height: int, width: int, with_mask_scores: bool = True, device=None) -> dict:
+def empty_prediction(
+    height: int, width: int, with_mask_scores: bool = True, device=None, mask_threshold: float = 0.5
+) -> dict:
     """A well-formed prediction with no instances (for images with no detections)."""
     pred = {
         "boxes": torch.zeros((0, 4), dtype=torch.float32, device=device),
         "labels": torch.zeros((0,), dtype=torch.int64, device=device),
         "scores": torch.zeros((0,), dtype=torch.float32, device=device),
-        "masks": torch.zeros((0, 1, height, width), dtype=torch.float32, device=device),
+        "masks": BoxMasks.empty(height, width, mask_threshold, device=device),
     }
     if with_mask_scores:
         pred["mask_scores"] = torch.zeros((0,), dtype=torch.float32, device=device)
     return pred
 
 
+def select_instances(pred: dict, index) -> dict:
+    """The instances ``index`` (bool mask or indices) of a prediction: every per-instance entry
+    (tensors with N rows, compact masks, lists of N) subset, the rest kept."""
+    n = int(torch.as_tensor(pred["boxes"]).reshape(-1, 4).shape[0])
+    index = torch.as_tensor(index)
+    rows = index.nonzero().flatten() if index.dtype == torch.bool else index.reshape(-1)
+    out = {}
+    for k, v in pred.items():
+        if isinstance(v, (torch.Tensor, BoxMasks)) and len(v.shape) and v.shape[0] == n:
+            out[k] = v[rows.to(v.device)]
+        elif isinstance(v, list) and len(v) == n:
+            out[k] = [v[int(i)] for i in rows]
+        else:
+            out[k] = v
+    return out
+
+
 def paste_masks_in_image(
     masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], zero_outside: bool = True
 ) -> torch.Tensor:
-    """Paste per-box mask probabilities ``[N, M, M]`` (or ``[N, 1, M, M]``) into the image.
+    """Paste per-box mask probabilities ``[N, M, M]`` (or ``[N, 1, M, M]``) into the image ->
+    float ``[N, 1, H, W]`` (N full-image arrays: prefer :class:`maskkit.masks.BoxMasks`).
 
     Each ``M x M`` mask covers its box ``[N, 4]`` (xyxy, image pixels) and is resampled
     bilinearly (``grid_sample``, align_corners=False: the M cells tile the box exactly) onto
     the image's pixel centres. Pixels outside a box get 0 (``zero_outside=False``: only those
-    beyond the bilinear bleed of half a mask cell, as detectron2). Returns float ``[N, 1, H, W]``.
-
-    Memory (issue #14 item 1): each mask is sampled only over its box plus one mask cell (the
-    bleed), not over a full-image sampling grid, so the peak is the output itself (4 bytes per
-    pixel per mask) instead of ~20. The values equal a full-image paste exactly.
-    """
-    if masks.dim() == 4:
-        masks = masks[:, 0]
+    beyond the bilinear bleed of half a mask cell, as detectron2). Each mask is sampled over its
+    box only (:mod:`maskkit.masks`)."""
     h, w = int(image_size[0]), int(image_size[1])
-    n, m = masks.shape[0], masks.shape[-1]
-    out = masks.new_zeros((n, 1, h, w), dtype=torch.float32)
-    if n == 0:
-        return out
-    boxes = boxes.to(torch.float32)
-    src = masks[:, None].to(torch.float32)
-    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
-        bw, bh = max(x1 - x0, 1e-6), max(y1 - y0, 1e-6)
-        # pixel columns/rows whose centre lies within one mask cell of the box (the bleed is half a cell)
-        c0, c1 = max(0, math.floor(x0 - bw / m)), min(w, math.ceil(x1 + bw / m) + 1)
-        r0, r1 = max(0, math.floor(y0 - bh / m)), min(h, math.ceil(y1 + bh / m) + 1)
-        if c0 >= c1 or r0 >= r1:
-            continue
-        xs = torch.arange(c0, c1, device=masks.device, dtype=torch.float32) + 0.5
-        ys = torch.arange(r0, r1, device=masks.device, dtype=torch.float32) + 0.5
-        gx = (xs - boxes[i, 0]) / (boxes[i, 2] - boxes[i, 0]).clamp(min=1e-6) * 2 - 1  # [w']
-        gy = (ys - boxes[i, 1]) / (boxes[i, 3] - boxes[i, 1]).clamp(min=1e-6) * 2 - 1  # [h']
-        grid = torch.stack([gx[None, :].expand(len(ys), -1), gy[:, None].expand(-1, len(xs))], dim=2)[None]
-        crop = F.grid_sample(src[i : i + 1], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
-        if zero_outside:  # pixels whose centre lies outside the box: 0 (SharpMask's 0.2 threshold stays inside)
-            crop = crop * ((gy.abs() <= 1)[:, None] & (gx.abs() <= 1)[None, :])
-        out[i, 0, r0:r1, c0:c1] = crop
-    return out
-
-
-def masks_to_rle(masks: torch.Tensor | np.ndarray, threshold: float = 0.5) -> list[dict]:
-    """Binary or probability masks ``[N, H, W]`` / ``[N, 1, H, W]`` -> COCO RLEs with
-    ``counts`` as ``str`` (JSON-ready). Probabilities are binarised at ``>= threshold``."""
-    if isinstance(masks, torch.Tensor):
-        if masks.dim() == 4:
-            masks = masks[:, 0]
-        if masks.dtype != torch.bool:
-            masks = masks >= threshold
-        arr = masks.cpu().numpy()
-    else:
-        arr = np.asarray(masks)
-        if arr.ndim == 4:
-            arr = arr[:, 0]
-        if arr.dtype != bool:
-            arr = arr >= threshold
-    if arr.shape[0] == 0:
-        return []
-    rles = mask_utils.encode(np.asfortranarray(arr.transpose(1, 2, 0).astype(np.uint8)))
-    for r in rles:
-        r["counts"] = r["counts"].decode("ascii")
-    return rles
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, 1, h, w), dtype=torch.float32)
+    return BoxMasks(masks, boxes, (h, w), 0.5, zero_outside).probabilities()
 
 
 def rle_to_mask(rle: dict) -> np.ndarray:
@@ -122,33 +98,6 @@ def rle_to_mask(rle: dict) -> np.ndarray:
     if isinstance(r["counts"], str):
         r["counts"] = r["counts"].encode("ascii")
     return mask_utils.decode(r)
-
-
-def _decode_counts(counts: str) -> list[int] | str:
-    """Run lengths of a compressed RLE string, as pycocotools' ``rleFrString`` (maskApi.c) reads
-    them: 6-bit groups from chr(48), 0x20 = more groups follow, 0x10 on the last group = negative,
-    each run after the second a delta on the run two before. A string describing message when
-    the string is not one (pycocotools would read past its end or decode garbage)."""
-    runs: list[int] = []
-    x = k = 0
-    more = False
-    for pos, ch in enumerate(counts):
-        c = ord(ch) - 48
-        if not 0 <= c < 64:
-            return f"character {ch!r} at {pos} is not an RLE character"
-        x |= (c & 0x1F) << (5 * k)
-        more = bool(c & 0x20)
-        k += 1
-        if not more:
-            if c & 0x10:
-                x |= -1 << (5 * k)
-            if len(runs) > 2:
-                x += runs[-2]
-            runs.append(x)
-            x = k = 0
-    if more:
-        return "the counts string ends inside a run"
-    return runs
 
 
 def rle_problem(segm: dict, height: int | None = None, width: int | None = None) -> str | None:
@@ -174,7 +123,7 @@ def rle_problem(segm: dict, height: int | None = None, width: int | None = None)
         except UnicodeDecodeError:
             return "'counts' is not an ASCII RLE string"
     if isinstance(counts, str):
-        runs = _decode_counts(counts)
+        runs = rle_runs(counts)
         if isinstance(runs, str):
             return f"'counts' is not a valid compressed RLE ({runs})"
     elif isinstance(counts, list):

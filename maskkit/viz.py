@@ -1,6 +1,8 @@
 """Drawing: instances (ground truth or predictions: masks, boxes, "name 0.93" labels; crowd
-regions grey) on images, and training curves from ``metrics.jsonl``. Drawing uses
-torchvision's ``draw_segmentation_masks`` / ``draw_bounding_boxes``; curves use matplotlib's
+regions grey) on images, and training curves from ``metrics.jsonl``. Masks are blended in one
+at a time over their own crop (:func:`maskkit.masks.mask_crops`), so compact masks (a model's
+:class:`~maskkit.masks.BoxMasks`, a dataset's RLE masks) are never expanded to N full-image
+arrays; boxes and labels use torchvision's ``draw_bounding_boxes``; curves use matplotlib's
 Agg canvas (no display needed).
 """
 
@@ -12,10 +14,11 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+from torchvision.utils import draw_bounding_boxes
 
 from maskkit import metrics_log
 from maskkit.errors import MaskkitError
+from maskkit.masks import is_compact, mask_crops
 
 __all__ = ["draw_instances", "save_image", "plot_metrics", "instance_colors"]
 
@@ -55,9 +58,10 @@ def _font() -> str | None:
         return None
 
 
-def _fields(instances: dict, h: int, w: int, mask_threshold: float) -> tuple:
-    """(boxes [N, 4], labels list, scores [N] | None, crowd bool [N], masks bool [N, H, W] | None)
-    of a target or prediction, checked against each other and the image size."""
+def _fields(instances: dict, h: int, w: int) -> tuple:
+    """(boxes [N, 4], labels list, scores [N] | None, crowd bool [N], masks | None) of a target or
+    prediction, checked against each other and the image size; masks compact or a dense
+    ``[N, H, W]`` / ``[N, 1, H, W]`` tensor."""
     boxes = (
         torch.as_tensor(instances.get("boxes", torch.zeros(0, 4)))
         .as_subclass(torch.Tensor)
@@ -74,13 +78,17 @@ def _fields(instances: dict, h: int, w: int, mask_threshold: float) -> tuple:
     crowd = instances.get("iscrowd")
     crowd = torch.as_tensor(crowd).cpu().reshape(-1).bool() if crowd is not None else torch.zeros(n, dtype=torch.bool)
     masks = instances.get("masks")
-    if masks is not None:
+    if is_compact(masks):
+        if len(masks) != n or tuple(masks.image_size) != (h, w):
+            raise MaskkitError(
+                f"draw_instances: {len(masks)} masks of {masks.image_size} do not match {n} boxes on a {h}x{w} image"
+            )
+    elif masks is not None:
         masks = torch.as_tensor(masks).as_subclass(torch.Tensor).detach().cpu()
         if masks.dim() == 4:
             masks = masks[:, 0]
         if masks.shape[0] != n or tuple(masks.shape[-2:]) != (h, w):
             raise MaskkitError(f"draw_instances: masks {list(masks.shape)} do not match {n} boxes on a {h}x{w} image")
-        masks = masks if masks.dtype == torch.bool else masks.float() >= mask_threshold  # [N, H, W]
     if len(labels) != n or (scores is not None and scores.numel() != n) or crowd.numel() != n:
         raise MaskkitError(
             f"draw_instances: boxes, labels, scores and iscrowd disagree on the number of instances ({n})"
@@ -116,14 +124,15 @@ def draw_instances(
     ``image``: ``[3, H, W]`` float in 0..1 or uint8. ``instances``: a target or a prediction of
     the data contract: ``boxes [N, 4]`` xyxy px, ``labels [N]`` (1..K, named by
     ``class_names[label - 1]``), optional ``scores [N]`` (instances below ``score_thresh`` are
-    skipped; labels read "name 0.93"), optional ``masks`` ``[N, H, W]`` / ``[N, 1, H, W]``
-    (probabilities binarised at ``>= mask_threshold``, or binary) and ``iscrowd [N]`` (crowd
-    regions drawn grey, labelled "crowd"). Each instance gets its own colour. With no
-    instances the image comes back unchanged.
+    skipped; labels read "name 0.93"), optional ``masks`` (compact, :mod:`maskkit.masks`, binarised
+    at their own threshold; or dense ``[N, H, W]`` / ``[N, 1, H, W]``, probabilities binarised at
+    ``>= mask_threshold``, or binary) and ``iscrowd [N]`` (crowd regions drawn grey, labelled
+    "crowd"). Each instance gets its own colour. With no instances the image comes back
+    unchanged. Memory: the image and one mask's crop at a time, whatever N is.
     """
     canvas = _to_uint8(image)
     h, w = canvas.shape[-2:]
-    boxes, labels, scores, crowd, masks = _fields(instances, h, w, mask_threshold)
+    boxes, labels, scores, crowd, masks = _fields(instances, h, w)
     n = boxes.shape[0]
     keep = torch.ones(n, dtype=torch.bool) if scores is None else scores >= score_thresh
     idx = keep.nonzero().flatten().tolist()
@@ -136,18 +145,7 @@ def draw_instances(
         colors.append(CROWD_COLOR if crowd[i] else palette[j])
 
     if masks is not None:
-        sel = torch.tensor(idx)
-        is_crowd = crowd[sel]
-        # Crowd regions first, fainter, so that objects painted over them stay visible.
-        for group, alpha in ((is_crowd, 0.35), (~is_crowd, 0.5)):
-            if group.any():
-                group_idx = sel[group]
-                canvas = draw_segmentation_masks(
-                    canvas,
-                    masks[group_idx],
-                    alpha=alpha,
-                    colors=[colors[j] for j in group.nonzero().flatten().tolist()],
-                )
+        _blend_masks(canvas, masks, idx, colors, crowd, mask_threshold)
     size = max(10, min(h, w) // 40)
     font = _font()
     canvas = draw_bounding_boxes(
@@ -163,6 +161,20 @@ def draw_instances(
         fill_labels=True,
     )
     return canvas
+
+
+def _blend_masks(canvas: torch.Tensor, masks, idx: list[int], colors: list, crowd: torch.Tensor, threshold: float):
+    """Blend the masks of instances ``idx`` into ``canvas`` (uint8 ``[3, H, W]``, in place), one
+    mask at a time over its crop: crowd regions first and fainter (alpha 0.35), so objects
+    painted over them stay visible, then the objects (alpha 0.5), each over what is below it."""
+    order = [j for j, i in enumerate(idx) if crowd[i]] + [j for j, i in enumerate(idx) if not crowd[i]]
+    subset = masks[torch.tensor([idx[j] for j in order], dtype=torch.int64)]
+    for j, (r0, c0, crop) in zip(order, mask_crops(subset, threshold)):
+        alpha = 0.35 if crowd[idx[j]] else 0.5
+        region = canvas[:, r0 : r0 + crop.shape[0], c0 : c0 + crop.shape[1]]
+        crop = crop.cpu()
+        color = torch.tensor(colors[j], dtype=torch.float32)[:, None]
+        region[:, crop] = (region[:, crop].float() * (1 - alpha) + color * alpha).round().clamp(0, 255).to(torch.uint8)
 
 
 def save_image(image_uint8: torch.Tensor, path: str | os.PathLike) -> Path:

@@ -21,6 +21,7 @@ LAYERS = [
     {"maskkit.checkpoint"},
     {"maskkit.models", "maskkit.data"},
     {"maskkit.config", "maskkit.structures", "maskkit.metrics_log", "maskkit.safe_load"},
+    {"maskkit.masks"},
     {"maskkit.errors", "maskkit.atomic"},
 ]
 

@@ -7,7 +7,9 @@ contract of ``maskkit/structures.py`` as torchvision ``tv_tensors`` so that
     image:  tv_tensors.Image float32 [3, H, W] in 0..1, RGB (EXIF orientation applied)
     target: boxes    tv_tensors.BoundingBoxes XYXY float32 [N, 4] (canvas_size=(H, W))
             labels   int64 [N], contiguous 1..K (``label_to_cat_id`` maps back to the file's ids)
-            masks    tv_tensors.Mask uint8 [N, H, W]
+            masks    RLEMasks [N]: the instances' RLEs, pixels made per instance when needed
+                     (``to_dense()`` -> uint8 [N, H, W]; ``dense_masks=True``: a
+                     tv_tensors.Mask uint8 [N, H, W] instead)
             iscrowd  int64 [N]
             area     float32 [N] (the annotation's area, in the file's pixels, as COCO defines it)
             image_id int
@@ -50,11 +52,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
+from maskkit.data.images import PIXEL_LIMIT_ENV, load_image, pil_to_tensor  # noqa: F401 (re-exported)
+from maskkit.data.rle_masks import RLEMasks
 from maskkit.data.transforms import PolygonVertices
 from maskkit.errors import DataError
 from maskkit.structures import rle_problem
@@ -69,68 +72,10 @@ __all__ = [
     "collate",
 ]
 
-# PIL modes holding 16-bit (or wider integer) samples: scaled by 1/65535, not 1/255.
-_WIDE_INT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-
-
 # --------------------------------------------------------------------------- images
 
 
 OUTSIDE_IMAGES_ENV = "MASKKIT_ALLOW_OUTSIDE_IMAGES"  # file_name values with ../ or absolute paths
-PIXEL_LIMIT_ENV = "MASKKIT_MAX_IMAGE_PIXELS"  # raises PIL's decompression-bomb limit (~179 MP refused)
-
-
-def load_image(path: str | Path) -> torch.Tensor:
-    """Read any PIL-readable image as float32 ``[3, H, W]`` in 0..1, RGB.
-
-    - EXIF orientation is applied (the returned size is the upright one).
-    - Grayscale (``L``, ``1``) is replicated to 3 channels; palette (``P``) is looked up.
-    - Alpha (``RGBA``, ``LA``, ``PA``) is DROPPED: the colour channels are kept as stored,
-      not composited on a background (what OpenCV's ``imread`` does too).
-    - 16-bit grayscale (``I;16*``/``I``) is scaled by 1/65535 (full 16-bit range to 0..1);
-      float images (``F``) are taken as 0..255 and clipped.
-
-    Raises :class:`DataError` naming the file when it is missing, truncated or not an image.
-    """
-    path = Path(path)
-    limit = os.environ.get(PIXEL_LIMIT_ENV)
-    try:
-        if limit:
-            Image.MAX_IMAGE_PIXELS = int(limit) if int(limit) > 0 else None
-        with Image.open(path) as img:
-            img.load()  # decode now: truncated files fail here, inside the try
-            img = ImageOps.exif_transpose(img)
-            return pil_to_tensor(img)
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
-    except Image.DecompressionBombError as e:
-        raise DataError(
-            f"{path}: {e.args[0].split('.')[0] if e.args else 'too many pixels'} (PIL's "
-            f"decompression-bomb guard); to open it set {PIXEL_LIMIT_ENV}=<pixels> (0 = no limit)"
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot read image ({e})") from None
-
-
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """Decoded PIL image -> float32 ``[3, H, W]`` in 0..1, RGB (modes as in :func:`load_image`)."""
-    return torch.from_numpy(np.ascontiguousarray(_pil_to_rgb_array(img).transpose(2, 0, 1)))
-
-
-def _pil_to_rgb_array(img: Image.Image) -> np.ndarray:
-    """Decoded PIL image -> float32 ``[H, W, 3]`` in 0..1 (see :func:`load_image` for modes)."""
-    mode = img.mode
-    if mode in _WIDE_INT_MODES:
-        # 16-bit PNG/TIFF: PIL's convert("RGB") would clip at 255 instead of scaling.
-        gray = np.asarray(img).astype(np.float32) / 65535.0
-        return np.repeat(np.clip(gray, 0.0, 1.0)[:, :, None], 3, axis=2)
-    if mode == "F":
-        gray = np.asarray(img).astype(np.float32) / 255.0
-        return np.repeat(np.clip(gray, 0.0, 1.0)[:, :, None], 3, axis=2)
-    if mode != "RGB":
-        # L/1 -> replicated, P -> palette colours, RGBA/LA/PA -> alpha dropped, CMYK/YCbCr -> RGB.
-        img = img.convert("RGB")
-    return np.asarray(img, dtype=np.float32) / 255.0
 
 
 # --------------------------------------------------------------------------- annotation file
@@ -192,11 +137,34 @@ def _check_categories(ann_file: Path, categories: list) -> None:
 
 def _clean_polygons(segm: list) -> list | None:
     """Keep polygon parts with >= 3 points (an even number >= 6 of coordinates); None if
-    nothing is left. COCO polygons are ``[[x0, y0, x1, y1, ...], ...]``. (Coordinates are not
-    type-checked here, which would cost seconds on COCO train; a non-number fails in
-    ``__getitem__`` with a DataError naming the image.)"""
+    nothing is left. COCO polygons are ``[[x0, y0, x1, y1, ...], ...]``."""
     parts = [p for p in segm if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
     return parts or None
+
+
+def _polygon_problem(parts: list, h: int, w: int) -> str | None:
+    """What is wrong with a polygon's coordinates (None when usable): not numbers, NaN or
+    infinite, or beyond one image size outside the image (x, y outside ``[-S, 2S]``, ``S`` the
+    longer side). Parts reaching a little past the border are fine (rasterisation keeps what is
+    inside, as COCO's); far-out or absurd values would only stall the rasteriser. A few C-level
+    passes per part (sum, min, max), so COCO train's 860k polygons cost about a second."""
+    side = float(max(h, w))
+    for p in parts:
+        try:
+            total, lo, hi = sum(p), min(p), max(p)
+        except TypeError:
+            return "polygon coordinates must be numbers"
+        if not math.isfinite(total):  # NaN or infinity somewhere (or finite values so large they overflow)
+            bad = next((v for v in p if not math.isfinite(v)), None)
+            if bad is not None:
+                return f"polygon coordinate {bad} is not a finite number"
+        if lo < -side or hi > 2 * side:
+            far = lo if lo < -side else hi
+            return (
+                f"polygon coordinate {far:g} is far outside the {h}x{w} image "
+                f"(coordinates must lie in {-side:g}..{2 * side:g})"
+            )
+    return None
 
 
 def _check_annotation(ann_file: Path, ann: dict, img: dict) -> str | None:
@@ -210,6 +178,9 @@ def _check_annotation(ann_file: Path, ann: dict, img: dict) -> str | None:
         cleaned = _clean_polygons(segm)
         if cleaned is None:
             return "polygon with fewer than 3 points"
+        problem = _polygon_problem(cleaned, h, w)
+        if problem is not None:
+            raise DataError(f"{ann_file}: annotation {aid} (image {img['id']}, {img['file_name']}): {problem}")
         ann["segmentation"] = cleaned
     elif isinstance(segm, dict):
         problem = rle_problem(segm, h, w)  # before pycocotools sees it: it hangs on bad runs
@@ -329,6 +300,9 @@ class CocoDataset(torch.utils.data.Dataset):
         skip_crowd_only: leave out images whose only annotations are crowd regions.
         remove_images_without_annotations: leave out images with no annotation at all
             (after degenerate ones are dropped).
+        dense_masks: ``masks`` as a dense ``tv_tensors.Mask`` ``[N, H, W]`` (for transforms other
+            than resize and horizontal flip) instead of :class:`RLEMasks` (issue #14: one image
+            with 20k annotations is 20 GB of dense masks at 1000x1000).
 
     Attributes: ``coco`` (pycocotools COCO of the ground truth, less the dropped degenerate
     annotations; for COCOeval), ``image_ids``, ``class_names`` (``class_names[label-1]``),
@@ -344,11 +318,13 @@ class CocoDataset(torch.utils.data.Dataset):
         skip_crowd_only: bool = False,
         remove_images_without_annotations: bool = False,
         polygons: bool = True,
+        dense_masks: bool = False,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
         self.transforms = transforms
         self.polygons = polygons
+        self.dense_masks = dense_masks
         if not self.image_dir.is_dir():
             raise DataError(f"{self.image_dir}: image folder not found")
         data = read_instances_json(self.ann_file)
@@ -443,20 +419,21 @@ class CocoDataset(torch.utils.data.Dataset):
             boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-            try:
-                rles = [_segm_to_rle(a["segmentation"], h, w) for a in anns]
+        try:
+            rles = [_segm_to_rle(a["segmentation"], h, w) for a in anns]
+            if self.dense_masks:
                 with warnings.catch_warnings():  # pycocotools' own numpy-2 DeprecationWarning
                     warnings.simplefilter("ignore", DeprecationWarning)
-                    decoded = mask_utils.decode(rles)  # [H, W, N]
-                masks = torch.from_numpy(decoded).permute(2, 0, 1).contiguous()  # [N, H, W]
-            except (ValueError, TypeError, OverflowError) as e:
-                raise DataError(f"{self.ann_file}: image {info['id']}: cannot decode a segmentation ({e})") from None
-        else:
-            masks = torch.zeros((0, h, w), dtype=torch.uint8)
+                    decoded = mask_utils.decode(rles) if rles else np.zeros((h, w, 0), np.uint8)  # [H, W, N]
+                masks = tv_tensors.Mask(torch.from_numpy(decoded).permute(2, 0, 1).contiguous())  # [N, H, W]
+            else:
+                masks = RLEMasks(rles, (h, w))
+        except (ValueError, TypeError, OverflowError) as e:
+            raise DataError(f"{self.ann_file}: image {info['id']}: cannot decode a segmentation ({e})") from None
         target = {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
             "labels": torch.tensor([self.cat_id_to_label[a["category_id"]] for a in anns], dtype=torch.int64),
-            "masks": tv_tensors.Mask(masks.to(torch.uint8)),
+            "masks": masks,
             "iscrowd": torch.tensor([int(bool(a.get("iscrowd", 0))) for a in anns], dtype=torch.int64),
             "area": torch.tensor([float(a["area"]) for a in anns], dtype=torch.float32),
             "image_id": int(info["id"]),

@@ -6,9 +6,11 @@ case the longer side goes to ``max_size``.
 
 The transforms work on ``(tv_tensors.Image, target)`` pairs as produced by
 :class:`maskkit.data.coco.CocoDataset`; torchvision's ``transforms.v2`` dispatches on the
-tv_tensor types, so boxes (``BoundingBoxes``), masks (``Mask``, resized with centre-aligned
-nearest neighbour, ``nearest-exact``: as PIL/detectron2, not torch's legacy ``nearest`` whose
-pixel grid is shifted up-left by up to one source pixel) and polygon vertices
+tv_tensor types, so boxes (``BoundingBoxes``), masks (``Mask``, or the dataset's
+:class:`~maskkit.data.rle_masks.RLEMasks` that record the change and make pixels per instance
+when needed; resized with centre-aligned nearest neighbour, ``nearest-exact``: as
+PIL/detectron2, not torch's legacy ``nearest`` whose pixel grid is shifted up-left by up to one
+source pixel) and polygon vertices
 (:class:`PolygonVertices`, scaled and flipped exactly) follow every geometric change of the image.
 ``labels``/``iscrowd``/``area`` are
 plain tensors that only :class:`~torchvision.transforms.v2.SanitizeBoundingBoxes` touches.
@@ -33,6 +35,8 @@ import torch
 from torchvision import ops, tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+
+from maskkit.data.rle_masks import RLEMasks  # also registers the RLE masks' resize / flip kernels
 
 __all__ = [
     "PolygonVertices",
@@ -137,9 +141,11 @@ class ResizeShortestSide(v2.Transform):
 
 def instance_fields(sample: Any) -> tuple[torch.Tensor, ...]:
     """``labels_getter`` for SanitizeBoundingBoxes: every per-instance tensor of the target
-    (labels, iscrowd, area) so they are dropped together with their boxes."""
+    (labels, iscrowd, area, RLE masks) so they are dropped together with their boxes (dense
+    ``tv_tensors.Mask`` masks are dropped by SanitizeBoundingBoxes itself)."""
     target = sample[1] if isinstance(sample, (tuple, list)) else sample
-    return tuple(target[k] for k in _INSTANCE_KEYS if k in target)
+    fields = tuple(target[k] for k in _INSTANCE_KEYS if k in target)
+    return fields + ((target["masks"],) if isinstance(target.get("masks"), RLEMasks) else ())
 
 
 def _sanitize() -> list[v2.Transform]:

@@ -42,6 +42,7 @@ import torch
 from torchvision.ops import roi_align
 
 from maskkit.errors import DataError, MaskkitError
+from maskkit.masks import dense_rows, mask_areas
 from maskkit.models.sharpmask.config import WindowSamplerConfig
 
 __all__ = ["WindowSampler", "collate_windows", "crop_window", "is_near_positive"]
@@ -91,7 +92,7 @@ def _valid_rows(target: dict, cfg: WindowSamplerConfig) -> torch.Tensor:
     if "area" in target:
         area = _plain(target["area"]).reshape(-1).float()
     else:
-        area = _plain(target["masks"]).flatten(1).float().sum(1) if n else torch.zeros(0)
+        area = mask_areas(target["masks"]).float() if n else torch.zeros(0)
     wh = boxes[:, 2:] - boxes[:, :2]
     ok = ~crowd & (area >= cfg.min_area) & (wh.amin(dim=1) >= cfg.min_side)
     return ok.nonzero().flatten()
@@ -240,7 +241,8 @@ class WindowSampler(torch.utils.data.Dataset):
                 scale *= 2.0 ** rng.uniform(-cfg.scale_jitter, cfg.scale_jitter)
                 dx, dy = rng.uniform(-cfg.shift_jitter, cfg.shift_jitter, size=2)
                 cx, cy = cx + dx / scale, cy + dy / scale
-            crop, label, flipped = self._sample(image, (cx, cy), scale, _plain(target["masks"])[row], rng)
+            mask = dense_rows(target["masks"], [row])[0]  # this instance's pixels only (masks may be RLE)
+            crop, label, flipped = self._sample(image, (cx, cy), scale, mask, rng)
         else:
             image, target, item, cx, cy, scale = self._negative(rng)
             row = -1

@@ -12,6 +12,13 @@ Python API::
     predictor = maskkit.Predictor("model_best.safetensors")
     pred = predictor(image)   # image: float [3,H,W] 0..1 | uint8 [3,H,W] | PIL | numpy HxWx3 | path
     pred["boxes"], pred["labels"], pred["scores"], pred["masks"], pred["category_ids"]
+    pred["masks"].to_rle()    # masks: a compact maskkit.masks.BoxMasks; .to_dense() -> bool [N,1,H,W]
+
+Memory (issue #14 item 1): the models return each mask as 28x28 probabilities over its box
+(:class:`maskkit.masks.BoxMasks`); the score threshold drops instances before anything is
+pasted, and results, overlays and the web page paste one mask at a time (straight to RLE, or
+a crop of the mask's box), so a 12 MP photo with 100 detections never holds 100 full-image
+masks.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from maskkit.engine.onnx_model import load_any
 from maskkit.engine.systems import SYSTEMS, system_of
 from maskkit.errors import DataError
 from maskkit.evaluation import predictions_to_coco_results, write_metrics, write_results
+from maskkit.masks import CompactMasks
+from maskkit.structures import select_instances
 
 __all__ = ["Predictor", "infer_batches", "to_image_tensor", "mask_threshold_of", "evaluate_model", "evaluate_file"]
 
@@ -92,12 +101,13 @@ def infer_batches(
 
 def _run(model: nn.Module, batch: list[torch.Tensor], device: torch.device) -> list[dict]:
     preds = model([im.to(device) for im in batch])
-    return [{k: (v.to("cpu") if isinstance(v, torch.Tensor) else v) for k, v in p.items()} for p in preds]
+    movable = (torch.Tensor, CompactMasks)
+    return [{k: (v.to("cpu") if isinstance(v, movable) else v) for k, v in p.items()} for p in preds]
 
 
 def _filter(pred: dict, score_thresh: float) -> dict:
-    keep = pred["scores"] >= score_thresh
-    return {k: (v[keep] if isinstance(v, torch.Tensor) and v.shape[:1] == keep.shape else v) for k, v in pred.items()}
+    """The instances scoring at least ``score_thresh`` (before any mask is pasted)."""
+    return select_instances(pred, pred["scores"] >= score_thresh)
 
 
 class Predictor:
@@ -108,6 +118,8 @@ class Predictor:
     prediction dict out; a list in, a list out (run in batches of ``batch_size``). Each
     prediction also carries ``category_ids`` (the user's ids) and ``class_names``, from
     ``model.info`` (:class:`maskkit.config.ModelInfo`; a module without it reports labels as ids).
+    Instances under ``score_thresh`` are dropped before any mask is pasted; ``masks`` stay
+    compact (:class:`maskkit.masks.BoxMasks`, see :mod:`maskkit.structures`).
     """
 
     def __init__(

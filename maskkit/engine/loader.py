@@ -10,12 +10,16 @@ import torch
 
 from maskkit.data.windows import WindowSampler, collate_windows
 from maskkit.engine.distributed import DistInfo, GlobalBatchSampler, SeededSamples
+from maskkit.masks import CompactMasks
 
 __all__ = ["to_device", "collate_pairs", "image_batches", "window_batches"]
 
 
 def to_device(obj: Any, device: torch.device) -> Any:
-    """Tensors (also inside dicts, lists, tuples) to ``device``; tv_tensors become plain tensors."""
+    """Tensors (also inside dicts, lists, tuples) to ``device``; tv_tensors become plain tensors.
+    Compact masks (a target's RLE masks) stay as they are: they make pixels on the CPU."""
+    if isinstance(obj, CompactMasks):
+        return obj
     if isinstance(obj, torch.Tensor):
         return obj.as_subclass(torch.Tensor).to(device, non_blocking=True)
     if isinstance(obj, dict):

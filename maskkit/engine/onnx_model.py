@@ -15,6 +15,8 @@ from maskkit.checkpoint import load_model
 from maskkit.config import ModelInfo
 from maskkit.engine.onnx_runtime import OnnxRunner
 from maskkit.errors import MaskkitError
+from maskkit.masks import BoxMasks
+from maskkit.models.sharpmask.model import clamp_boxes
 from maskkit.models.zoo import read_config
 
 __all__ = ["OnnxModel", "is_onnx_file", "load_any"]
@@ -26,7 +28,8 @@ def is_onnx_file(path: str | Path) -> bool:
 
 class OnnxModel(nn.Module):
     """``OnnxModel("model.onnx")(images)``: float ``[3, H, W]`` images in 0..1 -> prediction
-    dicts of CPU tensors (the data contract), computed by ONNX Runtime."""
+    dicts of CPU tensors (the data contract, ``masks`` a compact :class:`BoxMasks` as the eager
+    models give), computed by ONNX Runtime."""
 
     def __init__(self, path: str | Path, threads: int | None = None, backend: str = "onnxruntime"):
         super().__init__()
@@ -36,9 +39,19 @@ class OnnxModel(nn.Module):
 
     def forward(self, images: list[torch.Tensor]) -> list[dict]:
         out = []
+        threshold = self.runner.mask_threshold
         for img in images:
-            pred = self.runner(img.detach().to("cpu", torch.float32).numpy())
-            out.append({k: torch.from_numpy(v) for k, v in pred.items()})
+            size = tuple(img.shape[-2:])
+            pred = self.runner(img.detach().to("cpu", torch.float32).numpy(), paste=False)
+            zero_outside = bool(pred.pop("zero_outside", True))
+            pred = {k: torch.from_numpy(v) for k, v in pred.items()}
+            probs = pred.pop("mask_probs")
+            if "window_boxes" in pred:  # proposals: tight boxes of the pasted window masks
+                masks = BoxMasks(probs, pred.pop("window_boxes"), size, threshold)
+                pred["boxes"] = clamp_boxes(masks.tight_boxes(pred.pop("fallback")), size)
+            else:
+                masks = BoxMasks(probs, pred["boxes"], size, threshold, zero_outside)
+            out.append({**pred, "masks": masks})
         return out
 
 

@@ -144,7 +144,7 @@ def paste_masks(masks: np.ndarray, boxes: np.ndarray, size: tuple[int, int], zer
     boxes = boxes.astype(np.float32)
     wx, gx = _bilinear_weights(np.arange(w, dtype=np.float32) + np.float32(0.5), boxes[:, 0], boxes[:, 2], m)
     wy, gy = _bilinear_weights(np.arange(h, dtype=np.float32) + np.float32(0.5), boxes[:, 1], boxes[:, 3], m)
-    out = wy @ (masks.reshape(n, m, m).astype(np.float32) @ wx.transpose(0, 2, 1))  # [N, H, W]
+    out = wy @ (masks.reshape(n, m, m).astype(np.float32) @ wx.transpose(0, 2, 1))  # [N, H, W], as maskkit.masks
     if zero_outside:  # pixel centres outside the box get 0 (the bilinear bleed is cut), as structures.py
         out *= (np.abs(gy) <= 1)[:, :, None] & (np.abs(gx) <= 1)[:, None, :]
     return out[:, None].astype(np.float32)
@@ -215,7 +215,7 @@ def paste_window_masks(
         py = np.arange(y_org, y_org + sh, dtype=np.float32) + np.float32(0.5)
         wx, gx = _bilinear_weights(px, b[:, 0], b[:, 2], m)
         wy, gy = _bilinear_weights(py, b[:, 1], b[:, 3], m)
-        vals = (wy[0] @ masks[i].astype(np.float32) @ wx[0].T) >= threshold
+        vals = (wy[0] @ (masks[i].astype(np.float32) @ wx[0].T)) >= threshold  # the order of maskkit.masks
         vals &= (np.abs(gy[0]) <= 1)[:, None] & (np.abs(gx[0]) <= 1)[None, :]
         out[i, 0, y_org : y_org + sh, x_org : x_org + sw] = vals
         rows, cols = vals.any(axis=1), vals.any(axis=0)
@@ -296,15 +296,19 @@ class OnnxRunner:
         batch[0, :, :h, :w] = (img - mean) / std
         return batch, np.asarray([h, w], np.int64)
 
-    def __call__(self, image) -> dict[str, np.ndarray]:
+    def __call__(self, image, paste: bool = True) -> dict[str, np.ndarray]:
+        """One image -> a prediction of NumPy arrays, ``masks`` pasted (float ``[N, 1, H, W]``,
+        SharpMask bool). ``paste=False``: no full-image masks; ``mask_probs [N, M, M]`` over the
+        ``boxes`` instead (with ``zero_outside``), or for proposals over ``window_boxes`` (with
+        ``fallback`` boxes and no tight ``boxes``): what :class:`maskkit.masks.BoxMasks` takes."""
         image = self.as_image(image)
         if self.pipeline == "proposals":
-            return self.proposals(image)
+            return self.proposals(image, paste)
         batch, size = self.preprocess(image)
         boxes, scores, labels, probs, mask_scores = self.session.run(None, {"image": batch, "size": size})
-        return self.postprocess(boxes, scores, labels, probs, mask_scores, tuple(size), image.shape[-2:])
+        return self.postprocess(boxes, scores, labels, probs, mask_scores, tuple(size), image.shape[-2:], paste)
 
-    def postprocess(self, boxes, scores, labels, probs, mask_scores, size, orig) -> dict[str, np.ndarray]:
+    def postprocess(self, boxes, scores, labels, probs, mask_scores, size, orig, paste=True) -> dict[str, np.ndarray]:
         """Boxes to the original size and masks pasted there (``CenterMask.segment``); with
         ``postprocess="centermask2"`` boxes are clipped after the mask branch, empty ones dropped
         and the paste keeps the bilinear bleed (detectron2 ``detector_postprocess``)."""
@@ -320,15 +324,17 @@ class OnnxRunner:
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             probs, mask_scores = probs[keep], mask_scores[keep]
             zero_outside = False
-        return {
+        out = {
             "boxes": boxes.astype(np.float32),
             "labels": labels.astype(np.int64),
             "scores": scores.astype(np.float32),
-            "masks": paste_masks(probs, boxes, (h0, w0), zero_outside),
             "mask_scores": mask_scores.astype(np.float32),
         }
+        if not paste:
+            return {**out, "mask_probs": probs.astype(np.float32), "zero_outside": zero_outside}
+        return {**out, "masks": paste_masks(probs, boxes, (h0, w0), zero_outside)}
 
-    def proposals(self, image: np.ndarray) -> dict[str, np.ndarray]:
+    def proposals(self, image: np.ndarray, paste: bool = True) -> dict[str, np.ndarray]:
         """SharpMask / DeepMask: the graph's top windows -> window boxes in image px, masks
         pasted and binarised, tight boxes (``SharpMask.propose`` + ``proposals_to_prediction``)."""
         rt = self.runtime
@@ -346,6 +352,14 @@ class OnnxRunner:
         centre = (wb[:, :2] + wb[:, 2:]) / 2
         half = (wb[:, 2:] - wb[:, :2]) * np.float32(rt["canonical_size"] / rt["window"]) / 2
         fallback = np.concatenate([centre - half, centre + half], axis=1)
+        if not paste:
+            return {
+                "window_boxes": wb,
+                "fallback": fallback.astype(np.float32),
+                "labels": np.ones(len(scores), np.int64),
+                "scores": scores.astype(np.float32),
+                "mask_probs": masks.astype(np.float32),
+            }
         pasted, boxes = paste_window_masks(masks, wb, (h, w), float(rt["mask_threshold"]), fallback)
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)

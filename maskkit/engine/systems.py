@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-import torch
 from torch import nn
 
 from maskkit.config import EvalConfig
@@ -22,6 +21,7 @@ from maskkit.engine.distributed import DistInfo
 from maskkit.engine.loader import image_batches, window_batches
 from maskkit.errors import MaskkitError
 from maskkit.evaluation.coco import evaluate_coco, evaluate_proposals
+from maskkit.structures import select_instances
 
 __all__ = ["CenterMaskSystem", "SharpMaskSystem", "SYSTEMS", "system_of"]
 
@@ -129,9 +129,7 @@ class SharpMaskSystem:
 
     def for_overlay(self, pred: dict, score_thresh: float, top: int = 10) -> tuple[dict, float]:
         """The ``top`` best proposals, whatever their score."""
-        order = pred["scores"].argsort(descending=True)[:top]
-        n = pred["scores"].shape
-        return {k: v[order] if isinstance(v, torch.Tensor) and v.shape[:1] == n else v for k, v in pred.items()}, 0.0
+        return select_instances(pred, pred["scores"].argsort(descending=True)[:top]), 0.0
 
     def describe_input(self, model_cfg) -> str:
         """The model's test-time sizing, in words (SharpMask Sec. 3.3: windows over a scale pyramid)."""

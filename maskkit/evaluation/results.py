@@ -36,7 +36,8 @@ def predictions_to_coco_results(
     """Data-contract predictions -> COCO results (one dict per instance, see module doc).
 
     ``predictions[i]`` belongs to ``image_ids[i]``: ``boxes [N,4]`` xyxy px, ``labels [N]``,
-    ``scores [N]``, optional ``masks [N,1,H,W]`` (probabilities binarised at
+    ``scores [N]``, optional ``masks [N,1,H,W]`` (a compact :class:`maskkit.masks.BoxMasks`,
+    encoded one mask at a time at its own threshold; or dense probabilities binarised at
     ``>= mask_threshold``, or binary) and ``mask_scores [N]``. ``label_to_cat_id`` maps the
     model's contiguous labels to the dataset's category ids (``None``: labels are the ids).
     """

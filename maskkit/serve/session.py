@@ -12,8 +12,9 @@ everything the page shows is testable as plain Python::
 Inference goes through the public :class:`maskkit.Predictor`; overlays through
 :func:`maskkit.viz.draw_instances`; COCO results through the evaluator's
 :func:`maskkit.evaluation.predictions_to_coco_results` (the same format ``maskkit
-predict`` writes). An analysis keeps every detection the model returned (binarised masks), so
-moving the score or top-N slider only re-draws, it never re-runs the model.
+predict`` writes). An analysis keeps every detection the model returned (its masks compact:
+28x28 probabilities over each box, pasted one at a time when drawn or written), so moving the
+score or top-N slider only re-draws, it never re-runs the model.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from maskkit.engine.onnx_model import load_any
 from maskkit.engine.systems import system_of
 from maskkit.errors import MaskkitError
 from maskkit.evaluation import predictions_to_coco_results
+from maskkit.masks import is_compact, mask_areas
 from maskkit.viz import draw_instances
 
 __all__ = ["Analysis", "ServedModel", "ServeSession", "synthetic_examples"]
@@ -63,8 +65,9 @@ class Analysis:
     """One image and every prediction the model made for it (scores descending).
 
     ``image`` uint8 ``[3, H, W]``; ``boxes [N, 4]`` xyxy px; ``labels [N]`` (1..K);
-    ``scores [N]``; ``masks`` bool ``[N, H, W]`` (binarised at the model's mask threshold) or
-    None; ``mask_scores [N]`` or None.
+    ``scores [N]``; ``masks``: the model's compact masks (:class:`maskkit.masks.BoxMasks`,
+    binarised at the model's mask threshold when pasted), a bool ``[N, H, W]`` tensor for a model
+    that returns dense masks, or None; ``mask_scores [N]`` or None.
     """
 
     id: str
@@ -73,7 +76,7 @@ class Analysis:
     boxes: torch.Tensor
     labels: torch.Tensor
     scores: torch.Tensor
-    masks: torch.Tensor | None
+    masks: object | None
     mask_scores: torch.Tensor | None = None
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -157,7 +160,9 @@ class ServeSession:
             seconds = time.perf_counter() - t0
         order = torch.argsort(pred["scores"], descending=True)
         masks = pred.get("masks")
-        if masks is not None:
+        if is_compact(masks):
+            masks = masks[order]
+        elif masks is not None:
             masks = masks[order]
             masks = masks[:, 0] if masks.dim() == 4 else masks
             masks = masks if masks.dtype == torch.bool else masks >= self.mask_threshold  # [N, H, W]
@@ -194,9 +199,11 @@ class ServeSession:
         return keep
 
     def _subset(self, analysis: Analysis, keep: torch.Tensor) -> dict:
-        """The kept instances in the data contract (masks ``[n, 1, H, W]`` bool)."""
+        """The kept instances in the data contract (masks compact, or dense ``[n, 1, H, W]`` bool)."""
         pred = {"boxes": analysis.boxes[keep], "labels": analysis.labels[keep], "scores": analysis.scores[keep]}
-        if analysis.masks is not None:
+        if is_compact(analysis.masks):
+            pred["masks"] = analysis.masks[keep]
+        elif analysis.masks is not None:
             pred["masks"] = analysis.masks[keep][:, None]
         if analysis.mask_scores is not None:
             pred["mask_scores"] = analysis.mask_scores[keep]
@@ -219,7 +226,7 @@ class ServeSession:
         """Every instance as a table row, best first: ``rank``, ``label``, ``class_name``,
         ``category_id``, ``score``, ``bbox`` (xywh px, rounded), ``area`` (mask px)."""
         rows = []
-        areas = analysis.masks.flatten(1).sum(1).tolist() if analysis.masks is not None else None
+        areas = mask_areas(analysis.masks).tolist() if analysis.masks is not None else None
         for i in range(analysis.scores.numel()):
             label = int(analysis.labels[i])
             x0, y0, x1, y1 = analysis.boxes[i].tolist()

@@ -378,7 +378,7 @@ def test_detectron2_postprocess_clips_after_the_cut_and_pastes_into_the_clipped_
     )
     assert out["boxes"].tolist() == [[0.0, 0.0, 14.0, 14.0]] and out["labels"].tolist() == [3]
     assert out["mask_scores"].tolist() == pytest.approx([-0.1])  # score x IoU, unclamped
-    m = out["masks"][0, 0]
+    m = out["masks"].probabilities()[0, 0]  # the pasted probabilities (masks stay 28x28 over the box)
     # Pasted into the clipped box x 0..14 (the 1-0 edge at x = 7), not the decoded one (-10..14, edge at x = 2).
     assert m[5, 4] > 0.8 and m[5, 10] < 0.2
     assert 0.3 < m[14, 3] < 0.5 and m[18, 3] == 0.0  # detectron2 keeps the bilinear bleed past the box

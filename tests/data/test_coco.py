@@ -135,12 +135,13 @@ def test_coco_tiny_crowd_rle_decodes_to_image_size(coco_tiny: Path):
     image, target = ds[idx]
     h, w = image.shape[-2:]
     assert target["orig_size"] == (h, w)
-    assert target["masks"].shape[1:] == (h, w) and target["masks"].dtype == torch.uint8
+    masks = target["masks"].to_dense()  # RLE masks, made dense here
+    assert masks.shape[1:] == (h, w) and masks.dtype == torch.uint8
     crowd = target["iscrowd"] == 1
     assert crowd.any() and (~crowd).any()
     k = int(torch.nonzero(crowd)[0])
     expected = mask_utils.decode(mask_utils.frPyObjects(crowd_ann["segmentation"], h, w))
-    assert torch.equal(target["masks"][k], torch.from_numpy(expected))
+    assert torch.equal(masks[k], torch.from_numpy(expected))
 
 
 def test_coco_tiny_flip_moves_masks_with_boxes(coco_tiny: Path):
@@ -151,7 +152,7 @@ def test_coco_tiny_flip_moves_masks_with_boxes(coco_tiny: Path):
     assert torch.equal(img1, img0.flip(-1))
     checked = 0
     for k in range(len(t0["labels"])):
-        m0, m1 = t0["masks"][k].float(), t1["masks"][k].float()
+        m0, m1 = t0["masks"].to_dense()[k].float(), t1["masks"].to_dense()[k].float()
         if m0.sum() < 20:
             continue
         xs = torch.arange(w, dtype=torch.float32) + 0.5
@@ -177,10 +178,11 @@ def test_every_segmentation_kind_decodes(tiny):
     assert t["boxes"].format == tv_tensors.BoundingBoxFormat.XYXY and t["boxes"].canvas_size == (H, W)
     assert torch.equal(t["boxes"], torch.tensor([[1.0, 1, 5, 4], [6, 2, 9, 6], [0, 5, 3, 8]]))
     # uncompressed and compressed RLE: exact
-    assert torch.equal(t["masks"][1], torch.from_numpy(_block_mask(2, 6, 6, 9)))
-    assert torch.equal(t["masks"][2], torch.from_numpy(_block_mask(5, 8, 0, 3)))
+    masks = t["masks"].to_dense()
+    assert torch.equal(masks[1], torch.from_numpy(_block_mask(2, 6, 6, 9)))
+    assert torch.equal(masks[2], torch.from_numpy(_block_mask(5, 8, 0, 3)))
     # polygon: inside the box, about its area (pycocotools rasterises the outline)
-    poly = t["masks"][0]
+    poly = masks[0]
     ys, xs = torch.nonzero(poly, as_tuple=True)
     assert 9 <= int(poly.sum()) <= 20 and xs.min() >= 1 and xs.max() <= 5 and ys.min() >= 1 and ys.max() <= 4
     assert t["iscrowd"].tolist() == [0, 0, 0] and t["area"].dtype == torch.float32
@@ -196,11 +198,11 @@ def test_noncontiguous_ids_map_to_contiguous_labels(tiny):
 def test_crowd_kept_as_ignore_region_and_empty_image(tiny):
     ds = CocoDataset(*tiny)
     _, crowd = ds[1]
-    assert crowd["iscrowd"].tolist() == [1] and crowd["masks"].sum() == H * W
+    assert crowd["iscrowd"].tolist() == [1] and crowd["masks"].to_dense().sum() == H * W
     _, mixed = ds[3]
     assert mixed["iscrowd"].tolist() == [0, 1]
     _, empty = ds[2]
-    assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, H, W)
+    assert empty["boxes"].shape == (0, 4) and empty["masks"].to_dense().shape == (0, H, W)
     assert empty["labels"].shape == (0,) and empty["labels"].dtype == torch.int64
     assert empty["iscrowd"].shape == (0,) and empty["area"].shape == (0,)
     assert CocoDataset(*tiny, skip_crowd_only=True).image_ids == [1, 3, 4]
@@ -403,7 +405,7 @@ def test_dataset_uses_the_upright_exif_size(tmp_path):
     Image.new("RGB", (H, W), (0, 0, 255)).save(tmp_path / "1.png", exif=exif)
     ann_file = _write(tmp_path, [_img(1)], [_ann(1, 1, 3, [[1, 1, 5, 1, 5, 4, 1, 4]], [1, 1, 4, 3])], CATS)
     image, target = CocoDataset(ann_file, tmp_path)[0]
-    assert image.shape == (3, H, W) and target["masks"].shape == (1, H, W)
+    assert image.shape == (3, H, W) and target["masks"].to_dense().shape == (1, H, W)
     assert torch.equal(image[:, 0, 0], torch.tensor([0.0, 0, 1]))
     ann_file = _write(tmp_path, [_img(1, h=W, w=H)], [], CATS)  # json with the stored (raw) size
     with pytest.raises(DataError, match="EXIF orientation"):

@@ -229,7 +229,9 @@ def test_loads_through_coco_dataset(dataset: Path):
         rendered, instances = render_image(image_rng(3, split, 1), 128)
         assert image.shape == (3, 128, 128)
         np.testing.assert_allclose(image.numpy().transpose(1, 2, 0) * 255, rendered, atol=1e-3)
-        np.testing.assert_array_equal(target["masks"].numpy().astype(bool), np.stack([i["mask"] for i in instances]))
+        np.testing.assert_array_equal(
+            target["masks"].to_dense().numpy().astype(bool), np.stack([i["mask"] for i in instances])
+        )
         assert target["labels"].tolist() == [i["category"] + 1 for i in instances]
         for box, inst in zip(target["boxes"].tolist(), instances):  # xyxy, exclusive right/bottom
             ys, xs = np.nonzero(inst["mask"])

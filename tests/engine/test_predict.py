@@ -140,7 +140,7 @@ class _Oracle(torch.nn.Module):
                     "boxes": t["boxes"].as_subclass(torch.Tensor),
                     "labels": t["labels"],
                     "scores": torch.ones(n),
-                    "masks": t["masks"].as_subclass(torch.Tensor)[:, None].float(),
+                    "masks": t["masks"],  # the dataset's compact RLE masks, as they are
                 }
             )
         return preds

@@ -76,12 +76,19 @@ def test_truncate_metrics_keeps_steps_up_to_the_resumed_one_and_drops_a_cut_line
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    from maskkit.checkpoint import save_model, save_train_state
+    from maskkit.models.zoo import build_model, get_config
+
+    cfg = get_config("centermask_lite_demo", 2)
     old = os.umask(umask)
     try:
         atomic_write_text(tmp_path / "x.json", "{}")
+        save_model(tmp_path / "m.safetensors", build_model(cfg.model), cfg, ["a", "b"])  # safetensors' own writer
+        save_train_state(tmp_path / "state.pt", {"step": 1})
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == mode
+    for name in ("x.json", "m.safetensors", "state.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
 
 
 def test_exit_codes_of_signals():

@@ -11,6 +11,7 @@ from torchvision import tv_tensors
 from torchvision.ops import box_iou
 
 from maskkit.errors import MaskkitError
+from maskkit.masks import BoxMasks
 from maskkit.models.centermask.config import CenterMaskConfig, FCOSConfig, MaskHeadConfig
 from maskkit.models.centermask.model import CenterMask
 from maskkit.structures import mask_iou
@@ -160,8 +161,11 @@ def test_eval_predictions_at_original_size_any_size():
     for p, (h, w) in zip(preds, sizes):
         n = len(p["boxes"])
         assert n == model.cfg.fcos.detections_per_image  # threshold 0: the cap decides
-        assert p["masks"].shape == (n, 1, h, w) and p["masks"].dtype == torch.float32
-        assert 0 <= p["masks"].min() and p["masks"].max() <= 1
+        # the contract's binary [N, 1, H, W], kept compact (28x28 over each box), pasted on demand
+        assert isinstance(p["masks"], BoxMasks) and p["masks"].shape == (n, 1, h, w)
+        dense, probs = p["masks"].to_dense(), p["masks"].probabilities()
+        assert dense.dtype == torch.bool and dense.shape == (n, 1, h, w) and probs.dtype == torch.float32
+        assert 0 <= probs.min() and probs.max() <= 1 and torch.equal(dense, probs >= model.cfg.mask_threshold)
         assert (p["boxes"][:, 2] <= w + 1e-3).all() and (p["boxes"][:, 3] <= h + 1e-3).all()
         assert ((p["labels"] >= 1) & (p["labels"] <= 2)).all()
         assert (p["mask_scores"] <= p["scores"] + 1e-6).all()  # box score x predicted IoU in [0, 1]
@@ -204,7 +208,8 @@ def test_batched_equals_one_by_one():
         single = model([img])[0]
         for k in ("boxes", "scores", "labels", "masks", "mask_scores"):
             assert b[k].shape == single[k].shape, k
-            assert torch.allclose(b[k].float(), single[k].float(), atol=1e-4), k
+            x, y = (b[k], single[k]) if k != "masks" else (b[k].probabilities(), single[k].probabilities())
+            assert torch.allclose(x.float(), y.float(), atol=1e-4), k
 
 
 def test_deterministic_with_a_seed():
@@ -216,7 +221,8 @@ def test_deterministic_with_a_seed():
         outs.append((losses, model.eval()([img])[0]))
     (l1, p1), (l2, p2) = outs
     assert all(torch.equal(l1[k], l2[k]) for k in l1)
-    assert all(torch.equal(p1[k], p2[k]) for k in p1)
+    dense = {k: v.probabilities() if isinstance(v, BoxMasks) else v for k, v in p2.items()}
+    assert all(torch.equal(v.probabilities() if isinstance(v, BoxMasks) else v, dense[k]) for k, v in p1.items())
 
 
 def test_bf16_autocast_trains_and_predicts_in_float32_outputs():
@@ -227,7 +233,8 @@ def test_bf16_autocast_trains_and_predicts_in_float32_outputs():
     assert all(v.dtype == torch.float32 for v in losses.values())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         pred = model.eval()([img])[0]
-    assert all(pred[k].dtype == torch.float32 for k in ("boxes", "scores", "masks", "mask_scores"))
+    assert all(pred[k].dtype == torch.float32 for k in ("boxes", "scores", "mask_scores"))
+    assert pred["masks"].probs.dtype == torch.float32 and pred["masks"].probabilities().dtype == torch.float32
 
 
 @pytest.mark.parametrize(

@@ -284,7 +284,7 @@ def test_window_paste_equals_full_image_paste(m):
     y0 = torch.rand(40, generator=g) * 150 - 60
     boxes = torch.stack([x0, y0, x0 + sides, y0 + sides], 1)
     fallback = torch.rand(40, 4, generator=g)
-    pasted, tight = paste_window_masks(masks, boxes, (120, 170), 0.2, fallback, chunk=7)
+    pasted, tight = paste_window_masks(masks, boxes, (120, 170), 0.2, fallback)
     expect = paste_masks_in_image(masks, boxes, (120, 170)) >= 0.2
     assert pasted.dtype == torch.bool and torch.equal(pasted, expect)
     assert torch.equal(tight, mask_boxes(expect, fallback))

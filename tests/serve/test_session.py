@@ -51,7 +51,8 @@ def test_centermask_analysis_threshold_and_results(cm):
     n = a.scores.numel()
     assert 0 < n <= 50 and a.size == (120, 160)
     assert torch.all(a.scores[:-1] >= a.scores[1:])  # best first
-    assert a.masks.dtype == torch.bool and a.masks.shape == (n, 120, 160)
+    assert a.masks.dtype == torch.bool and a.masks.shape == (n, 1, 120, 160)  # compact BoxMasks
+    assert a.masks.to_dense().shape == (n, 1, 120, 160)
     thr = float(a.scores[n // 2])
     keep = cm.selection(a, thr)
     assert keep.numel() == int((a.scores >= thr).sum()) and keep.numel() < n

@@ -125,6 +125,7 @@ def fcos_targets(
     size_of_interest: tuple[float, ...] = (64.0, 128.0, 256.0, 512.0),
     center_sampling_radius: float = 1.5,
     crowd: str = "ignore",
+    max_pairs: int = 1 << 22,
 ) -> tuple[Tensor, Tensor]:
     """FCOS target assignment (REFERENCE 'Targets').
 
@@ -134,54 +135,74 @@ def fcos_targets(
     go to the box of smallest area. Returns ``labels [B, L]`` (0 bg, 1..K, -1 ignore) and
     ``box_targets [B, L, 4]`` (ltrb divided by the location's stride). ``crowd``:
     ``"ignore"`` (maskkit) marks locations inside crowd boxes -1; ``"negative"`` (official
-    centermask2: detectron2's mapper drops crowd annotations) leaves them background.
+    centermask2: detectron2's mapper drops crowd annotations) leaves them background. The
+    ``[L, G]`` location-box pairs are computed ``max_pairs`` at a time (same result).
     """
     if crowd not in ("ignore", "negative"):
         raise ValueError(f"crowd must be 'ignore' or 'negative', got {crowd!r}")
     loc, stride, ranges = _per_location(locations, strides, size_of_interest)
-    n = loc.shape[0]
     all_labels, all_boxes = [], []
-    crowd_mode_ignore = crowd == "ignore"
     for t in targets:
         boxes, labels = t["boxes"], t["labels"]
         is_crowd = t.get("iscrowd")
         is_crowd = torch.zeros_like(labels, dtype=torch.bool) if is_crowd is None else is_crowd.bool()
-        gb, gl = boxes[~is_crowd], labels[~is_crowd]
-        if gb.shape[0] == 0:
-            lab = torch.zeros(n, dtype=torch.int64, device=loc.device)
-            reg = torch.zeros(n, 4, device=loc.device)
-        else:
-            ltrb = _ltrb(loc, gb)  # [L, G, 4]
-            if center_sampling_radius > 0:
-                cx, cy = (gb[:, 0] + gb[:, 2]) / 2, (gb[:, 1] + gb[:, 3]) / 2
-                rad = stride[:, None] * center_sampling_radius  # [L, 1]
-                region = torch.stack(
-                    [
-                        torch.maximum(cx - rad, gb[:, 0]),
-                        torch.maximum(cy - rad, gb[:, 1]),
-                        torch.minimum(cx + rad, gb[:, 2]),
-                        torch.minimum(cy + rad, gb[:, 3]),
-                    ],
-                    dim=2,
-                )  # [L, G, 4]
-                x, y = loc[:, 0, None], loc[:, 1, None]
-                inside = (x > region[..., 0]) & (y > region[..., 1]) & (x < region[..., 2]) & (y < region[..., 3])
-            else:
-                inside = ltrb.min(dim=2).values > 0
-            max_reg = ltrb.max(dim=2).values  # [L, G]
-            in_range = (max_reg >= ranges[:, :1]) & (max_reg <= ranges[:, 1:])
-            area = ((gb[:, 2] - gb[:, 0]) * (gb[:, 3] - gb[:, 1]))[None].expand(n, -1).clone()
-            area[~(inside & in_range)] = INF
-            min_area, idx = area.min(dim=1)  # smallest box wins
-            lab = gl[idx].clone()
-            lab[min_area == INF] = 0
-            reg = ltrb[torch.arange(n, device=loc.device), idx] / stride[:, None]
-        if crowd_mode_ignore and is_crowd.any():
-            in_crowd = (_ltrb(loc, boxes[is_crowd]).min(dim=2).values > 0).any(dim=1)
-            lab[(lab == 0) & in_crowd] = -1  # crowd = ignore region
+        # [L, G] pairs, a block of locations at a time (thousands of boxes would take gigabytes),
+        # written into tensors made up front (small tensors kept between the large temporary
+        # blocks would pin the allocator's heap)
+        rows = max(1, max_pairs // max(1, int(boxes.shape[0])))
+        lab = torch.empty(loc.shape[0], dtype=torch.int64, device=loc.device)
+        dtype = torch.promote_types(torch.promote_types(loc.dtype, boxes.dtype), torch.float32)  # ltrb / stride
+        reg = torch.empty(loc.shape[0], 4, dtype=dtype, device=loc.device)
+        for i in range(0, loc.shape[0], rows):
+            sl = slice(i, i + rows)
+            lab[sl], reg[sl] = _assign(
+                loc[sl], stride[sl], ranges[sl], boxes, labels, is_crowd, center_sampling_radius, crowd == "ignore"
+            )
         all_labels.append(lab)
         all_boxes.append(reg)
     return torch.stack(all_labels), torch.stack(all_boxes)
+
+
+def _assign(
+    loc, stride, ranges, boxes, labels, is_crowd, center_sampling_radius, crowd_ignore
+) -> tuple[Tensor, Tensor]:
+    """:func:`fcos_targets` for the locations ``loc [L, 2]`` (their ``stride [L]``, size ``ranges
+    [L, 2]``) of one image -> ``labels [L]``, ``box_targets [L, 4]``."""
+    n = loc.shape[0]
+    gb, gl = boxes[~is_crowd], labels[~is_crowd]
+    if gb.shape[0] == 0:
+        lab = torch.zeros(n, dtype=torch.int64, device=loc.device)
+        reg = torch.zeros(n, 4, device=loc.device)
+    else:
+        ltrb = _ltrb(loc, gb)  # [L, G, 4]
+        if center_sampling_radius > 0:
+            cx, cy = (gb[:, 0] + gb[:, 2]) / 2, (gb[:, 1] + gb[:, 3]) / 2
+            rad = stride[:, None] * center_sampling_radius  # [L, 1]
+            region = torch.stack(
+                [
+                    torch.maximum(cx - rad, gb[:, 0]),
+                    torch.maximum(cy - rad, gb[:, 1]),
+                    torch.minimum(cx + rad, gb[:, 2]),
+                    torch.minimum(cy + rad, gb[:, 3]),
+                ],
+                dim=2,
+            )  # [L, G, 4]
+            x, y = loc[:, 0, None], loc[:, 1, None]
+            inside = (x > region[..., 0]) & (y > region[..., 1]) & (x < region[..., 2]) & (y < region[..., 3])
+        else:
+            inside = ltrb.min(dim=2).values > 0
+        max_reg = ltrb.max(dim=2).values  # [L, G]
+        in_range = (max_reg >= ranges[:, :1]) & (max_reg <= ranges[:, 1:])
+        area = ((gb[:, 2] - gb[:, 0]) * (gb[:, 3] - gb[:, 1]))[None].expand(n, -1).clone()
+        area[~(inside & in_range)] = INF
+        min_area, idx = area.min(dim=1)  # smallest box wins
+        lab = gl[idx].clone()
+        lab[min_area == INF] = 0
+        reg = ltrb[torch.arange(n, device=loc.device), idx] / stride[:, None]
+    if crowd_ignore and is_crowd.any():
+        in_crowd = (_ltrb(loc, boxes[is_crowd]).min(dim=2).values > 0).any(dim=1)
+        lab[(lab == 0) & in_crowd] = -1  # crowd = ignore region
+    return lab, reg
 
 
 def centerness_target(ltrb: Tensor) -> Tensor:

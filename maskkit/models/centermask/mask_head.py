@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou, roi_align
 
+from maskkit.masks import dense_rows
 from maskkit.structures import polygons_to_mask_in_box
 
 __all__ = [
@@ -121,43 +122,55 @@ class SAGMaskHead(nn.Module):
         return self.predictor(F.relu(self.deconv(x)))
 
 
-def match_rois(boxes: Tensor, gt_boxes: Tensor, iou_thresh: float = 0.5) -> tuple[Tensor, Tensor]:
+def match_rois(
+    boxes: Tensor, gt_boxes: Tensor, iou_thresh: float = 0.5, max_pairs: int = 1 << 22
+) -> tuple[Tensor, Tensor]:
     """Training RoIs: indices of ``boxes [N, 4]`` whose best IoU with ``gt_boxes [G, 4]`` is
-    >= ``iou_thresh`` and the matched GT of each -> ``(keep [P], gt_idx [P])``."""
+    >= ``iou_thresh`` and the matched GT of each -> ``(keep [P], gt_idx [P])``. The ``[N, G]``
+    IoU matrix is computed ``max_pairs`` entries at a time (an image with 20k annotations would
+    otherwise take gigabytes: the candidates include the GT boxes themselves)."""
     if boxes.shape[0] == 0 or gt_boxes.shape[0] == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=boxes.device)
         return empty, empty
-    iou, gt_idx = box_iou(boxes, gt_boxes).max(dim=1)
+    rows = max(1, max_pairs // gt_boxes.shape[0])
+    # results written into tensors made up front: small tensors kept between the large temporary
+    # IoU blocks would pin the allocator's heap (measured: 3 GB of RSS for 20k boxes)
+    iou = boxes.new_empty(boxes.shape[0], dtype=torch.float32)
+    gt_idx = torch.empty(boxes.shape[0], dtype=torch.int64, device=boxes.device)
+    for i in range(0, boxes.shape[0], rows):
+        iou[i : i + rows], gt_idx[i : i + rows] = box_iou(boxes[i : i + rows], gt_boxes).max(dim=1)
     keep = (iou >= iou_thresh).nonzero(as_tuple=True)[0]
     return keep, gt_idx[keep]
 
 
 def mask_targets(
-    gt_masks: Tensor, boxes: Tensor, gt_idx: Tensor, size: int = 28, gt_polygons: list | None = None
+    gt_masks, boxes: Tensor, gt_idx: Tensor, size: int = 28, gt_polygons: list | None = None, chunk: int = 16
 ) -> Tensor:
     """GT masks cropped to RoIs -> ``[P, size, size]`` float in {0, 1}.
 
-    gt_masks ``[G, H, W]`` (dense uint8/bool), boxes ``[P, 4]``, gt_idx ``[P]``, gt_polygons
-    (optional, length G: None or the GT's polygon parts, see :mod:`maskkit.structures`).
-    A GT with polygons is rasterised exactly inside each RoI (detectron2's
-    ``PolygonMasks.crop_and_resize``, the official CenterMask targets); a GT known only as a
-    dense mask (RLE) is cropped from the full-resolution mask by one batched RoIAlign with
-    ``aligned=True`` and thresholded at 0.5 (detectron2's ``BitMasks.crop_and_resize``).
+    gt_masks ``[G, H, W]`` (dense uint8/bool, or compact: :mod:`maskkit.masks`), boxes
+    ``[P, 4]``, gt_idx ``[P]``, gt_polygons (optional, length G: None or the GT's polygon parts,
+    see :mod:`maskkit.structures`). A GT with polygons is rasterised exactly inside each RoI
+    (detectron2's ``PolygonMasks.crop_and_resize``, the official CenterMask targets); a GT known
+    only as a mask (RLE) is cropped from its full-resolution mask by RoIAlign with
+    ``aligned=True`` and thresholded at 0.5 (detectron2's ``BitMasks.crop_and_resize``). Only
+    the matched GTs become pixels, ``chunk`` full-image masks at a time.
     """
     if boxes.shape[0] == 0:
-        return gt_masks.new_zeros((0, size, size), dtype=torch.float32)
+        return torch.zeros((0, size, size), dtype=torch.float32, device=boxes.device)
     out = torch.empty((boxes.shape[0], size, size), dtype=torch.float32, device=boxes.device)
     has_poly = torch.tensor(
         [gt_polygons is not None and gt_polygons[int(g)] is not None for g in gt_idx], dtype=torch.bool
     )
     dense = (~has_poly).nonzero(as_tuple=True)[0].to(boxes.device)
     if dense.numel():
-        used, idx = gt_idx[dense].unique(return_inverse=True)  # convert only the matched GT masks to float
-        rois = torch.cat([idx[:, None].to(torch.float32), boxes[dense].to(torch.float32)], dim=1)
-        crops = roi_align(
-            gt_masks[used][:, None].to(torch.float32), rois, size, spatial_scale=1.0, sampling_ratio=0, aligned=True
-        )
-        out[dense] = (crops[:, 0] >= 0.5).to(torch.float32)
+        used, idx = gt_idx[dense].unique(return_inverse=True)  # only the matched GT masks become pixels
+        for a in range(0, used.numel(), chunk):
+            part = ((idx >= a) & (idx < a + chunk)).nonzero(as_tuple=True)[0]
+            pixels = dense_rows(gt_masks, used[a : a + chunk]).to(boxes.device, torch.float32)[:, None]
+            rois = torch.cat([(idx[part] - a)[:, None].to(torch.float32), boxes[dense[part]].to(torch.float32)], 1)
+            crops = roi_align(pixels, rois, size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
+            out[dense[part]] = (crops[:, 0] >= 0.5).to(torch.float32)
     if has_poly.any():
         box_np = boxes.detach().to("cpu", torch.float32).numpy()
         for r in has_poly.nonzero(as_tuple=True)[0].tolist():

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maskkit.masks import is_compact, mask_crops
 from maskkit.structures import polygon_area, polygon_area_in_box
 
 __all__ = ["MaskIoUHead", "mask_ratios", "maskiou_targets", "maskiou_loss"]
@@ -76,17 +77,19 @@ class MaskIoUHead(nn.Module):
 
 
 @torch.no_grad()
-def mask_ratios(gt_masks: Tensor, boxes: Tensor, gt_idx: Tensor, gt_polygons: list | None = None) -> Tensor:
+def mask_ratios(gt_masks, boxes: Tensor, gt_idx: Tensor, gt_polygons: list | None = None) -> Tensor:
     """Share of each matched GT inside its RoI -> ``[P]`` float64 in [0, 1].
 
-    gt_masks ``[G, H, W]``, boxes ``[P, 4]``, gt_idx ``[P]``, gt_polygons as in
-    :func:`maskkit.models.centermask.mask_head.mask_targets`. Polygon GT (official):
-    polygon area rasterised on the RoI's whole-pixel grid / shoelace area of the polygons.
-    Dense GT (RLE): mask pixels whose centre lies in the RoI / all mask pixels.
+    gt_masks ``[G, H, W]`` (dense, or compact: :mod:`maskkit.masks`), boxes ``[P, 4]``, gt_idx
+    ``[P]``, gt_polygons as in :func:`maskkit.models.centermask.mask_head.mask_targets`. Polygon
+    GT (official): polygon area rasterised on the RoI's whole-pixel grid / shoelace area of the
+    polygons. Mask GT (RLE): mask pixels whose centre lies in the RoI / all mask pixels, counted
+    on each matched GT's crop (:func:`maskkit.masks.mask_crops`).
     """
     ratios = torch.zeros(boxes.shape[0], dtype=torch.float64)
     box_np = boxes.detach().to("cpu", torch.float32).numpy()
-    dense_area = None
+    h, w = gt_masks.image_size if is_compact(gt_masks) else gt_masks.shape[-2:]
+    crops: dict[int, tuple[int, int, Tensor]] = {}
     for r in range(boxes.shape[0]):
         g = int(gt_idx[r])
         poly = gt_polygons[g] if gt_polygons is not None else None
@@ -95,15 +98,16 @@ def mask_ratios(gt_masks: Tensor, boxes: Tensor, gt_idx: Tensor, gt_polygons: li
             total = float(np.float32(total))  # detectron2 PolygonMasks.area() is a float32 tensor
             ratios[r] = polygon_area_in_box(poly, box_np[r]) / total if total > 0 else 0.0
             continue
-        if dense_area is None:
-            dense_area = gt_masks.flatten(1).sum(1).to("cpu", torch.float64)
-        h, w = gt_masks.shape[-2:]
+        if g not in crops:  # (r0, c0, bool crop) of this GT's mask, once
+            crops[g] = next(mask_crops(gt_masks[[g]] if is_compact(gt_masks) else gt_masks[g : g + 1].cpu()))
+        r0, c0, crop = crops[g]
         x0, y0, x1, y1 = (float(v) for v in box_np[r])
         # pixel (i, j) has its centre at (j + 0.5, i + 0.5): centre in [x0, x1) x [y0, y1)
-        cols = slice(max(math.ceil(x0 - 0.5), 0), min(max(math.ceil(x1 - 0.5), 0), w))
-        rows = slice(max(math.ceil(y0 - 0.5), 0), min(max(math.ceil(y1 - 0.5), 0), h))
-        inside = float(gt_masks[g, rows, cols].sum())
-        ratios[r] = inside / float(dense_area[g]) if dense_area[g] > 0 else 0.0
+        cols = (max(math.ceil(x0 - 0.5), 0), min(max(math.ceil(x1 - 0.5), 0), w))
+        rows = (max(math.ceil(y0 - 0.5), 0), min(max(math.ceil(y1 - 0.5), 0), h))
+        inside = crop[max(rows[0] - r0, 0) : max(rows[1] - r0, 0), max(cols[0] - c0, 0) : max(cols[1] - c0, 0)]
+        area = float(crop.sum())
+        ratios[r] = float(inside.sum()) / area if area > 0 else 0.0
     ratios = ratios.clamp(0.0, 1.0)
     return ratios.to(boxes.device, torch.float32 if boxes.device.type == "mps" else torch.float64)
 

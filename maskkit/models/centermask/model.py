@@ -4,7 +4,9 @@
 ``model(images, targets)`` in train mode returns the loss dict
 ``{loss_cls, loss_box, loss_ctr, loss_mask[, loss_maskiou]}`` (sum = total loss, Eq. 8 plus
 the mask-scoring term); in eval mode ``model(images)`` returns one prediction dict per
-image at the image's original size (data contract in :mod:`maskkit.structures`).
+image at the image's original size (data contract in :mod:`maskkit.structures`), its
+``masks`` a :class:`maskkit.masks.BoxMasks`: the 28x28 mask probabilities and the boxes they
+are pasted into, binarised at ``mask_threshold`` when pasted (nothing is pasted here).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from maskkit.data.transforms import test_resize_size
 from maskkit.errors import MaskkitError
+from maskkit.masks import BoxMasks, is_compact
 from maskkit.models.backbones import build_backbone
 from maskkit.models.centermask.config import CenterMaskConfig
 from maskkit.models.centermask.fcos import (
@@ -38,7 +41,7 @@ from maskkit.models.centermask.mask_head import (
 )
 from maskkit.models.centermask.maskiou import MaskIoUHead, mask_ratios, maskiou_loss, maskiou_targets
 from maskkit.models.fpn import FPN
-from maskkit.structures import empty_prediction, instance_polygons, paste_masks_in_image
+from maskkit.structures import empty_prediction, instance_polygons
 
 __all__ = ["CenterMask"]
 
@@ -214,7 +217,8 @@ class CenterMask(nn.Module):
 
     def segment(self, feats: list[Tensor], dets: list[dict], sizes, orig_sizes) -> list[dict]:
         """Masks (and mask scores) for all detections of the batch at once, then per image:
-        boxes scaled to the original size and masks pasted there."""
+        boxes scaled to the original size, masks kept as 28x28 probabilities over them
+        (:class:`BoxMasks`, pasted only where a caller needs pixels)."""
         counts = [len(d["boxes"]) for d in dets]
         boxes = torch.cat([d["boxes"] for d in dets])
         labels = torch.cat([d["labels"] for d in dets])
@@ -241,20 +245,24 @@ class CenterMask(nn.Module):
         out = []
         for i, (n_i, (h, w), (h0, w0)) in enumerate(zip(counts, sizes, orig_sizes)):
             if n_i == 0:
-                out.append(empty_prediction(h0, w0, device=boxes.device))
+                out.append(empty_prediction(h0, w0, device=boxes.device, mask_threshold=self.cfg.mask_threshold))
                 continue
             sl = slice(sum(counts[:i]), sum(counts[:i]) + n_i)
             scale = boxes.new_tensor([w0 / w, h0 / h, w0 / w, h0 / h])
             b = boxes[sl] * scale
             if self.cfg.postprocess == "centermask2":
-                out.append(_detectron2_postprocess(b, labels[sl], scores[sl], probs[sl], mask_scores[sl], (h0, w0)))
+                out.append(
+                    _detectron2_postprocess(
+                        b, labels[sl], scores[sl], probs[sl], mask_scores[sl], (h0, w0), self.cfg.mask_threshold
+                    )
+                )
                 continue
             out.append(
                 {
                     "boxes": b,
                     "labels": labels[sl],
                     "scores": scores[sl],
-                    "masks": paste_masks_in_image(probs[sl], b, (h0, w0)),
+                    "masks": BoxMasks(probs[sl], b, (h0, w0), self.cfg.mask_threshold),
                     "mask_scores": mask_scores[sl],
                 }
             )
@@ -270,12 +278,16 @@ class CenterMask(nn.Module):
         return TF.resize(img, [nh, nw], antialias=True)
 
     def _clean_target(self, t: dict, img: Tensor) -> dict:
-        """Plain tensors on the image's device; labels in 1..K; masks the image's size."""
+        """Plain tensors on the image's device; labels in 1..K; masks the image's size (dense, or
+        compact as the dataset gives them: :class:`maskkit.data.rle_masks.RLEMasks`, kept on the
+        CPU and turned into pixels only for the GTs the mask loss uses)."""
         h, w = img.shape[-2:]
         try:
             boxes = torch.as_tensor(t["boxes"]).as_subclass(Tensor).to(img.device, torch.float32).reshape(-1, 4)
             labels = torch.as_tensor(t["labels"]).as_subclass(Tensor).to(img.device, torch.int64).reshape(-1)
-            masks = torch.as_tensor(t["masks"]).as_subclass(Tensor).to(img.device)
+            masks = t["masks"]
+            if not is_compact(masks):
+                masks = torch.as_tensor(masks).as_subclass(Tensor).to(img.device)
         except KeyError as e:
             raise MaskkitError(f"target of image {t.get('image_id', '?')} has no {e.args[0]!r}") from None
         n = boxes.shape[0]
@@ -285,17 +297,16 @@ class CenterMask(nn.Module):
             if crowd is None
             else torch.as_tensor(crowd).as_subclass(Tensor).to(img.device, torch.int64).reshape(-1)
         )
-        if masks.numel() == 0:
+        if not is_compact(masks) and masks.numel() == 0:
             masks = masks.new_zeros((n, h, w), dtype=torch.uint8)
-        if labels.shape[0] != n or crowd.shape[0] != n or masks.dim() != 3 or masks.shape[0] != n:
+        shape = (len(masks), *masks.image_size) if is_compact(masks) else tuple(masks.shape)
+        if labels.shape[0] != n or crowd.shape[0] != n or len(shape) != 3 or shape[0] != n:
             raise MaskkitError(
                 f"target of image {t.get('image_id', '?')}: {n} boxes but labels {tuple(labels.shape)}, "
-                f"iscrowd {tuple(crowd.shape)}, masks {tuple(masks.shape)}"
+                f"iscrowd {tuple(crowd.shape)}, masks {shape}"
             )
-        if tuple(masks.shape[-2:]) != (h, w):
-            raise MaskkitError(
-                f"target of image {t.get('image_id', '?')}: masks are {tuple(masks.shape[-2:])}, image is {(h, w)}"
-            )
+        if shape[-2:] != (h, w):
+            raise MaskkitError(f"target of image {t.get('image_id', '?')}: masks are {shape[-2:]}, image is {(h, w)}")
         if n and (labels.min() < 1 or labels.max() > self.cfg.num_classes):
             raise MaskkitError(
                 f"target of image {t.get('image_id', '?')}: labels must be in 1..{self.cfg.num_classes}, "
@@ -309,22 +320,29 @@ class CenterMask(nn.Module):
 
 
 def _detectron2_postprocess(
-    boxes: Tensor, labels: Tensor, scores: Tensor, probs: Tensor, mask_scores: Tensor, size: tuple[int, int]
+    boxes: Tensor,
+    labels: Tensor,
+    scores: Tensor,
+    probs: Tensor,
+    mask_scores: Tensor,
+    size: tuple[int, int],
+    mask_threshold: float = 0.5,
 ) -> dict:
     """``postprocess="centermask2"``, after the mask branch ran on the unclipped boxes: clip the
     boxes ``[N, 4]`` (already at the output size) to ``size``, drop the empty ones, and paste the
-    masks ``[N, 28, 28]`` into the clipped boxes without zeroing the bilinear bleed past the box
-    (detectron2 ``modeling/postprocessing.py: detector_postprocess`` + ``layers/mask_ops.py``)."""
+    masks ``[N, 28, 28]`` into the clipped boxes (when pasted: :class:`BoxMasks`) without
+    zeroing the bilinear bleed past the box (detectron2 ``modeling/postprocessing.py:
+    detector_postprocess`` + ``layers/mask_ops.py``)."""
     boxes = clip_boxes_to_image(boxes, size)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     if not bool(keep.any()):
-        return empty_prediction(size[0], size[1], device=boxes.device)
+        return empty_prediction(size[0], size[1], device=boxes.device, mask_threshold=mask_threshold)
     boxes = boxes[keep]
     return {
         "boxes": boxes,
         "labels": labels[keep],
         "scores": scores[keep],
-        "masks": paste_masks_in_image(probs[keep], boxes, size, zero_outside=False),
+        "masks": BoxMasks(probs[keep], boxes, size, mask_threshold, zero_outside=False),
         "mask_scores": mask_scores[keep],
     }
 

@@ -76,7 +76,7 @@ class SharpMaskConfig:
     border_fill: float | None = None  # half-window image border in 0..1 RGB: None = mean colour; official 0.5
     top_n: int = 1000
     mask_threshold: float = 0.2
-    refine_batch: int = 100  # windows refined (and masks pasted) per chunk at inference
+    refine_batch: int = 100  # windows refined per chunk at inference
     pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225)
 

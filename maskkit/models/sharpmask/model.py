@@ -22,16 +22,18 @@ Inference (eval mode)::
     predictions = model([image [3, H, W] 0..1, ...])
     # -> per image dict(boxes [N, 4] xyxy px: tight box of each binarised mask,
     #                    labels [N] all 1, scores [N] sigmoid objectness, sorted descending,
-    #                    masks bool [N, 1, H, W] binarised at mask_threshold (bool: 1 byte/px))
+    #                    masks [N, 1, H, W] binarised at mask_threshold, as a compact BoxMasks:
+    #                    each window's mask over its window, pasted only where pixels are needed)
 
 run as in the paper: at each scale ``2^s`` the resized image is padded by half a window (80 px,
 with the mean colour) and the trunk and head C run convolutionally (stride 16) over it; the
 ``top_n`` windows over all scales are kept; their masks come from the mask branch (56x56,
 DeepMask) or from the refinement run in batches on the top windows only, reusing the skip
 features ``S*`` computed once per image and scale (SharpMask); each window mask is resized
-to its window, pasted into the image and binarised. No NMS (as the official code).
-:meth:`SharpMask.propose` returns the window-level proposals (masks at window resolution)
-for callers that want to encode masks without full-image tensors for all ``top_n``.
+to its window and binarised when it is pasted (:class:`maskkit.masks.BoxMasks`: straight to
+RLE, to a crop, or dense); the boxes are the tight boxes of the pasted masks. No NMS (as the
+official code). :meth:`SharpMask.propose` returns the window-level proposals (masks at window
+resolution).
 """
 
 from __future__ import annotations
@@ -46,12 +48,13 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from maskkit.errors import CheckpointError, MaskkitError
+from maskkit.masks import BoxMasks
 from maskkit.models.sharpmask.config import SharpMaskConfig
 from maskkit.models.sharpmask.deepmask import build_head, build_trunk
 from maskkit.models.sharpmask.refine import Refinement, crop_windows
 from maskkit.structures import empty_prediction
 
-__all__ = ["SharpMask", "mask_loss", "score_loss", "mask_boxes", "paste_window_masks"]
+__all__ = ["SharpMask", "mask_loss", "score_loss", "mask_boxes", "paste_window_masks", "clamp_boxes"]
 
 
 # --------------------------------------------------------------------------- losses
@@ -103,70 +106,23 @@ def paste_window_masks(
     image_size: tuple[int, int],
     threshold: float,
     fallback: torch.Tensor,
-    chunk: int = 100,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Window masks ``[N, M, M]`` (probabilities) over equal-size windows ``boxes [N, 4]`` -> binary
-    image masks ``bool [N, 1, H, W]`` and their tight boxes (``fallback`` for empty masks).
+    """Window masks ``[N, M, M]`` (probabilities) over windows ``boxes [N, 4]`` -> binary image
+    masks ``bool [N, 1, H, W]`` and their tight boxes (``fallback`` for empty masks).
 
-    Same values as ``structures.paste_masks_in_image(masks, boxes) >= threshold`` (bilinear,
-    a cell's centre at ``x0 + (i + 0.5) * side / M``, pixels whose centre is outside the window
-    set to 0), but each mask is resampled only over its window instead of the whole image:
-    windows of one scale share one side, so one ``grid_sample`` per scale and chunk, and the
-    results are scattered into the image with one ``index_put_``. At 1000 proposals most
-    windows are small (most windows come from the finest scales): much faster than resampling
-    1000 full images, which no library op avoids.
-    """
-    h, w = image_size
-    n = masks.shape[0]
-    out = torch.zeros((n, h, w), dtype=torch.uint8, device=masks.device)
-    tight = fallback.clone()
-    sides = boxes[:, 2] - boxes[:, 0]
-    keys = (sides * 1000).round()  # one group per scale (float rounding differs per window)
-    for key in torch.unique(keys):
-        group = (keys == key).nonzero().flatten()
-        side = float(sides[group].max())
-        # region: every pixel whose centre is inside the window, clipped to the image
-        size_h, size_w = min(math.ceil(side) + 2, h), min(math.ceil(side) + 2, w)
-        ar_h, ar_w = torch.arange(size_h, device=masks.device), torch.arange(size_w, device=masks.device)
-        for c in range(0, group.numel(), chunk):
-            idx = group[c : c + chunk]
-            b = boxes[idx]
-            x_org = b[:, 0].floor().long().clamp(0, w - size_w)  # [n] region top-left, image px
-            y_org = b[:, 1].floor().long().clamp(0, h - size_h)
-            xs, ys = x_org[:, None] + ar_w, y_org[:, None] + ar_h  # [n, size_w], [n, size_h]
-            bw, bh = (b[:, 2:3] - b[:, 0:1]), (b[:, 3:4] - b[:, 1:2])
-            gx = (xs + 0.5 - b[:, 0:1]) / bw * 2 - 1  # pixel centres in the window's [-1, 1]
-            gy = (ys + 0.5 - b[:, 1:2]) / bh * 2 - 1
-            k = idx.numel()
-            grid = torch.stack(
-                [gx[:, None, :].expand(k, size_h, size_w), gy[:, :, None].expand(k, size_h, size_w)], dim=3
-            )
-            vals = (
-                F.grid_sample(
-                    masks[idx, None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
-                )[:, 0]
-                >= threshold
-            )  # [n, size_h, size_w]
-            # pixel centres inside the window (bilinear bleeds half a cell past it) and the image
-            inside_x = (xs >= 0) & (xs < w) & (gx.abs() <= 1)
-            inside_y = (ys >= 0) & (ys < h) & (gy.abs() <= 1)
-            vals &= inside_y[:, :, None] & inside_x[:, None, :]
-            # out-of-image cells are clamped onto the border and add 0 (accumulate), so they
-            # cannot overwrite a real pixel; in-image cells of one window are distinct.
-            out.index_put_(
-                (idx[:, None, None], ys.clamp(0, h - 1)[:, :, None], xs.clamp(0, w - 1)[:, None, :]),
-                vals.to(torch.uint8),
-                accumulate=True,
-            )
-            rows, cols = vals.any(dim=2), vals.any(dim=1)  # [n, size_h], [n, size_w]
-            y0 = rows.int().argmax(dim=1)
-            y1 = size_h - rows.flip(1).int().argmax(dim=1)
-            x0 = cols.int().argmax(dim=1)
-            x1 = size_w - cols.flip(1).int().argmax(dim=1)
-            box = torch.stack([x0 + x_org, y0 + y_org, x1 + x_org, y1 + y_org], dim=1)
-            nonempty = rows.any(dim=1)
-            tight[idx[nonempty]] = box[nonempty].to(tight.dtype)
-    return out.view(torch.bool)[:, None], tight
+    The values of ``structures.paste_masks_in_image(masks, boxes) >= threshold`` (bilinear, a
+    cell's centre at ``x0 + (i + 0.5) * side / M``, pixels whose centre is outside the window
+    set to 0); each mask is resampled over its window only (:class:`maskkit.masks.BoxMasks`,
+    which the model returns instead of this dense tensor)."""
+    pasted = BoxMasks(masks, boxes, image_size, threshold)
+    return pasted.to_dense(), pasted.tight_boxes(fallback)
+
+
+def clamp_boxes(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """xyxy ``boxes [N, 4]`` clamped into the ``(H, W)`` image (in place, returned)."""
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image_size[1])
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image_size[0])
+    return boxes
 
 
 # --------------------------------------------------------------------------- the model
@@ -411,24 +367,21 @@ class SharpMask(nn.Module):
         }
 
     def proposals_to_prediction(self, props: dict, image_size: tuple[int, int]) -> dict:
-        """Window proposals -> the data contract: masks resized to their windows, pasted into the
-        image and binarised at ``mask_threshold`` (bool ``[N, 1, H, W]``), tight boxes of the
-        masks (an empty mask gets its window's canonical object box), labels all 1."""
+        """Window proposals -> the data contract: masks over their windows, binarised at
+        ``mask_threshold`` when pasted (:class:`BoxMasks`), tight boxes of the pasted masks (an
+        empty mask gets its window's canonical object box), labels all 1."""
         h, w = image_size
         n = props["scores"].shape[0]
         if n == 0:
-            pred = empty_prediction(h, w, with_mask_scores=False, device=props["scores"].device)
-            pred["masks"] = pred["masks"].bool()
-            return pred
+            return empty_prediction(
+                h, w, with_mask_scores=False, device=props["scores"].device, mask_threshold=self.cfg.mask_threshold
+            )
         wb = props["window_boxes"]
         centre = (wb[:, :2] + wb[:, 2:]) / 2
         half = (wb[:, 2:] - wb[:, :2]) * (self.cfg.sampler.canonical_size / self.cfg.window) / 2
         fallback = torch.cat([centre - half, centre + half], dim=1)  # the canonical object box
-        masks, boxes = paste_window_masks(
-            props["masks"], wb, (h, w), self.cfg.mask_threshold, fallback, chunk=self.cfg.refine_batch
-        )
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        masks = BoxMasks(props["masks"], wb, (h, w), self.cfg.mask_threshold)
+        boxes = clamp_boxes(masks.tight_boxes(fallback), (h, w))
         return {
             "boxes": boxes,
             "labels": torch.ones(n, dtype=torch.int64, device=boxes.device),
