@@ -115,3 +115,23 @@ def test_run_bench_runtimes_in_one_process_with_peak():
 def test_bench_unknown_runtime_is_a_clear_error():
     with pytest.raises(MaskkitError, match="--runtime tensorrt"):
         run_bench("centermask_lite_demo", size=64, iters=1, warmup=0, runtimes=("tensorrt",), flops=False)
+
+
+def test_onnx_runtimes_of_two_models_in_one_folder_run_their_own_graphs(tmp_path):
+    """benchmarks/sharpmask_runtimes.py timed DeepMask then SharpMask with one folder: the
+    SharpMask row ran DeepMask's exported file (a fixed name, reused). Each model object gets its
+    own export; both ONNX runtimes of one model share it."""
+    pytest.importorskip("onnxruntime")
+    from maskkit.engine.bench import build_runtime
+
+    deep = maskkit.create_model("deepmask_demo", overrides=["model.top_n=5"]).eval()
+    sharp = maskkit.create_model("sharpmask_demo", overrides=["model.top_n=5"]).eval()
+    a = build_runtime(deep, "onnxruntime", str(tmp_path))
+    b = build_runtime(sharp, "onnxruntime", str(tmp_path))
+    assert a.runner.path != b.runner.path
+    assert build_runtime(deep, "onnxruntime", str(tmp_path)).runner.path == a.runner.path
+    img = torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for model, timed in ((deep, a), (sharp, b)):
+            want, got = model([img])[0], timed([img])[0]
+            torch.testing.assert_close(got["scores"], want["scores"], atol=1e-4, rtol=0)

@@ -27,8 +27,12 @@ products only); this module only times.
 
 from __future__ import annotations
 
+import os
 import statistics
+import tempfile
 import time
+import weakref
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -118,18 +122,30 @@ def build_runtime(model: nn.Module, runtime: str, workdir: str | None = None) ->
 
         return fuse_model(model, channels_last=runtime == "fused_cl")
     if runtime in ("onnxruntime", "openvino"):
-        from pathlib import Path
-
-        from maskkit.engine.export import export_model
         from maskkit.engine.onnx_model import OnnxModel
 
         if workdir is None:
             raise MaskkitError("the onnxruntime runtime needs a folder for the exported file")
-        path = Path(workdir) / "bench.onnx"
-        if not path.is_file():  # one export serves both ONNX runtimes
-            export_model(model, path)
-        return OnnxModel(path, threads=torch.get_num_threads(), backend=runtime)
+        return OnnxModel(_exported(model, workdir), threads=torch.get_num_threads(), backend=runtime)
     raise MaskkitError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+
+
+# model -> its exported file: one export serves both ONNX runtimes of the SAME model object. Keyed
+# by the object itself (weakly), never by a fixed file name: a second model timed with the same
+# folder once ran the first model's graph (benchmarks/export_runtimes.md, SharpMask timings).
+_EXPORTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _exported(model: nn.Module, workdir: str) -> Path:
+    from maskkit.engine.export import export_model
+
+    path = _EXPORTS.get(model)
+    if path is None or not path.is_file():
+        fd, name = tempfile.mkstemp(prefix=f"{type(model).__name__.lower()}-", suffix=".onnx", dir=workdir)
+        os.close(fd)
+        path = export_model(model, name)
+        _EXPORTS[model] = path
+    return path
 
 
 def _row(
@@ -173,8 +189,6 @@ def run_bench(
     """Time preset ``model_name`` on each of ``runtimes`` (and the peer ``vs``, eager) on the same
     image -> one row per (model, runtime): ``dict(model, runtime, input, detections, median_ms,
     gflops, gflops_per_s, pct_peak, ...)``; the first row carries ``peak_gflops_per_s``."""
-    import tempfile
-
     cfg = get_config(model_name, num_classes)
     if not isinstance(cfg.model, CenterMaskConfig):
         raise MaskkitError(f"bench measures CenterMask presets; {model_name!r} is a {cfg.model.system} model")

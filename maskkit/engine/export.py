@@ -30,6 +30,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection._utils import _topk_min
 from torchvision.ops import batched_nms, roi_align
@@ -63,6 +64,18 @@ class CenterMaskGraph(nn.Module):
         super().__init__()
         self.model = model
         self.cfg = model.cfg
+        # the SAG-Mask deconv (2x2, stride 2) as a 1x1 conv: w1[o*4 + a*2 + b, c] = W[c, o, a, b]
+        deconv = model.mask_head.deconv
+        cin, cout = deconv.in_channels, deconv.out_channels
+        self.register_buffer("deconv_w", deconv.weight.detach().permute(1, 2, 3, 0).reshape(cout * 4, cin, 1, 1))
+        self.register_buffer("deconv_b", deconv.bias.detach().repeat_interleave(4))
+        # MaskIoU's first conv sees C + 1 channels (features + pooled mask); zero channels pad the
+        # input to a multiple of 16 so ONNX Runtime's NCHWc conv applies (it needs whole blocks).
+        self.iou_pad = 0
+        if model.maskiou is not None:
+            conv0 = model.maskiou.convs[0]
+            self.iou_pad = (-conv0.in_channels) % 16
+            self.register_buffer("iou_w0", F.pad(conv0.weight.detach(), (0, 0, 0, 0, 0, self.iou_pad)))
 
     def decode(self, head, feats: list[Tensor], size: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """As :func:`maskkit.models.centermask.fcos.fcos_decode` for one image, written without
@@ -104,7 +117,11 @@ class CenterMaskGraph(nn.Module):
 
     def roi_features(self, feats: list[Tensor], boxes: Tensor, size: Tensor) -> Tensor:
         """Eq. 2 level of each box, RoIAlign on every level of P_kmin..P_kmax, each RoI's own
-        level selected (``where``; no scatter, so zero boxes export too) -> ``[N, C, 14, 14]``."""
+        level selected (``where``; no scatter, so zero boxes export too) -> ``[N, C, 14, 14]``.
+        On each level the other levels' RoIs are replaced by an empty box, for which RoIAlign's
+        adaptive sampling (``sampling_ratio=0``) takes no samples (ONNX Runtime, torchvision),
+        so no RoI is sampled three times. (Their rows are then discarded by the ``where``, not
+        added as zeros: OpenVINO's ROIAlign returns non-zero values for empty boxes.)"""
         m = self.cfg.mask
         area = (size[0] * size[1]).to(boxes.dtype)
         levels = assign_fpn_levels(boxes, area, m.k_min, m.k_max, m.assignment)  # [N]
@@ -112,15 +129,16 @@ class CenterMaskGraph(nn.Module):
         lo = m.k_min - 3  # P3 is feats[0]
         out = None
         for i in range(m.k_max - m.k_min + 1):
+            on = (levels == m.k_min + i)[:, None]
             r = roi_align(
                 feats[lo + i],
-                rois,
+                torch.where(on, rois, torch.zeros_like(rois)),
                 m.pooler_resolution,
                 spatial_scale=1.0 / self.model.strides[lo + i],
                 sampling_ratio=0,
                 aligned=True,
             )
-            sel = (levels == m.k_min + i)[:, None, None, None]
+            sel = on[:, :, None, None]
             out = torch.where(sel, r, torch.zeros_like(r)) if out is None else torch.where(sel, r, out)
         return out
 
@@ -131,15 +149,45 @@ class CenterMaskGraph(nn.Module):
         feats = model.fpn(model.backbone(image))
         boxes, scores, labels = self.decode(model.fcos(feats), feats, size)
         roi_feats = self.roi_features(feats, boxes, size)
-        logits = model.mask_head(roi_feats)  # [N, K, 28, 28]
-        n = torch.arange(labels.shape[0], device=labels.device)
-        probs = (logits[:, 0] if logits.shape[1] == 1 else logits[n, labels - 1]).sigmoid()
+        probs = self.mask_logits(roi_feats, labels).sigmoid()  # [N, 28, 28]
         if model.maskiou is None:
             return boxes, scores, labels, probs, scores.clone()
-        iou = model.maskiou(roi_feats, probs[:, None])[n, labels - 1]
+        n = torch.arange(labels.shape[0], device=labels.device)
+        iou = self.maskiou(roi_feats, probs[:, None])[n, labels - 1]
         # CenterMask.segment: maskkit clamps the predicted IoU to [1e-3, 1]; centermask2 does not.
         mask_scores = scores * (iou if self.cfg.postprocess == "centermask2" else iou.clamp(min=1e-3, max=1.0))
         return boxes, scores, labels, probs, mask_scores
+
+    def mask_logits(self, roi_feats: Tensor, labels: Tensor) -> Tensor:
+        """``model.mask_head`` + ``select_class``: ``[N, C, 14, 14]`` -> the label's mask logits
+        ``[N, 28, 28]``, without the ``[N, K, 28, 28]`` of every class. The 2x2 stride-2 deconv is
+        the 1x1 convolution to ``4C`` channels it is (``o*4 + a*2 + b`` = output channel ``o`` at
+        offset ``(a, b)``; ONNX Runtime runs it in its NCHWc layout, its ConvTranspose ~6x
+        slower), ReLU, then only the label's predictor row is applied (one ``[C] x [C, 4*14*14]``
+        product per RoI) and the four offsets are interleaved on the small result."""
+        head = self.model.mask_head
+        x = head.sam(head.convs(roi_feats))  # [N, C, h, w]
+        n, h, w = x.shape[0], x.shape[2], x.shape[3]
+        y = F.relu(F.conv2d(x, self.deconv_w, self.deconv_b))  # [N, 4C, h, w]
+        pred = head.predictor
+        row = labels - 1 if pred.out_channels > 1 else torch.zeros_like(labels)
+        z = torch.matmul(
+            pred.weight[row].flatten(1)[:, None, :], y.reshape(n, pred.in_channels, 4 * h * w)
+        )  # [N, 1, 4hw]
+        z = z.reshape(n, 2, 2, h, w).permute(0, 3, 1, 4, 2).reshape(n, 2 * h, 2 * w)
+        return z + pred.bias[row][:, None, None]
+
+    def maskiou(self, roi_feats: Tensor, probs: Tensor) -> Tensor:
+        """``model.maskiou`` (MaskIoUHead.forward) with its first conv's input zero-padded to whole
+        16-channel blocks: ``[N, C, 14, 14]``, ``[N, 1, 28, 28]`` -> ``[N, K]``."""
+        head = self.model.maskiou
+        x = torch.cat([roi_feats, F.max_pool2d(probs, kernel_size=2, stride=2)], dim=1)
+        conv0 = head.convs[0]
+        if self.iou_pad:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.iou_pad))
+        x = F.relu(F.conv2d(x, self.iou_w0, conv0.bias, conv0.stride, conv0.padding))
+        x = head.convs[2:](x).flatten(1)  # convs = [conv, ReLU, conv, ReLU, ...]
+        return head.predictor(F.relu(head.fc2(F.relu(head.fc1(x)))))
 
 
 def runtime_spec(model: nn.Module) -> dict:

@@ -5,7 +5,14 @@
   (``torch.nn.utils.fusion.fuse_conv_bn_weights``), the norm becomes ``nn.Identity``: one
   pass over the activations fewer per unit. GroupNorm (the FCOS towers) normalises with
   per-image statistics and cannot be folded.
-- Optionally ``channels_last`` weights (so the convolutions pick the NHWC oneDNN kernels);
+- eSE channel attention (VoVNetV2): its "FC" is a 1x1 convolution on a ``[1, C, 1, 1]`` map,
+  which ATen sends to its native ``_slow_conv2d_forward`` (batch 1, <= 20480 input elements:
+  see ``benchmarks/export_runtimes.md``); here it is the matrix-vector product it is
+  (``F.linear``), and the rescale is done in place on the block's fresh output.
+- Transposed convolutions (the SAG-Mask head's 2x2 deconv) get channels_last weights also in
+  the NCHW path: oneDNN otherwise reorders the weight on every call (~3x slower here, bitwise
+  the same result).
+- Optionally ``channels_last`` everywhere (so the convolutions pick the NHWC oneDNN kernels);
   :mod:`maskkit.engine.bench` measures whether it helps on the machine at hand.
 
 Outputs equal the unfused model's to float rounding (``tests/engine/test_fuse.py``).
@@ -16,11 +23,14 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["fuse_model", "fold_norms"]
+from maskkit.models.backbones.vovnet import EffectiveSE
+
+__all__ = ["fuse_model", "fold_norms", "LinearESE"]
 
 _NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
@@ -58,13 +68,44 @@ def fold_norms(module: nn.Module) -> int:
     return count
 
 
+class LinearESE(nn.Module):
+    """eSE (VoVNetV2 Eq. 6-7) for inference: ``x * hardsigmoid(W mean_hw(x) + b)`` with the 1x1
+    convolution's weight as a ``[C, C]`` matrix. Rescales ``x [B, C, H, W]`` in place (the
+    OSA block's fresh output; nothing else holds it) and returns it."""
+
+    def __init__(self, ese: EffectiveSE):
+        super().__init__()
+        fc = ese.fc
+        self.weight = nn.Parameter(fc.weight.detach().reshape(fc.out_channels, fc.in_channels).clone(), False)
+        self.bias = nn.Parameter(fc.bias.detach().clone(), False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = F.hardsigmoid(F.linear(x.mean(dim=(2, 3)), self.weight, self.bias))  # [B, C]
+        return x.mul_(a[:, :, None, None])
+
+
+def _replace_ese(module: nn.Module) -> int:
+    count = 0
+    for m in list(module.modules()):
+        for name, child in m.named_children():
+            if isinstance(child, EffectiveSE):
+                setattr(m, name, LinearESE(child))
+                count += 1
+    return count
+
+
 def fuse_model(model: nn.Module, channels_last: bool = False) -> nn.Module:
-    """An eval-mode copy of ``model`` with norms folded (and ``channels_last`` weights when
-    asked); ``model`` itself is unchanged. ``model.info`` / ``model.cfg`` are kept."""
+    """An eval-mode copy of ``model`` with norms folded, eSE as a matrix-vector product,
+    transposed-convolution weights channels_last (and every weight channels_last when asked);
+    ``model`` itself is unchanged. ``model.info`` / ``model.cfg`` are kept."""
     fused = copy.deepcopy(model).eval()
     fold_norms(fused)
+    _replace_ese(fused)
     if channels_last:
         fused = fused.to(memory_format=torch.channels_last)
+    for m in fused.modules():
+        if isinstance(m, nn.ConvTranspose2d):
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
     for p in fused.parameters():
         p.requires_grad_(False)
     return fused

@@ -69,3 +69,52 @@ def test_fold_counts_every_conv_norm_pair():
     model = create_model("centermask_lite_v19")
     norms = sum(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
     assert fold_norms(model) == norms > 0
+
+
+def test_fused_path_rewrites_ese_and_deconv_weights():
+    """eSE runs as a matrix-vector product (no 1x1 convolution on a 1x1 map) and the mask
+    head's transposed convolution has channels_last weights also in the NCHW path."""
+    from maskkit.engine.fuse import LinearESE
+    from maskkit.models.backbones.vovnet import EffectiveSE
+
+    model = create_model("centermask_lite_v19")
+    fused = fuse_model(model)
+    assert sum(isinstance(m, LinearESE) for m in fused.modules()) == 4
+    assert not any(isinstance(m, EffectiveSE) for m in fused.modules())
+    assert fused.mask_head.deconv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.mask_head.deconv.weight.is_contiguous()  # the original is untouched
+
+
+# ATen's ConvParams::use_mkldnn sends a float32 convolution to its native im2col+GEMM kernel
+# (aten::_slow_conv2d_forward) when groups == 1, the kernel is at most 3x3, the batch is 1 and the
+# input holds <= 20480 elements ("for some case, native is faster"). Measured at 2 threads, those
+# (the FCOS head on P6/P7, the P7 conv) are as fast or faster there than forced onto oneDNN
+# (benchmarks/export_runtimes.md), so the fused path leaves them; anything else on that path
+# would be a layout, contiguity or dtype mistake.
+_NATIVE_MAX_NUMEL = 20480
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_path_sends_no_large_convolution_to_the_slow_kernel(channels_last):
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    overrides = ["model.min_size_test=192", "model.max_size_test=256", "model.fcos.score_thresh=0.0"]
+    fused = fuse_model(create_model("centermask_lite_v19", overrides=overrides), channels_last=channels_last)
+    img = torch.rand(3, 192, 256, generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the benchmark's setting (at 1 thread ATen also sends unstrided 1x1s there)
+    try:
+        with torch.inference_mode():
+            fused([img])  # warm-up
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                fused([img])
+    finally:
+        torch.set_num_threads(threads)
+    events = [e for e in prof.events() if e.name in ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward")]
+    assert sum(e.name == "aten::mkldnn_convolution" for e in events) > 20  # the profile saw the convolutions
+    for e in events:
+        if e.name == "aten::_slow_conv2d_forward":
+            x, w = e.input_shapes[0], e.input_shapes[1]
+            assert x[0] == 1 and x[1] * x[2] * x[3] <= _NATIVE_MAX_NUMEL, (x, w)
+            assert x[2:] != [1, 1], f"a 1x1-map convolution (eSE) on the slow path: {x} x {w}"

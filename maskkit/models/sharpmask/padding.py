@@ -11,16 +11,15 @@ zeros. Modes (``SharpMaskConfig.padding``):
 - ``"zeros"``: plain zero padding (the original VGG DeepMask).
 
 ``nn.Conv2d`` has no symmetric ``padding_mode``, so a symmetric conv gets ``padding = 0`` and a
-forward pre-hook that pads its input with torchvision's ``pad(..., padding_mode="symmetric")``
-(the same function torchvision's transforms use). The conv keeps its class and parameter
-names, so state dicts do not depend on the padding mode.
+forward pre-hook that pads its input (mirrored border slices, the same values as torchvision's
+``pad(..., padding_mode="symmetric")``, which is not used because its export is size-bound).
+The conv keeps its class and parameter names, so state dicts do not depend on the padding mode.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.transforms.v2 import functional as TF
 
 from maskkit.errors import MaskkitError
 
@@ -36,7 +35,20 @@ def symmetric_pad(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
         raise MaskkitError(
             f"symmetric padding by {pad_h}x{pad_w} needs an input of at least that size, got {tuple(x.shape[-2:])}"
         )
-    return TF.pad(x, [pad_w, pad_h, pad_w, pad_h], padding_mode="symmetric")
+    return _mirror(_mirror(x, pad_w, -1), pad_h, -2)
+
+
+def _mirror(x: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
+    """``pad`` border slices of ``dim`` mirrored on each side and concatenated (``cba|abcd|dcb``).
+    Slices with ends counted from the end, not index tensors computed from the size, so the ONNX
+    export stays valid at any size (torchvision's symmetric ``pad`` traces its gather indices as
+    constants: the exported SharpMask graph failed on any other image size); also cheaper than
+    the gather in eager mode."""
+    if pad == 0:
+        return x
+    left = [x.narrow(dim, i, 1) for i in reversed(range(pad))]  # c b a
+    right = [x.select(dim, -1 - i).unsqueeze(dim) for i in range(pad)]  # d c b
+    return torch.cat([*left, x, *right], dim=dim)
 
 
 class SymmetricPad:
