@@ -1,6 +1,6 @@
 """The embedded default: synthesise data, train a small model, evaluate it, draw the results.
 
-    maskkit demo                       # CenterMask-Lite (demo size) on synthetic shapes, ~10 min on 2 CPU cores
+    maskkit demo                       # CenterMask-Lite (demo recipe) on synthetic shapes, ~10 min on 2 CPU cores
     maskkit demo --system sharpmask    # DeepMask stage 1 + SharpMask refinement stage 2, proposals AR
     maskkit demo --quick               # a one-minute smoke run (tiny data, few steps; numbers meaningless)
 
@@ -41,8 +41,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--iters",
         type=int,
         default=None,
-        help="training steps (default: the tuned ~10-minute budget, 700 for centermask); the cosine "
-        "schedule stretches to fit. 2400 steps (~33 min on 2 CPU cores) reach segm AP50 ~34 %%",
+        help="training steps (default: the ~10-minute budget, 1200 for centermask, 600 + 200 for "
+        "sharpmask's two stages); the cosine schedule stretches to fit",
     )
     add_device_argument(parser, default="cpu")
     add_set_argument(parser, "extra config override on top of the demo's (repeatable)")

@@ -24,6 +24,7 @@ VOVNETS = list(VOVNET_SPECS)
 OTHERS = [("resnet", "resnet50"), ("resnet", "resnet101"), ("resnet", "resnext101_32x8d"), ("mobilenet_v2", "")]
 ALL = [("vovnet", v) for v in VOVNETS] + OTHERS
 CHANNELS = {
+    "V-19-micro": [96, 144, 192],
     "V-19-slim-dw": [256, 384, 512],
     "V-19-slim": [256, 384, 512],
     "V-19-dw": [512, 768, 1024],
@@ -299,6 +300,7 @@ def test_bad_backbone_config_raises_one_clear_error():
 # Table 3/4 tests below are what ties them to the paper.
 BACKBONE_PARAMS = {
     # variant: (FrozenBN, BN)
+    "V-19-micro": (483_984, 486_080),  # maskkit's demo trunk (not in the paper)
     "V-19-slim-dw": (1_379_152, None),
     "V-19-dw": (5_506_944, None),
     "V-19-slim": (2_647_984, None),

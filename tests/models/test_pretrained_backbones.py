@@ -501,6 +501,8 @@ def test_training_run_starts_from_the_file_and_records_it(tmp_path):
             "--set",
             f"model.backbone.weights={weights}",
             "--set",
+            "model.backbone.variant=V-19-slim-dw",  # the file's trunk (the demo preset's is V-19-micro)
+            "--set",
             "model.backbone.norm=FrozenBN",
             "--set",
             "train.lr=0",

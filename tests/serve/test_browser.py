@@ -72,7 +72,7 @@ def test_upload_shows_overlay_and_table(browser, page, coco_tiny):
     browser.get(page)
     wait_for(lambda: browser.find_element(By.ID, "model-name").text == "centermask_lite_demo", what="the model name")
     assert browser.find_element(By.ID, "model-classes").text == "person, dog"
-    assert "shorter side resized to 256 px" in browser.find_element(By.ID, "model-input").text
+    assert "shorter side resized to 128 px" in browser.find_element(By.ID, "model-input").text
 
     browser.find_element(By.ID, "file-input").send_keys(str(image))
     src = wait_for(lambda: overlay_loaded(browser), what="the overlay image")

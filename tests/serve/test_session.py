@@ -42,7 +42,7 @@ def test_centermask_info(cm):
         ["person", "dog"],
         False,
     )
-    assert info.input_size == "shorter side resized to 256 px, longer side at most 384 px"
+    assert info.input_size == "shorter side resized to 128 px, longer side at most 128 px"
     assert info.max_detections == 50 and info.weights == "tiny_centermask.safetensors"
 
 
