@@ -41,7 +41,8 @@ def main() -> int:
     tiles = []
     for i, (image, pred) in enumerate(zip(images, preds)):
         target = ds.load_target(i)
-        gt = {k: torch.as_tensor(target[k]).as_subclass(torch.Tensor) for k in ("boxes", "labels", "masks", "iscrowd")}
+        gt = {k: torch.as_tensor(target[k]).as_subclass(torch.Tensor) for k in ("boxes", "labels", "iscrowd")}
+        gt["masks"] = target["masks"].to_dense()  # RLE until pixels are needed (maskkit.data.rle_masks)
         tiles.append(
             (
                 draw_instances(image, gt, ds.class_names),
