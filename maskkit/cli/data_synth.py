@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from maskkit.data.synthetic import CATEGORIES, MIN_SIZE, SCENES, SPLITS, generate, split_summary
+from maskkit.data.synthetic import CATEGORIES, MIN_SIZE, SCENES, SPLITS, generate, scene_settings, split_summary
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -69,12 +69,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    scene = dict(SCENES[args.scenes])
-    for key in ("size", "max_instances", "min_area"):
-        if getattr(args, key) is not None:
-            scene[key] = getattr(args, key)
-    if args.no_clutter:
-        scene["clutter"] = False
+    scene = scene_settings(
+        args.scenes,
+        size=args.size,
+        max_instances=args.max_instances,
+        min_area=args.min_area,
+        clutter=False if args.no_clutter else None,
+    )
     out = generate(
         args.out, num_train=args.train, num_val=args.val, seed=args.seed, progress=not args.no_progress, **scene
     )

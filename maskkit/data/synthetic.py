@@ -55,6 +55,7 @@ __all__ = [
     "MIN_SIZE",
     "SCENES",
     "SPLITS",
+    "scene_settings",
     "generate",
     "render_image",
     "image_rng",
@@ -516,6 +517,14 @@ SCENES: dict[str, dict] = {
     "benchmark": dict(size=320, max_instances=MAX_INSTANCES, clutter=True, min_area=None),
     "demo": dict(size=128, max_instances=3, clutter=False, min_area=700.0),
 }
+
+
+def scene_settings(name: str, **overrides) -> dict:
+    """The ``generate`` keyword arguments of the named scenes, with every override that is not None
+    put in their place (``maskkit data synth --scenes NAME --size ...``, the demo's plans)."""
+    if name not in SCENES:
+        raise MaskkitError(f"unknown scenes {name!r}; known: {', '.join(SCENES)}")
+    return {**SCENES[name], **{k: v for k, v in overrides.items() if v is not None}}
 
 
 def generate(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maskkit.checkpoint import load_model
-from maskkit.data.synthetic import SCENES, generate
+from maskkit.data.synthetic import generate, scene_settings
 from maskkit.engine.inference import infer_batches, mask_threshold_of
 from maskkit.engine.predict import draw_prediction
 from maskkit.engine.rng import seed_everything
@@ -43,10 +43,7 @@ class DemoPlan:
 
     def scene(self) -> dict:
         """The keyword arguments of ``generate`` for this plan's scenes."""
-        scene = dict(SCENES[self.scenes])
-        if self.image_size is not None:
-            scene["size"] = self.image_size
-        return scene
+        return scene_settings(self.scenes, size=self.image_size)
 
 
 # CenterMask-Lite demo (issue #12): the easier "demo" scenes (128 px, 1-3 objects, no clutter) and
@@ -122,10 +119,11 @@ def _make_data(out: Path, p: DemoPlan, progress: bool) -> Path:
     """Synthesise the dataset once per plan (a stamp file records what was written)."""
     root = out / "data"
     stamp = root / "demo_plan.json"
-    want = {"num_train": p.num_train, "num_val": p.num_val, "seed": p.seed, **p.scene()}
+    scene = p.scene()
+    want = {"num_train": p.num_train, "num_val": p.num_val, "seed": p.seed, **scene}
     if stamp.is_file() and json.loads(stamp.read_text()) == want:
         return root
-    generate(root, num_train=p.num_train, num_val=p.num_val, seed=p.seed, progress=progress, **p.scene())
+    generate(root, num_train=p.num_train, num_val=p.num_val, seed=p.seed, progress=progress, **scene)
     stamp.write_text(json.dumps(want))
     return root
 
