@@ -8,7 +8,7 @@ from torch import nn
 
 import maskkit
 from maskkit.cli import main
-from maskkit.engine.bench import format_rows, run_bench, time_model
+from maskkit.engine.bench import format_rows, run_bench, time_model, time_models
 from maskkit.errors import MaskkitError
 from maskkit.models.flops import bench_image_size, centermask_gflops, count_gflops
 
@@ -43,6 +43,31 @@ def test_time_model_median_and_output():
     median, times, out = time_model(model, torch.rand(3, 64, 80), iters=3, warmup=1)
     assert len(times) == 3 and min(times) <= median <= max(times) and median > 0
     assert set(out) >= {"boxes", "masks", "scores"}
+
+
+def test_time_models_interleaves_the_rows_and_the_probe():
+    """Sequential rows drifted with the shared machine's load (export_runtimes.md): every round
+    calls each model and the probe once, after the warm-up calls of each."""
+    calls = []
+
+    class Recorder(nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, images):
+            calls.append(self.name)
+            return [{"boxes": torch.zeros(0, 4)}]
+
+    timings, probes = time_models(
+        {"a": Recorder("a"), "b": Recorder("b")},
+        torch.zeros(3, 4, 4),
+        iters=3,
+        warmup=1,
+        probe=lambda: calls.append("p") or 7.0,
+    )
+    assert calls == ["a", "b"] + ["p", "a", "b"] * 3
+    assert probes == [7.0] * 3 and set(timings) == {"a", "b"} and all(len(t[1]) == 3 for t in timings.values())
 
 
 def test_run_bench_forces_the_same_detections_on_both_models():

@@ -10,7 +10,9 @@ top ``detections_per_image`` after NMS are kept; Mask R-CNN: ``box_score_thresh=
 runs after ``--warmup`` untimed ones, of the whole ``model([image])`` call (resize,
 backbone, heads, decoding) and of pasting the masks at image size (maskkit's models return
 compact masks, :class:`maskkit.masks.BoxMasks`, pasted here with ``to_dense()`` so the work
-equals the peer's full-image paste).
+equals the peer's full-image paste). The rows are timed interleaved (each round calls every
+runtime, the peer and the conv-peak probe once, :func:`time_models`), so a change of machine
+load during the run moves every row alike and the ratios stay comparable.
 
 Runtimes (``--runtime``, several at once: the ratios are measured in one process): ``eager``
 (the model as trained), ``fused`` (:func:`maskkit.engine.fuse.fuse_model`: norms folded into the
@@ -47,6 +49,8 @@ __all__ = [
     "PEERS",
     "RUNTIMES",
     "time_model",
+    "time_models",
+    "ConvPeak",
     "build_peer",
     "conv_peak_gflops",
     "build_runtime",
@@ -58,22 +62,47 @@ PEERS = ("maskrcnn_r50",)
 RUNTIMES = ("eager", "fused", "fused_cl", "onnxruntime", "openvino")
 
 
+def _timed_call(model: nn.Module, image: Tensor, sync) -> tuple[float, dict]:
+    sync()
+    t0 = time.perf_counter()
+    out = model([image])[0]
+    if is_compact(out.get("masks")):  # the paste the peer does inside its forward
+        out["masks"] = out["masks"].to_dense()
+    sync()
+    return (time.perf_counter() - t0) * 1000, out
+
+
+def time_models(
+    models: dict[str, nn.Module], image: Tensor, iters: int = 10, warmup: int = 2, probe=None
+) -> tuple[dict[str, tuple[float, list[float], dict]], list[float]]:
+    """Time every model of ``models`` on ``[image]`` **interleaved**: ``warmup`` untimed calls of
+    each, then ``iters`` rounds of one timed call of each (and of ``probe()``, if given, which
+    returns its own figure, e.g. the conv peak), so a change of machine load during the run
+    hits every row alike instead of whichever row ran then (on this shared 2-core machine
+    sequential rows drifted by up to 1.5x between two runs minutes apart:
+    ``benchmarks/export_runtimes.md``). -> ``{name: (median ms, times, last prediction)}`` and
+    the probe's figures."""
+    sync = torch.cuda.synchronize if image.is_cuda else (lambda: None)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    outs: dict[str, dict] = {}
+    probes: list[float] = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for name, model in models.items():
+                outs[name] = _timed_call(model, image, sync)[1]
+        for _ in range(iters):
+            if probe is not None:
+                probes.append(probe())
+            for name, model in models.items():
+                t, outs[name] = _timed_call(model, image, sync)
+                times[name].append(t)
+    return {k: (statistics.median(v), v, outs[k]) for k, v in times.items()}, probes
+
+
 def time_model(model: nn.Module, image: Tensor, iters: int = 10, warmup: int = 2) -> tuple[float, list[float], dict]:
     """Median latency in ms of ``model([image])`` over ``iters`` runs (after ``warmup``), all
     timings, and the last prediction."""
-    sync = torch.cuda.synchronize if image.is_cuda else (lambda: None)
-    times, out = [], None
-    with torch.inference_mode():
-        for i in range(warmup + iters):
-            sync()
-            t0 = time.perf_counter()
-            out = model([image])[0]
-            if is_compact(out.get("masks")):  # the paste the peer does inside its forward
-                out["masks"] = out["masks"].to_dense()
-            sync()
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times), times, out
+    return time_models({"model": model}, image, iters, warmup)[0]["model"]
 
 
 def build_peer(name: str, min_size: int, max_size: int, detections: int) -> nn.Module:
@@ -93,23 +122,36 @@ def build_peer(name: str, min_size: int, max_size: int, detections: int) -> nn.M
     ).eval()
 
 
+class ConvPeak:
+    """The machine's convolution peak in GFLOP/s (multiply-add = 1, as the models' GFLOPs): a
+    256 -> 256 3x3 convolution on a 100x100 map (5.9 GMAC, large enough for the best oneDNN
+    kernel), with this process's thread count. Each call times it once (the first call also
+    warms it up); :func:`time_models` calls it once per round."""
+
+    MACS = 256 * 256 * 9 * 100 * 100
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self.conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device).eval()
+        self.x = torch.rand(1, 256, 100, 100, device=device)
+        self.warm = False
+
+    def __call__(self) -> float:
+        with torch.inference_mode():
+            for _ in range(1 if self.warm else 2):
+                t0 = time.perf_counter()
+                self.conv(self.x)
+                if self.device != "cpu":
+                    torch.cuda.synchronize()
+                elapsed = time.perf_counter() - t0
+        self.warm = True
+        return self.MACS / elapsed / 1e9
+
+
 def conv_peak_gflops(device: str = "cpu", iters: int = 5) -> float:
-    """The machine's convolution peak in GFLOP/s (multiply-add = 1, as the models' GFLOPs): the
-    median time of a 256 -> 256 3x3 convolution on a 100x100 map (5.9 GMAC, large enough
-    for the best oneDNN kernel), with this process's thread count."""
-    conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device).eval()
-    x = torch.rand(1, 256, 100, 100, device=device)
-    macs = 256 * 256 * 9 * 100 * 100
-    times = []
-    with torch.inference_mode():
-        for i in range(iters + 1):
-            t0 = time.perf_counter()
-            conv(x)
-            if device != "cpu":
-                torch.cuda.synchronize()
-            if i:
-                times.append(time.perf_counter() - t0)
-    return macs / statistics.median(times) / 1e9
+    """The median of ``iters`` :class:`ConvPeak` measurements."""
+    peak = ConvPeak(device)
+    return statistics.median(peak() for _ in range(iters))
 
 
 def build_runtime(model: nn.Module, runtime: str, workdir: str | None = None) -> nn.Module:
@@ -148,17 +190,8 @@ def _exported(model: nn.Module, workdir: str) -> Path:
     return path
 
 
-def _row(
-    name: str,
-    runtime: str,
-    model: nn.Module,
-    image: Tensor,
-    iters: int,
-    warmup: int,
-    gflops: float | None,
-    peak: float | None,
-) -> dict:
-    median, times, out = time_model(model, image, iters, warmup)
+def _row(name: str, runtime: str, timing: tuple, image: Tensor, gflops: float | None, peak: float | None) -> dict:
+    median, times, out = timing
     h, w = image.shape[-2:]
     achieved = gflops / (median / 1000) if gflops is not None else None
     return {
@@ -203,17 +236,20 @@ def run_bench(
     model = build(get_config(model_name, num_classes, overrides), backbone_weights=False).to(device).eval()
     h, w = bench_image_size(model.cfg.min_size_test, model.cfg.max_size_test)
     image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
-    peak = conv_peak_gflops(device) if flops else None
     gflops = centermask_gflops(model, h, w) if flops else None
-    rows = []
     with tempfile.TemporaryDirectory(prefix="maskkit-bench-") as tmp:
-        for runtime in runtimes:
-            timed = build_runtime(model, runtime, tmp)
-            rows.append(_row(model_name, runtime, timed, image, iters, warmup, gflops, peak))
-    if vs:
-        peer = build_peer(vs, h, max(h, w), detections).to(device)
-        g = count_gflops(lambda: peer([image])) if flops else None
-        rows.append(_row(vs, "eager", peer, image, iters, warmup, g, peak))
+        timed = {(model_name, r): build_runtime(model, r, tmp) for r in runtimes}
+        flop = dict.fromkeys(timed, gflops)
+        if vs:
+            torch.manual_seed(0)  # the peer's random weights (and so its FLOPs) do not depend on what ran before
+            peer = build_peer(vs, h, max(h, w), detections).to(device)
+            timed[(vs, "eager")] = peer
+            flop[(vs, "eager")] = count_gflops(lambda: peer([image])) if flops else None
+        timings, probes = time_models(timed, image, iters, warmup, ConvPeak(device) if flops else None)
+    peak = statistics.median(probes) if probes else None
+    rows = [
+        _row(name, runtime, timings[(name, runtime)], image, flop[(name, runtime)], peak) for name, runtime in timed
+    ]
     rows[0]["peak_gflops_per_s"] = peak
     return rows
 
