@@ -126,15 +126,14 @@ class CenterMaskGraph(nn.Module):
         area = (size[0] * size[1]).to(boxes.dtype)
         levels = assign_fpn_levels(boxes, area, m.k_min, m.k_max, m.assignment)  # [N]
         rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
-        lo = m.k_min - 3  # P3 is feats[0]
         out = None
-        for i in range(m.k_max - m.k_min + 1):
+        for i in range(m.k_max - m.k_min + 1):  # feats are P_kmin..P_kmax
             on = (levels == m.k_min + i)[:, None]
             r = roi_align(
-                feats[lo + i],
+                feats[i],
                 torch.where(on, rois, torch.zeros_like(rois)),
                 m.pooler_resolution,
-                spatial_scale=1.0 / self.model.strides[lo + i],
+                spatial_scale=1.0 / self.model.mask_strides[i],
                 sampling_ratio=0,
                 aligned=True,
             )
@@ -146,9 +145,9 @@ class CenterMaskGraph(nn.Module):
         """image ``[1, 3, H_pad, W_pad]`` normalised, size int64 ``[2]`` -> boxes, scores, labels,
         mask_probs ``[N, 28, 28]``, mask_scores (``CenterMask.segment`` before the paste)."""
         model = self.model
-        feats = model.fpn(model.backbone(image))
+        feats, mask_feats = model.features(image)
         boxes, scores, labels = self.decode(model.fcos(feats), feats, size)
-        roi_feats = self.roi_features(feats, boxes, size)
+        roi_feats = self.roi_features(mask_feats, boxes, size)
         probs = self.mask_logits(roi_feats, labels).sigmoid()  # [N, 28, 28]
         if model.maskiou is None:
             return boxes, scores, labels, probs, scores.clone()

@@ -51,7 +51,7 @@ def centermask_gflops(model: nn.Module, height: int, width: int, detections: int
     probs = torch.zeros(n, 1, 2 * res, 2 * res, device=p.device, dtype=p.dtype)
 
     def forward():
-        model.fcos(model.fpn(model.backbone(image)))
+        model.fcos(model.features(image)[0])
         model.mask_head(rois)
         if model.maskiou is not None:
             model.maskiou(rois, probs)

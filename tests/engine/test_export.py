@@ -124,21 +124,21 @@ def _official_layout(preset: str) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize(
-    "preset, official",
+    "preset, official, extra",
     [
-        ("centermask_lite_v19", False),  # a Lite preset, maskkit pre- and post-processing
-        (
-            "centermask_mnv2",
-            True,
-        ),  # a full preset in the converted official layout (BGR255, centermask2 post-processing)
+        ("centermask_lite_v19", False, []),  # a Lite preset, maskkit pre- and post-processing
+        # a full preset in the converted official layout (BGR255, centermask2 post-processing)
+        ("centermask_mnv2", True, []),
+        # the demo preset with its mask branch on P2-P3 (a pyramid with a stride-4 level)
+        ("centermask_lite_demo", False, ["model.num_classes=80", "model.mask.k_min=2", "model.mask.k_max=3"]),
     ],
+    ids=["lite_v19", "mnv2-official", "demo-p2"],
 )
-def test_onnxruntime_parity_on_real_images_two_sizes(tmp_path, coco_tiny, preset, official):
+def test_onnxruntime_parity_on_real_images_two_sizes(tmp_path, coco_tiny, preset, official, extra):
     torch.manual_seed(0)
-    model = _spread_scores(_official_layout(preset) if official else create_model(preset, overrides=SMALL))
-    assert (model.cfg.postprocess, model.cfg.input_format) == (
-        ("centermask2", "BGR255") if official else ("maskkit", "RGB")
-    )
+    model = _spread_scores(_official_layout(preset) if official else create_model(preset, overrides=SMALL + extra))
+    assert model.cfg.postprocess == ("centermask2" if official else "maskkit")
+    assert model.cfg.input_format == "BGR255" or not official
     path = export_model(model, tmp_path / "m.onnx")
     runner = OnnxRunner(path)
     sizes = set()

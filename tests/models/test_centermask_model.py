@@ -197,6 +197,42 @@ def test_roi_levels_use_each_images_unpadded_area(rule, expected):
     assert pooled[:, 0, 7, 7].tolist() == expected
 
 
+def test_mask_branch_on_p2_pools_small_rois_from_stage_2():
+    """``mask.k_min=2``: the trunk also returns C2, the FPN builds P2 (stride 4) for the mask
+    branch only; FCOS keeps P3-P7. A small RoI pools from P2, a large one (Eq. 2) from P3."""
+    import maskkit
+
+    ov = ["model.mask.k_min=2", "model.mask.k_max=3", "model.fcos.score_thresh=0.0", "model.min_size_test=96"]
+    torch.manual_seed(0)
+    base = maskkit.create_model("centermask_lite_demo", num_classes=2, overrides=ov[2:])
+    model = maskkit.create_model("centermask_lite_demo", num_classes=2, overrides=ov)
+    assert model.strides == base.strides == [8, 16, 32, 64, 128] and model.mask_strides == [4, 8]
+    c2, c = model.backbone.c2_channels, model.cfg.fpn_channels
+    extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in base.parameters())
+    assert extra == (c2 * c + c) + (c * c * 9 + c)  # P2's lateral 1x1 and output 3x3 convs, nothing else
+    x = torch.rand(1, 3, 96, 96)
+    fcos_feats, mask_feats = model.features(x)
+    assert [f.shape[-1] for f in fcos_feats] == [12, 6, 3, 2, 1] and [f.shape[-1] for f in mask_feats] == [24, 12]
+    mask_feats = [torch.full_like(mask_feats[0], 2.0), torch.full_like(mask_feats[1], 3.0)]
+    boxes = torch.tensor([[10.0, 10.0, 30.0, 30.0], [0.0, 0.0, 90.0, 90.0]])
+    pooled = model.roi_features(mask_feats, boxes, torch.tensor([0, 0]), [(96, 96)])
+    assert pooled[:, 0, 7, 7].tolist() == [2.0, 3.0]
+    img, t = scene(1)
+    losses = _finite_losses_and_grads(model, [img], [t])
+    assert {"loss_mask", "loss_maskiou"} <= set(losses)
+    pred = model.eval()([img])[0]
+    assert len(pred["boxes"]) > 0 and pred["masks"].shape[1:] == (1, 96, 96)
+
+
+def test_mask_levels_are_checked():
+    with pytest.raises(MaskkitError, match="k_min / k_max"):
+        CenterMask(tiny_cfg(mask={"k_min": 1}), TinyBackbone())
+    with pytest.raises(MaskkitError, match="k_min / k_max"):
+        CenterMask(tiny_cfg(mask={"k_min": 4, "k_max": 3}), TinyBackbone())
+    with pytest.raises(MaskkitError, match="cannot return C2"):  # a stand-in trunk without stage 2
+        CenterMask(tiny_cfg(mask={"k_min": 2}), TinyBackbone())
+
+
 def test_batched_equals_one_by_one():
     # Inputs are zero-padded bottom/right to a multiple of 32, so an image's features depend
     # on the padded batch size at its border. Sizes chosen to pad to the same 96 x 128 in

@@ -3,7 +3,8 @@
 ``build_backbone(cfg)`` returns a module with ``forward(x [B, 3, H, W] normalised) ->
 [C3, C4, C5]`` (strides 8, 16, 32), and the attributes ``out_channels: list[int]``,
 ``strides: list[int] = [8, 16, 32]``, ``stem: nn.Module`` and ``stages: nn.ModuleList``
-(stages 2-5, strides 4, 8, 16, 32).
+(stages 2-5, strides 4, 8, 16, 32). :func:`include_c2` makes it return ``[C2, C3, C4, C5]``
+(a P2 level for the mask branch, ``mask.k_min=2``).
 
 Freezing (``cfg.freeze_at``, detectron2's convention): 0 freezes nothing; ``k >= 1`` freezes the
 stem and the first ``k - 1`` stages (1: stem; 2: stem + stage 2, the official default for
@@ -21,7 +22,7 @@ from maskkit.models.backbones.resnet import build_resnet
 from maskkit.models.backbones.vovnet import build_vovnet
 from maskkit.models.norm import NORM_NAMES, freeze_module
 
-__all__ = ["build_backbone", "freeze_stages", "BACKBONE_NAMES"]
+__all__ = ["build_backbone", "freeze_stages", "include_c2", "BACKBONE_NAMES"]
 
 BACKBONE_NAMES = ("vovnet", "resnet", "mobilenet_v2")
 
@@ -57,3 +58,15 @@ def build_backbone(cfg) -> nn.Module:
     else:
         raise MaskkitError(f"unknown backbone.name {cfg.name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
     return freeze_stages(backbone, cfg.freeze_at)
+
+
+def include_c2(backbone: nn.Module) -> nn.Module:
+    """Let ``backbone`` also return C2, stage 2's output at stride 4: ``forward`` -> ``[C2, C3,
+    C4, C5]``, ``out_channels`` and ``strides`` (4, 8, 16, 32) to match. No weights change."""
+    if not hasattr(backbone, "c2_channels") or getattr(backbone, "first_stage", None) not in (0, 1):
+        raise MaskkitError(f"{type(backbone).__name__} cannot return C2 (stride 4): mask.k_min=2 needs a maskkit trunk")
+    if backbone.first_stage == 1:
+        backbone.first_stage = 0
+        backbone.out_channels = [backbone.c2_channels, *backbone.out_channels]
+        backbone.strides = [4, *backbone.strides]
+    return backbone

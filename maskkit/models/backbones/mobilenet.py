@@ -33,6 +33,8 @@ class MobileNetV2Trunk(nn.Module):
         self.stages = nn.ModuleList([f[a:b] for a, b in zip(_STAGE_ENDS[:-1], _STAGE_ENDS[1:])])
         self.out_channels: list[int] = [stage[-1].out_channels for stage in self.stages[1:]]
         self.strides: list[int] = [8, 16, 32]
+        self.c2_channels: int = self.stages[0][-1].out_channels  # returned after include_c2()
+        self.first_stage = 1
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)  # [B, 16, H/2, W/2]
@@ -40,7 +42,7 @@ class MobileNetV2Trunk(nn.Module):
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
-        return feats[1:]
+        return feats[self.first_stage :]
 
 
 def build_mobilenet_v2(norm: str = "FrozenBN") -> MobileNetV2Trunk:

@@ -30,6 +30,8 @@ class ResNetTrunk(nn.Module):
         self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
         self.out_channels: list[int] = [stage[-1].conv3.out_channels for stage in self.stages[1:]]
         self.strides: list[int] = [8, 16, 32]
+        self.c2_channels: int = self.stages[0][-1].conv3.out_channels  # returned after include_c2()
+        self.first_stage = 1
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)  # [B, 64, H/4, W/4]
@@ -37,7 +39,7 @@ class ResNetTrunk(nn.Module):
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
-        return feats[1:]  # [B, 512, H/8, W/8], [B, 1024, H/16, W/16], [B, 2048, H/32, W/32]
+        return feats[self.first_stage :]  # [B, 512, H/8, W/8], [B, 1024, H/16, W/16], [B, 2048, H/32, W/32]
 
 
 def build_resnet(variant: str, norm: str = "FrozenBN", stride_in_1x1: bool = False) -> ResNetTrunk:

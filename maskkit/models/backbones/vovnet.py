@@ -273,6 +273,8 @@ class VoVNet(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.out_channels: list[int] = list(spec["out_ch"][1:])
         self.strides: list[int] = [8, 16, 32]
+        self.c2_channels: int = spec["out_ch"][0]  # stage 2 (stride 4): returned after include_c2()
+        self.first_stage = 1
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 # He init on fan-in (as the official VoVNet): keeps the forward variance, also
@@ -287,7 +289,7 @@ class VoVNet(nn.Module):
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
-        return feats[1:]  # C3 [B, out_ch[1], H/8, W/8], C4 .../16, C5 .../32
+        return feats[self.first_stage :]  # C3 [B, out_ch[1], H/8, W/8], C4 .../16, C5 .../32
 
 
 def official_names(model: VoVNet) -> dict[str, str]:

@@ -19,7 +19,7 @@ from torchvision.transforms.v2 import functional as TF
 from maskkit.data.transforms import test_resize_size
 from maskkit.errors import MaskkitError
 from maskkit.masks import BoxMasks, is_compact
-from maskkit.models.backbones import build_backbone
+from maskkit.models.backbones import build_backbone, include_c2
 from maskkit.models.centermask.config import CenterMaskConfig
 from maskkit.models.centermask.fcos import (
     FCOSHead,
@@ -58,12 +58,22 @@ class CenterMask(nn.Module):
         self.cfg = cfg
         if cfg.postprocess not in ("maskkit", "centermask2"):
             raise MaskkitError(f"model.postprocess must be 'maskkit' or 'centermask2', got {cfg.postprocess!r}")
+        k, c, m = cfg.num_classes, cfg.fpn_channels, cfg.mask
+        if not 2 <= m.k_min <= m.k_max <= 5:
+            raise MaskkitError(
+                f"model.mask.k_min / k_max must satisfy 2 <= k_min <= k_max <= 5, got {m.k_min} / {m.k_max}"
+            )
         if backbone is None:
             backbone = build_backbone(cfg.backbone)
+        if m.k_min == 2:  # a P2 level (stride 4) for the mask branch only: FCOS stays on P3-P7
+            backbone = include_c2(backbone)
         self.backbone = backbone
-        k, c, m = cfg.num_classes, cfg.fpn_channels, cfg.mask
         self.fpn = FPN(list(backbone.out_channels), c, list(backbone.strides))
-        self.strides = self.fpn.strides  # P3..P7
+        first = 5 - len(backbone.strides) + 1  # the pyramid's first level: 3, or 2 with C2
+        self.p3 = 3 - first  # index of P3 in the pyramid
+        self.strides = self.fpn.strides[self.p3 :]  # P3..P7 (FCOS)
+        self.mask_levels = slice(m.k_min - first, m.k_max - first + 1)  # P_kmin..P_kmax (mask branch)
+        self.mask_strides = self.fpn.strides[self.mask_levels]
         self.fcos = FCOSHead(c, k, cfg.fcos.num_convs, len(self.strides), cfg.fcos.prior_prob)
         self.mask_head = SAGMaskHead(c, 1 if m.class_agnostic else k, m.num_convs, m.channels, m.sam, m.init)
         self.maskiou = (
@@ -88,11 +98,11 @@ class CenterMask(nn.Module):
             raise MaskkitError("CenterMask in train mode needs one target dict per image")
         targets = [self._clean_target(t, img) for t, img in zip(targets, images)]
         sizes = [tuple(img.shape[-2:]) for img in images]
-        feats = self.fpn(self.backbone(self.preprocess(images)))
+        feats, mask_feats = self.features(self.preprocess(images))
         head = self.fcos(feats)
         losses = self.detector_losses(head, feats, targets)
         dets = self.detect(head, feats, sizes, self.cfg.mask.train_detections, train=True)
-        losses.update(self.mask_losses(feats, dets, targets, sizes))
+        losses.update(self.mask_losses(mask_feats, dets, targets, sizes))
         return losses
 
     @torch.no_grad()
@@ -101,9 +111,14 @@ class CenterMask(nn.Module):
         orig = [tuple(img.shape[-2:]) for img in images]
         resized = [self._test_resize(img) for img in images]
         sizes = [tuple(img.shape[-2:]) for img in resized]
-        feats = self.fpn(self.backbone(self.preprocess(resized)))
+        feats, mask_feats = self.features(self.preprocess(resized))
         dets = self.detect(self.fcos(feats), feats, sizes, self.cfg.fcos.detections_per_image)
-        return self.segment(feats, dets, sizes, orig)
+        return self.segment(mask_feats, dets, sizes, orig)
+
+    def features(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Backbone + FPN -> (``[P3..P7]`` for FCOS, ``[P_kmin..P_kmax]`` for the mask branch)."""
+        pyramid = self.fpn(self.backbone(batch))
+        return pyramid[self.p3 :], pyramid[self.mask_levels]
 
     # ------------------------------------------------------------------ steps
 
@@ -172,13 +187,12 @@ class CenterMask(nn.Module):
     def roi_features(
         self, feats: list[Tensor], boxes: Tensor, batch_idx: Tensor, sizes: list[tuple[int, int]]
     ) -> Tensor:
-        """RoIAlign 14x14 on P_kmin..P_kmax with the configured level rule -> ``[R, C, 14, 14]``."""
+        """RoIAlign 14x14 on ``feats`` = P_kmin..P_kmax with the configured level rule -> ``[R, C, 14, 14]``."""
         m = self.cfg.mask
         areas = torch.tensor([h * w for h, w in sizes], dtype=torch.float32, device=boxes.device)[batch_idx]
         levels = assign_fpn_levels(boxes, areas, m.k_min, m.k_max, m.assignment)
-        lo, hi = m.k_min - 3, m.k_max - 3 + 1  # P3 is feats[0]
         rois = torch.cat([batch_idx[:, None].to(boxes.dtype), boxes], dim=1)
-        return multilevel_roi_align(feats[lo:hi], rois, levels, self.strides[lo:hi], m.k_min, m.pooler_resolution)
+        return multilevel_roi_align(feats, rois, levels, self.mask_strides, m.k_min, m.pooler_resolution)
 
     def mask_losses(self, feats: list[Tensor], dets: list[dict], targets: list[dict], sizes) -> dict[str, Tensor]:
         """Training RoIs = detections + GT boxes matched to a GT at IoU >= 0.5 (crowd never
