@@ -27,12 +27,13 @@ float rounding (``benchmarks/paste_equivalence.py``).
 
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
+
+from maskkit.box_regions import paste_regions
 
 __all__ = [
     "CompactMasks",
@@ -91,20 +92,8 @@ def paste_box_crops(
 
 
 def _regions(boxes: torch.Tensor, m: int, height: int, width: int, zero_outside: bool) -> list[tuple[int, ...]]:
-    """Per box: ``(r0, c0, h, w)``, image rows/columns that hold every pixel its mask can touch:
-    the box plus, when the bleed is kept, one mask cell, plus margin (the sampling decides which
-    pixels are inside, not this rounding). The size depends only on the box's size; the region
-    is shifted (not cut) to stay inside the image."""
-    out = []
-    for x0, y0, x1, y1 in boxes.tolist():
-        bw = max(x1 - x0, 1e-6) if math.isfinite(x1 - x0) else float(width)
-        bh = max(y1 - y0, 1e-6) if math.isfinite(y1 - y0) else float(height)
-        bx, by = (0.0, 0.0) if zero_outside else (bw / m, bh / m)
-        rw, rh = min(math.ceil(bw + 2 * bx) + 4, width), min(math.ceil(bh + 2 * by) + 4, height)
-        c0 = min(max(math.floor(x0 - bx) - 1, 0), width - rw) if math.isfinite(x0) else 0
-        r0 = min(max(math.floor(y0 - by) - 1, 0), height - rh) if math.isfinite(y0) else 0
-        out.append((r0, c0, rh, rw))
-    return out
+    """:func:`maskkit.box_regions.paste_regions` of ``boxes [N, 4]``."""
+    return paste_regions(boxes.tolist(), m, height, width, zero_outside)
 
 
 # --------------------------------------------------------------------------- RLE of a crop

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from maskkit.box_regions import paste_regions
 from maskkit.errors import MaskkitError
 
 __all__ = [
@@ -119,35 +120,52 @@ def resize_antialias(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _bilinear_weights(coord: np.ndarray, lo: np.ndarray, hi: np.ndarray, m: int) -> np.ndarray:
+def _bilinear_weights(coord: np.ndarray, lo: np.ndarray, hi: np.ndarray, m: int, zero_outside: bool) -> np.ndarray:
     """``[N, P, M]`` weights of bilinear sampling (``grid_sample``, ``align_corners=False``, zero
-    padding) of an ``M``-cell mask spanning ``[lo, hi]`` (``[N]``) at pixel centres ``coord [P]``."""
-    g = (coord[None, :] - lo[:, None]) / np.maximum(hi - lo, np.float32(1e-6))[:, None] * np.float32(2) - np.float32(1)
+    padding) of an ``M``-cell mask spanning ``[lo, hi]`` (``[N]``) at pixel centres ``coord [N, P]``;
+    ``zero_outside``: 0 for pixel centres outside ``[lo, hi]`` (as ``maskkit.masks._axis_weights``)."""
+    g = (coord - lo[:, None]) / np.maximum(hi - lo, np.float32(1e-6))[:, None] * np.float32(2) - np.float32(1)
     src = ((g + np.float32(1)) * np.float32(m) - np.float32(1)) / np.float32(2)  # [N, P]
     i0 = np.floor(src)
     frac = (src - i0).astype(np.float32)
     i0 = i0.astype(np.int64)
     cells = np.arange(m)[None, None, :]
     w = (cells == i0[..., None]) * (np.float32(1) - frac)[..., None] + (cells == i0[..., None] + 1) * frac[..., None]
-    return w.astype(np.float32), g
+    if zero_outside:
+        w = w * (np.abs(g) <= 1)[..., None]
+    return w.astype(np.float32)
+
+
+def _box_crops(masks: np.ndarray, boxes: np.ndarray, size: tuple[int, int], zero_outside: bool):
+    """Per mask: ``(r0, c0, float crop)``, its pasted probabilities over the rows and columns it
+    can touch (:func:`maskkit.box_regions.paste_regions`), as ``BoxMasks.prob_crops``. The
+    sampling grid is separable (x depends on the column only, y on the row), so the bilinear
+    resample is two small matrix products per mask, ``Wy [h, M] @ mask @ Wx^T [M, w]``."""
+    h, w = int(size[0]), int(size[1])
+    n, m = masks.shape[0], masks.shape[-1]
+    boxes = boxes.astype(np.float32)
+    probs = masks.reshape(n, m, m).astype(np.float32)
+    half = np.float32(0.5)
+    for i, (r0, c0, rh, rw) in enumerate(paste_regions(boxes.tolist(), m, h, w, zero_outside)):
+        b = boxes[i : i + 1]
+        px = (np.arange(rw, dtype=np.float32) + np.float32(c0) + half)[None]  # pixel centres of the region
+        py = (np.arange(rh, dtype=np.float32) + np.float32(r0) + half)[None]
+        wx = _bilinear_weights(px, b[:, 0], b[:, 2], m, zero_outside)[0]
+        wy = _bilinear_weights(py, b[:, 1], b[:, 3], m, zero_outside)[0]
+        yield r0, c0, wy @ (probs[i] @ wx.T)  # the order of maskkit.masks
 
 
 def paste_masks(masks: np.ndarray, boxes: np.ndarray, size: tuple[int, int], zero_outside: bool = True) -> np.ndarray:
-    """NumPy twin of :func:`maskkit.structures.paste_masks_in_image`: ``[N, M, M]`` mask
-    probabilities into their boxes ``[N, 4]`` -> float32 ``[N, 1, H, W]``. The sampling grid is
-    separable (x depends on the column only, y on the row), so the bilinear resample is two
-    matrix products per mask, ``Wy [H, M] @ mask @ Wx^T [M, W]``, instead of a grid sample."""
+    """NumPy twin of :meth:`maskkit.masks.BoxMasks.probabilities`: ``[N, M, M]`` mask
+    probabilities into their boxes ``[N, 4]`` -> float32 ``[N, 1, H, W]``, each computed over
+    the pixels it can touch only (a full-image product per mask cost 1.7 s for 50 masks at
+    600x800 with BLAS threads competing: benchmarks/export_runtimes.md)."""
     h, w = int(size[0]), int(size[1])
-    n, m = masks.shape[0], masks.shape[-1]
-    if n == 0:
-        return np.zeros((0, 1, h, w), np.float32)
-    boxes = boxes.astype(np.float32)
-    wx, gx = _bilinear_weights(np.arange(w, dtype=np.float32) + np.float32(0.5), boxes[:, 0], boxes[:, 2], m)
-    wy, gy = _bilinear_weights(np.arange(h, dtype=np.float32) + np.float32(0.5), boxes[:, 1], boxes[:, 3], m)
-    out = wy @ (masks.reshape(n, m, m).astype(np.float32) @ wx.transpose(0, 2, 1))  # [N, H, W], as maskkit.masks
-    if zero_outside:  # pixel centres outside the box get 0 (the bilinear bleed is cut), as structures.py
-        out *= (np.abs(gy) <= 1)[:, :, None] & (np.abs(gx) <= 1)[:, None, :]
-    return out[:, None].astype(np.float32)
+    out = np.zeros((masks.shape[0], 1, max(h, 0), max(w, 0)), np.float32)
+    if h > 0 and w > 0:
+        for i, (r0, c0, crop) in enumerate(_box_crops(masks, boxes, (h, w), zero_outside)):
+            out[i, 0, r0 : r0 + crop.shape[0], c0 : c0 + crop.shape[1]] = crop
+    return out
 
 
 def resize_align_corners(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -202,26 +220,15 @@ def paste_window_masks(
     ``threshold``, pixels whose centre is outside the window cleared) and the masks' tight
     boxes (``fallback`` where empty). Each mask is resampled over its window only."""
     h, w = size
-    n, m = masks.shape[0], masks.shape[-1]
-    out = np.zeros((n, 1, h, w), bool)
+    out = np.zeros((masks.shape[0], 1, h, w), bool)
     tight = fallback.astype(np.float32).copy()
-    for i in range(n):
-        b = boxes[i : i + 1].astype(np.float32)
-        side = float(b[0, 2] - b[0, 0])
-        sh, sw = min(int(np.ceil(side)) + 2, h), min(int(np.ceil(side)) + 2, w)
-        x_org = int(np.clip(np.floor(b[0, 0]), 0, w - sw))
-        y_org = int(np.clip(np.floor(b[0, 1]), 0, h - sh))
-        px = np.arange(x_org, x_org + sw, dtype=np.float32) + np.float32(0.5)  # pixel centres of the region
-        py = np.arange(y_org, y_org + sh, dtype=np.float32) + np.float32(0.5)
-        wx, gx = _bilinear_weights(px, b[:, 0], b[:, 2], m)
-        wy, gy = _bilinear_weights(py, b[:, 1], b[:, 3], m)
-        vals = (wy[0] @ (masks[i].astype(np.float32) @ wx[0].T)) >= threshold  # the order of maskkit.masks
-        vals &= (np.abs(gy[0]) <= 1)[:, None] & (np.abs(gx[0]) <= 1)[None, :]
-        out[i, 0, y_org : y_org + sh, x_org : x_org + sw] = vals
+    for i, (r0, c0, crop) in enumerate(_box_crops(masks, boxes, (h, w), True)):
+        vals = crop >= threshold
+        out[i, 0, r0 : r0 + vals.shape[0], c0 : c0 + vals.shape[1]] = vals
         rows, cols = vals.any(axis=1), vals.any(axis=0)
         if rows.any():
             ys, xs = np.nonzero(rows)[0], np.nonzero(cols)[0]
-            tight[i] = [x_org + xs[0], y_org + ys[0], x_org + xs[-1] + 1, y_org + ys[-1] + 1]
+            tight[i] = [c0 + xs[0], r0 + ys[0], c0 + xs[-1] + 1, r0 + ys[-1] + 1]
     return out, tight
 
 

@@ -103,8 +103,10 @@ def test_numpy_resize_and_paste_equal_torch():
     for hw in [(60, 80), (30, 41), (48, 50)]:
         want = TF.resize(x, list(hw), antialias=True).numpy()
         np.testing.assert_allclose(resize_antialias(x.numpy(), *hw), want, atol=1e-6)
-    masks = torch.rand(3, 28, 28)
-    boxes = torch.tensor([[3.2, 4.1, 40.7, 30.0], [-5.0, 10.0, 20.0, 70.0], [10.0, 10.0, 10.5, 11.0]])
+    masks = torch.rand(4, 28, 28)
+    boxes = torch.tensor(  # inside, across two borders, sub-pixel, larger than the image
+        [[3.2, 4.1, 40.7, 30.0], [-5.0, 10.0, 20.0, 70.0], [10.0, 10.0, 10.5, 11.0], [-30.0, -20.0, 90.0, 80.0]]
+    )
     for zero_outside in (True, False):
         np.testing.assert_allclose(
             paste_masks(masks.numpy(), boxes.numpy(), (50, 60), zero_outside),
