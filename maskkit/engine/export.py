@@ -37,6 +37,7 @@ from torchvision.ops import batched_nms, roi_align
 
 from maskkit.checkpoint import load_model
 from maskkit.config import config_to_json
+from maskkit.engine.fuse import MergedFCOSHead
 from maskkit.errors import MaskkitError
 from maskkit.models.centermask.fcos import level_locations
 from maskkit.models.centermask.mask_head import assign_fpn_levels
@@ -64,6 +65,8 @@ class CenterMaskGraph(nn.Module):
         super().__init__()
         self.model = model
         self.cfg = model.cfg
+        # the two FCOS towers as one of twice the width (same numbers, half the nodes per level)
+        self.fcos = MergedFCOSHead(model.fcos).eval()
         # the SAG-Mask deconv (2x2, stride 2) as a 1x1 conv: w1[o*4 + a*2 + b, c] = W[c, o, a, b]
         deconv = model.mask_head.deconv
         cin, cout = deconv.in_channels, deconv.out_channels
@@ -146,7 +149,7 @@ class CenterMaskGraph(nn.Module):
         mask_probs ``[N, 28, 28]``, mask_scores (``CenterMask.segment`` before the paste)."""
         model = self.model
         feats, mask_feats = model.features(image)
-        boxes, scores, labels = self.decode(model.fcos(feats), feats, size)
+        boxes, scores, labels = self.decode(self.fcos(feats), feats, size)
         roi_feats = self.roi_features(mask_feats, boxes, size)
         probs = self.mask_logits(roi_feats, labels).sigmoid()  # [N, 28, 28]
         if model.maskiou is None:

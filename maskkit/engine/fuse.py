@@ -12,6 +12,13 @@
 - Transposed convolutions (the SAG-Mask head's 2x2 deconv) get channels_last weights also in
   the NCHW path: oneDNN otherwise reorders the weight on every call (~3x slower here, bitwise
   the same result).
+- The FCOS head's two towers (classification, box) as one tower of twice the width
+  (:class:`MergedFCOSHead`): their first convolutions see the same input and become one
+  convolution with both filter banks, the later ones a 2-group convolution; each GroupNorm of
+  ``g`` groups over ``C`` channels pair becomes one of ``2g`` groups over ``2C`` (the same
+  groups, so the same statistics), and box regression + centerness one 5-output convolution:
+  per pyramid level half the calls (the head's many small-map calls cost more than their
+  FLOPs: ``benchmarks/export_runtimes.md`` section 4). The ONNX export uses the same head.
 - Optionally ``channels_last`` everywhere (so the convolutions pick the NHWC oneDNN kernels);
   :mod:`maskkit.engine.bench` measures whether it helps on the machine at hand.
 
@@ -29,8 +36,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.ops import FrozenBatchNorm2d
 
 from maskkit.models.backbones.vovnet import EffectiveSE
+from maskkit.models.centermask.fcos import FCOSHead
 
-__all__ = ["fuse_model", "fold_norms", "LinearESE"]
+__all__ = ["fuse_model", "fold_norms", "LinearESE", "MergedFCOSHead", "merge_fcos_heads"]
 
 _NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
@@ -94,6 +102,54 @@ def _replace_ese(module: nn.Module) -> int:
     return count
 
 
+class MergedFCOSHead(nn.Module):
+    """:class:`FCOSHead` for inference with the classification and box towers run as one tower
+    of twice the width (see the module docstring); same ``forward`` contract and numbers."""
+
+    def __init__(self, head: FCOSHead):
+        super().__init__()
+        convs = [(c, b) for c, b in zip(head.cls_tower, head.box_tower) if isinstance(c, nn.Conv2d)]
+        norms = [(c, b) for c, b in zip(head.cls_tower, head.box_tower) if isinstance(c, nn.GroupNorm)]
+        layers: list[nn.Module] = []
+        for i, ((cc, bc), (cn, bn)) in enumerate(zip(convs, norms)):
+            c = cc.out_channels
+            conv = nn.Conv2d(c if i == 0 else 2 * c, 2 * c, 3, padding=1, groups=1 if i == 0 else 2)
+            conv.weight.data = torch.cat([cc.weight.detach(), bc.weight.detach()])
+            conv.bias.data = torch.cat([cc.bias.detach(), bc.bias.detach()])
+            norm = nn.GroupNorm(2 * cn.num_groups, 2 * c, eps=cn.eps)
+            norm.weight.data = torch.cat([cn.weight.detach(), bn.weight.detach()])
+            norm.bias.data = torch.cat([cn.bias.detach(), bn.bias.detach()])
+            layers += [conv, norm, nn.ReLU(inplace=True)]
+        self.tower = nn.Sequential(*layers)
+        self.channels = head.cls_logits.in_channels
+        self.cls_logits = copy.deepcopy(head.cls_logits)
+        self.box_ctr = nn.Conv2d(self.channels, 5, 3, padding=1)  # box_pred (4) and centerness (1)
+        self.box_ctr.weight.data = torch.cat([head.box_pred.weight.detach(), head.centerness.weight.detach()])
+        self.box_ctr.bias.data = torch.cat([head.box_pred.bias.detach(), head.centerness.bias.detach()])
+        self.scales = nn.Parameter(head.scales.detach().clone(), False)
+
+    def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        cls_out, box_out, ctr_out = [], [], []
+        for i, f in enumerate(feats):
+            t = self.tower(f)
+            cls_out.append(self.cls_logits(t[:, : self.channels]))
+            bc = self.box_ctr(t[:, self.channels :])
+            box_out.append(F.relu(bc[:, :4] * self.scales[i]))
+            ctr_out.append(bc[:, 4:])
+        return cls_out, box_out, ctr_out
+
+
+def merge_fcos_heads(module: nn.Module) -> int:
+    """Replace every :class:`FCOSHead` in ``module`` by its :class:`MergedFCOSHead` (in place)."""
+    count = 0
+    for m in list(module.modules()):
+        for name, child in m.named_children():
+            if isinstance(child, FCOSHead):
+                setattr(m, name, MergedFCOSHead(child).eval())
+                count += 1
+    return count
+
+
 def fuse_model(model: nn.Module, channels_last: bool = False) -> nn.Module:
     """An eval-mode copy of ``model`` with norms folded, eSE as a matrix-vector product,
     transposed-convolution weights channels_last (and every weight channels_last when asked);
@@ -101,6 +157,7 @@ def fuse_model(model: nn.Module, channels_last: bool = False) -> nn.Module:
     fused = copy.deepcopy(model).eval()
     fold_norms(fused)
     _replace_ese(fused)
+    merge_fcos_heads(fused)
     if channels_last:
         fused = fused.to(memory_format=torch.channels_last)
     for m in fused.modules():

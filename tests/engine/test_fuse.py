@@ -118,3 +118,25 @@ def test_fused_path_sends_no_large_convolution_to_the_slow_kernel(channels_last)
             x, w = e.input_shapes[0], e.input_shapes[1]
             assert x[0] == 1 and x[1] * x[2] * x[3] <= _NATIVE_MAX_NUMEL, (x, w)
             assert x[2:] != [1, 1], f"a 1x1-map convolution (eSE) on the slow path: {x} x {w}"
+
+
+@pytest.mark.parametrize("num_convs", [1, 2, 4])
+def test_merged_fcos_towers_equal_the_two_towers(num_convs):
+    """One tower of twice the width (first conv shared input, later ones 2-group convs, GroupNorm
+    of 2g groups) and one box+centerness conv give the head's numbers on every level."""
+    from maskkit.engine.fuse import MergedFCOSHead
+    from maskkit.models.centermask.fcos import FCOSHead
+
+    torch.manual_seed(0)
+    head = FCOSHead(64, 5, num_convs=num_convs, num_levels=3).eval()
+    with torch.no_grad():
+        for p in head.parameters():  # non-trivial weights, GroupNorm affine and level scales
+            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if p.ndim == 1 and p is head.scales else 0.0))
+    merged = MergedFCOSHead(head).eval()
+    n_conv = sum(isinstance(m, torch.nn.Conv2d) for m in merged.modules())
+    assert n_conv == num_convs + 2  # was 2 * num_convs + 3
+    feats = [torch.randn(2, 64, s, s + 3) for s in (20, 10, 5)]
+    with torch.no_grad():
+        for want, got in zip(head(feats), merged(feats)):
+            for a, b in zip(want, got):
+                torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
