@@ -97,6 +97,9 @@ def test_sizes_and_schedules():
         == 0
     )
     assert full.model.mask.init == lite.model.mask.init == "official" and demo.model.mask.init == "maskkit"
+    # Eq. 2 over the paper's P3-P5 for the paper's presets; the 128 px demo pools every RoI from P2
+    assert (full.model.mask.k_min, full.model.mask.k_max) == (lite.model.mask.k_min, lite.model.mask.k_max) == (3, 5)
+    assert (demo.model.mask.k_min, demo.model.mask.k_max) == (2, 2)
     assert (full.train.warmup_iters, full.train.warmup_factor, full.train.weight_decay) == (1000, 0.001, 1e-4)
     assert full.model.backbone.norm == "FrozenBN"
     assert (
