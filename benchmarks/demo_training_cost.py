@@ -1,7 +1,8 @@
 """Training cost of the demo model: FLOPs per component and seconds per image (issue #12, item 1).
 
 Compares the previous demo model (VoVNetV2-19-slim-dw, FPN/heads 64, MaskIoU 64/256, the mask
-branch on GT + top 20 detections; the demo until 2026-11-26) with today's ``centermask_lite_demo``
+branch on GT + top 20 detections from P3-P5, AdamW looping over the tensors; the demo until
+2026-11-26) with today's ``centermask_lite_demo`` (and the engine's fused AdamW)
 preset at the **same image size and batch**, in one process: the two models' steps are
 interleaved (A, B, A, B, ...) so a change of machine load hits both, and the median per model
 is printed. FLOPs are counted with ``torch.utils.flop_counter`` over forward + backward of one
@@ -28,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from maskkit.checkpoint import load_model
 from maskkit.data.synthetic import SCENES, generate
+from maskkit.engine.schedule import build_optimizer
 from maskkit.engine.train import load_datasets
 from maskkit.models.zoo import build_model, get_config
 
@@ -38,6 +40,8 @@ PREVIOUS = [  # the demo model before issue #12, on top of today's preset
     "model.mask.maskiou_channels=64",
     "model.mask.maskiou_fc_dim=256",
     "model.mask.train_detections=20",
+    "model.mask.k_min=3",  # Eq. 2 over P3-P5 (the demo pools from P2 since 2026-11-26)
+    "model.mask.k_max=5",
 ]
 PARTS = ("backbone", "fpn", "fcos", "mask_head", "maskiou")
 
@@ -96,7 +100,13 @@ def main() -> int:
         if args.init:
             init = args.init[0] if extra else args.init[1]
             model.load_state_dict(load_model(init).state_dict())  # strict: the same architecture
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        # each with its engine's optimizer: the previous demo's engine built AdamW with torch's CPU
+        # default (a loop over the tensors), today's builds it fused (maskkit/engine/schedule.py)
+        opt = (
+            torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
+            if extra
+            else build_optimizer(model, cfg.train)
+        )
         models[name] = (model, opt, gmac_per_image(model, batches[0]), [])
     for r in range(args.rounds):
         for model, opt, _, times in models.values():
