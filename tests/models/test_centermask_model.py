@@ -204,7 +204,9 @@ def test_mask_branch_on_p2_pools_small_rois_from_stage_2():
 
     ov = ["model.mask.k_min=2", "model.mask.k_max=3", "model.fcos.score_thresh=0.0", "model.min_size_test=96"]
     torch.manual_seed(0)
-    base = maskkit.create_model("centermask_lite_demo", num_classes=2, overrides=ov[2:])
+    base = maskkit.create_model(
+        "centermask_lite_demo", num_classes=2, overrides=[*ov[2:], "model.mask.k_min=3", "model.mask.k_max=5"]
+    )
     model = maskkit.create_model("centermask_lite_demo", num_classes=2, overrides=ov)
     assert model.strides == base.strides == [8, 16, 32, 64, 128] and model.mask_strides == [4, 8]
     c2, c = model.backbone.c2_channels, model.cfg.fpn_channels

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_iou, roi_align
 
 from maskkit.masks import dense_rows
+from maskkit.models.roi_align import roi_align_adaptive
 from maskkit.structures import polygons_to_mask_in_box
 
 __all__ = [
@@ -59,7 +60,7 @@ def multilevel_roi_align(
     for i, (f, s) in enumerate(zip(feats, strides)):
         idx = (levels == k_min + i).nonzero(as_tuple=True)[0]
         if idx.numel():
-            out[idx] = roi_align(f, rois[idx], output_size, spatial_scale=1.0 / s, sampling_ratio=0, aligned=True)
+            out[idx] = roi_align_adaptive(f, rois[idx], output_size, 1.0 / s)
     return out
 
 
