@@ -1,8 +1,9 @@
 """Training cost of the demo model: FLOPs per component and seconds per image (issue #12, item 1).
 
 Compares the previous demo model (VoVNetV2-19-slim-dw, FPN/heads 64, MaskIoU 64/256, the mask
-branch on GT + top 20 detections from P3-P5, AdamW looping over the tensors; the demo until
-2026-11-26) with today's ``centermask_lite_demo`` (and the engine's fused AdamW)
+branch on GT + top 20 detections from P3-P5, AdamW looping over the tensors, torchvision's
+RoIAlign backward; the demo until 2026-11-26) with today's ``centermask_lite_demo`` (and the
+engine's fused AdamW and separable RoIAlign backward)
 preset at the **same image size and batch**, in one process: the two models' steps are
 interleaved (A, B, A, B, ...) so a change of machine load hits both, and the median per model
 is printed. FLOPs are counted with ``torch.utils.flop_counter`` over forward + backward of one
@@ -26,11 +27,14 @@ import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision.ops import roi_align
 
 from maskkit.checkpoint import load_model
 from maskkit.data.synthetic import SCENES, generate
 from maskkit.engine.schedule import build_optimizer
 from maskkit.engine.train import load_datasets
+from maskkit.models.centermask import mask_head
+from maskkit.models.roi_align import roi_align_adaptive
 from maskkit.models.zoo import build_model, get_config
 
 PREVIOUS = [  # the demo model before issue #12, on top of today's preset
@@ -43,6 +47,12 @@ PREVIOUS = [  # the demo model before issue #12, on top of today's preset
     "model.mask.k_min=3",  # Eq. 2 over P3-P5 (the demo pools from P2 since 2026-11-26)
     "model.mask.k_max=5",
 ]
+
+
+def _torchvision_roi_align(feat, rois, output_size, spatial_scale):
+    return roi_align(feat, rois, output_size, spatial_scale=spatial_scale, sampling_ratio=0, aligned=True)
+
+
 PARTS = ("backbone", "fpn", "fcos", "mask_head", "maskiou")
 
 
@@ -108,8 +118,11 @@ def main() -> int:
             else build_optimizer(model, cfg.train)
         )
         models[name] = (model, opt, gmac_per_image(model, batches[0]), [])
+    # the previous demo's engine pooled with torchvision's RoIAlign (its scalar CPU backward)
+    engines = {"previous demo model": _torchvision_roi_align, "centermask_lite_demo": roi_align_adaptive}
     for r in range(args.rounds):
-        for model, opt, _, times in models.values():
+        for name, (model, opt, _, times) in models.items():
+            mask_head.roi_align_adaptive = engines[name]
             images, targets = batches[r % len(batches)]
             t0 = clock()
             loss = sum(model(images, targets).values())
