@@ -28,8 +28,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="also time this peer (torchvision Mask R-CNN R50-FPN, random weights) on the same image",
     )
-    parser.add_argument("--iters", type=int, default=10, help="timed runs; the median is reported (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (default 2)")
+    parser.add_argument(
+        "--iters",
+        type=int,
+        default=10,
+        help="timed rounds; each round calls every runtime (and --vs) once, interleaved, and the "
+        "median per row is reported (default 10)",
+    )
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls of each before timing (default 2)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
