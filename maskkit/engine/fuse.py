@@ -92,14 +92,19 @@ class LinearESE(nn.Module):
         return x.mul_(a[:, :, None, None])
 
 
-def _replace_ese(module: nn.Module) -> int:
+def _replace_children(module: nn.Module, kind: type, make) -> int:
+    """Replace every submodule of type ``kind`` in ``module`` by ``make(it)`` (in place) -> count."""
     count = 0
     for m in list(module.modules()):
         for name, child in m.named_children():
-            if isinstance(child, EffectiveSE):
-                setattr(m, name, LinearESE(child))
+            if isinstance(child, kind):
+                setattr(m, name, make(child))
                 count += 1
     return count
+
+
+def _replace_ese(module: nn.Module) -> int:
+    return _replace_children(module, EffectiveSE, LinearESE)
 
 
 class MergedFCOSHead(nn.Module):
@@ -141,13 +146,7 @@ class MergedFCOSHead(nn.Module):
 
 def merge_fcos_heads(module: nn.Module) -> int:
     """Replace every :class:`FCOSHead` in ``module`` by its :class:`MergedFCOSHead` (in place)."""
-    count = 0
-    for m in list(module.modules()):
-        for name, child in m.named_children():
-            if isinstance(child, FCOSHead):
-                setattr(m, name, MergedFCOSHead(child).eval())
-                count += 1
-    return count
+    return _replace_children(module, FCOSHead, lambda head: MergedFCOSHead(head).eval())
 
 
 def fuse_model(model: nn.Module, channels_last: bool = False) -> nn.Module:

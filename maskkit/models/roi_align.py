@@ -19,15 +19,15 @@ import torch
 from torch import Tensor
 from torchvision.ops import roi_align
 
-__all__ = ["roi_align_adaptive", "axis_weights"]
+__all__ = ["roi_align_adaptive"]
 
 
-def axis_weights(start: Tensor, length: Tensor, size: int, bins: int) -> tuple[Tensor, Tensor]:
+def _axis_weights(start: Tensor, length: Tensor, size: int, bins: int) -> Tensor:
     """One axis of RoIAlign's sampling for ``R`` RoIs starting at ``start [R]`` (feature cells,
     after the half-pixel offset) of extent ``length [R]`` over a ``size``-cell axis, ``bins``
-    bins of ``ceil(length / bins)`` samples each -> (``W [R, bins, size]``: per bin, the sum of
+    bins of ``ceil(length / bins)`` samples each -> ``W [R, bins, size]``: per bin, the sum of
     its samples' bilinear weights on each cell, each sample counted only if it lies in
-    ``[-1, size]``, divided by the samples per bin; the samples per bin ``[R]``)."""
+    ``[-1, size]``, divided by the samples per bin)."""
     r = start.shape[0]
     grid = torch.ceil(length / bins).to(torch.int64)  # samples per bin (adaptive sampling ratio)
     g_max = max(int(grid.max()) if r else 0, 1)
@@ -51,7 +51,7 @@ def axis_weights(start: Tensor, length: Tensor, size: int, bins: int) -> tuple[T
     out = torch.zeros(r, bins, size + 1, dtype=torch.float32, device=start.device)
     out.scatter_add_(2, low, w_low)
     out.scatter_add_(2, high, w_high)
-    return out[..., :size] / grid.clamp(min=1)[:, None, None].to(torch.float32), grid
+    return out[..., :size] / grid.clamp(min=1)[:, None, None].to(torch.float32)
 
 
 class _RoIAlignSeparableBackward(torch.autograd.Function):
@@ -67,12 +67,12 @@ class _RoIAlignSeparableBackward(torch.autograd.Function):
         b, c, h, w = ctx.shape
         s = ctx.output_size
         boxes = rois[:, 1:].to(torch.float32) * ctx.spatial_scale - 0.5  # aligned: half-pixel offset
-        wy, _ = axis_weights(boxes[:, 1], boxes[:, 3] - boxes[:, 1], h, s)  # [R, S, H]
-        wx, _ = axis_weights(boxes[:, 0], boxes[:, 2] - boxes[:, 0], w, s)  # [R, S, W]
+        wy = _axis_weights(boxes[:, 1], boxes[:, 3] - boxes[:, 1], h, s)  # [R, S, H]
+        wx = _axis_weights(boxes[:, 0], boxes[:, 2] - boxes[:, 0], w, s)  # [R, S, W]
         grad = grad_out.new_zeros((b, c, h, w), dtype=torch.float32)
         g = grad_out.to(torch.float32)
         # only the rows / columns a RoI's weights touch (a few cells for most RoIs)
-        rows, cols = wy.abs().sum(1) > 0, wx.abs().sum(1) > 0  # [R, H], [R, W]
+        rows, cols = wy.sum(1) > 0, wx.sum(1) > 0  # weights are >= 0  # [R, H], [R, W]
         for i, bi in enumerate(rois[:, 0].to(torch.int64).tolist()):
             ry, rx = rows[i].nonzero()[:, 0], cols[i].nonzero()[:, 0]
             if not ry.numel() or not rx.numel():
