@@ -40,7 +40,7 @@ def _axis_weights(start: Tensor, length: Tensor, size: int, bins: int) -> Tensor
     ] / grid.clamp(min=1)[:, None, None].to(torch.float32)  # [R, bins, g]
     used = it[None, None, :] < grid[:, None, None]  # samples beyond this RoI's grid do not exist
     valid = used & (pos >= -1.0) & (pos <= size)
-    y = pos.clamp(min=0.0)
+    y = pos.nan_to_num(-2.0).clamp(0.0, float(size))  # (invalid samples weigh 0; this keeps their index in range)
     low = y.to(torch.int64)  # truncation, as (int)y for y >= 0
     at_end = low >= size - 1
     low = torch.where(at_end, torch.full_like(low, size - 1), low)

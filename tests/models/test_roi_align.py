@@ -48,3 +48,12 @@ def test_without_gradient_it_is_torchvision_itself():
     rois = torch.tensor([[0.0, 1.0, 2.0, 30.0, 40.0]])
     want = roi_align(feat, rois, 7, spatial_scale=0.5, sampling_ratio=0, aligned=True)
     assert torch.equal(roi_align_adaptive(feat, rois, 7, 0.5), want)
+
+
+def test_far_away_rois_get_no_gradient():
+    feat = torch.randn(1, 2, 8, 8, requires_grad=True)
+    rois = torch.tensor([[0.0, 5e3, 5e3, 6e3, 6e3], [0.0, -3e3, 0.0, -2e3, 4.0], [0.0, 1.0, 1.0, 5.0, 5.0]])
+    out = roi_align_adaptive(feat, rois[2:], 7, 1.0)
+    (want,) = torch.autograd.grad(out.sum(), feat)
+    (got,) = torch.autograd.grad(roi_align_adaptive(feat, rois, 7, 1.0)[2:].sum(), feat)
+    torch.testing.assert_close(got, want)
