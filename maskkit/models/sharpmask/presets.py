@@ -71,7 +71,7 @@ def _demo_model(refine: bool) -> SharpMaskConfig:
         mask_loss_size=56,
         score_hidden=128,
         refine=refine,
-        refine_channels=(32, 16, 8, 4),
+        refine_channels=(32, 32, 16, 8),  # last module 4 channels: with 2 the refined p stayed <= 0.55
         skip_channels=(32, 32, 16, 16),
         sampler=sampler,
         scales=(-1.0, -0.5, 0.0, 0.5),
