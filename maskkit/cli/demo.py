@@ -41,8 +41,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--iters",
         type=int,
         default=None,
-        help="training steps (default: the ~10-minute budget, 1200 for centermask, 600 + 200 for "
-        "sharpmask's two stages); the cosine schedule stretches to fit",
+        help="training steps (default: the ~10-minute budget, 1200 for centermask, 1300 + 400 for "
+        "sharpmask's two stages, in that proportion); the cosine schedule stretches to fit",
     )
     add_device_argument(parser, default="cpu")
     add_set_argument(parser, "extra config override on top of the demo's (repeatable)")

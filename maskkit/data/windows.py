@@ -166,6 +166,8 @@ class WindowSampler(torch.utils.data.Dataset):
         n = sum(len(v) for v in self.index.values()) if length is None else int(length)
         self.length = max(1, math.ceil(max(n, self.batch_size) / self.batch_size)) * self.batch_size
         self.neg_grid = np.arange(cfg.neg_scales[0], cfg.neg_scales[-1] + 1e-9, 0.25)
+        self._cache: dict[int, tuple[torch.Tensor, dict]] = {}  # item -> (image, target), cfg.cache_mb
+        self._cache_bytes = 0
 
     def __len__(self) -> int:
         return self.length
@@ -185,13 +187,29 @@ class WindowSampler(torch.utils.data.Dataset):
     # -- sample construction
 
     def _load(self, item: int) -> tuple[torch.Tensor, dict]:
+        if item in self._cache:
+            image, target = self._cache[item]
+            return (image.float() / 255 if image.dtype == torch.uint8 else image), target
         image, target = self.dataset[item]
         image = _plain(image)
         if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
             raise DataError(
                 f"window sampler: item {item} image must be float [3, H, W], got {image.dtype} {tuple(image.shape)}"
             )
+        if self.cfg.cache_mb > 0:
+            self._remember(item, image, target)
         return image, target
+
+    def _remember(self, item: int, image: torch.Tensor, target: dict) -> None:
+        """Keep a decoded image while the cache holds under ``cache_mb``: as 8-bit when that is
+        exact (an 8-bit file read as ``x / 255``, so the cached copy gives the same floats), else as is."""
+        stored = (image * 255).round().to(torch.uint8)
+        if not torch.equal(stored.float() / 255, image):
+            stored = image
+        size = stored.numel() * stored.element_size()
+        if self._cache_bytes + size <= self.cfg.cache_mb * 2**20:
+            self._cache[item] = (stored, target)
+            self._cache_bytes += size
 
     def _pick_instance(self, rng: np.random.Generator) -> tuple[torch.Tensor, dict, int, int]:
         """A category uniformly, then one of its instances (REFERENCE); re-checked on the loaded target."""

@@ -67,9 +67,9 @@ _CENTERMASK_QUICK = DemoPlan(
     ),
     stages=(("centermask_lite_demo", 3),),
 )
-# SharpMask: stage 1 (DeepMask trunk + heads), then stage 2 (refinement only), each with these overrides.
-# On the demo scenes (the same data as the CenterMask demo) the same two stages reach segm AR@100
-# 13.3 % / box AR@100 63.6 %, against 2.6 % / 18.8 % on 192 px benchmark scenes (synthetic_protocol.md).
+# SharpMask: stage 1 (DeepMask trunk + heads), then stage 2 (refinement only), each with these overrides,
+# on the demo scenes (the same data as the CenterMask demo). The presets' AdamW + cosine recipe and these
+# stage lengths: benchmarks/synthetic_protocol.md, "SharpMask demo recipe" (2026-11-26), curve and figures.
 _SHARPMASK = DemoPlan(
     num_train=2000,
     num_val=100,
@@ -82,7 +82,7 @@ _SHARPMASK = DemoPlan(
         "model.top_n=100",
         "eval.max_dets=[10,100]",
     ),
-    stages=(("deepmask_demo", 600), ("sharpmask_demo", 200)),
+    stages=(("deepmask_demo", 1300), ("sharpmask_demo", 400)),
 )
 _SHARPMASK_QUICK = DemoPlan(
     num_train=6,
@@ -143,8 +143,9 @@ def _overlays(model, val, out: Path, n: int, score_thr: float) -> list[Path]:
 
 
 def _stage_iters(p: DemoPlan, k: int, default: int, iters: int | None) -> int:
-    """Steps of stage ``k``: the plan's, or ``iters`` for the first stage and a third of it after."""
-    return default if iters is None else max(1, iters if k == 0 else iters // 3)
+    """Steps of stage ``k``: the plan's, or ``iters`` for the first stage and the plan's proportion
+    of it after (SharpMask 1300 + 400: ``--iters 650`` trains 650 + 200)."""
+    return default if iters is None else max(1, iters if k == 0 else iters * default // p.stages[0][1])
 
 
 def run_demo(

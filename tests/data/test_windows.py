@@ -191,3 +191,24 @@ def test_sampler_on_coco_subset(coco_tiny):
         if info["kind"] == "mask":
             ann = ds.coco.imgToAnns[ds.image_ids[info["item"]]][info["instance"]]
             assert not ann.get("iscrowd", 0) and ann["area"] >= 100
+
+
+def test_image_cache_gives_the_same_items_within_its_budget():
+    """``cache_mb``: decoded images kept in memory (8-bit when exact, else as is) change no item; the
+    cache stops growing at its budget."""
+    eight_bit = [(torch.round(im * 255) / 255, t) for im, t in DATA[:2]] + DATA[2:]  # the last one not 8-bit
+    plain = WindowSampler(eight_bit, WindowSamplerConfig(), batch_size=8, length=64, seed=3)
+    cached = WindowSampler(eight_bit, WindowSamplerConfig(cache_mb=2), batch_size=8, length=64, seed=3)
+    for _ in range(2):  # the second pass reads the cache
+        for i in range(len(plain)):
+            (a, ia), (b, ib) = plain[i], cached[i]
+            assert torch.equal(a, b) and torch.equal(ia["mask"], ib["mask"]) and ia["window"].equal(ib["window"])
+    assert set(cached._cache) == {0, 1, 2}
+    assert [im.dtype for im, _ in (cached._cache[k] for k in (0, 1, 2))] == [torch.uint8, torch.uint8, torch.float32]
+    small = WindowSampler(eight_bit, WindowSamplerConfig(cache_mb=0), batch_size=8, length=16, seed=3)
+    [small[i] for i in range(len(small))]
+    assert small._cache == {}
+    one = WindowSampler(DATA, replace(WindowSamplerConfig(), cache_mb=1), batch_size=8, length=64, seed=3)
+    one.cfg.cache_mb = 240 * 320 * 3 * 4 / 2**20 + 1e-6  # room for the first image (float) only
+    one._load(0), one._load(1), one._load(2)
+    assert list(one._cache) == [0]

@@ -346,6 +346,20 @@ def test_stage2_freezes_deepmask_and_trains_refinement_only():
         maskkit.create_model("deepmask_demo").set_stage(2)
 
 
+def test_stage2_finetune_trunk_trains_everything_through_the_refinement():
+    model = maskkit.create_model("sharpmask_demo", overrides=["model.finetune_trunk=true"]).train()
+    model.set_stage(2)
+    assert model.trunk.training is False and model.head.training is False  # norms fixed, no dropout
+    every = list(model.refinement.parameters()) + list(model.trunk.parameters()) + list(model.head.parameters())
+    assert {id(p) for p in model.trainable_parameters()} == {id(p) for p in every}
+    bn_before = model.trunk.bn1.running_mean.clone()
+    model(*_batch("mask"))["loss_mask"].backward()
+    assert model.trunk.conv1.weight.grad.abs().sum() > 0 and model.head.fc.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.refinement.parameters())
+    assert model.head.mask.weight.grad is None  # the coarse mask is not in the stage-2 loss
+    assert torch.equal(model.trunk.bn1.running_mean, bn_before)
+
+
 def test_bad_inputs_raise_clear_errors():
     model = maskkit.create_model("deepmask_demo").train()
     with pytest.raises(MaskkitError, match="window \\+ 32k"):

@@ -30,6 +30,9 @@ class WindowSamplerConfig:
     min_side: float = 5.0
     hflip_prob: float = 0.5
     mask_batch_prob: float = 0.5  # P(batch is all mask samples); else all score samples
+    # Decoded training images (8-bit, with their targets) kept in memory by the sampler, up to
+    # this many MB (0: every sample decodes its image file again). Only the speed changes.
+    cache_mb: int = 0
 
 
 @dataclass
@@ -66,6 +69,9 @@ class SharpMaskConfig:
     upsample: str = "bilinear"  # "bilinear" (paper) | "nearest" (official code)
     refine_mask_convs: int = 1  # 3x3 convs on the mask path: 1 (paper Fig. 7b) | 2 (official code, released model)
     use_refinement_output: bool = True  # False: return the coarse DeepMask mask
+    # Stage 2 also fine-tunes trunk + head C through the refinement (paper Sec. 3.3: frozen, as
+    # "end-to-end fine-tuning adds little" to a converged DeepMask; the CPU demo's is not converged).
+    finetune_trunk: bool = False
     sampler: WindowSamplerConfig = field(default_factory=WindowSamplerConfig)
     # Full-image inference (REFERENCE 'Full-image inference').
     scales: tuple[float, ...] = (-2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5)  # log2 scales

@@ -155,14 +155,16 @@ class SharpMask(nn.Module):
 
     def set_stage(self, stage: int) -> None:
         """1: train trunk + head C (refinement untouched); 2: freeze trunk + head C
-        (``requires_grad=False``, norms/dropout in eval mode) and train the refinement only."""
+        (``requires_grad=False``, norms/dropout in eval mode) and train the refinement only, or,
+        with ``cfg.finetune_trunk``, train the refinement and fine-tune trunk + head C through it
+        end to end (norms still fixed: stage 2 sees mask samples only)."""
         if stage not in (1, 2):
             raise MaskkitError(f"sharpmask training stage must be 1 or 2, got {stage}")
         if stage == 2 and self.refinement is None:
             raise MaskkitError("stage 2 trains the refinement modules: this model has refine=False (a DeepMask preset)")
         self.stage = stage
         for p in list(self.trunk.parameters()) + list(self.head.parameters()):
-            p.requires_grad_(stage == 1)
+            p.requires_grad_(stage == 1 or self.cfg.finetune_trunk)
         if self.refinement is not None:
             self.refinement.requires_grad_(stage == 2)
         self.train(self.training)
@@ -176,8 +178,10 @@ class SharpMask(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimiser should see for the current stage."""
-        if self.stage == 2:
+        if self.stage == 2 and not self.cfg.finetune_trunk:
             return list(self.refinement.parameters())
+        if self.stage == 2:
+            return list(self.refinement.parameters()) + list(self.trunk.parameters()) + list(self.head.parameters())
         return [p for p in list(self.trunk.parameters()) + list(self.head.parameters()) if p.requires_grad]
 
     def load_trunk_weights(self, path: str | os.PathLike) -> None:
@@ -247,7 +251,7 @@ class SharpMask(nn.Module):
                 f"got {tuple(crops.shape[-2:])}"
             )
         refine = self._refined_output(refined)
-        frozen = self.stage == 2 and torch.is_grad_enabled()
+        frozen = self.stage == 2 and not self.cfg.finetune_trunk and torch.is_grad_enabled()
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             feats = self.trunk(self.normalize(crops))
             vec = self.head.vector(feats[-1])  # [B, 512]
