@@ -38,7 +38,7 @@ class DemoPlan:
     overrides: tuple[str, ...] = ()  # applied on top of each stage's preset (quick runs only)
     # (preset, training steps) per stage; a later stage starts from the previous stage's model
     # (SharpMask: stage 1 trains DeepMask, stage 2 the refinement modules).
-    stages: tuple[tuple[str, int], ...] = (("centermask_lite_demo", 1200),)
+    stages: tuple[tuple[str, int], ...] = (("centermask_lite_demo", 1100),)
     image_size: int | None = None  # overrides the scenes' image size (quick runs)
 
     def scene(self) -> dict:
@@ -82,7 +82,7 @@ _SHARPMASK = DemoPlan(
         "model.top_n=100",
         "eval.max_dets=[10,100]",
     ),
-    stages=(("deepmask_demo", 1300), ("sharpmask_demo", 400)),
+    stages=(("deepmask_demo", 1000), ("sharpmask_demo", 300)),
 )
 _SHARPMASK_QUICK = DemoPlan(
     num_train=6,
@@ -144,7 +144,7 @@ def _overlays(model, val, out: Path, n: int, score_thr: float) -> list[Path]:
 
 def _stage_iters(p: DemoPlan, k: int, default: int, iters: int | None) -> int:
     """Steps of stage ``k``: the plan's, or ``iters`` for the first stage and the plan's proportion
-    of it after (SharpMask 1300 + 400: ``--iters 650`` trains 650 + 200)."""
+    of it after (SharpMask 1000 + 300: ``--iters 500`` trains 500 + 150)."""
     return default if iters is None else max(1, iters if k == 0 else iters * default // p.stages[0][1])
 
 

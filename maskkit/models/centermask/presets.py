@@ -112,7 +112,7 @@ def centermask_lite_demo() -> Config:
         batch_size=8,
         optimizer="adamw",
         lr=0.003,
-        max_iter=1200,
+        max_iter=1100,
         warmup_iters=50,
         schedule="cosine",
         clip_grad_norm=10.0,

@@ -139,11 +139,11 @@ def _demo_train(stage: int, max_iter: int, warmup: int) -> TrainConfig:
 
 
 def deepmask_demo() -> Config:
-    return Config(model=_demo_model(refine=False), train=_demo_train(1, 1300, warmup=50))
+    return Config(model=_demo_model(refine=False), train=_demo_train(1, 1000, warmup=50))
 
 
 def sharpmask_demo() -> Config:
-    return Config(model=_demo_model(refine=True), train=_demo_train(2, 400, warmup=20))
+    return Config(model=_demo_model(refine=True), train=_demo_train(2, 300, warmup=20))
 
 
 PRESETS: dict[str, Callable[[], Config]] = {
