@@ -20,6 +20,20 @@ from maskkit.structures import paste_masks_in_image
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run_benchmark(script: str, args: list[str], timeout: int) -> tuple[str, dict]:
+    """Run ``benchmarks/<script>`` in a fresh one-thread process (its own peak RSS) -> its stdout
+    and the ``key=value`` fields printed there."""
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout, dict(kv.split("=") for kv in p.stdout.split() if "=" in kv)
+
+
 def _full_grid_paste(masks, boxes, h, w, zero_outside):
     """The previous implementation: one full-image sampling grid per mask (the reference)."""
     n = masks.shape[0]
@@ -57,18 +71,10 @@ def test_box_local_paste_equals_the_full_image_paste(zero_outside):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_pasting_into_a_12_mp_photo_costs_about_the_output():
-    p = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "paste_memory.py"), "worktree", "10"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-    )
-    assert p.returncode == 0, p.stderr[-2000:]
-    fields = dict(kv.split("=") for kv in p.stdout.split() if "=" in kv)
+    out, fields = _run_benchmark("paste_memory.py", ["worktree", "10"], 240)
     output = float(fields["output"])  # MiB
-    extra = float(fields["peak_rss"]) - float(p.stdout.split("before paste ")[1].split()[0])
-    assert extra < 1.5 * output, p.stdout  # the full-grid paste took ~5x the output (benchmarks/paste_memory.md)
+    extra = float(fields["peak_rss"]) - float(out.split("before paste ")[1].split()[0])
+    assert extra < 1.5 * output, out  # the full-grid paste took ~5x the output (benchmarks/paste_memory.md)
 
 
 @pytest.mark.slow
@@ -78,30 +84,14 @@ def test_predict_on_a_12_mp_photo_with_100_detections_stays_under_1_5_gb():
     on a 4000x3000 photo with exactly 100 detections peaks under 1.5 GB RSS (measured: ~1.15 GiB,
     of which ~0.65 GiB is importing torch + torchvision; 17 GB before the masks became compact,
     benchmarks/paste_memory.md)."""
-    p = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "predict_memory.py"), "-n", "100"],
-        capture_output=True,
-        text=True,
-        timeout=540,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
-    fields = dict(kv.split("=") for kv in p.stdout.split() if "=" in kv)
-    assert fields["detections"] == "100", p.stdout  # the paste of 100 masks is what is measured
-    assert float(fields["peak_rss"]) * 2**20 < 1.5e9, p.stdout
+    out, fields = _run_benchmark("predict_memory.py", ["-n", "100"], 540)
+    assert fields["detections"] == "100", out  # the paste of 100 masks is what is measured
+    assert float(fields["peak_rss"]) * 2**20 < 1.5e9, out
 
 
 def _target_memory(what: str, n: int) -> dict:
-    p = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "target_memory.py"), what, "-n", str(n), "--cap-mib", "4000"],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
-    fields = dict(kv.split("=") for kv in p.stdout.split() if "=" in kv)
-    assert fields["status"] == "ok", p.stdout  # not killed at the 4 GB cap
+    out, fields = _run_benchmark("target_memory.py", [what, "-n", str(n), "--cap-mib", "4000"], 400)
+    assert fields["status"] == "ok", out  # not killed at the 4 GB cap
     return fields
 
 
