@@ -281,12 +281,13 @@ def test_intermediate_tensors_equal_the_official_code(ref_path):
 
 
 @pytest.mark.parametrize("ref_path", _reference_params())
-def test_outputs_equal_the_official_code(ref_path, tmp_path):
+def test_outputs_equal_the_official_code(ref_path, tmp_path, device):
     """The official code's outputs (boxes, labels, scores, masks, mask scores) for seeded
     weights on real COCO crops; maskkit converts the same weights with ``convert_file`` and
     must give every detection back: box IoU >= 0.99 with the same label, score within 1e-4,
     mask IoU >= 0.99, mask score within 1e-4 relative (see below for near-zero values), and
-    the same number of detections."""
+    the same number of detections. On ``--device cuda``: maskkit on the GPU against the
+    official code on the CPU, at the same tolerances."""
     from official_weights import reference_image
     from pycocotools import mask as mask_util
 
@@ -309,10 +310,13 @@ def test_outputs_equal_the_official_code(ref_path, tmp_path):
         model.eval()
     assert cfg.name == OFFICIAL_CONFIGS[ref["config_name"]]
     model.cfg.min_size_test = 0  # the reference ran on the crops as they are (no test resize)
+    model.to(device)
     for im in ref["images"]:
         bgr = reference_image(COCO, im["input"])  # uint8 BGR [3, H, W], as the official code got it
         with torch.no_grad():
-            out = model([bgr.flip(0).float() / 255.0])[0]  # the data contract: RGB float in 0..1
+            out = model([bgr.flip(0).to(device).float() / 255.0])[0]  # the data contract: RGB float in 0..1
+            binary = (out["masks"][:, 0] >= 0.5).cpu()  # pasted on the device
+        out = {k: v.cpu() for k, v in out.items()}
         where = f"{ref['config_name']} {im['input']['file_name']}"
         assert len(out["boxes"]) == im["num_detections"], where
         if not im["num_detections"]:
@@ -334,9 +338,7 @@ def test_outputs_equal_the_official_code(ref_path, tmp_path):
         scale = out["scores"] * im["intermediates"]["maskiou_head_out"]["abs_mean"]
         assert ((out["mask_scores"] - ref_ms).abs() <= 1e-4 * torch.maximum(ref_ms.abs(), scale)).all(), where
         h, w = im["image_size_hw"]
-        mine = mask_util.encode(
-            np.asfortranarray((out["masks"][:, 0] >= 0.5).numpy().astype(np.uint8).transpose(1, 2, 0))
-        )
+        mine = mask_util.encode(np.asfortranarray(binary.numpy().astype(np.uint8).transpose(1, 2, 0)))
         theirs = [{"size": [h, w], "counts": c} for c in im["masks_rle"]]
         # Two empty masks are the same mask (pycocotools calls their IoU 0).
         mask_ious = [
@@ -422,7 +424,7 @@ def test_torch7_file_dispatches_to_the_torch7_converter(tmp_path):
     assert model.info.config.model.system == "sharpmask" and model.info.class_names == ["object"]
 
 
-def test_maskkit_postprocessing_does_not_reproduce_the_official_outputs(tmp_path, monkeypatch):
+def test_maskkit_postprocessing_does_not_reproduce_the_official_outputs(tmp_path, monkeypatch, device):
     """The switch matters: the same converted weights with ``postprocess="maskkit"`` fail the
     equivalence test above (box clipping before NMS, IoU clamp, cut order, paste)."""
     ref_path = INFERENCE / "centermask_lite_V_19_eSE_FPN_ms_4x.json"
@@ -439,4 +441,4 @@ def test_maskkit_postprocessing_does_not_reproduce_the_official_outputs(tmp_path
 
     monkeypatch.setattr(c2, "official_config", maskkit_postprocess)
     with pytest.raises(AssertionError):
-        test_outputs_equal_the_official_code(ref_path, tmp_path)
+        test_outputs_equal_the_official_code(ref_path, tmp_path, device)

@@ -57,8 +57,8 @@ META = {"V-57", "V-99", "resnet101", "resnext101_32x8d"}
 
 
 @pytest.mark.parametrize("name,variant", ALL)
-def test_every_backbone_returns_c3_c5_with_declared_channels_and_strides(name, variant):
-    device = torch.device("meta" if variant in META else "cpu")
+def test_every_backbone_returns_c3_c5_with_declared_channels_and_strides(name, variant, device):
+    device = torch.device("meta") if variant in META else device
     with device:
         model = build_backbone(BackboneConfig(name=name, variant=variant)).eval()
         x = torch.rand(1, 3, 64, 96)
@@ -72,9 +72,9 @@ def test_every_backbone_returns_c3_c5_with_declared_channels_and_strides(name, v
         assert device.type == "meta" or torch.isfinite(f).all()
 
 
-def test_batched_equals_one_by_one():
-    model = build_backbone(BackboneConfig(variant="V-19-slim-dw")).eval()
-    x = torch.rand(2, 3, 64, 64)
+def test_batched_equals_one_by_one(device):
+    model = build_backbone(BackboneConfig(variant="V-19-slim-dw")).to(device).eval()
+    x = torch.rand(2, 3, 64, 64, device=device)
     with torch.no_grad():
         batched = model(x)
         single = model(x[1:])
@@ -82,9 +82,9 @@ def test_batched_equals_one_by_one():
         torch.testing.assert_close(b[1:], s, rtol=1e-4, atol=1e-5)
 
 
-def test_trainable_norm_backbone_trains_end_to_end():
-    model = build_backbone(BackboneConfig(variant="V-19-slim-dw", norm="GN")).train()
-    feats = model(torch.rand(2, 3, 64, 64))
+def test_trainable_norm_backbone_trains_end_to_end(device):
+    model = build_backbone(BackboneConfig(variant="V-19-slim-dw", norm="GN")).to(device).train()
+    feats = model(torch.rand(2, 3, 64, 64, device=device))
     sum(f.mean() for f in feats).backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)

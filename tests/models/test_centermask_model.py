@@ -101,10 +101,10 @@ def _finite_losses_and_grads(model, images, targets) -> dict:
     return losses
 
 
-def test_train_mode_returns_the_loss_dict():
-    model = tiny_model()
+def test_train_mode_returns_the_loss_dict(device, to_device):
+    model = tiny_model().to(device)
     imgs, tgts = zip(*[scene(0), scene(1, size=80)])
-    losses = _finite_losses_and_grads(model, list(imgs), list(tgts))
+    losses = _finite_losses_and_grads(model, to_device(list(imgs)), to_device(list(tgts)))
     assert set(losses) == LOSS_KEYS
     assert losses["loss_mask"] > 0 and losses["loss_box"] > 0
     assert model.fcos.cls_logits.weight.grad.abs().sum() > 0
@@ -112,19 +112,21 @@ def test_train_mode_returns_the_loss_dict():
     assert model.maskiou.predictor.weight.grad.abs().sum() > 0
 
 
-def test_tv_tensors_targets_are_accepted():
-    model = tiny_model()
+def test_tv_tensors_targets_are_accepted(device, to_device):
+    model = tiny_model().to(device)
     img, t = scene(3)
     t = dict(
         t,
         boxes=tv_tensors.BoundingBoxes(t["boxes"], format="XYXY", canvas_size=(96, 96)),
         masks=tv_tensors.Mask(t["masks"]),
     )
-    assert set(_finite_losses_and_grads(model, [img], [t])) == LOSS_KEYS
+    t = to_device(t)
+    assert isinstance(t["boxes"], tv_tensors.BoundingBoxes) and t["masks"].device == device
+    assert set(_finite_losses_and_grads(model, to_device([img]), [t])) == LOSS_KEYS
 
 
-def test_images_without_objects_and_crowd_only_train_without_nan():
-    model = tiny_model()
+def test_images_without_objects_and_crowd_only_train_without_nan(device, to_device):
+    model = tiny_model().to(device)
     img = torch.rand(3, 64, 96)
     empty = {
         "boxes": torch.zeros(0, 4),
@@ -141,23 +143,23 @@ def test_images_without_objects_and_crowd_only_train_without_nan():
         "iscrowd": torch.tensor([1]),
     }
     for targets in ([empty], [crowd], [empty, crowd]):
-        losses = _finite_losses_and_grads(model, [img] * len(targets), targets)
+        losses = _finite_losses_and_grads(model, to_device([img] * len(targets)), to_device(targets))
         assert losses["loss_mask"].item() == 0 and losses["loss_box"].item() == 0  # no positives at all
 
 
-def test_eval_without_detections_returns_empty_well_formed_predictions():
-    model = tiny_model(fcos={"score_thresh": 1.0}).eval()
-    preds = model([torch.rand(3, 50, 70), torch.rand(3, 64, 64)])
+def test_eval_without_detections_returns_empty_well_formed_predictions(device):
+    model = tiny_model(fcos={"score_thresh": 1.0}).to(device).eval()
+    preds = model([torch.rand(3, 50, 70, device=device), torch.rand(3, 64, 64, device=device)])
     assert len(preds) == 2
     for p, (h, w) in zip(preds, [(50, 70), (64, 64)]):
         assert p["boxes"].shape == (0, 4) and p["labels"].dtype == torch.int64
         assert p["masks"].shape == (0, 1, h, w) and p["scores"].shape == (0,) and p["mask_scores"].shape == (0,)
 
 
-def test_eval_predictions_at_original_size_any_size():
-    model = tiny_model(fcos={"score_thresh": 0.0}, min_size_test=64, max_size_test=100).eval()
+def test_eval_predictions_at_original_size_any_size(device):
+    model = tiny_model(fcos={"score_thresh": 0.0}, min_size_test=64, max_size_test=100).to(device).eval()
     sizes = [(50, 70), (120, 90)]
-    preds = model([torch.rand(3, h, w) for h, w in sizes])
+    preds = model([torch.rand(3, h, w, device=device) for h, w in sizes])
     for p, (h, w) in zip(preds, sizes):
         n = len(p["boxes"])
         assert n == model.cfg.fcos.detections_per_image  # threshold 0: the cap decides
@@ -166,38 +168,43 @@ def test_eval_predictions_at_original_size_any_size():
         dense, probs = p["masks"].to_dense(), p["masks"].probabilities()
         assert dense.dtype == torch.bool and dense.shape == (n, 1, h, w) and probs.dtype == torch.float32
         assert 0 <= probs.min() and probs.max() <= 1 and torch.equal(dense, probs >= model.cfg.mask_threshold)
+        assert dense.device == device
+        assert all(p[k].device == device for k in ("boxes", "scores", "labels", "mask_scores"))
         assert (p["boxes"][:, 2] <= w + 1e-3).all() and (p["boxes"][:, 3] <= h + 1e-3).all()
         assert ((p["labels"] >= 1) & (p["labels"] <= 2)).all()
         assert (p["mask_scores"] <= p["scores"] + 1e-6).all()  # box score x predicted IoU in [0, 1]
         assert (p["scores"][:-1] >= p["scores"][1:]).all()
 
 
-def test_mask_scores_are_box_score_times_predicted_iou():
-    model = tiny_model(fcos={"score_thresh": 0.0}).eval()
+def test_mask_scores_are_box_score_times_predicted_iou(device):
+    model = tiny_model(fcos={"score_thresh": 0.0}).to(device).eval()
     with torch.no_grad():
         model.maskiou.predictor.weight.zero_()
         model.maskiou.predictor.bias.copy_(torch.tensor([0.5, 0.25]))
-    p = model([scene(0)[0]])[0]
+    p = model([scene(0)[0].to(device)])[0]
     expected = p["scores"] * torch.where(p["labels"] == 1, 0.5, 0.25)
     assert torch.allclose(p["mask_scores"], expected)
     with torch.no_grad():
         model.maskiou.predictor.bias.fill_(-1.0)  # "no overlap": ranking falls back to the box score
-    p = model([scene(0)[0]])[0]
+    p = model([scene(0)[0].to(device)])[0]
     assert torch.allclose(p["mask_scores"], p["scores"] * 1e-3)
 
 
 @pytest.mark.parametrize("rule,expected", [("eq2", [5, 3]), ("eq1", [3, 3])])
-def test_roi_levels_use_each_images_unpadded_area(rule, expected):
+def test_roi_levels_use_each_images_unpadded_area(rule, expected, device):
     # The same 60x60 RoI in a 64x96 image (more than half its area: P5 by Eq. 2) and in a
     # 320x320 image (P3); Eq. 1 ignores the image and puts both on P3 (60 < 112 px).
-    model = tiny_model(mask={"assignment": rule})
-    feats = [torch.full((2, 48, 40 // s * 8, 40 // s * 8), float(k)) for k, s in zip((3, 4, 5, 6, 7), (1, 2, 4, 8, 16))]
-    boxes = torch.tensor([[2.0, 2.0, 62.0, 62.0], [2.0, 2.0, 62.0, 62.0]])
-    pooled = model.roi_features(feats, boxes, torch.tensor([0, 1]), [(64, 96), (320, 320)])
+    model = tiny_model(mask={"assignment": rule}).to(device)
+    feats = [
+        torch.full((2, 48, 40 // s * 8, 40 // s * 8), float(k), device=device)
+        for k, s in zip((3, 4, 5, 6, 7), (1, 2, 4, 8, 16))
+    ]
+    boxes = torch.tensor([[2.0, 2.0, 62.0, 62.0], [2.0, 2.0, 62.0, 62.0]], device=device)
+    pooled = model.roi_features(feats, boxes, torch.tensor([0, 1], device=device), [(64, 96), (320, 320)])
     assert pooled[:, 0, 7, 7].tolist() == expected
 
 
-def test_mask_branch_on_p2_pools_small_rois_from_stage_2():
+def test_mask_branch_on_p2_pools_small_rois_from_stage_2(device, to_device):
     """``mask.k_min=2``: the trunk also returns C2, the FPN builds P2 (stride 4) for the mask
     branch only; FCOS keeps P3-P7. A small RoI pools from P2, a large one (Eq. 2) from P3."""
     import maskkit
@@ -207,19 +214,19 @@ def test_mask_branch_on_p2_pools_small_rois_from_stage_2():
     base = maskkit.create_model(
         "centermask_lite_demo", num_classes=2, overrides=[*ov[2:], "model.mask.k_min=3", "model.mask.k_max=5"]
     )
-    model = maskkit.create_model("centermask_lite_demo", num_classes=2, overrides=ov)
+    model = maskkit.create_model("centermask_lite_demo", num_classes=2, overrides=ov).to(device)
     assert model.strides == base.strides == [8, 16, 32, 64, 128] and model.mask_strides == [4, 8]
     c2, c = model.backbone.c2_channels, model.cfg.fpn_channels
     extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in base.parameters())
     assert extra == (c2 * c + c) + (c * c * 9 + c)  # P2's lateral 1x1 and output 3x3 convs, nothing else
-    x = torch.rand(1, 3, 96, 96)
+    x = torch.rand(1, 3, 96, 96, device=device)
     fcos_feats, mask_feats = model.features(x)
     assert [f.shape[-1] for f in fcos_feats] == [12, 6, 3, 2, 1] and [f.shape[-1] for f in mask_feats] == [24, 12]
     mask_feats = [torch.full_like(mask_feats[0], 2.0), torch.full_like(mask_feats[1], 3.0)]
-    boxes = torch.tensor([[10.0, 10.0, 30.0, 30.0], [0.0, 0.0, 90.0, 90.0]])
-    pooled = model.roi_features(mask_feats, boxes, torch.tensor([0, 0]), [(96, 96)])
+    boxes = torch.tensor([[10.0, 10.0, 30.0, 30.0], [0.0, 0.0, 90.0, 90.0]], device=device)
+    pooled = model.roi_features(mask_feats, boxes, torch.tensor([0, 0], device=device), [(96, 96)])
     assert pooled[:, 0, 7, 7].tolist() == [2.0, 3.0]
-    img, t = scene(1)
+    img, t = to_device(scene(1))
     losses = _finite_losses_and_grads(model, [img], [t])
     assert {"loss_mask", "loss_maskiou"} <= set(losses)
     pred = model.eval()([img])[0]
@@ -235,12 +242,12 @@ def test_mask_levels_are_checked():
         CenterMask(tiny_cfg(mask={"k_min": 2}), TinyBackbone())
 
 
-def test_batched_equals_one_by_one():
+def test_batched_equals_one_by_one(device):
     # Inputs are zero-padded bottom/right to a multiple of 32, so an image's features depend
     # on the padded batch size at its border. Sizes chosen to pad to the same 96 x 128 in
     # both cases make the comparison exact (up to float summation order).
-    model = tiny_model(fcos={"score_thresh": 0.0}).eval()
-    images = [torch.rand(3, 96, 128), torch.rand(3, 70, 100), torch.rand(3, 90, 120)]
+    model = tiny_model(fcos={"score_thresh": 0.0}).to(device).eval()
+    images = [torch.rand(3, h, w, device=device) for h, w in ((96, 128), (70, 100), (90, 120))]
     batched = model(images)
     for img, b in zip(images, batched):
         single = model([img])[0]
@@ -250,11 +257,11 @@ def test_batched_equals_one_by_one():
             assert torch.allclose(x.float(), y.float(), atol=1e-4), k
 
 
-def test_deterministic_with_a_seed():
-    img, t = scene(5)
+def test_deterministic_with_a_seed(device, to_device):
+    img, t = to_device(scene(5))
     outs = []
     for _ in range(2):
-        model = tiny_model(seed=7, fcos={"score_thresh": 0.0})
+        model = tiny_model(seed=7, fcos={"score_thresh": 0.0}).to(device)
         losses = _finite_losses_and_grads(model, [img], [t])
         outs.append((losses, model.eval()([img])[0]))
     (l1, p1), (l2, p2) = outs
@@ -263,13 +270,16 @@ def test_deterministic_with_a_seed():
     assert all(torch.equal(v.probabilities() if isinstance(v, BoxMasks) else v, dense[k]) for k, v in p1.items())
 
 
-def test_bf16_autocast_trains_and_predicts_in_float32_outputs():
-    model = tiny_model(fcos={"score_thresh": 0.0})
-    img, t = scene(4)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_autocast_trains_and_predicts_in_float32_outputs(dtype, device, to_device):
+    if dtype == torch.float16 and device.type != "cuda":
+        pytest.skip("fp16 autocast is a CUDA mode (train.amp=fp16 needs CUDA)")
+    model = tiny_model(fcos={"score_thresh": 0.0}).to(device)
+    img, t = to_device(scene(4))
+    with torch.autocast(device.type, dtype=dtype):
         losses = _finite_losses_and_grads(model, [img], [t])
     assert all(v.dtype == torch.float32 for v in losses.values())
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=dtype):
         pred = model.eval()([img])[0]
     assert all(pred[k].dtype == torch.float32 for k in ("boxes", "scores", "mask_scores"))
     assert pred["masks"].probs.dtype == torch.float32 and pred["masks"].probabilities().dtype == torch.float32
@@ -280,9 +290,9 @@ def test_bf16_autocast_trains_and_predicts_in_float32_outputs():
     [{"sam": False}, {"assignment": "eq1"}, {"maskiou": False}, {"class_agnostic": True}],
     ids=["no-sam", "eq1", "no-maskiou", "class-agnostic"],
 )
-def test_ablation_switches_build_train_and_predict(switch):
-    model = tiny_model(mask=switch, fcos={"score_thresh": 0.0})
-    img, t = scene(2)
+def test_ablation_switches_build_train_and_predict(switch, device, to_device):
+    model = tiny_model(mask=switch, fcos={"score_thresh": 0.0}).to(device)
+    img, t = to_device(scene(2))
     losses = _finite_losses_and_grads(model, [img], [t])
     assert ("loss_maskiou" in losses) == switch.get("maskiou", True)
     assert isinstance(model.mask_head.sam, nn.Identity) == (not switch.get("sam", True))
@@ -290,19 +300,19 @@ def test_ablation_switches_build_train_and_predict(switch):
     assert pred["masks"].shape[1:] == (1, 96, 96) and len(pred["mask_scores"]) == len(pred["boxes"])
 
 
-def test_bad_input_raises_one_clear_error():
-    model = tiny_model()
-    img, t = scene(1)
+def test_bad_input_raises_one_clear_error(device, to_device):
+    model = tiny_model().to(device)
+    img, t = to_device(scene(1))
     with pytest.raises(MaskkitError, match="labels must be in 1..2"):
-        model([img], [dict(t, labels=torch.tensor([1, 3]))])
+        model([img], [dict(t, labels=torch.tensor([1, 3], device=device))])
     with pytest.raises(MaskkitError, match="masks are"):
         model([img], [dict(t, masks=t["masks"][:, :50])])
     with pytest.raises(MaskkitError, match="2 boxes but labels"):
-        model([img], [dict(t, labels=torch.tensor([1]))])
+        model([img], [dict(t, labels=torch.tensor([1], device=device))])
     with pytest.raises(MaskkitError, match="needs one target"):
         model([img])
     with pytest.raises(MaskkitError, match=r"\[3, H, W\]"):
-        model.eval()([torch.rand(1, 32, 32)])
+        model.eval()([torch.rand(1, 32, 32, device=device)])
 
 
 OVERFIT_STEPS = 300

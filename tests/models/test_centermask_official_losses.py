@@ -106,7 +106,7 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("config_name", CONFIGS)
-def test_train_losses_and_mask_head_gradients_equal_the_official_code(config_name):
+def test_train_losses_and_mask_head_gradients_equal_the_official_code(config_name, device, to_device):
     path = TRAIN_REF / f"{config_name}.json"
     if not path.is_file():
         pytest.skip(f"{path.relative_to(ROOT)} not recorded yet")
@@ -115,8 +115,8 @@ def test_train_losses_and_mask_head_gradients_equal_the_official_code(config_nam
     torch.set_num_threads(1)
     ref = json.loads(path.read_text())
     assert ref["losses_seed1"] == ref["losses"]  # the official sampler only permuted the RoIs
-    model = _official_model(ref)
-    images, targets = _batch(ref)
+    model = _official_model(ref).to(device)
+    images, targets = to_device(_batch(ref))
     torch.manual_seed(0)
     losses = model(images, targets)
     assert set(losses) == set(TERMS)
@@ -142,6 +142,7 @@ def test_train_losses_and_mask_head_gradients_equal_the_official_code(config_nam
     ]:
         grads = torch.autograd.grad(loss, list(watched.values()), retain_graph=True, allow_unused=True)
         for (k, _), g in zip(watched.items(), grads):
+            g = None if g is None else g.cpu()
             rec = ref["gradients"][key].get(names[k][0])
             if rec is None:  # this loss does not reach the tensor officially
                 assert g is None or not g.any(), (key, k)

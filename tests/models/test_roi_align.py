@@ -57,3 +57,20 @@ def test_far_away_rois_get_no_gradient():
     (want,) = torch.autograd.grad(out.sum(), feat)
     (got,) = torch.autograd.grad(roi_align_adaptive(feat, rois, 7, 1.0)[2:].sum(), feat)
     torch.testing.assert_close(got, want)
+
+
+def test_cpu_backward_equals_the_device_gradient(device):
+    """On ``--device cuda``: the separable CPU backward against torchvision's CUDA kernel."""
+    if device.type == "cpu":
+        pytest.skip("compares the CPU with the test device: run with --device cuda")
+    feat = torch.randn(2, 6, 24, 32, generator=torch.Generator().manual_seed(1))
+    rois = _rois()
+    grad_out = torch.randn(len(rois), 6, 14, 14, generator=torch.Generator().manual_seed(2))
+    grads = []
+    for dev in (torch.device("cpu"), device):
+        f = feat.to(dev).requires_grad_()
+        out = roi_align_adaptive(f, rois.to(dev), 14, 1.0 / 4)
+        grads.append((out.detach().cpu(), torch.autograd.grad(out, f, grad_out.to(dev))[0].cpu()))
+    (out_cpu, g_cpu), (out_dev, g_dev) = grads
+    torch.testing.assert_close(out_dev, out_cpu, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g_dev, g_cpu, atol=1e-5, rtol=1e-5)

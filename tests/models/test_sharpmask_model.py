@@ -117,7 +117,7 @@ def _check_conv_equals_windows(model, image, cells, context):
     with torch.no_grad():
         maps = model._scale_maps(image, 0.0, refine=model.refinement is not None)
         padded = _padded(model, image)
-        ij = torch.tensor(cells)
+        ij = torch.tensor(cells, device=image.device)
         crops = torch.stack(
             [
                 padded[:, 16 * i - context : 16 * i + win + context, 16 * j - context : 16 * j + win + context]
@@ -146,27 +146,28 @@ def _randomise_bn(model):
 
 
 @pytest.mark.parametrize("upsample", ["bilinear", "nearest"])
-def test_convolutional_inference_equals_per_window_demo(upsample):
+def test_convolutional_inference_equals_per_window_demo(upsample, device):
     torch.manual_seed(0)
     model = maskkit.create_model("sharpmask_demo", overrides=[f"model.upsample={upsample}"])
     _randomise_bn(model)
-    image = torch.rand(3, 272, 272)
+    model.to(device)
+    image = torch.rand(3, 272, 272, device=device)
     # receptive field of the demo trunk + skip convs is < 100 px beyond the window: 112 px context
     out = _check_conv_equals_windows(model, image, [(10, 10), (9, 10), (10, 9), (9, 9)], context=112)
     assert out["refined"].shape == (4, 80, 80) and out["mask"].shape == (4, 28, 28)
 
 
-def test_convolutional_inference_equals_per_window_r50():
+def test_convolutional_inference_equals_per_window_r50(device):
     torch.manual_seed(0)
-    model = maskkit.create_model("sharpmask_r50")
-    image = torch.rand(3, 400, 400)
+    model = maskkit.create_model("sharpmask_r50").to(device)
+    image = torch.rand(3, 400, 400, device=device)
     # ResNet-50 layer3 receptive field is 267 px (+3 skip convs at stride 16: 363 px): 192 px
     # of context around the 160 px window covers it; the padded image is 560 px, the crop 544.
     out = _check_conv_equals_windows(model, image, [(12, 12)], context=192)
     assert out["refined"].shape == (1, 160, 160) and out["mask"].shape == (1, 56, 56)
 
 
-def test_convolutional_inference_equals_per_window_vgg_original_head():
+def test_convolutional_inference_equals_per_window_vgg_original_head(device):
     """The original head's score branch (2x2 max-pool + Linear) runs as a stride-1 pool and a
     dilated 7x7 conv: stride-16 scores equal the per-window ones (narrow VGG for speed)."""
     torch.manual_seed(0)
@@ -177,19 +178,19 @@ def test_convolutional_inference_equals_per_window_vgg_original_head():
         "model.score_pool_hidden=32",
         "model.score_hidden=32",
     ]
-    model = maskkit.create_model("deepmask_vgg", overrides=narrow)
-    image = torch.rand(3, 160, 160)
+    model = maskkit.create_model("deepmask_vgg", overrides=narrow).to(device)
+    image = torch.rand(3, 160, 160, device=device)
     # VGG-A conv5 receptive field is 134 px: 64 px of context around the 224 px window
     out = _check_conv_equals_windows(model, image, [(4, 4), (4, 5), (5, 4), (5, 5)], context=64)
     assert out["mask"].shape == (4, 56, 56)
 
 
-def test_propose_uses_shared_skips_and_matches_score_maps():
+def test_propose_uses_shared_skips_and_matches_score_maps(device):
     torch.manual_seed(0)
     model = maskkit.create_model("sharpmask_demo", overrides=["model.scales=[0.0]", "model.refine_batch=3"])
     _randomise_bn(model)
-    model.eval()
-    image = torch.rand(3, 96, 128)
+    model.to(device).eval()
+    image = torch.rand(3, 96, 128, device=device)
     props = model.propose(image, top_n=7)
     maps = model._scale_maps(image, 0.0, refine=True)
     best = maps["scores"].flatten().topk(7)
@@ -209,20 +210,20 @@ def test_propose_uses_shared_skips_and_matches_score_maps():
     torch.testing.assert_close(props["window_boxes"], expect.float())
 
 
-def test_window_boxes_follow_the_scale():
-    model = maskkit.create_model("deepmask_demo", overrides=["model.scales=[-1.0]"]).eval()
-    props = model.propose(torch.rand(3, 64, 96), top_n=5)
+def test_window_boxes_follow_the_scale(device):
+    model = maskkit.create_model("deepmask_demo", overrides=["model.scales=[-1.0]"]).to(device).eval()
+    props = model.propose(torch.rand(3, 64, 96, device=device), top_n=5)
     wb = props["window_boxes"]
-    torch.testing.assert_close(wb[:, 2] - wb[:, 0], torch.full((5,), 160.0))  # 80 px window at scale 1/2
+    torch.testing.assert_close(wb[:, 2] - wb[:, 0], torch.full((5,), 160.0, device=device))  # 80 px window at scale 1/2
     ij = props["cells"].float()
     torch.testing.assert_close(wb[:, 0], (ij[:, 1] * 16 - 40) * 2)
 
 
-def test_eval_output_follows_the_data_contract():
+def test_eval_output_follows_the_data_contract(device):
     torch.manual_seed(0)
     for name in ("deepmask_demo", "sharpmask_demo"):
-        model = maskkit.create_model(name, overrides=["model.top_n=20", "model.scales=[-0.5,0.0]"]).eval()
-        preds = model([torch.rand(3, 70, 90), torch.rand(3, 50, 40)])
+        model = maskkit.create_model(name, overrides=["model.top_n=20", "model.scales=[-0.5,0.0]"]).to(device).eval()
+        preds = model([torch.rand(3, 70, 90, device=device), torch.rand(3, 50, 40, device=device)])
         assert len(preds) == 2
         for p, (h, w) in zip(preds, [(70, 90), (50, 40)]):
             assert p["masks"].dtype == torch.bool and p["masks"].shape == (20, 1, h, w)
@@ -232,19 +233,19 @@ def test_eval_output_follows_the_data_contract():
             assert p["boxes"][:, 3].max() <= h and p["boxes"].min() >= 0
 
 
-def test_coarse_or_refined_from_one_network():
-    model = maskkit.create_model("sharpmask_demo", overrides=["model.scales=[0.0]"]).eval()
-    image = torch.rand(3, 64, 64)
+def test_coarse_or_refined_from_one_network(device):
+    model = maskkit.create_model("sharpmask_demo", overrides=["model.scales=[0.0]"]).to(device).eval()
+    image = torch.rand(3, 64, 64, device=device)
     fine = model.propose(image, top_n=4)
     coarse = model.propose(image, top_n=4, refined=False)
     assert fine["masks"].shape[-1] == 80 and coarse["masks"].shape[-1] == 28
     torch.testing.assert_close(fine["scores"], coarse["scores"])
 
 
-def test_tiny_and_odd_sized_images():
-    model = maskkit.create_model("sharpmask_demo", overrides=["model.top_n=5"]).eval()
+def test_tiny_and_odd_sized_images(device):
+    model = maskkit.create_model("sharpmask_demo", overrides=["model.top_n=5"]).to(device).eval()
     for h, w in [(1, 1), (7, 33), (41, 17)]:
-        p = model([torch.rand(3, h, w)])[0]
+        p = model([torch.rand(3, h, w, device=device)])[0]
         assert p["masks"].shape == (5, 1, h, w) and p["boxes"].shape == (5, 4)
         assert p["boxes"][:, 2].max() <= w and p["boxes"][:, 3].max() <= h
 
@@ -304,70 +305,70 @@ def test_losses_are_the_logistic_loss():
     assert mask_loss(t * 20, t, 160).item() < 1e-6
 
 
-def _batch(kind, n=4, size=112, win=80):
+def _batch(kind, n=4, size=112, win=80, device="cpu"):
     torch.manual_seed(3)
-    return torch.rand(n, 3, size, size), {
+    return torch.rand(n, 3, size, size, device=device), {
         "kind": kind,
-        "masks": torch.where(torch.rand(n, win, win) > 0.5, 1.0, -1.0),
-        "scores": torch.tensor([1.0, -1.0] * (n // 2)),
+        "masks": torch.where(torch.rand(n, win, win, device=device) > 0.5, 1.0, -1.0),
+        "scores": torch.tensor([1.0, -1.0] * (n // 2), device=device),
     }
 
 
-def test_stage1_trains_trunk_and_heads():
-    model = maskkit.create_model("sharpmask_demo").train()
+def test_stage1_trains_trunk_and_heads(device):
+    model = maskkit.create_model("sharpmask_demo").to(device).train()
     model.set_stage(1)
     params = model.trainable_parameters()
     assert {id(p) for p in params} == {id(p) for p in list(model.trunk.parameters()) + list(model.head.parameters())}
     for kind, key in (("mask", "loss_mask"), ("score", "loss_score")):
         model.zero_grad()
-        losses = model(*_batch(kind))
+        losses = model(*_batch(kind, device=device))
         assert set(losses) == {key} and losses[key].dim() == 0
         losses[key].backward()
         assert model.trunk.conv1.weight.grad.abs().sum() > 0
         assert all(p.grad is None for p in model.refinement.parameters())
 
 
-def test_stage2_freezes_deepmask_and_trains_refinement_only():
-    model = maskkit.create_model("sharpmask_demo").train()
+def test_stage2_freezes_deepmask_and_trains_refinement_only(device):
+    model = maskkit.create_model("sharpmask_demo").to(device).train()
     model.set_stage(2)
     assert model.trunk.training is False and model.head.training is False and model.refinement.training
     assert all(not p.requires_grad for p in list(model.trunk.parameters()) + list(model.head.parameters()))
     assert {id(p) for p in model.trainable_parameters()} == {id(p) for p in model.refinement.parameters()}
     bn_before = model.trunk.bn1.running_mean.clone()
-    losses = model(*_batch("mask"))
+    losses = model(*_batch("mask", device=device))
     assert set(losses) == {"loss_mask"}
     losses["loss_mask"].backward()
     assert all(p.grad is not None for p in model.refinement.parameters())
     assert model.trunk.conv1.weight.grad is None
     assert torch.equal(model.trunk.bn1.running_mean, bn_before)  # frozen statistics
     with pytest.raises(MaskkitError, match="mask samples only"):
-        model(*_batch("score"))
+        model(*_batch("score", device=device))
     with pytest.raises(MaskkitError, match="refine=False"):
         maskkit.create_model("deepmask_demo").set_stage(2)
 
 
-def test_stage2_finetune_trunk_trains_everything_through_the_refinement():
-    model = maskkit.create_model("sharpmask_demo", overrides=["model.finetune_trunk=true"]).train()
+def test_stage2_finetune_trunk_trains_everything_through_the_refinement(device):
+    model = maskkit.create_model("sharpmask_demo", overrides=["model.finetune_trunk=true"]).to(device).train()
     model.set_stage(2)
     assert model.trunk.training is False and model.head.training is False  # norms fixed, no dropout
     every = list(model.refinement.parameters()) + list(model.trunk.parameters()) + list(model.head.parameters())
     assert {id(p) for p in model.trainable_parameters()} == {id(p) for p in every}
     bn_before = model.trunk.bn1.running_mean.clone()
-    model(*_batch("mask"))["loss_mask"].backward()
+    model(*_batch("mask", device=device))["loss_mask"].backward()
     assert model.trunk.conv1.weight.grad.abs().sum() > 0 and model.head.fc.weight.grad.abs().sum() > 0
     assert all(p.grad is not None for p in model.refinement.parameters())
     assert model.head.mask.weight.grad is None  # the coarse mask is not in the stage-2 loss
     assert torch.equal(model.trunk.bn1.running_mean, bn_before)
 
 
-def test_bad_inputs_raise_clear_errors():
-    model = maskkit.create_model("deepmask_demo").train()
+def test_bad_inputs_raise_clear_errors(device):
+    model = maskkit.create_model("deepmask_demo").to(device).train()
     with pytest.raises(MaskkitError, match="window \\+ 32k"):
-        model(torch.rand(2, 3, 100, 100), _batch("mask")[1])
+        model(torch.rand(2, 3, 100, 100, device=device), _batch("mask", device=device)[1])
     with pytest.raises(MaskkitError, match="needs targets"):
-        model(torch.rand(2, 3, 112, 112))
+        model(torch.rand(2, 3, 112, 112, device=device))
     with pytest.raises(MaskkitError, match="kind"):
-        model(torch.rand(2, 3, 112, 112), {"kind": "box"})
+        model(torch.rand(2, 3, 112, 112, device=device), {"kind": "box"})
     model.eval()
     with pytest.raises(MaskkitError, match="\\[3, H, W\\]"):
-        model([torch.rand(1, 30, 30)])
+        model([torch.rand(1, 30, 30, device=device)])

@@ -331,7 +331,8 @@ class SharpMask(nn.Module):
         refine = self._refined_output(refined)
         per_scale = [self._scale_maps(image, s, refine) for s in self.cfg.scales]
         # Top-N windows over all scales (REFERENCE 'Full-image inference').
-        flat = torch.cat([m["scores"].flatten() for m in per_scale])
+        # float32 from here on, also under autocast (the outputs are float32, as the contract's)
+        flat = torch.cat([m["scores"].flatten() for m in per_scale]).float()
         which = torch.cat([torch.full((m["scores"].numel(),), k, dtype=torch.long) for k, m in enumerate(per_scale)])
         local = torch.cat([torch.arange(m["scores"].numel()) for m in per_scale])
         k = min(top_n, flat.numel())
@@ -354,9 +355,9 @@ class SharpMask(nn.Module):
                 for c in range(0, sel.numel(), self.cfg.refine_batch):
                     part = slice(c, c + self.cfg.refine_batch)
                     skips = crop_windows(maps["skips"], ij_dev[part], self.cfg.feature_size)
-                    masks[sel[part]] = self.refinement(vec[part], skips)[:, 0].sigmoid()
+                    masks[sel[part]] = self.refinement(vec[part], skips)[:, 0].float().sigmoid()
             else:
-                masks[sel] = self.head.mask_logits(vec).sigmoid()
+                masks[sel] = self.head.mask_logits(vec).float().sigmoid()
             # Window top-left in the padded image -> scaled image -> original image px.
             side = self.cfg.window / maps["factor"]
             x0 = (ij_dev[:, 1].float() * 16 - maps["pad"]) / maps["factor"]
