@@ -22,10 +22,10 @@ step "model tests on cuda"
 timeout ${T_TESTS:-170} python3 -m pytest tests/models tests/convert/test_centermask2.py --device cuda -q -n 8 \
   -p no:cacheprovider --timeout 150 -rfEs > "$OUT/pytest_cuda.log" 2>&1; echo "pytest rc=$?"
 tail -25 "$OUT/pytest_cuda.log"
-for s in latency train proposals; do
-  step "$s"
-  timeout ${T_SECTION:-100} python3 benchmarks/gpu_speed.py --section $s --iters ${ITERS:-30} --warmup 5 \
-    --out "$OUT/gpu_$s.json" 2>&1 | tail -22
+for s in latency:30 train:20 proposals:20; do
+  step "${s%:*}"
+  timeout ${T_SECTION:-100} python3 benchmarks/gpu_speed.py --section ${s%:*} --iters ${s#*:} --warmup 5 \
+    --out "$OUT/gpu_${s%:*}.json" 2>&1 | tail -22
 done
 step demo
 ( time timeout ${T_DEMO:-200} python3 -m maskkit demo --device cuda --out /tmp/demo_gpu --no-progress ) > "$OUT/demo.log" 2>&1
