@@ -297,11 +297,14 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--precisions", default="fp32,fp16,bf16", help="proposals section: the precisions timed")
     ap.add_argument("--quick", action="store_true", help="one small case per section (a smoke run on the CPU)")
     ap.add_argument("--out", type=Path, required=True, help="JSON file for the rows and the environment")
     args = ap.parse_args()
     device = torch.device(args.device)
     t0 = time.perf_counter()
+    global PRECISIONS
+    PRECISIONS = {p: PRECISIONS[p] for p in args.precisions.split(",")}
     rows = SECTIONS[args.section](device, args.iters, args.warmup, args.quick)
     record = {
         "section": args.section,

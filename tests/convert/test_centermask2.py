@@ -415,6 +415,7 @@ def test_imagenet_backbone_file_needs_a_preset_and_loads_into_its_trunk(tmp_path
 
 
 def test_torch7_file_dispatches_to_the_torch7_converter(tmp_path):
+    pytest.importorskip("torchfile", reason="the optional maskkit[torch7] extra")
     from t7_writer import deepmask_file, write_t7
 
     import maskkit

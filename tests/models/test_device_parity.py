@@ -248,5 +248,5 @@ def test_sharpmask_autocast_proposals_are_float32_and_match(amp, device):
     for k in ("scores", "window_boxes", "masks"):
         assert got[k].dtype == torch.float32 and torch.isfinite(got[k]).all(), k
     # the best window is found again, its score within bf16 / fp16 rounding of a logit
-    assert got["scores"][0] == pytest.approx(want["scores"][0].item(), abs=0.02)
+    assert got["scores"][0].item() == pytest.approx(want["scores"][0].item(), abs=0.02)
     assert torch.equal(got["window_boxes"][0], want["window_boxes"][0])

@@ -197,7 +197,7 @@ def test_propose_uses_shared_skips_and_matches_score_maps(device):
     torch.testing.assert_close(props["scores"], best.values.sigmoid())
     gw = maps["scores"].shape[1]
     ij = torch.stack([best.indices // gw, best.indices % gw], 1)
-    assert torch.equal(props["cells"], ij)
+    assert torch.equal(props["cells"].to(device), ij)  # (cells are indices, kept on the CPU)
     with torch.no_grad():
         vec = maps["vectors"][:, ij[:, 0], ij[:, 1]].T
         ref = model.refinement(vec, crop_windows(maps["skips"], ij, model.cfg.feature_size))[:, 0].sigmoid()
@@ -215,7 +215,7 @@ def test_window_boxes_follow_the_scale(device):
     props = model.propose(torch.rand(3, 64, 96, device=device), top_n=5)
     wb = props["window_boxes"]
     torch.testing.assert_close(wb[:, 2] - wb[:, 0], torch.full((5,), 160.0, device=device))  # 80 px window at scale 1/2
-    ij = props["cells"].float()
+    ij = props["cells"].float().to(device)
     torch.testing.assert_close(wb[:, 0], (ij[:, 1] * 16 - 40) * 2)
 
 
