@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests are CPU-only, small and deterministic.
+"""Shared fixtures. Tests are small and deterministic, on the CPU unless ``--device`` says otherwise.
 
 The real COCO subset lives in ``../shared/data/coco-tiny`` beside the checkout (CI has it, a
 user's clone does not): tests that need it use the ``coco_tiny`` fixture, which skips cleanly
