@@ -46,6 +46,7 @@ PREVIOUS = [  # the demo model before issue #12, on top of today's preset
     "model.mask.train_detections=20",
     "model.mask.k_min=3",  # Eq. 2 over P3-P5 (the demo pools from P2 since 2026-11-26)
     "model.mask.k_max=5",
+    "model.backbone.freeze_at=0",  # trained whole (the demo freezes its pretrained stem + stage 2 since 2026-11-26)
 ]
 
 
