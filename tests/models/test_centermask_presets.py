@@ -111,7 +111,8 @@ def test_sizes_and_schedules():
     assert (lite.model.mask.maskiou_num_convs, lite.model.mask.maskiou_channels) == (2, 128)
     assert lite.data.min_size_train == (580, 600)
     assert (lite.model.min_size_test, lite.model.max_size_test) == (600, 1000)
-    assert demo.model.backbone.norm == "BN" and demo.model.backbone.freeze_at == 0
+    # the pretrained demo trunk's stem and stage 2 stay frozen (detectron2's FREEZE_AT=2)
+    assert demo.model.backbone.norm == "BN" and demo.model.backbone.freeze_at == 2
     # the demo recipe (issue #12): 128 px scenes, the packaged pretrained trunk, AdamW + cosine
     assert (demo.model.min_size_test, demo.model.max_size_test) == (128, 128)
     assert demo.model.backbone.weights == "maskkit:vovnet19_micro_shapes12"
