@@ -41,7 +41,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--iters",
         type=int,
         default=None,
-        help="training steps (default: the ~10-minute budget, 1400 for centermask, 1000 + 300 for "
+        help="training steps (default: the ~10-minute budget, 1200 for centermask, 1000 + 300 for "
         "sharpmask's two stages, in that proportion); the cosine schedule stretches to fit",
     )
     add_device_argument(parser, default="cpu")

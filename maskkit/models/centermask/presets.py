@@ -89,7 +89,7 @@ def centermask_lite_demo() -> Config:
             norm="BN",
             # stem and stage 2 frozen (detectron2's default FREEZE_AT=2 for pretrained trunks): a step
             # costs 28 % less CPU, same AP at 1,100 steps (bbox / segm AP50 68.1 / 50.6 vs 67.1 / 50.2),
-            # so the budget buys 1,400 steps (benchmarks/synthetic_protocol.md, "Frozen stem").
+            # so the budget buys 1,200 steps (benchmarks/synthetic_protocol.md, "Frozen stem").
             freeze_at=2,
             weights="maskkit:vovnet19_micro_shapes12",
         ),
@@ -119,7 +119,7 @@ def centermask_lite_demo() -> Config:
         batch_size=8,
         optimizer="adamw",
         lr=0.003,
-        max_iter=1400,
+        max_iter=1200,
         warmup_iters=50,
         schedule="cosine",
         clip_grad_norm=10.0,
