@@ -95,6 +95,10 @@ class TrainConfig:
     steps: tuple[int, ...] = (60000, 80000)
     gamma: float = 0.1
     clip_grad_norm: float = 0.0  # 0 disables clipping
+    # Wall-clock budget of the training loop in minutes (0 = off; one process only): from the
+    # measured step time, the run *shortens* max_iter (never lengthens it) so that it ends in
+    # time, and the schedule (cosine / steps) follows the new length (engine/hooks.py TimeBudgetHook).
+    time_budget_min: float = 0.0
     accum_steps: int = 1
     amp: str = "none"  # "none" | "bf16" | "fp16"
     seed: int = 0
@@ -392,6 +396,7 @@ def validate_config(cfg: Config) -> None:
         ("steps", "steps >= 0", all(s >= 0 for s in t.steps)),
         ("gamma", "a finite number > 0", _finite(t.gamma) and t.gamma > 0),
         ("clip_grad_norm", "a finite number >= 0 (0 = off)", _finite(t.clip_grad_norm) and t.clip_grad_norm >= 0),
+        ("time_budget_min", "a finite number >= 0 (0 = off)", _finite(t.time_budget_min) and t.time_budget_min >= 0),
         ("accum_steps", ">= 1", t.accum_steps >= 1),
         ("amp", "none, bf16 or fp16", t.amp in ("", "none", "bf16", "fp16")),
         ("seed", "in 0..2**32-1", 0 <= t.seed < 2**32),

@@ -41,8 +41,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--iters",
         type=int,
         default=None,
-        help="training steps (default: the ~10-minute budget, 1200 for centermask, 1000 + 300 for "
-        "sharpmask's two stages, in that proportion); the cosine schedule stretches to fit",
+        help="training steps (default: 1500 for centermask, fewer if its 8.5-minute training budget "
+        "runs out first (train.time_budget_min); 1000 + 300 for sharpmask's two stages, in that "
+        "proportion); the cosine schedule stretches to fit",
     )
     add_device_argument(parser, default="cpu")
     add_set_argument(parser, "extra config override on top of the demo's (repeatable)")

@@ -38,7 +38,7 @@ class DemoPlan:
     overrides: tuple[str, ...] = ()  # applied on top of each stage's preset (quick runs only)
     # (preset, training steps) per stage; a later stage starts from the previous stage's model
     # (SharpMask: stage 1 trains DeepMask, stage 2 the refinement modules).
-    stages: tuple[tuple[str, int], ...] = (("centermask_lite_demo", 1200),)
+    stages: tuple[tuple[str, int], ...] = (("centermask_lite_demo", 1500),)
     image_size: int | None = None  # overrides the scenes' image size (quick runs)
 
     def scene(self) -> dict:

@@ -4,9 +4,10 @@
 resources in ``close`` (called even when training fails). Adding a metrics writer or changing
 how the best model is chosen touches one hook.
 
-Order (see :func:`maskkit.engine.train.default_hooks`): progress bar, loss log, evaluation
-(+ best model), checkpoint, curves. Records (losses, evaluation figures) go to every metrics
-writer of the run (:class:`JsonlWriter` for ``metrics.jsonl``, :class:`TensorboardWriter`).
+Order (see :func:`maskkit.engine.train.default_hooks`): time budget (it may shorten the run,
+so it goes first), progress bar, loss log, evaluation (+ best model), checkpoint, curves.
+Records (losses, evaluation figures) go to every metrics writer of the run
+(:class:`JsonlWriter` for ``metrics.jsonl``, :class:`TensorboardWriter`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from maskkit.engine.inference import evaluate_model
 from maskkit.engine.rng import rng_state
 from maskkit.engine.runfolder import save_pair, truncate_metrics
 from maskkit.engine.signals import StopFlag, StopRequested
+from maskkit.errors import MaskkitError
 from maskkit.evaluation import primary_metric
 from maskkit.viz import plot_metrics
 
@@ -145,12 +147,48 @@ class ProgressHook(Hook):
 
     def after_step(self, state: TrainState) -> None:
         if self.bar is not None:
+            self.bar.total = state.cfg.train.max_iter  # a time budget may shorten the run
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{sum(state.losses.values()):.3f}", lr=f"{state.lr:.2e}", refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class TimeBudgetHook(Hook):
+    """``train.time_budget_min``: every ``every`` steps after the warm-up, the time per step so
+    far predicts how many steps fit in the budget; ``max_iter`` is lowered to that (never raised),
+    so the loop ends in time and the schedule, which reads ``max_iter`` at each step, anneals over
+    the shortened run (a cosine re-scaled from the current step: small jumps, since the estimate
+    is refined as the run goes). The step count then depends on the machine's speed: the run is
+    not reproducible across machines (the demo uses it; plain training leaves it off)."""
+
+    def __init__(self, clock=time.monotonic, every: int = 25):
+        self.clock, self.every = clock, every
+        self.t0 = self.first = None
+
+    def before_train(self, state: TrainState) -> None:
+        tc = state.cfg.train
+        if tc.time_budget_min and state.info.world_size > 1:
+            raise MaskkitError("train.time_budget_min needs one process: the processes would stop apart")
+        self.t0, self.first = self.clock(), state.step
+
+    def after_step(self, state: TrainState) -> None:
+        tc = state.cfg.train
+        done = state.step - self.first
+        if not tc.time_budget_min or done < max(self.every, tc.warmup_iters) or state.step % self.every:
+            return
+        elapsed = self.clock() - self.t0
+        fit = state.step + int((tc.time_budget_min * 60 - elapsed) / (elapsed / done))
+        if fit < tc.max_iter:
+            if state.info.main and fit < tc.max_iter - self.every:  # not for every small refinement
+                print(
+                    f"maskkit: time budget {tc.time_budget_min:g} min: training {max(fit, state.step)} steps "
+                    f"instead of {tc.max_iter} ({elapsed / done:.2f} s per step)",
+                    file=sys.stderr,
+                )
+            tc.max_iter = max(fit, state.step)
 
 
 class LossLogHook(Hook):

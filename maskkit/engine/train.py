@@ -34,6 +34,7 @@ from maskkit.engine.hooks import (
     LossLogHook,
     ProgressHook,
     RunFiles,
+    TimeBudgetHook,
     TrainState,
     metric_writers,
 )
@@ -163,8 +164,9 @@ def run_step(net: nn.Module, state: TrainState, stream: Iterator, scaler: torch.
 
 
 def default_hooks(progress: bool = True) -> list[Hook]:
-    """Progress bar, loss log, evaluation + best model, checkpoint, curves — in that order."""
-    return ([ProgressHook()] if progress else []) + [LossLogHook(), EvalHook(), CheckpointHook(), CurvesHook()]
+    """Time budget, progress bar, loss log, evaluation + best model, checkpoint, curves — in that order."""
+    bar = [ProgressHook()] if progress else []
+    return [TimeBudgetHook(), *bar, LossLogHook(), EvalHook(), CheckpointHook(), CurvesHook()]
 
 
 def _loop(state: TrainState, net: nn.Module, stream: Iterator, scaler, hooks: list[Hook]) -> None:

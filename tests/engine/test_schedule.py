@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from maskkit.config import ConfigError, TrainConfig
-from maskkit.engine.schedule import build_optimizer
+from maskkit.engine.schedule import build_optimizer, lr_factor
+from maskkit.errors import MaskkitError
 from maskkit.models.zoo import get_config
 
 
@@ -49,3 +50,36 @@ def test_centermask_paper_presets_train_as_the_official_configs():
         assert cfg.train.no_decay == "norm" and cfg.data.filter_empty
     demo = get_config("centermask_lite_demo")  # the demo keeps its recorded recipe
     assert demo.train.no_decay == "1d" and not demo.data.filter_empty
+
+
+def _budget_run(step_s: float, budget_min: float, max_iter: int = 1000, world_size: int = 1):
+    """TimeBudgetHook over a simulated run of ``step_s`` seconds per step -> (steps run, TrainConfig)."""
+    from types import SimpleNamespace
+
+    from maskkit.engine.hooks import TimeBudgetHook
+
+    now = [0.0]
+    tc = TrainConfig(max_iter=max_iter, warmup_iters=50, schedule="cosine", time_budget_min=budget_min)
+    info = SimpleNamespace(world_size=world_size, main=True)
+    state = SimpleNamespace(cfg=SimpleNamespace(train=tc), step=0, info=info)
+    hook = TimeBudgetHook(clock=lambda: now[0], every=25)
+    hook.before_train(state)
+    while state.step < tc.max_iter:
+        now[0] += step_s
+        state.step += 1
+        hook.after_step(state)
+    return state.step, tc, now[0]
+
+
+def test_time_budget_shortens_the_run_and_the_cosine_follows(capsys):
+    steps, tc, elapsed = _budget_run(step_s=0.1, budget_min=1.0)  # 600 steps fit in 60 s
+    assert 595 <= steps == tc.max_iter <= 600 and elapsed <= 60.0
+    assert lr_factor(steps - 1, tc) < 1e-4  # annealed to ~0 at the shortened end
+    assert "time budget 1 min: training" in capsys.readouterr().err
+
+
+def test_time_budget_never_lengthens_and_is_off_by_default():
+    assert _budget_run(step_s=0.01, budget_min=1.0)[0] == 1000  # 1000 steps take 10 s: unchanged
+    assert _budget_run(step_s=1.0, budget_min=0.0)[0] == 1000  # 0 = off
+    with pytest.raises(MaskkitError, match="one process"):
+        _budget_run(step_s=0.1, budget_min=1.0, world_size=2)
