@@ -3,11 +3,7 @@
 # comparisons; torch7 without torchfile), the model tests again, and the proposals section
 # in fp32 (the first call's proposals ran past its 100 s cap). Same setup as gpu_run.sh.
 set -u
-OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-mkdir -p ../shared/data && ln -sfn "$PWD/.gpu_data/coco-tiny" ../shared/data/coco-tiny
+. benchmarks/gpu_setup.sh  # (the two calls of 2026-11-26 ran these lines inline)
 echo "=== model tests on cuda ($(date -u +%T))"
 timeout 75 python3 -m pytest tests/models tests/convert/test_centermask2.py --device cuda -q -n 12 \
   -p no:cacheprovider --timeout 60 -rfEs > "$OUT/pytest_cuda_rerun.log" 2>&1; echo "pytest rc=$?"

@@ -4,12 +4,7 @@
 # pycocotools wheel in .whl/ (the machine has PyTorch but not pycocotools; nothing can be
 # downloaded there), both carried with the call; results land in $OUT (at most 8 files).
 set -u
-OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-# the tests and benchmarks find coco-tiny in ../shared beside the checkout
-mkdir -p ../shared/data && ln -sfn "$PWD/.gpu_data/coco-tiny" ../shared/data/coco-tiny
+. benchmarks/gpu_setup.sh  # (the two calls of 2026-11-26 ran these lines inline)
 step() { echo "=== $1 ($(date -u +%T))"; }
 {
   step environment
