@@ -40,6 +40,7 @@ from torch import nn
 
 import maskkit
 from maskkit.engine.bench import build_peer, time_models
+from maskkit.engine.loader import to_device
 from maskkit.models.zoo import build, get_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +63,12 @@ class Autocast(nn.Module):
 
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def precisions(names: str, device: torch.device) -> dict[str, torch.dtype | None]:
+    """``--precisions`` (comma-separated names of :data:`PRECISIONS`) on ``device``: fp16 is a CUDA
+    mode, left out on the CPU (the smoke run)."""
+    return {p: PRECISIONS[p] for p in names.split(",") if not (p == "fp16" and device.type == "cpu")}
 
 
 def environment(device: torch.device) -> dict:
@@ -124,7 +131,7 @@ def _rows(timings: dict, extra: dict) -> list[dict]:
     return rows
 
 
-def latency(device: torch.device, iters: int, warmup: int, quick: bool) -> list[dict]:
+def latency(device: torch.device, iters: int, warmup: int, quick: bool, precs: dict) -> list[dict]:
     image = coco_image().to(device)
     plan = {600: ["centermask_lite_v19", "centermask_lite_v39"], 800: ["centermask_v39"]}
     if quick:
@@ -134,15 +141,11 @@ def latency(device: torch.device, iters: int, warmup: int, quick: bool) -> list[
         models = {}
         for name in names:
             net = centermask(name, size, device)
-            for p, dtype in PRECISIONS.items():
-                if device.type == "cpu" and p == "fp16":  # (the CPU smoke run: fp16 is a CUDA mode)
-                    continue
+            for p, dtype in precs.items():
                 models[(name, size, p)] = Autocast(net, dtype)
         torch.manual_seed(0)
         peer = build_peer("maskrcnn_r50", size, 1333 if size == 800 else 1000, DETECTIONS).to(device)
-        for p, dtype in PRECISIONS.items():
-            if device.type == "cpu" and p == "fp16":
-                continue
+        for p, dtype in precs.items():
             models[("maskrcnn_r50", size, p)] = Autocast(peer, dtype)
         with torch.inference_mode():
             timings, _ = time_models(models, image, iters, warmup)
@@ -153,7 +156,7 @@ def latency(device: torch.device, iters: int, warmup: int, quick: bool) -> list[
     return rows
 
 
-def compile_section(device: torch.device, iters: int, warmup: int, quick: bool) -> list[dict]:
+def compile_section(device: torch.device, iters: int, warmup: int, quick: bool, precs: dict) -> list[dict]:
     """torch.compile of the trunk + FPN + heads' convolutions (the data-dependent decode and NMS
     stay eager: dynamo breaks the graph there) against eager, Lite V-19 at 600 px."""
     image = coco_image().to(device)
@@ -183,7 +186,7 @@ def compile_section(device: torch.device, iters: int, warmup: int, quick: bool) 
     return rows
 
 
-def proposals(device: torch.device, iters: int, warmup: int, quick: bool) -> list[dict]:
+def proposals(device: torch.device, iters: int, warmup: int, quick: bool, precs: dict) -> list[dict]:
     """DeepMask-ours vs SharpMask full-image proposals at the presets' (the paper's) scales on
     COCO images of their own size (the paper: 0.46 s / 0.76 s on a K40)."""
     image = coco_image().to(device)
@@ -192,9 +195,7 @@ def proposals(device: torch.device, iters: int, warmup: int, quick: bool) -> lis
         torch.manual_seed(0)
         over = ["model.scales=[-1.0,0.0]"] if quick else []
         net = maskkit.create_model(name, overrides=over).to(device).eval()
-        for p, dtype in PRECISIONS.items():
-            if device.type == "cpu" and p == "fp16":
-                continue
+        for p, dtype in precs.items():
             models[(name, "native", p)] = Autocast(net, dtype)
     with torch.inference_mode():
         timings, _ = time_models(models, image, iters, warmup)
@@ -231,19 +232,16 @@ def _train_batch(device: torch.device, batch: int, size: int) -> tuple[list, lis
         )
         if len(images) == batch:
             break
-    move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
-    return [im.to(device) for im in images], [move(t) for t in targets]
+    return to_device(images, device), to_device(targets, device)
 
 
-def train_section(device: torch.device, iters: int, warmup: int, quick: bool) -> list[dict]:
+def train_section(device: torch.device, iters: int, warmup: int, quick: bool, precs: dict) -> list[dict]:
     """Training images/s of Lite V-19 at 600 px (batch 8; SGD as the preset), fp32 / bf16 / fp16
     with ``torch.amp.GradScaler`` (as ``train.amp``), median step time over ``iters`` steps."""
     batch = 2 if quick else 8
     images, targets = _train_batch(device, batch, 600)
     rows = []
-    for p, dtype in PRECISIONS.items():
-        if device.type == "cpu" and p == "fp16":
-            continue
+    for p, dtype in precs.items():
         torch.manual_seed(0)
         model = maskkit.create_model("centermask_lite_v19", num_classes=80).to(device).train()
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
@@ -297,15 +295,13 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--precisions", default="fp32,fp16,bf16", help="proposals section: the precisions timed")
+    ap.add_argument("--precisions", default="fp32,fp16,bf16", help="the precisions timed (latency, proposals, train)")
     ap.add_argument("--quick", action="store_true", help="one small case per section (a smoke run on the CPU)")
     ap.add_argument("--out", type=Path, required=True, help="JSON file for the rows and the environment")
     args = ap.parse_args()
     device = torch.device(args.device)
     t0 = time.perf_counter()
-    global PRECISIONS
-    PRECISIONS = {p: PRECISIONS[p] for p in args.precisions.split(",")}
-    rows = SECTIONS[args.section](device, args.iters, args.warmup, args.quick)
+    rows = SECTIONS[args.section](device, args.iters, args.warmup, args.quick, precisions(args.precisions, device))
     record = {
         "section": args.section,
         "environment": environment(device),
