@@ -180,15 +180,15 @@ class TimeBudgetHook(Hook):
         if not tc.time_budget_min or done < max(self.every, tc.warmup_iters) or state.step % self.every:
             return
         elapsed = self.clock() - self.t0
-        fit = state.step + int((tc.time_budget_min * 60 - elapsed) / (elapsed / done))
+        fit = max(state.step, state.step + int((tc.time_budget_min * 60 - elapsed) / (elapsed / done)))
         if fit < tc.max_iter:
             if state.info.main and fit < tc.max_iter - self.every:  # not for every small refinement
                 print(
-                    f"maskkit: time budget {tc.time_budget_min:g} min: training {max(fit, state.step)} steps "
+                    f"maskkit: time budget {tc.time_budget_min:g} min: training {fit} steps "
                     f"instead of {tc.max_iter} ({elapsed / done:.2f} s per step)",
                     file=sys.stderr,
                 )
-            tc.max_iter = max(fit, state.step)
+            tc.max_iter = fit
 
 
 class LossLogHook(Hook):

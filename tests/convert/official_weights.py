@@ -161,3 +161,24 @@ def gradient_projection(name: str, grad: torch.Tensor, k: int = 64) -> torch.Ten
     bucket = torch.randint(0, k, (g.numel(),), generator=gen)
     sign = torch.randint(0, 2, (g.numel(),), generator=gen, dtype=torch.int8).double() * 2.0 - 1.0
     return torch.zeros(k, dtype=torch.float64).index_add_(0, bucket, g * sign)
+
+
+def match_detections(
+    boxes: torch.Tensor, labels: torch.Tensor, ref_boxes: torch.Tensor, ref_labels: torch.Tensor
+) -> list[int]:
+    """Greedy one-to-one matching, best box IoU first, among detections of the same label ->
+    for each detection the index of the reference detection (-1 if none is left)."""
+    from torchvision.ops import box_iou
+
+    iou = box_iou(boxes, ref_boxes)
+    iou[labels[:, None] != ref_labels[None, :]] = -1.0
+    match = [-1] * len(boxes)
+    for _ in range(min(len(boxes), len(ref_boxes))):
+        v, flat = iou.flatten().max(0)
+        if v < 0:
+            break
+        i, j = divmod(int(flat), iou.shape[1])
+        match[i] = j
+        iou[i, :] = -1.0
+        iou[:, j] = -1.0
+    return match

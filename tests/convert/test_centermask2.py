@@ -20,7 +20,7 @@ from maskkit.models.zoo import build_model
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from official_weights import load_layout, official_random_state_dict  # noqa: E402
+from official_weights import load_layout, match_detections, official_random_state_dict  # noqa: E402
 
 LAYOUTS = HERE / "reference" / "layouts"
 INFERENCE = HERE / "reference" / "inference"
@@ -194,25 +194,6 @@ def test_cli_convert(tmp_path, capsys):
 # --------------------------------------------------------------------------- equivalence
 
 
-def _match(boxes: torch.Tensor, labels: torch.Tensor, ref_boxes: torch.Tensor, ref_labels: torch.Tensor) -> list[int]:
-    """Greedy one-to-one matching, best box IoU first, among detections of the same label ->
-    for each of ours the index of the official detection (-1 if none is left)."""
-    from torchvision.ops import box_iou
-
-    iou = box_iou(boxes, ref_boxes)
-    iou[labels[:, None] != ref_labels[None, :]] = -1.0
-    match = [-1] * len(boxes)
-    for _ in range(min(len(boxes), len(ref_boxes))):
-        v, flat = iou.flatten().max(0)
-        if v < 0:
-            break
-        i, j = divmod(int(flat), iou.shape[1])
-        match[i] = j
-        iou[i, :] = -1.0
-        iou[:, j] = -1.0
-    return match
-
-
 BIG = 40e6  # parameters; above this the file round trip is skipped (covered by the small configs) and the test is slow
 
 
@@ -322,7 +303,7 @@ def test_outputs_equal_the_official_code(ref_path, tmp_path, device):
         if not im["num_detections"]:
             continue
         ref_labels = torch.tensor(im["labels"]) + 1  # detectron2 pred_classes are 0-based
-        match = _match(out["boxes"], out["labels"], torch.tensor(im["boxes_xyxy"]), ref_labels)
+        match = match_detections(out["boxes"], out["labels"], torch.tensor(im["boxes_xyxy"]), ref_labels)
         assert -1 not in match, f"{where}: {match.count(-1)} detections without an official one of the same label"
         j = torch.tensor(match)
         from torchvision.ops import box_iou

@@ -38,6 +38,13 @@ ROOT = Path(__file__).resolve().parents[2]
 CONVERT_TESTS = ROOT / "tests" / "convert"
 LITE_REF = CONVERT_TESTS / "reference" / "inference" / "centermask_lite_V_19_eSE_FPN_ms_4x.json"
 SCORE_TOL, BOX_IOU, MASK_IOU = 1e-3, 0.99, 0.99
+sys.path.insert(0, str(CONVERT_TESTS))  # the seeded official weights and the detection matching
+from official_weights import (  # noqa: E402
+    load_layout,
+    match_detections,
+    official_random_state_dict,
+    reference_image,
+)
 
 
 def _needs_accelerator(device: torch.device) -> None:
@@ -47,9 +54,6 @@ def _needs_accelerator(device: torch.device) -> None:
 
 def _lite_v19_official():
     """Lite V-19 with the seeded official-layout weights, converted in memory; and its reference record."""
-    sys.path.insert(0, str(CONVERT_TESTS))
-    from official_weights import load_layout, official_random_state_dict
-
     ref = json.loads(LITE_REF.read_text())
     weights = official_random_state_dict(load_layout(ref["config_name"]), cls_bias=ref["cls_bias"])
     cfg, state = convert_state_dict(weights)
@@ -57,19 +61,6 @@ def _lite_v19_official():
     model.load_state_dict(state)
     model.cfg.min_size_test = 0  # the crops as they are
     return model.eval(), ref
-
-
-def _match(a: dict, b: dict) -> list[int]:
-    """Greedy one-to-one matching of ``a``'s detections to ``b``'s (same label, best box IoU
-    first); -1 where none is left."""
-    iou = box_iou(a["boxes"], b["boxes"])
-    iou[a["labels"][:, None] != b["labels"][None, :]] = -1.0
-    match = [-1] * len(a["boxes"])
-    while iou.numel() and iou.max() > 0:
-        i, j = divmod(int(iou.argmax()), iou.shape[1])
-        match[i] = j
-        iou[i, :], iou[:, j] = -1.0, -1.0
-    return match
 
 
 def _binary_iou(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -91,7 +82,7 @@ def _assert_same_detections(cpu: dict, dev: dict, where: str, required: torch.Te
     """Every (required) CPU detection has a device detection of the same label: box IoU, score
     and mask IoU within the module's tolerances."""
     required = torch.ones(len(cpu["boxes"]), dtype=torch.bool) if required is None else required
-    match = _match(cpu, dev)
+    match = match_detections(cpu["boxes"], cpu["labels"], dev["boxes"], dev["labels"])
     missing = [i for i, j in enumerate(match) if j < 0 and required[i]]
     assert not missing, f"{where}: {len(missing)} CPU detections without a device one"
     keep = [i for i, j in enumerate(match) if j >= 0 and required[i]]
@@ -110,9 +101,6 @@ def _assert_same_detections(cpu: dict, dev: dict, where: str, required: torch.Te
 
 def test_centermask_lite_v19_on_the_device_equals_the_cpu(device, coco_tiny):
     _needs_accelerator(device)
-    sys.path.insert(0, str(CONVERT_TESTS))
-    from official_weights import reference_image
-
     model, ref = _lite_v19_official()
     compared = 0
     for im in ref["images"]:
@@ -214,9 +202,6 @@ def test_autocast_inference_matches_float32(amp, device, coco_tiny):
         pytest.skip("fp16 autocast is a CUDA mode")
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     model, ref = _lite_v19_official()
-    sys.path.insert(0, str(CONVERT_TESTS))
-    from official_weights import reference_image
-
     model.to(device)
     rgb = reference_image(coco_tiny, ref["images"][0]["input"]).flip(0).float().to(device) / 255.0
     with torch.no_grad():
