@@ -39,13 +39,30 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.ops import roi_align
 
 from maskkit.errors import DataError, MaskkitError
-from maskkit.masks import dense_rows, mask_areas
+from maskkit.masks import is_compact, mask_areas
 from maskkit.models.sharpmask.config import WindowSamplerConfig
 
 __all__ = ["WindowSampler", "collate_windows", "crop_window", "is_near_positive"]
+
+
+def _axis_weights(start: float, length: float, out: int, n: int) -> torch.Tensor:
+    """``[out, n]`` weights of one axis of ``roi_align(aligned=True, sampling_ratio=0)`` over a
+    box from ``start`` spanning ``length`` px of an ``n`` px axis: each output pixel averages
+    ``ceil(length / out)`` bilinear samples (the adaptive grid), with torchvision's border rule
+    (samples beyond ``[-1, n]`` are zero, ``[-1, 0]`` reads pixel 0, past ``n - 1`` the last)."""
+    g = max(1, math.ceil(length / out))
+    k = np.arange(out * g)
+    pos = start - 0.5 + (k // g + (k % g + 0.5) / g) * (length / out)
+    valid = (pos >= -1.0) & (pos <= n)
+    pos = np.maximum(pos, 0.0)
+    low = np.minimum(np.floor(pos).astype(np.int64), n - 1)
+    frac = np.where(low >= n - 1, 0.0, pos - low)
+    high = np.minimum(low + 1, n - 1)
+    rows = (k // g) * n  # numpy: a few dozen tiny torch ops cost more than the crop itself
+    w = np.bincount(rows + low, valid * (1 - frac), out * n) + np.bincount(rows + high, valid * frac, out * n)
+    return torch.from_numpy(w.reshape(out, n) / g)
 
 
 def crop_window(
@@ -55,16 +72,33 @@ def crop_window(
     ``[C, size, size]`` (``scale`` = output px per image px); outside the image gets ``fill``
     (per channel ``[C]`` or a number).
 
-    One ``torchvision.ops.roi_align`` (aligned, adaptive sampling: anti-aliased when shrinking);
-    the fill is applied by shifting values so roi_align's zero outside becomes ``fill``."""
-    fill = torch.as_tensor(fill, dtype=image.dtype, device=image.device).reshape(-1, 1, 1)
+    The result of one ``torchvision.ops.roi_align`` (aligned, adaptive sampling: anti-aliased
+    when shrinking; the fill applied by shifting values so its zero outside becomes ``fill``),
+    computed as two small matrix products: roi_align's bilinear samples and their per-bin
+    average are separable, and torchvision's CPU kernel took ~2 ms a crop, two thirds of a demo
+    training step (benchmarks/synthetic_protocol.md, "A cheaper window crop");
+    ``tests/data/test_windows.py`` checks it equals roi_align."""
+    return _crop(image, (0, 0), tuple(image.shape[-2:]), centre, scale, size, fill)
+
+
+def _crop(
+    region: torch.Tensor,
+    origin: tuple[int, int],
+    image_size: tuple[int, int],
+    centre: tuple[float, float],
+    scale: float,
+    size: int,
+    fill: torch.Tensor | float,
+) -> torch.Tensor:
+    """:func:`crop_window` of an ``image_size`` image that is ``fill`` everywhere but ``region``
+    ``[C, h, w]``, whose top-left pixel is at row, column ``origin`` (a mask's box crop)."""
+    fill = torch.as_tensor(fill, dtype=region.dtype, device=region.device).reshape(-1, 1, 1)
     half = size / (2.0 * scale)
     cx, cy = centre
-    box = torch.tensor([[0.0, cx - half, cy - half, cx + half, cy + half]], dtype=image.dtype, device=image.device)
-    out = roi_align(
-        (image - fill)[None], box, output_size=(size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True
-    )
-    return out[0] + fill  # [C, size, size]
+    (r0, c0), (h, w) = origin, region.shape[-2:]
+    wy = _axis_weights(cy - half, 2 * half, size, image_size[0])[:, r0 : r0 + h].to(region.dtype)  # [size, h]
+    wx = _axis_weights(cx - half, 2 * half, size, image_size[1])[:, c0 : c0 + w].to(region.dtype)  # [size, w]
+    return wy @ (region - fill) @ wx.T + fill  # [C, size, size]
 
 
 def is_near_positive(centre: tuple[float, float], scale: float, boxes: torch.Tensor, cfg: WindowSamplerConfig) -> bool:
@@ -82,6 +116,14 @@ def is_near_positive(centre: tuple[float, float], scale: float, boxes: torch.Ten
 
 def _plain(x: Any) -> torch.Tensor:
     return x.as_subclass(torch.Tensor) if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+
+
+def _mask_crop(masks, row: int) -> tuple[int, int, torch.Tensor]:
+    """Instance ``row``'s pixels as ``(r0, c0, crop)``: its box crop for compact (RLE) masks, which
+    are not decoded to a full image; the whole mask (at 0, 0) of a dense ``[N, H, W]`` tensor."""
+    if is_compact(masks):
+        return next(iter(masks[torch.tensor([row])].crops()))
+    return 0, 0, _plain(masks)[row]
 
 
 def _valid_rows(target: dict, cfg: WindowSamplerConfig) -> torch.Tensor:
@@ -168,6 +210,7 @@ class WindowSampler(torch.utils.data.Dataset):
         self.neg_grid = np.arange(cfg.neg_scales[0], cfg.neg_scales[-1] + 1e-9, 0.25)
         self._cache: dict[int, tuple[torch.Tensor, dict]] = {}  # item -> (image, target), cfg.cache_mb
         self._cache_bytes = 0
+        self._mask_cache: dict[tuple[int, int], tuple[int, int, torch.Tensor]] = {}  # of cached images
 
     def __len__(self) -> int:
         return self.length
@@ -211,6 +254,16 @@ class WindowSampler(torch.utils.data.Dataset):
             self._cache[item] = (stored, target)
             self._cache_bytes += size
 
+    def _instance_mask(self, item: int, target: dict, row: int) -> tuple[int, int, torch.Tensor]:
+        """Instance ``row``'s ``(r0, c0, box crop)``, kept beside a cached image (decoding an RLE
+        cost ~1 ms a window, a third of the sampler's work on the demo's data)."""
+        if item not in self._cache:
+            return _mask_crop(target["masks"], row)
+        key = (item, row)
+        if key not in self._mask_cache:
+            self._mask_cache[key] = _mask_crop(target["masks"], row)
+        return self._mask_cache[key]
+
     def _pick_instance(self, rng: np.random.Generator) -> tuple[torch.Tensor, dict, int, int]:
         """A category uniformly, then one of its instances (REFERENCE); re-checked on the loaded target."""
         label = self.labels[rng.integers(len(self.labels))]
@@ -228,12 +281,12 @@ class WindowSampler(torch.utils.data.Dataset):
         image: torch.Tensor,
         centre: tuple[float, float],
         scale: float,
-        mask: torch.Tensor | None,
+        mask: tuple[int, int, torch.Tensor] | None,
         rng: np.random.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor, bool]:
         crop = crop_window(image, centre, scale, self.crop_size, self.fill).clamp_(0.0, 1.0)  # [3, S, S]
         if mask is not None:
-            m = crop_window(_plain(mask)[None].float(), centre, scale, self.cfg.window, 0.0)[0]  # [W, W]
+            m = _crop(mask[2][None].float(), mask[:2], image.shape[-2:], centre, scale, self.cfg.window, 0.0)[0]
             label = torch.where(m >= 0.5, 1.0, -1.0)
         else:
             label = torch.full((self.cfg.window, self.cfg.window), -1.0)
@@ -259,7 +312,7 @@ class WindowSampler(torch.utils.data.Dataset):
                 scale *= 2.0 ** rng.uniform(-cfg.scale_jitter, cfg.scale_jitter)
                 dx, dy = rng.uniform(-cfg.shift_jitter, cfg.shift_jitter, size=2)
                 cx, cy = cx + dx / scale, cy + dy / scale
-            mask = dense_rows(target["masks"], [row])[0]  # this instance's pixels only (masks may be RLE)
+            mask = self._instance_mask(item, target, row)
             crop, label, flipped = self._sample(image, (cx, cy), scale, mask, rng)
         else:
             image, target, item, cx, cy, scale = self._negative(rng)

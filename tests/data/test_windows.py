@@ -179,6 +179,41 @@ def test_crop_window_is_an_exact_copy_at_scale_one():
     torch.testing.assert_close(crop, image[:, 9:41, 14:46])
 
 
+def test_crop_window_equals_roi_align():
+    """The separable crop is torchvision's roi_align (aligned, adaptive sampling) with a fill:
+    zooming in and out, windows past every border, odd sizes (float64: equal to rounding)."""
+    from torchvision.ops import roi_align
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        h, w = torch.randint(20, 200, (2,), generator=g).tolist()
+        image = torch.rand(3, h, w, generator=g, dtype=torch.float64)
+        fill = torch.rand(3, generator=g, dtype=torch.float64)
+        cx, cy = (float(torch.empty(1, dtype=torch.float64).uniform_(-50, n + 50, generator=g)) for n in (w, h))
+        scale = 2 ** float(torch.empty(1).uniform_(-3, 2, generator=g))
+        size = int(torch.randint(8, 120, (1,), generator=g))
+        half = size / (2 * scale)
+        box = torch.tensor([[0.0, cx - half, cy - half, cx + half, cy + half]], dtype=torch.float64)
+        ref = roi_align((image - fill[:, None, None])[None], box, (size, size), 1.0, 0, True)[0] + fill[:, None, None]
+        torch.testing.assert_close(crop_window(image, (cx, cy), scale, size, fill), ref, rtol=0, atol=1e-10)
+
+
+def test_rle_targets_give_the_same_windows_as_dense_masks(coco_tiny):
+    """Mask windows cut from an RLE target's box crop equal those of its decoded masks."""
+    from maskkit.data.coco import CocoDataset
+    from maskkit.masks import dense_rows
+
+    ds = CocoDataset(coco_tiny / "annotations" / "instances_val2017.json", coco_tiny / "val2017")
+    items = [ds[i] for i in range(4)]
+    dense = [(im, {**t, "masks": dense_rows(t["masks"], list(range(len(t["masks"]))))}) for im, t in items]
+    cfg = WindowSamplerConfig(mask_batch_prob=1.0)
+    a, b = (WindowSampler(d, cfg, batch_size=4, length=24, seed=3) for d in (items, dense))
+    for i in range(len(a)):
+        (ca, ia), (cb, ib) = a[i], b[i]
+        torch.testing.assert_close(ca, cb)
+        torch.testing.assert_close(ia["mask"], ib["mask"])
+
+
 def test_sampler_on_coco_subset(coco_tiny):
     from maskkit.data.coco import CocoDataset
 
