@@ -99,6 +99,11 @@ class TrainConfig:
     # measured step time, the run *shortens* max_iter (never lengthens it) so that it ends in
     # time, and the schedule (cosine / steps) follows the new length (engine/hooks.py TimeBudgetHook).
     time_budget_min: float = 0.0
+    # Intra-op threads of the training process on the CPU: 0 = torch's default; N > 0 = N; -1 =
+    # torch's default minus data.num_workers (at least 1), so the loader workers run beside the
+    # model instead of competing with it for cores (the SharpMask demo: its window sampler on one
+    # core, the model on the other; benchmarks/synthetic_protocol.md "Sampler beside the model").
+    cpu_threads: int = 0
     accum_steps: int = 1
     amp: str = "none"  # "none" | "bf16" | "fp16"
     seed: int = 0
@@ -397,6 +402,7 @@ def validate_config(cfg: Config) -> None:
         ("gamma", "a finite number > 0", _finite(t.gamma) and t.gamma > 0),
         ("clip_grad_norm", "a finite number >= 0 (0 = off)", _finite(t.clip_grad_norm) and t.clip_grad_norm >= 0),
         ("time_budget_min", "a finite number >= 0 (0 = off)", _finite(t.time_budget_min) and t.time_budget_min >= 0),
+        ("cpu_threads", "an integer >= -1 (0 = default)", isinstance(t.cpu_threads, int) and t.cpu_threads >= -1),
         ("accum_steps", ">= 1", t.accum_steps >= 1),
         ("amp", "none, bf16 or fp16", t.amp in ("", "none", "bf16", "fp16")),
         ("seed", "in 0..2**32-1", 0 <= t.seed < 2**32),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,38 +158,49 @@ class ProgressHook(Hook):
 
 
 class TimeBudgetHook(Hook):
-    """``train.time_budget_min``: every ``every`` steps after the warm-up, the time per step so
-    far predicts how many steps fit in the budget; ``max_iter`` is lowered to that (never raised),
+    """``train.time_budget_min``: every ``every`` steps after the warm-up, the time per step of
+    the last ``window`` checks (or since the start, before that) predicts how many steps fit in
+    what is left of the budget; ``max_iter`` becomes that, never more than the configured length,
     so the loop ends in time and the schedule, which reads ``max_iter`` at each step, anneals over
-    the shortened run (a cosine re-scaled from the current step: small jumps, since the estimate
-    is refined as the run goes). The step count then depends on the machine's speed: the run is
-    not reproducible across machines (the demo uses it; plain training leaves it off)."""
+    the run's length as it is now known (a cosine re-scaled from the current step: small jumps).
+    The recent rate, not the mean since the start, so a slow start (a cold image cache, loader
+    workers starting) does not cut the run for good. The step count then depends on the
+    machine's speed: the run is not reproducible across machines (the demo uses it; plain
+    training leaves it off)."""
 
-    def __init__(self, clock=time.monotonic, every: int = 25):
+    def __init__(self, clock=time.monotonic, every: int = 25, window: int = 4):
         self.clock, self.every = clock, every
-        self.t0 = self.first = None
+        self.marks: deque[tuple[int, float]] = deque(maxlen=window + 1)
+        self.t0 = self.first = self.limit = self.told = None
 
     def before_train(self, state: TrainState) -> None:
         tc = state.cfg.train
         if tc.time_budget_min and state.info.world_size > 1:
             raise MaskkitError("train.time_budget_min needs one process: the processes would stop apart")
         self.t0, self.first = self.clock(), state.step
+        self.limit = self.told = tc.max_iter  # the configured length: a budget never lengthens it
+        self.marks.clear()
+        self.marks.append((state.step, self.t0))
 
     def after_step(self, state: TrainState) -> None:
         tc = state.cfg.train
         done = state.step - self.first
         if not tc.time_budget_min or done < max(self.every, tc.warmup_iters) or state.step % self.every:
             return
-        elapsed = self.clock() - self.t0
-        fit = max(state.step, state.step + int((tc.time_budget_min * 60 - elapsed) / (elapsed / done)))
-        if fit < tc.max_iter:
-            if state.info.main and fit < tc.max_iter - self.every:  # not for every small refinement
-                print(
-                    f"maskkit: time budget {tc.time_budget_min:g} min: training {fit} steps "
-                    f"instead of {tc.max_iter} ({elapsed / done:.2f} s per step)",
-                    file=sys.stderr,
-                )
-            tc.max_iter = fit
+        now = self.clock()
+        self.marks.append((state.step, now))
+        (s0, t0), (s1, t1) = self.marks[0], self.marks[-1]
+        per_step = (t1 - t0) / (s1 - s0)
+        left = tc.time_budget_min * 60 - (now - self.t0)
+        fit = min(self.limit, state.step + max(0, int(left / per_step)))
+        if state.info.main and fit < self.limit and abs(fit - self.told) > max(self.every, 0.05 * self.told):
+            print(
+                f"maskkit: time budget {tc.time_budget_min:g} min: training {fit} steps "
+                f"instead of {self.limit} ({per_step:.2f} s per step)",
+                file=sys.stderr,
+            )
+            self.told = fit
+        tc.max_iter = fit
 
 
 class LossLogHook(Hook):

@@ -169,17 +169,32 @@ def default_hooks(progress: bool = True) -> list[Hook]:
     return [TimeBudgetHook(), *bar, LossLogHook(), EvalHook(), CheckpointHook(), CurvesHook()]
 
 
+@contextlib.contextmanager
+def cpu_threads(device: torch.device, setting: int, workers: int) -> Iterator[None]:
+    """``train.cpu_threads`` for the training steps on the CPU (0: unchanged; N: N; -1: torch's
+    threads minus the loader's ``workers``, at least 1); torch's count is restored after, so the
+    final evaluation has every core again."""
+    before = torch.get_num_threads()
+    if torch.device(device).type == "cpu" and setting:
+        torch.set_num_threads(setting if setting > 0 else max(1, before - workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _loop(state: TrainState, net: nn.Module, stream: Iterator, scaler, hooks: list[Hook]) -> None:
     """Steps + hooks until ``max_iter`` or a stop signal (the checkpoint hook saves at the stop)."""
     with StopFlag() as stop:
         state.signals = stop
         for h in hooks:
             h.before_train(state)
-        while not state.finished and state.stopping is None:
-            run_step(net, state, stream, scaler, stop)
-            state.step += 1
-            for h in hooks:
-                h.after_step(state)
+        with cpu_threads(state.device, state.cfg.train.cpu_threads, state.cfg.data.num_workers):
+            while not state.finished and state.stopping is None:
+                run_step(net, state, stream, scaler, stop)
+                state.step += 1
+                for h in hooks:
+                    h.after_step(state)
         state.interrupted = state.stopping is not None
         for h in hooks:
             h.after_train(state)

@@ -52,8 +52,9 @@ def test_centermask_paper_presets_train_as_the_official_configs():
     assert demo.train.no_decay == "1d" and not demo.data.filter_empty
 
 
-def _budget_run(step_s: float, budget_min: float, max_iter: int = 1000, world_size: int = 1):
-    """TimeBudgetHook over a simulated run of ``step_s`` seconds per step -> (steps run, TrainConfig)."""
+def _budget_run(step_s, budget_min: float, max_iter: int = 1000, world_size: int = 1):
+    """TimeBudgetHook over a simulated run of ``step_s`` seconds per step (a number, or a function
+    of the step) -> (steps run, TrainConfig, elapsed seconds)."""
     from types import SimpleNamespace
 
     from maskkit.engine.hooks import TimeBudgetHook
@@ -65,7 +66,7 @@ def _budget_run(step_s: float, budget_min: float, max_iter: int = 1000, world_si
     hook = TimeBudgetHook(clock=lambda: now[0], every=25)
     hook.before_train(state)
     while state.step < tc.max_iter:
-        now[0] += step_s
+        now[0] += step_s(state.step) if callable(step_s) else step_s
         state.step += 1
         hook.after_step(state)
     return state.step, tc, now[0]
@@ -76,6 +77,17 @@ def test_time_budget_shortens_the_run_and_the_cosine_follows(capsys):
     assert 595 <= steps == tc.max_iter <= 600 and elapsed <= 60.0
     assert lr_factor(steps - 1, tc) < 1e-4  # annealed to ~0 at the shortened end
     assert "time budget 1 min: training" in capsys.readouterr().err
+
+
+def test_time_budget_follows_the_recent_step_time_after_a_slow_start(capsys):
+    """A slow start (cold cache, workers starting: 50 steps of 0.5 s, then 0.1 s) first shortens
+    the run, then gives the steps back as the recent rate shows them: 25 s + 35 s / 0.1 = 400
+    steps fit in the minute (the mean since the start would have stopped at 120)."""
+    steps, tc, elapsed = _budget_run(step_s=lambda k: 0.5 if k < 50 else 0.1, budget_min=1.0)
+    assert 390 <= steps == tc.max_iter <= 400 and elapsed <= 60.0
+    assert lr_factor(steps - 1, tc) < 1e-3
+    steps, _, elapsed = _budget_run(step_s=lambda k: 0.1 if k < 300 else 0.3, budget_min=1.0)  # a slow-down
+    assert 55.0 <= elapsed <= 60.0 and 380 <= steps <= 400  # 30 s + 30 s / 0.3
 
 
 def test_time_budget_never_lengthens_and_is_off_by_default():

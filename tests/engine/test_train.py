@@ -214,3 +214,33 @@ def test_cli_train_sigterm_saves_and_exits_143_with_one_line(tmp_path):
     assert len(lines) == 1 and "--resume" in lines[0] and "model_last.safetensors" in lines[0]
     step = read_model_file(out / "model_last.safetensors").step
     assert step >= 2 and load_train_state(out / "state_last.pt")["step"] == step
+
+
+def test_cpu_threads_leave_cores_to_the_loader_workers_during_the_steps(tmp_path):
+    """``train.cpu_threads``: -1 = torch's threads minus data.num_workers (at least 1) while the
+    steps run, N = N, 0 = unchanged; torch's count is restored for what follows (the final
+    evaluation, the caller)."""
+    seen: list[int] = []
+
+    class Counting(TinyModel):
+        def forward(self, images, targets=None):
+            if self.training:
+                seen.append(torch.get_num_threads())
+            return super().forward(images, targets)
+
+    before = torch.get_num_threads()
+    try:
+        for base, setting, workers, expect in ((4, -1, 1, 3), (4, -1, 2, 2), (1, -1, 1, 1), (4, 3, 0, 3), (4, 0, 1, 4)):
+            torch.set_num_threads(base)
+            seen.clear()
+            cfg = tiny_config(max_iter=2, cpu_threads=setting)
+            cfg.data.num_workers = workers
+            fit(cfg, Counting(), TinyDataset(), tmp_path / f"r{base}{setting}{workers}", progress=False)
+            assert seen == [expect, expect] and torch.get_num_threads() == base, (base, setting, workers)
+    finally:
+        torch.set_num_threads(before)
+    from maskkit.config import ConfigError
+    from maskkit.models.zoo import get_config
+
+    with pytest.raises(ConfigError, match="train.cpu_threads"):
+        get_config("deepmask_demo", overrides=["train.cpu_threads=-2"])
