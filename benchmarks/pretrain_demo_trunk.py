@@ -1,8 +1,10 @@
-"""Pretrain the demo's VoVNetV2-19-micro trunk on a *different* synthetic task (issue #12, item 3).
+"""Pretrain the demos' trunks on a *different* synthetic task (issue #12, item 3).
 
 Both papers start from an ImageNet-pretrained trunk; the demo cannot download one, so maskkit
-pretrains its own small trunk here and ships it in the package
-(``maskkit/models/weights/vovnet19_micro_shapes12.safetensors``). The task: classify one of 12
+pretrains its own small trunks here and ships them in the package: the CenterMask demo's
+VoVNetV2-19-micro (``maskkit/models/weights/vovnet19_micro_shapes12.safetensors``) and the
+SharpMask demo's ``resnet_tiny`` (``--trunk resnet_tiny``,
+``maskkit/models/weights/resnet_tiny_shapes12.safetensors``). The task: classify one of 12
 procedural shapes that are **not** the demo's six categories (no star, ring, cross, crescent,
 gear or arrow, and none of the demo's images or renderer): triangle, square, pentagon,
 hexagon, ellipse, semicircle, L, T, trapezoid, rhombus, hollow square, U. Each 96 px image holds
@@ -10,12 +12,17 @@ one shape (random size, aspect, rotation, colour, position) on a colour-gradient
 with noise and 0-2 random strokes; every image is rendered afresh from ``(seed, step)``, so
 the script is reproducible and nothing is memorised.
 
-The trunk is written in centermask2's VoVNet key layout (``stem.stem_1/conv.weight`` ...), the
+The VoVNet is written in centermask2's key layout (``stem.stem_1/conv.weight`` ...), the
 layout ``model.backbone.weights`` already reads, with its input convention: BGR 0-255 minus
-detectron2's mean, std 1.
+detectron2's mean, std 1. The ``resnet_tiny`` trunk (built as the SharpMask demo presets build
+it: width 16, BatchNorm, reflection padding) is written in torchvision's ResNet names, the
+layout ``model.trunk_weights`` reads, with torchvision's input convention: RGB 0-1 normalised
+by the ImageNet mean/std.
 
     PYTHONPATH=. python benchmarks/pretrain_demo_trunk.py --steps 1500 \\
         --out maskkit/models/weights/vovnet19_micro_shapes12.safetensors
+    PYTHONPATH=. python benchmarks/pretrain_demo_trunk.py --trunk resnet_tiny --steps 3000 \\
+        --out maskkit/models/weights/resnet_tiny_shapes12.safetensors
 
 Prints the held-out accuracy (2,000 images of another seed) every ``--eval-every`` steps.
 The command, budget, machine and result of the shipped file are in
@@ -55,6 +62,7 @@ SHAPES = [
 ]
 SIZE = 96
 MEAN_BGR = (103.53, 116.28, 123.675)  # detectron2's default (the centermask2 layout's convention)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's convention
 
 
 def _outline(kind: str, rng: np.random.Generator) -> list[list[tuple[float, float]]]:
@@ -113,22 +121,39 @@ def render(rng: np.random.Generator) -> tuple[np.ndarray, int]:
     return np.clip(img, 0, 255).astype(np.uint8), label
 
 
-def batch(seed: int, step: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` images of ``(seed, step)`` as the trunk's input (BGR 0-255 minus the mean) and labels."""
+def batch(seed: int, step: int, n: int, rgb: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images of ``(seed, step)`` as the trunk's input and labels: BGR 0-255 minus
+    detectron2's mean (VoVNet) or, with ``rgb``, RGB 0-1 normalised by ImageNet's (resnet_tiny)."""
     rng = np.random.default_rng([seed, step])
     imgs, labels = zip(*(render(rng) for _ in range(n)))
-    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().flip(1)  # RGB -> BGR
-    x = x - torch.tensor(MEAN_BGR).view(1, 3, 1, 1)
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float()
+    if rgb:
+        x = (x / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    else:
+        x = x.flip(1) - torch.tensor(MEAN_BGR).view(1, 3, 1, 1)  # RGB -> BGR
     return x, torch.tensor(labels)
+
+
+def build_trunk(name: str) -> tuple[nn.Module, int]:
+    """(trunk returning a list of feature maps, channels of the last): a VoVNet variant, or
+    ``resnet_tiny`` exactly as the SharpMask demo presets configure it."""
+    if name == "resnet_tiny":
+        from maskkit.models.sharpmask.deepmask import build_trunk as build_sharpmask_trunk
+        from maskkit.models.sharpmask.presets import deepmask_demo
+
+        cfg = deepmask_demo().model
+        return build_sharpmask_trunk(cfg), cfg.trunk_width * 4
+    trunk = build_vovnet(name, norm="BN")
+    return trunk, trunk.out_channels[-1]
 
 
 class Classifier(nn.Module):
     """The trunk + global average pool of C5 + a linear layer (the linear layer is not shipped)."""
 
-    def __init__(self, variant: str) -> None:
+    def __init__(self, trunk: str) -> None:
         super().__init__()
-        self.trunk = build_vovnet(variant, norm="BN")
-        self.fc = nn.Linear(self.trunk.out_channels[-1], len(SHAPES))
+        self.trunk, channels = build_trunk(trunk)
+        self.fc = nn.Linear(channels, len(SHAPES))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.trunk(x)[-1].mean((2, 3)))
@@ -144,7 +169,8 @@ def accuracy(model: nn.Module, val: list[tuple[torch.Tensor, torch.Tensor]]) -> 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--variant", default="V-19-micro")
+    p.add_argument("--variant", default="V-19-micro", help="the VoVNet variant (without --trunk)")
+    p.add_argument("--trunk", choices=["vovnet", "resnet_tiny"], default="vovnet")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -155,15 +181,16 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = Classifier(args.variant)
+    rgb = args.trunk == "resnet_tiny"
+    model = Classifier("resnet_tiny" if rgb else args.variant)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=args.lr, total_steps=args.steps, pct_start=max(0.05, 3 / args.steps)
     )
-    val = [batch(args.seed + 1000, k, 100) for k in range(20)]  # 2,000 held-out images, another seed
+    val = [batch(args.seed + 1000, k, 100, rgb) for k in range(20)]  # 2,000 held-out images, another seed
     t0, times = time.time(), []
     for step in range(1, args.steps + 1):
-        x, y = batch(args.seed, step, args.batch)
+        x, y = batch(args.seed, step, args.batch, rgb)
         ts = time.perf_counter()
         loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
@@ -178,18 +205,19 @@ def main() -> int:
                 flush=True,
             )
     acc = accuracy(model, val)
-    names = official_names(model.trunk)
+    # resnet_tiny keeps torchvision's names already; the VoVNet goes to centermask2's
+    names = {k: k for k in model.trunk.state_dict()} if rgb else official_names(model.trunk)
     state = {names[k]: v.detach().clone().contiguous() for k, v in model.trunk.state_dict().items() if k in names}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "task": "12 procedural shapes (not the demo's categories), benchmarks/pretrain_demo_trunk.py",
-        "variant": args.variant,
+        "variant": "resnet_tiny (SharpMask demo)" if rgb else args.variant,
         "steps": str(args.steps),
         "batch": str(args.batch),
         "seed": str(args.seed),
         "held_out_accuracy": f"{acc:.4f}",
-        "input": "BGR 0-255 minus detectron2 mean, std 1",
+        "input": "RGB 0-1, ImageNet mean/std" if rgb else "BGR 0-255 minus detectron2 mean, std 1",
     }
     save_file(state, str(out), metadata=meta)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {len(state)} tensors), held-out accuracy {acc:.3f}")

@@ -42,8 +42,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="training steps (default: 1500 for centermask, fewer if its 8.5-minute training budget "
-        "runs out first (train.time_budget_min); 1000 + 300 for sharpmask's two stages, in that "
-        "proportion); the cosine schedule stretches to fit",
+        "runs out first (train.time_budget_min); up to 2000 + 600 for sharpmask's two stages, in "
+        "that proportion, within 5.9 + 2.5-minute budgets); the cosine schedule stretches to fit",
     )
     add_device_argument(parser, default="cpu")
     add_set_argument(parser, "extra config override on top of the demo's (repeatable)")

@@ -78,11 +78,10 @@ _SHARPMASK = DemoPlan(
     overrides=(
         "train.eval_period=0",
         "train.log_period=10",
-        "data.num_workers=0",
         "model.top_n=100",
         "eval.max_dets=[10,100]",
     ),
-    stages=(("deepmask_demo", 1000), ("sharpmask_demo", 300)),
+    stages=(("deepmask_demo", 2000), ("sharpmask_demo", 600)),
 )
 _SHARPMASK_QUICK = DemoPlan(
     num_train=6,
@@ -144,7 +143,7 @@ def _overlays(model, val, out: Path, n: int, score_thr: float) -> list[Path]:
 
 def _stage_iters(p: DemoPlan, k: int, default: int, iters: int | None) -> int:
     """Steps of stage ``k``: the plan's, or ``iters`` for the first stage and the plan's proportion
-    of it after (SharpMask 1000 + 300: ``--iters 500`` trains 500 + 150)."""
+    of it after (SharpMask 2000 + 600: ``--iters 500`` trains 500 + 150)."""
     return default if iters is None else max(1, iters if k == 0 else iters * default // p.stages[0][1])
 
 

@@ -535,7 +535,9 @@ def test_sharpmask_trunk_starts_from_torchvision_resnet50(tmp_path):
     model = build_model(cfg.model)
     _assert_trunk_equals(model.trunk, sd, lambda k: k)
     assert cfg.model.pixel_mean == (0.485, 0.456, 0.406) and cfg.model.pixel_std == (0.229, 0.224, 0.225)
-    with pytest.raises(MaskkitError, match="no ImageNet file fits trunk 'resnet_tiny'"):
+    with pytest.raises(MaskkitError, match="no ImageNet file fits trunk 'vgg_a'"):
+        build_model(get_config("deepmask_vgg", None, [f"model.trunk_weights={tmp_path / 'resnet50.pth'}"]).model)
+    with pytest.raises(CheckpointError, match=r"resnet50.pth: torchvision ResNet weights do not fit .*mis-shaped"):
         build_model(get_config("deepmask_demo", None, [f"model.trunk_weights={tmp_path / 'resnet50.pth'}"]).model)
 
 
@@ -557,6 +559,14 @@ def test_packaged_trunks_load_by_name_and_stay_small():
             meta["task"].startswith("12 procedural shapes (not the demo") and "pretrain_demo_trunk.py" in meta["task"]
         )
         assert resolve_weights_path(f"maskkit:{f.stem}") == f
+        if meta["variant"].startswith("resnet_tiny"):  # the SharpMask demo's, via model.trunk_weights
+            from maskkit.models.zoo import build_model, get_config
+
+            cfg = get_config("deepmask_demo", None, [f"model.trunk_weights=maskkit:{f.stem}"])
+            model = build_model(cfg.model)
+            assert meta["input"] == "RGB 0-1, ImageNet mean/std" and cfg.model.pixel_std == (0.229, 0.224, 0.225)
+            assert torch.equal(model.trunk.conv1.weight, safe_open(str(f), "pt").get_tensor("conv1.weight"))
+            continue
         backbone = build_backbone(BackboneConfig(name="vovnet", variant=meta["variant"], norm="BN"))
         report = load_backbone_weights(backbone, f"maskkit:{f.stem}", meta["variant"])
         assert report.source == "centermask2 VoVNet (detectron2)" and report.input_format == "BGR255"

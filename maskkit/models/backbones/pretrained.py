@@ -43,7 +43,8 @@ lists the missing, unexpected and mis-shaped names. Sources, each by its own key
 
 The DeepMask/SharpMask trunk (``model.trunk_weights``, ``apply_trunk_weights``) takes
 torchvision's ResNet-50/18 files: its ``conv1`` .. ``layer3`` keep torchvision's names;
-``layer4`` and ``fc`` are unused.
+``layer4`` and ``fc`` are unused. The SharpMask demo's ``resnet_tiny`` (width 16) takes
+``maskkit:resnet_tiny_shapes12``, pretrained in that layout and convention.
 
 Files: ``.safetensors``, ``.pth``/``.pt`` (``torch.load(weights_only=True)``) and ``.pkl``
 (restricted unpickler), both through ``maskkit.safe_load.read_state_dict``.
@@ -86,7 +87,7 @@ DETECTRON2_BGR_X101 = ("BGR255", (103.53, 116.28, 123.675), (57.375, 57.120, 58.
 
 # SharpMask trunks (SharpMaskConfig.trunk) that torchvision's ImageNet ResNets fit: stem +
 # layer1..3 with torchvision's names; widths as torchvision's only at trunk_width 64.
-SHARPMASK_TRUNKS = ("resnet50", "resnet18")
+SHARPMASK_TRUNKS = ("resnet50", "resnet18", "resnet_tiny")
 
 _PREFIXES = ("module.", "backbone.bottom_up.")  # DataParallel / detectron2 model wrappers
 
@@ -109,10 +110,11 @@ class BackboneWeights:
 # --------------------------------------------------------------------------- reading
 
 
-# Trunks shipped inside the package, named ``maskkit:NAME`` in ``model.backbone.weights``
-# (portable across installs, unlike an absolute path): NAME.safetensors in this folder. Only
-# ``vovnet19_micro_shapes12`` (the demo's trunk, pretrained on 12 procedural shapes that are not
-# the demo's categories; benchmarks/pretrain_demo_trunk.py), in centermask2's VoVNet layout.
+# Trunks shipped inside the package, named ``maskkit:NAME`` in ``model.backbone.weights`` or
+# ``model.trunk_weights`` (portable across installs, unlike an absolute path): NAME.safetensors in this folder. Only
+# the demos' trunks, pretrained on 12 procedural shapes that are not the demo's categories
+# (benchmarks/pretrain_demo_trunk.py): ``vovnet19_micro_shapes12`` (CenterMask, centermask2's
+# VoVNet layout) and ``resnet_tiny_shapes12`` (SharpMask, torchvision's ResNet layout).
 PACKAGED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
 
@@ -125,7 +127,7 @@ def resolve_weights_path(path: str | os.PathLike) -> Path:
     found = PACKAGED_WEIGHTS / f"{name}.safetensors"
     if not name or "/" in name or "\\" in name or not found.is_file():
         known = ", ".join(f"maskkit:{f.stem}" for f in sorted(PACKAGED_WEIGHTS.glob("*.safetensors"))) or "none"
-        raise CheckpointError(f"{text}: no such packaged weights (model.backbone.weights; packaged: {known})")
+        raise CheckpointError(f"{text}: no such packaged weights (packaged: {known})")
     return found
 
 
@@ -483,12 +485,13 @@ def apply_backbone_weights(model: nn.Module, model_cfg) -> BackboneWeights:
 
 def apply_trunk_weights(model: nn.Module, model_cfg) -> BackboneWeights:
     """``model.trunk_weights`` of a DeepMask/SharpMask model: torchvision's ImageNet ResNet-50
-    (or -18) into the stride-16 trunk (``conv1`` .. ``layer3``; ``layer4`` and ``fc`` unused),
-    and the model's pixel mean/std set to the file's (RGB 0-1, ImageNet mean/std)."""
-    if model_cfg.trunk not in SHARPMASK_TRUNKS or model_cfg.trunk_width != 64:
+    (or -18), or the packaged ``maskkit:resnet_tiny_shapes12`` of the demo's ``resnet_tiny``, into
+    the stride-16 trunk (``conv1`` .. ``layer3``; ``layer4`` and ``fc`` unused), and the model's
+    pixel mean/std set to the file's (RGB 0-1, ImageNet mean/std)."""
+    if model_cfg.trunk not in SHARPMASK_TRUNKS:
         raise MaskkitError(
-            f"model.trunk_weights: no ImageNet file fits trunk {model_cfg.trunk!r} of width "
-            f"{model_cfg.trunk_width}; use trunk resnet50 or resnet18 with trunk_width 64"
+            f"model.trunk_weights: no ImageNet file fits trunk {model_cfg.trunk!r}; use trunk "
+            f"{', '.join(SHARPMASK_TRUNKS)} (a file of another width is refused with its shapes)"
         )
     report = load_backbone_weights(model.trunk, model_cfg.trunk_weights, f"sharpmask:{model_cfg.trunk}")
     model_cfg.pixel_mean, model_cfg.pixel_std = tuple(report.pixel_mean), tuple(report.pixel_std)

@@ -15,11 +15,13 @@ train them from a local ``train.init_weights`` file or load published weights):
 The faithful presets pad their 3x3/7x7 convs symmetrically, as the official code
 (``padding.py``); ``--set model.padding=reflect`` selects reflection.
 
-Demo presets (from scratch on a CPU; reflection padding, as their recorded runs): trainable
-BatchNorm, the narrow ``resnet_tiny`` trunk (BasicBlock [1, 1, 1], widths 16/32/64), an 80 px
+Demo presets (on a CPU; reflection padding, as their recorded runs): trainable BatchNorm, the
+narrow ``resnet_tiny`` trunk (BasicBlock [1, 1, 1], widths 16/32/64) starting from
+``maskkit:resnet_tiny_shapes12`` (pretrained by maskkit on 12 other procedural shapes), an 80 px
 window (5x5 stride-16 cells, 112 px crops, canonical object 46 px), smaller head (F32, 128-d
 vector, 28x28 mask): ``deepmask_demo`` (stage 1) and ``sharpmask_demo`` (stage 2), trained with
-AdamW 3e-3 and a cosine schedule, their ``max_iter`` the demo's stage lengths (engine/demo.py).
+AdamW 3e-3 and a cosine schedule within a time budget, their ``max_iter`` the demo's stage
+lengths (engine/demo.py), the window sampler in one loader worker beside the model.
 
 Per-window training (REFERENCE): SGD lr 1e-3, momentum 0.9, weight decay 5e-4, batch 32; lr
 5e-4 and 1e-4 later. ``train.batch_size`` is the number of windows per step.
@@ -78,6 +80,9 @@ def _demo_model(refine: bool) -> SharpMaskConfig:
         top_n=100,
         score_dropout=0.1,
         padding="reflect",
+        # pretrained by maskkit on 12 procedural shapes that are not the demo's categories
+        # (benchmarks/pretrain_demo_trunk.py --trunk resnet_tiny; issue #12 item 3)
+        trunk_weights="maskkit:resnet_tiny_shapes12",
     )  # the padding of the recorded demo runs (README, benchmarks/)
 
 
@@ -138,9 +143,13 @@ def _demo_train(stage: int, max_iter: int, warmup: int, budget_min: float) -> Tr
     # The time budget (train.time_budget_min) shortens a stage on a slow machine: the two stages'
     # 8.4 min + ~1 min of synthesis and evaluation keep the demo under 10 minutes (measured 10:25
     # without it in the machine's slow state, synthetic_protocol.md "SharpMask demo, time budget").
+    # One loader worker runs the window sampler (Python, one core) beside the model, which keeps
+    # the other cores (train.cpu_threads=-1): 0.32 -> 0.22 s a stage-1 step on 2 cores
+    # (synthetic_protocol.md, "Sampler beside the model").
     return _train(
         stage,
         max_iter,
+        cpu_threads=-1,
         optimizer="adamw",
         lr=3e-3,
         schedule="cosine",
@@ -151,11 +160,19 @@ def _demo_train(stage: int, max_iter: int, warmup: int, budget_min: float) -> Tr
 
 
 def deepmask_demo() -> Config:
-    return Config(model=_demo_model(refine=False), train=_demo_train(1, 1000, warmup=50, budget_min=5.9))
+    return Config(
+        model=_demo_model(refine=False),
+        data=DataConfig(num_workers=1),
+        train=_demo_train(1, 2000, warmup=50, budget_min=5.9),
+    )
 
 
 def sharpmask_demo() -> Config:
-    return Config(model=_demo_model(refine=True), train=_demo_train(2, 300, warmup=20, budget_min=2.5))
+    return Config(
+        model=_demo_model(refine=True),
+        data=DataConfig(num_workers=1),
+        train=_demo_train(2, 600, warmup=20, budget_min=2.5),
+    )
 
 
 PRESETS: dict[str, Callable[[], Config]] = {
