@@ -83,14 +83,16 @@ def test_trunk_loads_imagenet_classifier_weights(tmp_path):
     torch.nn.init.normal_(ref.layer3[1].conv2.weight)
     torch.save(ref.state_dict(), tmp_path / "resnet18.pth")
     model = maskkit.create_model(
-        "sharpmask_demo", overrides=["model.trunk=resnet18", "model.trunk_width=64", "model.trunk_norm=FrozenBN"]
+        "sharpmask_demo",
+        overrides=["model.trunk=resnet18", "model.trunk_width=64", "model.trunk_norm=FrozenBN"]
+        + ["model.trunk_weights=null"],  # not the preset's packaged resnet_tiny trunk
     )
     model.load_trunk_weights(tmp_path / "resnet18.pth")
     assert torch.equal(model.trunk.layer3[1].conv2.weight, ref.layer3[1].conv2.weight)
     assert torch.equal(model.trunk.bn1.running_var, ref.bn1.running_var)
     with pytest.raises(CheckpointError, match="resnet18.pth.*layer1.0.conv1.weight.*has shape"):
         maskkit.create_model(
-            "deepmask_demo", overrides=["model.trunk=resnet50", "model.trunk_width=64"]
+            "deepmask_demo", overrides=["model.trunk=resnet50", "model.trunk_width=64", "model.trunk_weights=null"]
         ).load_trunk_weights(tmp_path / "resnet18.pth")
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pth"):

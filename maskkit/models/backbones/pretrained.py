@@ -137,7 +137,7 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     momenta removed."""
     path = resolve_weights_path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file (model.backbone.weights)")
+        raise CheckpointError(f"{path}: no such weights file (model.backbone.weights / model.trunk_weights)")
     if path.suffix.lower() == ".safetensors":
         try:
             sd = load_file(str(path))
