@@ -21,12 +21,13 @@ by the ImageNet mean/std.
 
     PYTHONPATH=. python benchmarks/pretrain_demo_trunk.py --steps 1500 \\
         --out maskkit/models/weights/vovnet19_micro_shapes12.safetensors
-    PYTHONPATH=. python benchmarks/pretrain_demo_trunk.py --trunk resnet_tiny --steps 3000 \\
+    PYTHONPATH=. python benchmarks/pretrain_demo_trunk.py --trunk resnet_tiny --steps 2000 --eval-every 250 \\
         --out maskkit/models/weights/resnet_tiny_shapes12.safetensors
 
 Prints the held-out accuracy (2,000 images of another seed) every ``--eval-every`` steps.
-The command, budget, machine and result of the shipped file are in
-``benchmarks/demo_training_cost.md``.
+The commands, budgets, machine and results of the shipped files are in
+``benchmarks/synthetic_protocol.md`` (VoVNet: section "Issue #12: a cheaper model, the demo
+scenes and a pretrained trunk"; resnet_tiny: section "SharpMask demo: a cheaper window crop, ...").
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from maskkit.models.backbones.vovnet import build_vovnet, official_names
+from maskkit.models.sharpmask.config import SharpMaskConfig
 
 SHAPES = [
     "triangle",
@@ -62,7 +64,8 @@ SHAPES = [
 ]
 SIZE = 96
 MEAN_BGR = (103.53, 116.28, 123.675)  # detectron2's default (the centermask2 layout's convention)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's convention
+# resnet_tiny: what the SharpMask model normalises with (torchvision's ImageNet convention)
+IMAGENET_MEAN, IMAGENET_STD = SharpMaskConfig.pixel_mean, SharpMaskConfig.pixel_std
 
 
 def _outline(kind: str, rng: np.random.Generator) -> list[list[tuple[float, float]]]:

@@ -96,13 +96,13 @@ class TrainConfig:
     gamma: float = 0.1
     clip_grad_norm: float = 0.0  # 0 disables clipping
     # Wall-clock budget of the training loop in minutes (0 = off; one process only): from the
-    # measured step time, the run *shortens* max_iter (never lengthens it) so that it ends in
-    # time, and the schedule (cosine / steps) follows the new length (engine/hooks.py TimeBudgetHook).
+    # recent step time, the run sets max_iter (never past the configured length) so that it ends
+    # in time, and the schedule (cosine / steps) follows the new length (engine/hooks.py TimeBudgetHook).
     time_budget_min: float = 0.0
     # Intra-op threads of the training process on the CPU: 0 = torch's default; N > 0 = N; -1 =
     # torch's default minus data.num_workers (at least 1), so the loader workers run beside the
     # model instead of competing with it for cores (the SharpMask demo: its window sampler on one
-    # core, the model on the other; benchmarks/synthetic_protocol.md "Sampler beside the model").
+    # core, the model on the other; benchmarks/synthetic_protocol.md "The sampler beside the model").
     cpu_threads: int = 0
     accum_steps: int = 1
     amp: str = "none"  # "none" | "bf16" | "fp16"

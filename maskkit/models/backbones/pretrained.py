@@ -85,8 +85,9 @@ IMAGENET_RGB = ("RGB", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 DETECTRON2_BGR = ("BGR255", (103.53, 116.28, 123.675), (1.0, 1.0, 1.0))
 DETECTRON2_BGR_X101 = ("BGR255", (103.53, 116.28, 123.675), (57.375, 57.120, 58.395))
 
-# SharpMask trunks (SharpMaskConfig.trunk) that torchvision's ImageNet ResNets fit: stem +
-# layer1..3 with torchvision's names; widths as torchvision's only at trunk_width 64.
+# SharpMask trunks (SharpMaskConfig.trunk) that take torchvision-layout files: stem + layer1..3
+# with torchvision's names; ImageNet ResNet-50/18 fit only at trunk_width 64, the packaged
+# maskkit:resnet_tiny_shapes12 the demo's resnet_tiny at width 16 (shapes are checked strictly).
 SHARPMASK_TRUNKS = ("resnet50", "resnet18", "resnet_tiny")
 
 _PREFIXES = ("module.", "backbone.bottom_up.")  # DataParallel / detectron2 model wrappers
@@ -111,8 +112,8 @@ class BackboneWeights:
 
 
 # Trunks shipped inside the package, named ``maskkit:NAME`` in ``model.backbone.weights`` or
-# ``model.trunk_weights`` (portable across installs, unlike an absolute path): NAME.safetensors in this folder. Only
-# the demos' trunks, pretrained on 12 procedural shapes that are not the demo's categories
+# ``model.trunk_weights`` (portable across installs, unlike an absolute path): NAME.safetensors
+# in this folder. Only the demos' trunks, pretrained on 12 procedural shapes that are not the demo's categories
 # (benchmarks/pretrain_demo_trunk.py): ``vovnet19_micro_shapes12`` (CenterMask, centermask2's
 # VoVNet layout) and ``resnet_tiny_shapes12`` (SharpMask, torchvision's ResNet layout).
 PACKAGED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"

@@ -145,7 +145,7 @@ def _demo_train(stage: int, max_iter: int, warmup: int, budget_min: float) -> Tr
     # without it in the machine's slow state, synthetic_protocol.md "SharpMask demo, time budget").
     # One loader worker runs the window sampler (Python, one core) beside the model, which keeps
     # the other cores (train.cpu_threads=-1): 0.32 -> 0.22 s a stage-1 step on 2 cores
-    # (synthetic_protocol.md, "Sampler beside the model").
+    # (synthetic_protocol.md, "The sampler beside the model").
     return _train(
         stage,
         max_iter,
