@@ -23,6 +23,23 @@ for side in old new; do
   run "$tree" "$side-evalp" eval --predictions "$work/$side-eval/results.json" --data "$work/$side-data" --out "$work/$side-evalp"
   run "$tree" "$side-predict" predict --weights "$work/$side-train/model_last.safetensors" "$work/$side-data/val" \
       --out "$work/$side-predict" --score-thr 0.0 --no-progress --device cpu
+  run "$tree" "$side-export" export --weights "$work/$side-train/model_last.safetensors" --out "$work/$side-cm.onnx"
+  run "$tree" "$side-opredict" predict --weights "$work/$side-cm.onnx" "$work/$side-data/val" \
+      --out "$work/$side-opredict" --score-thr 0.0 --no-progress --no-draw
+  run "$tree" "$side-oeval" eval --weights "$work/$side-cm.onnx" --data "$work/$side-data" --out "$work/$side-oeval"
+  # SharpMask: stage 1 (DeepMask) and stage 2 (refinement) a few steps each, then eval, predict, export
+  run "$tree" "$side-dm" train --model deepmask_demo --data "$work/$side-data" --out "$work/$side-dm" \
+      --iters 2 --batch 4 --workers 0 --no-progress --set model.top_n=20 --set "eval.max_dets=[10,20]"
+  run "$tree" "$side-sm" train --model sharpmask_demo --data "$work/$side-data" --out "$work/$side-sm" \
+      --iters 2 --batch 4 --workers 0 --no-progress --set model.top_n=20 --set "eval.max_dets=[10,20]" \
+      --set "train.init_weights=$work/$side-dm/model_last.safetensors"
+  run "$tree" "$side-smeval" eval --weights "$work/$side-sm/model_last.safetensors" --data "$work/$side-data" \
+      --out "$work/$side-smeval" --device cpu
+  run "$tree" "$side-smpredict" predict --weights "$work/$side-sm/model_last.safetensors" "$work/$side-data/val" \
+      --out "$work/$side-smpredict" --score-thr 0.0 --no-progress --no-draw --device cpu
+  run "$tree" "$side-smexport" export --weights "$work/$side-sm/model_last.safetensors" --out "$work/$side-sm.onnx"
+  run "$tree" "$side-smopredict" predict --weights "$work/$side-sm.onnx" "$work/$side-data/val" \
+      --out "$work/$side-smopredict" --score-thr 0.0 --no-progress --no-draw
   run "$tree" "$side-models" models centermask_lite_demo deepmask_demo sharpmask_demo
   run "$tree" "$side-bench" bench --model centermask_lite_demo --iters 1 --warmup 0 --size 96
 done
@@ -31,13 +48,23 @@ same() {  # same LABEL FILE_A FILE_B
   if cmp -s "$2" "$3"; then echo "same      $1"; else echo "DIFFERENT $1"; status=1; fi
 }
 for f in demo/metrics.json demo/results.json train/metrics.json eval/metrics.json eval/results.json \
-         evalp/metrics.json predict/results.json; do
+         evalp/metrics.json predict/results.json opredict/results.json oeval/metrics.json oeval/results.json \
+         smeval/metrics.json smeval/results.json smpredict/results.json \
+         smopredict/results.json; do
   same "$f" "$work/old-$f" "$work/new-$f"
 done
 for f in data/annotations/instances_train.json data/annotations/instances_val.json; do
   same "$f" "$work/old-$f" "$work/new-$f"
 done
 same "models table" "$work/old-models.out" "$work/new-models.out"
+# training logs without their wall-clock "time" field
+untimed() { python -c 'import json,sys; [print(json.dumps({k: v for k, v in json.loads(l).items() if k != "time"})) for l in open(sys.argv[1])]' "$1"; }
+for f in train/metrics.jsonl dm/metrics.jsonl sm/metrics.jsonl; do
+  same "$f (without time)" <(untimed "$work/old-$f") <(untimed "$work/new-$f")
+done
+# the weights a training run wrote (the file's metadata names no paths of the run)
+same "train weights" "$work/old-train/model_last.safetensors" "$work/new-train/model_last.safetensors"
+same "deepmask weights" "$work/old-dm/model_last.safetensors" "$work/new-dm/model_last.safetensors"
 # predict prints the output folder, which differs by name: compare after replacing it
 same "predict summary" <(sed "s#$work/old-#X-#g" "$work/old-predict.out") <(sed "s#$work/new-#X-#g" "$work/new-predict.out")
 same "eval table" "$work/old-eval.out" <(sed "s#$work/new-#$work/old-#g" "$work/new-eval.out")

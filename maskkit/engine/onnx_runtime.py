@@ -241,7 +241,9 @@ class _OpenVinoSession:
             import openvino as ov
         except ImportError:
             raise MaskkitError("runtime openvino needs the openvino package (pip install openvino)") from None
-        config = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
+        # float32 stated explicitly: on CPUs with native bf16 (AMX, AVX512-BF16) the CPU plugin's
+        # default inference precision is bf16, which moves detections
+        config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": int(threads)} if threads else {})}
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
 
     def run(self, _names, feeds: dict) -> list[np.ndarray]:

@@ -27,7 +27,9 @@ def _randomise_norms(model: torch.nn.Module) -> None:
     "preset, channels_last, mask_tol",
     [
         ("centermask_lite_v19", False, 1e-5),
-        ("centermask_lite_v19", True, 1e-5),
+        # channels_last picks other oneDNN kernels: mask probabilities within 1e-5 on an Intel Xeon
+        # (AVX-512), up to 5e-5 on an AMD EPYC (Zen 4, AVX-512) for 2 of 630k pixels
+        ("centermask_lite_v19", True, 2e-4),
         ("centermask_lite_mnv2", False, 1e-5),
         # random ResNet-50 features reach ~4e3 (no trained statistics keep them small): float32
         # rounding alone moves them by ~6e-3 against a float64 reference, and a few mask pixels by ~1e-3
