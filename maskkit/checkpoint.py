@@ -37,7 +37,7 @@ from torch import nn
 
 from maskkit.atomic import atomic_write
 from maskkit.config import ConfigError, config_to_json
-from maskkit.errors import CheckpointError
+from maskkit.errors import CheckpointError, first_line
 from maskkit.models.zoo import build, read_config
 
 __all__ = [
@@ -112,7 +112,7 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
             meta = f.metadata() or {}
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: not a safetensors model file ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: not a safetensors model file ({first_line(e)})") from None
     if "maskkit_config" not in meta:
         raise CheckpointError(
             f"{path}: safetensors file without maskkit metadata (no embedded config); it was not written by maskkit"
@@ -134,13 +134,6 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
             f"give each of the model's {n} classes its own id"
         )
     return ModelFile(path, state, cfg, class_names, cat_ids, step)
-
-
-def _first_line(e: BaseException) -> str:
-    """The first line of an exception's message, or its type name when the message is empty
-    (``EOFError()`` from an empty file)."""
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 def _describe_mismatch(model_sd: dict, file_sd: dict, limit: int = 3) -> str:
@@ -217,7 +210,7 @@ def load_train_state(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        raise CheckpointError(f"{path}: unreadable training-state file ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: unreadable training-state file ({first_line(e)})") from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path}: not a maskkit training-state file (no 'step')")
     return state

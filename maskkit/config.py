@@ -33,6 +33,7 @@ __all__ = [
     "DataConfig",
     "TrainConfig",
     "EvalConfig",
+    "WindowSamplerConfig",
     "ConfigError",
     "ModelInfo",
     "apply_overrides",
@@ -68,6 +69,29 @@ class DataConfig:
     # Split names looked up under a COCO-style root (annotations/instances_<split>*.json).
     train_split: str = "train"
     val_split: str = "val"
+
+
+@dataclass
+class WindowSamplerConfig:
+    """DeepMask/SharpMask per-patch training samples (REFERENCE 'Training data'): the window
+    sampler of :mod:`maskkit.data.windows`, configured as ``model.sampler`` of a SharpMask config
+    (its geometry must agree with the model's window)."""
+
+    window: int = 160
+    context: int = 32  # crops are window + context = 192 px
+    canonical_size: int = 92  # object's longest side in the window
+    scale_jitter: float = 0.25  # octaves, mask samples
+    shift_jitter: int = 16  # px in window coordinates, mask samples
+    neg_scales: tuple[float, ...] = (-3.0, 2.0)  # octave range of negative windows (0.25 steps)
+    neg_reject_dist: int = 48  # px: negatives with a similar-scale object centred this close are rejected
+    neg_reject_octaves: float = 1.0  # "similar scale": |log2(object size / canonical)| <= this
+    min_area: float = 100.0
+    min_side: float = 5.0
+    hflip_prob: float = 0.5
+    mask_batch_prob: float = 0.5  # P(batch is all mask samples); else all score samples
+    # Decoded training images (8-bit, with their targets) kept in memory by the sampler, up to
+    # this many MB (0: every sample decodes its image file again). Only the speed changes.
+    cache_mb: int = 0
 
 
 @dataclass

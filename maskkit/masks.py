@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from maskkit.box_regions import paste_regions
+from maskkit.geometry import paste_regions
 
 __all__ = [
     "CompactMasks",
@@ -92,7 +92,7 @@ def paste_box_crops(
 
 
 def _regions(boxes: torch.Tensor, m: int, height: int, width: int, zero_outside: bool) -> list[tuple[int, ...]]:
-    """:func:`maskkit.box_regions.paste_regions` of ``boxes [N, 4]``."""
+    """:func:`maskkit.geometry.paste_regions` of ``boxes [N, 4]``."""
     return paste_regions(boxes.tolist(), m, height, width, zero_outside)
 
 

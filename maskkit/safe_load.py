@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maskkit.errors import CheckpointError
+from maskkit.errors import CheckpointError, first_line
 
 __all__ = ["read_state_dict", "SafeUnpickler", "ALLOWED_GLOBALS"]
 
@@ -103,9 +103,9 @@ class SafeUnpickler(pickle.Unpickler):
         raise CheckpointError(f"{self.file_name}: refused a persistent id in a weights .pkl")
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+def _describe(e: Exception) -> str:
+    """``Type: first line`` (the type says more than a bare message from a pickle library)."""
+    return f"{type(e).__name__}: {first_line(e)}" if str(e).strip() else type(e).__name__
 
 
 def _unwrap(obj, path: Path) -> dict:
@@ -150,7 +150,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except CheckpointError:
             raise
         except Exception as e:  # truncated/corrupt pickles raise many types
-            raise CheckpointError(f"{path}: unreadable pickle ({_first_line(e)})") from None
+            raise CheckpointError(f"{path}: unreadable pickle ({_describe(e)})") from None
     elif suffix in (".pth", ".pt"):
         try:
             # torch's weights-only unpickler, plus numpy array reconstruction (detectron2 .pth
@@ -162,7 +162,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             reason = next((ln for ln in first if "global" in ln.lower()), first[0] if first else "")
             raise CheckpointError(f"{path}: refused by torch.load(weights_only=True): {reason.strip()}") from None
         except Exception as e:
-            raise CheckpointError(f"{path}: unreadable torch file ({_first_line(e)})") from None
+            raise CheckpointError(f"{path}: unreadable torch file ({_describe(e)})") from None
     else:
         raise CheckpointError(f"{path}: unknown weights format {suffix!r} (expected .pth, .pt or .pkl)")
     sd = _unwrap(obj, path)

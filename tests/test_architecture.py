@@ -22,7 +22,7 @@ LAYERS = [
     {"maskkit.models", "maskkit.data"},
     {"maskkit.config", "maskkit.structures", "maskkit.metrics_log", "maskkit.safe_load"},
     {"maskkit.masks"},
-    {"maskkit.errors", "maskkit.atomic", "maskkit.box_regions"},
+    {"maskkit.errors", "maskkit.atomic", "maskkit.geometry"},
 ]
 
 

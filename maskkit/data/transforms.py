@@ -37,6 +37,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from maskkit.data.rle_masks import RLEMasks  # also registers the RLE masks' resize / flip kernels
+from maskkit.geometry import test_resize_size
 
 __all__ = [
     "PolygonVertices",
@@ -45,7 +46,6 @@ __all__ = [
     "build_test_transforms",
     "resize_for_test",
     "boxes_to_original",
-    "test_resize_size",
     "instance_fields",
 ]
 
@@ -83,28 +83,13 @@ def _hflip_polygons(inpt: PolygonVertices) -> PolygonVertices:
 _INSTANCE_KEYS = ("labels", "iscrowd", "area", "ann_index")
 
 
-def test_resize_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """Output ``(h, w)`` of the shortest-side resize; ``min_size <= 0`` keeps the size."""
-    if min_size <= 0:
-        return int(height), int(width)
-    scale = min_size / min(height, width)
-    if max_size > 0 and max(height, width) * scale > max_size:
-        scale = max_size / max(height, width)
-    # at least 1 px: a 1 x 4000 strip capped by max_size would round to 0 rows (interpolate fails)
-    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
-
-
-# Its name starts with "test_": tell pytest it is not a test when a test module imports it.
-test_resize_size.__test__ = False  # type: ignore[attr-defined]
-
-
 class ResizeShortestSide(v2.Transform):
     """Resize so the shorter side is a sampled ``min_size`` and the longer side <= ``max_size``.
 
     ``sampling="choice"`` picks one of ``min_sizes``; ``"range"`` draws an integer uniformly
     from ``[min(min_sizes), max(min_sizes)]`` (scale jitter). One size is drawn per call and
     applied to the image, boxes and masks alike (torch RNG, so ``torch.manual_seed`` makes it
-    reproducible). Output size follows :func:`test_resize_size`.
+    reproducible). Output size follows :func:`maskkit.geometry.test_resize_size`.
     """
 
     def __init__(self, min_sizes: int | Sequence[int], max_size: int, sampling: str = "choice") -> None:

@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from maskkit.config import WindowSamplerConfig
 from maskkit.errors import DataError, MaskkitError
 from maskkit.masks import is_compact, mask_areas
-from maskkit.models.sharpmask.config import WindowSamplerConfig
 
 __all__ = ["WindowSampler", "collate_windows", "crop_window", "is_near_positive"]
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from maskkit.box_regions import paste_regions
-from maskkit.errors import MaskkitError
+from maskkit.errors import MaskkitError, first_line
+from maskkit.geometry import paste_regions, test_resize_size
 
 __all__ = [
     "OnnxRunner",
@@ -30,7 +30,6 @@ __all__ = [
     "paste_masks",
     "paste_window_masks",
     "sharpmask_canvases",
-    "test_resize_size",
 ]
 
 EXPORT_FORMAT = "1"
@@ -51,8 +50,7 @@ def read_onnx_metadata(path: str | Path) -> tuple[object, dict[str, str]]:
     try:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MaskkitError(f"{path}: not a loadable ONNX file ({first[:200]})") from None
+        raise MaskkitError(f"{path}: not a loadable ONNX file ({first_line(e)[:200]})") from None
     meta = dict(sess.get_modelmeta().custom_metadata_map)
     if "maskkit_runtime" not in meta:
         raise MaskkitError(
@@ -65,20 +63,6 @@ def read_onnx_metadata(path: str | Path) -> tuple[object, dict[str, str]]:
             f"(expected {EXPORT_FORMAT!r}); export the model again"
         )
     return sess, meta
-
-
-def test_resize_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """Output ``(h, w)`` of the shortest-side test resize (as ``maskkit.data.transforms``;
-    repeated here so this module does not import the torch-based data layer)."""
-    if min_size <= 0:
-        return int(height), int(width)
-    scale = min_size / min(height, width)
-    if max_size > 0 and max(height, width) * scale > max_size:
-        scale = max_size / max(height, width)
-    return int(round(height * scale)), int(round(width * scale))
-
-
-test_resize_size.__test__ = False  # type: ignore[attr-defined]
 
 
 def _aa_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +122,7 @@ def _bilinear_weights(coord: np.ndarray, lo: np.ndarray, hi: np.ndarray, m: int,
 
 def _box_crops(masks: np.ndarray, boxes: np.ndarray, size: tuple[int, int], zero_outside: bool):
     """Per mask: ``(r0, c0, float crop)``, its pasted probabilities over the rows and columns it
-    can touch (:func:`maskkit.box_regions.paste_regions`), as ``BoxMasks.prob_crops``. The
+    can touch (:func:`maskkit.geometry.paste_regions`), as ``BoxMasks.prob_crops``. The
     sampling grid is separable (x depends on the column only, y on the row), so the bilinear
     resample is two small matrix products per mask, ``Wy [h, M] @ mask @ Wx^T [M, w]``."""
     h, w = int(size[0]), int(size[1])

@@ -15,8 +15,8 @@ from maskkit.data.transforms import (
     build_test_transforms,
     build_train_transforms,
     resize_for_test,
-    test_resize_size,
 )
+from maskkit.geometry import test_resize_size
 
 
 def _sample(h: int = 60, w: int = 80, boxes=((10, 20, 40, 50), (50, 5, 52, 8), (0, 0, 80, 60)), crowd=(0, 0, 1)):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from maskkit.config import WindowSamplerConfig
 from maskkit.data.windows import WindowSampler, collate_windows, crop_window, is_near_positive
 from maskkit.errors import DataError, MaskkitError
-from maskkit.models.sharpmask.config import WindowSamplerConfig
 
 MEAN = (0.485, 0.456, 0.406)
 

@@ -63,7 +63,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from maskkit.errors import CheckpointError, MaskkitError
+from maskkit.errors import CheckpointError, MaskkitError, first_line
 from maskkit.models.backbones.resnet import RESNET_VARIANTS
 from maskkit.models.backbones.vovnet import VOVNET_SPECS, official_names
 from maskkit.safe_load import read_state_dict
@@ -143,8 +143,7 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             sd = load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise CheckpointError(f"{path}: not a safetensors file ({first})") from None
+            raise CheckpointError(f"{path}: not a safetensors file ({first_line(e)})") from None
     else:
         sd = read_state_dict(path)  # the same safe .pth/.pkl reading as `maskkit convert`
     out = {}

@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from torchvision.ops import clip_boxes_to_image
 from torchvision.transforms.v2 import functional as TF
 
-from maskkit.data.transforms import test_resize_size
 from maskkit.errors import MaskkitError
+from maskkit.geometry import test_resize_size
 from maskkit.masks import BoxMasks, is_compact
 from maskkit.models.backbones import build_backbone, include_c2
 from maskkit.models.centermask.config import CenterMaskConfig

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from maskkit.config import Config, DataConfig, TrainConfig
-from maskkit.models.sharpmask.config import SharpMaskConfig, WindowSamplerConfig
+from maskkit.config import Config, DataConfig, TrainConfig, WindowSamplerConfig
+from maskkit.models.sharpmask.config import SharpMaskConfig
 
 __all__ = ["PRESETS"]
 

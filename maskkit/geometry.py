@@ -1,7 +1,7 @@
-"""Where a box's mask can land in the image: the rows and columns a paste must compute.
-
-Torch-free (plain Python), so the NumPy runner of exported models
-(:mod:`maskkit.engine.onnx_runtime`) and :class:`maskkit.masks.BoxMasks` paste the same pixels.
+"""Image geometry shared by the torch code and the torch-free NumPy runner of exported models:
+the test-time resize size, and where a box's mask can land in the image (the rows and columns a
+paste must compute). Plain Python, so the runner, :mod:`maskkit.data.transforms`, the models and
+:class:`maskkit.masks.BoxMasks` compute the same sizes and paste the same pixels.
 """
 
 from __future__ import annotations
@@ -9,7 +9,22 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-__all__ = ["paste_regions"]
+__all__ = ["test_resize_size", "paste_regions"]
+
+
+def test_resize_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """Output ``(h, w)`` of the shortest-side resize; ``min_size <= 0`` keeps the size."""
+    if min_size <= 0:
+        return int(height), int(width)
+    scale = min_size / min(height, width)
+    if max_size > 0 and max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    # at least 1 px: a 1 x 4000 strip capped by max_size would round to 0 rows (interpolate fails)
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+# Its name starts with "test_": tell pytest it is not a test when a test module imports it.
+test_resize_size.__test__ = False  # type: ignore[attr-defined]
 
 
 def paste_regions(
