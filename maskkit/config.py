@@ -19,12 +19,13 @@ field they name (``train.lr=0.005``, ``model.fpn_channels=128``,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Callable, Literal, Union
 
 from maskkit.errors import MaskkitError
 
@@ -43,6 +44,12 @@ __all__ = [
     "config_from_json",
     "validate_config",
     "validate_model_config",
+    "Rule",
+    "ruled",
+    "section",
+    "at_least",
+    "within",
+    "MAX_CLASSES",
 ]
 
 
@@ -50,28 +57,96 @@ class ConfigError(MaskkitError, ValueError):
     """A configuration value, override or saved config that cannot be used."""
 
 
-@dataclass
+# --------------------------------------------------------------------------- declared ranges
+MAX_CLASSES = 100_000  # far above any dataset (COCO 80, LVIS 1203); stops 4 GB heads from a typo
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The legal values of one field, declared with the field (``ruled(default, rule)``) and
+    checked once, when a config is built or read back (:func:`validate_config`): ``ok(value)``,
+    and ``text`` for the error line (``<field> must be <text>, got <value>``). Choice fields are
+    typed ``Literal[...]`` instead and checked as they are parsed."""
+
+    ok: Callable[[Any], bool]
+    text: str
+
+
+_RULE = "maskkit_rule"
+
+
+def section(name: str):
+    """Class decorator: a config dataclass for the section ``name`` (``"train"``,
+    ``"model.fcos"``, ...) whose choices and ranges are checked when it is constructed, so a
+    ``TrainConfig(optimizer="lbfgs")`` fails where it is written, naming ``train.optimizer``.
+    (A value assigned later in code is checked by :func:`validate_config`.)"""
+
+    def wrap(cls: type) -> type:
+        def __post_init__(self) -> None:
+            _check_fields(self, name, nested=False)
+
+        cls.__post_init__ = __post_init__
+        return dataclass(cls)
+
+    return wrap
+
+
+def ruled(default: Any, rule: Rule) -> Any:
+    """A dataclass field with ``default`` whose values must satisfy ``rule``."""
+    return field(default=default, metadata={_RULE: rule})
+
+
+def at_least(low: float, text: str | None = None, *, number: bool = False) -> Rule:
+    """``value >= low`` (a finite number); ``number=True`` words it "a finite number >= low"."""
+    return Rule(lambda v: _finite(v) and v >= low, text or (f"a finite number >= {low:g}" if number else f">= {low:g}"))
+
+
+def within(low: float, high: float, text: str | None = None, *, high_open: bool = False) -> Rule:
+    """``low <= value <= high`` (``< high`` with ``high_open``), a finite number."""
+    return Rule(
+        lambda v: _finite(v) and low <= v and (v < high if high_open else v <= high),
+        text or f"in [{low:g}, {high:g}{')' if high_open else ']'}",
+    )
+
+
+def each(rule: Rule, text: str) -> Rule:
+    """A non-empty sequence whose every element satisfies ``rule``."""
+    return Rule(lambda v: len(v) > 0 and all(rule.ok(x) for x in v), text)
+
+
+PROBABILITY = within(0.0, 1.0, "a number in [0, 1]")
+NON_NEGATIVE = at_least(0)
+
+
+@section("data")
 class DataConfig:
     """Input pipeline settings shared by the engine (train/eval/predict)."""
 
     # Training resize: the shorter side is drawn from ``min_size_train`` ("choice") or
     # uniformly from its [min, max] ("range"), the longer side capped at ``max_size_train``.
-    min_size_train: tuple[int, ...] = (640, 672, 704, 736, 768, 800)
-    min_size_train_sampling: str = "choice"  # "choice" | "range"
-    max_size_train: int = 1333
+    min_size_train: tuple[int, ...] = ruled(
+        (640, 672, 704, 736, 768, 800),
+        each(Rule(lambda v: isinstance(v, int) and v >= 1, ""), "one or more sizes >= 1 px"),
+    )
+    min_size_train_sampling: Literal["choice", "range"] = "choice"
+    max_size_train: int = ruled(1333, at_least(1))
     # (The test resize belongs to the model: ``model.min_size_test`` / ``model.max_size_test``.)
-    hflip_prob: float = 0.5
+    hflip_prob: float = ruled(0.5, within(0, 1))
     # Leave out training images without annotations or with crowd regions only (detectron2's
     # DATALOADER.FILTER_EMPTY_ANNOTATIONS, on in the CenterMask paper presets; SharpMask's
     # window sampler always skips images without objects).
     filter_empty: bool = False
-    num_workers: int = 2
+    num_workers: int = ruled(2, at_least(0, ">= 0 (--workers)"))
     # Split names looked up under a COCO-style root (annotations/instances_<split>*.json).
     train_split: str = "train"
     val_split: str = "val"
 
 
-@dataclass
+@section("model.sampler")
 class WindowSamplerConfig:
     """DeepMask/SharpMask per-patch training samples (REFERENCE 'Training data'): the window
     sampler of :mod:`maskkit.data.windows`, configured as ``model.sampler`` of a SharpMask config
@@ -79,7 +154,7 @@ class WindowSamplerConfig:
 
     window: int = 160
     context: int = 32  # crops are window + context = 192 px
-    canonical_size: int = 92  # object's longest side in the window
+    canonical_size: int = ruled(92, NON_NEGATIVE)  # object's longest side in the window
     scale_jitter: float = 0.25  # octaves, mask samples
     shift_jitter: int = 16  # px in window coordinates, mask samples
     neg_scales: tuple[float, ...] = (-3.0, 2.0)  # octave range of negative windows (0.25 steps)
@@ -87,14 +162,14 @@ class WindowSamplerConfig:
     neg_reject_octaves: float = 1.0  # "similar scale": |log2(object size / canonical)| <= this
     min_area: float = 100.0
     min_side: float = 5.0
-    hflip_prob: float = 0.5
-    mask_batch_prob: float = 0.5  # P(batch is all mask samples); else all score samples
+    hflip_prob: float = ruled(0.5, PROBABILITY)
+    mask_batch_prob: float = ruled(0.5, PROBABILITY)  # P(batch is all mask samples); else all score samples
     # Decoded training images (8-bit, with their targets) kept in memory by the sampler, up to
     # this many MB (0: every sample decodes its image file again). Only the speed changes.
     cache_mb: int = 0
 
 
-@dataclass
+@section("train")
 class TrainConfig:
     """Optimisation schedule (SGD + warmup + step/cosine decay), precision and bookkeeping.
 
@@ -102,51 +177,51 @@ class TrainConfig:
     (lr proportional to the global batch) when the batch is changed on the command line.
     """
 
-    batch_size: int = 16
+    batch_size: int = ruled(16, at_least(1, ">= 1 (--batch)"))
     # "sgd" (both papers) | "adamw" (betas (0.9, 0.999); for short from-scratch CPU runs such
     # as the demo, where SGD's few hundred steps leave the mask branch barely trained).
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = ruled(0.01, at_least(0, number=True))
+    momentum: float = ruled(0.9, within(0, 1, high_open=True))
+    weight_decay: float = ruled(1e-4, at_least(0, number=True))
     # Which parameters skip weight decay: "1d" (every 1-D tensor: norms, biases, scales) or
     # "norm" (norm layers only, biases decay: detectron2 / centermask2, the CenterMask presets).
-    no_decay: str = "1d"
-    max_iter: int = 90000
-    warmup_iters: int = 1000
-    warmup_factor: float = 0.001
-    schedule: str = "step"  # "step" | "cosine"
-    steps: tuple[int, ...] = (60000, 80000)
-    gamma: float = 0.1
-    clip_grad_norm: float = 0.0  # 0 disables clipping
+    no_decay: Literal["1d", "norm"] = "1d"
+    max_iter: int = ruled(90000, at_least(0, ">= 0 (0: set up only, API)"))
+    warmup_iters: int = ruled(1000, NON_NEGATIVE)
+    warmup_factor: float = ruled(0.001, Rule(lambda v: _finite(v) and 0 < v <= 1, "in (0, 1]"))
+    schedule: Literal["step", "cosine"] = "step"
+    steps: tuple[int, ...] = ruled((60000, 80000), Rule(lambda v: all(x >= 0 for x in v), "steps >= 0"))
+    gamma: float = ruled(0.1, Rule(lambda v: _finite(v) and v > 0, "a finite number > 0"))
+    clip_grad_norm: float = ruled(0.0, at_least(0, "a finite number >= 0 (0 = off)"))
     # Wall-clock budget of the training loop in minutes (0 = off; one process only): from the
     # recent step time, the run sets max_iter (never past the configured length) so that it ends
     # in time, and the schedule (cosine / steps) follows the new length (engine/hooks.py TimeBudgetHook).
-    time_budget_min: float = 0.0
+    time_budget_min: float = ruled(0.0, at_least(0, "a finite number >= 0 (0 = off)"))
     # Intra-op threads of the training process on the CPU: 0 = torch's default; N > 0 = N; -1 =
     # torch's default minus data.num_workers (at least 1), so the loader workers run beside the
     # model instead of competing with it for cores (the SharpMask demo: its window sampler on one
     # core, the model on the other; benchmarks/synthetic_protocol.md "The sampler beside the model").
-    cpu_threads: int = 0
-    accum_steps: int = 1
-    amp: str = "none"  # "none" | "bf16" | "fp16"
-    seed: int = 0
-    log_period: int = 20
-    eval_period: int = 5000
-    checkpoint_period: int = 5000
+    cpu_threads: int = ruled(0, Rule(lambda v: isinstance(v, int) and v >= -1, "an integer >= -1 (0 = default)"))
+    accum_steps: int = ruled(1, at_least(1))
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    seed: int = ruled(0, Rule(lambda v: 0 <= v < 2**32, "in 0..2**32-1"))
+    log_period: int = ruled(20, at_least(1))
+    eval_period: int = ruled(5000, at_least(0, ">= 0 (0 = only at the end)"))
+    checkpoint_period: int = ruled(5000, at_least(1))
     # SharpMask is trained in two stages (1: DeepMask trunk + heads, 2: refinement only).
-    stage: int = 1
+    stage: Literal[1, 2] = 1
     init_weights: str = ""  # model file to start from (e.g. the stage-1 result for stage 2)
 
 
-@dataclass
+@section("eval")
 class EvalConfig:
     """Evaluation settings."""
 
-    batch_size: int = 1
-    max_images: int = 0  # 0 = the whole split
+    batch_size: int = ruled(1, at_least(1))
+    max_images: int = ruled(0, at_least(0, ">= 0 (0 = all)"))  # 0 = the whole split
     # SharpMask proposals: number of proposals kept per image and AR cut-offs.
-    max_dets: tuple[int, ...] = (10, 100, 1000)
+    max_dets: tuple[int, ...] = ruled((10, 100, 1000), each(at_least(1), "counts >= 1"))
 
 
 @dataclass
@@ -211,6 +286,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     tp = inner
     if tp is Any:
         return value
+    allowed = _choices(tp)
+    if allowed is not None:  # a choice field: parsed as its values' type, then checked at once
+        try:
+            parsed = _coerce(value, type(allowed[0]), where)
+        except ConfigError:
+            parsed = None
+        if parsed not in allowed:
+            raise ConfigError(f"{where} must be {_choice_text(allowed)}, got {value!r}")
+        return parsed
     if dataclasses.is_dataclass(tp):
         if dataclasses.is_dataclass(value):
             return value
@@ -267,7 +351,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def _dataclass_from_dict(cls: type, data: dict, where: str) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -349,8 +433,7 @@ def apply_overrides(cfg: Any, overrides: list[str] | tuple[str, ...]) -> Any:
     return cfg
 
 
-# --------------------------------------------------------------------------- range checks
-MAX_CLASSES = 100_000  # far above any dataset (COCO 80, LVIS 1203); stops 4 GB heads from a typo
+# --------------------------------------------------------------------------- validation
 
 
 def _need(ok: bool, field_name: str, value: Any, rule: str) -> None:
@@ -358,84 +441,50 @@ def _need(ok: bool, field_name: str, value: Any, rule: str) -> None:
         raise ConfigError(f"{field_name} must be {rule}, got {value!r}")
 
 
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+def _choices(tp: Any) -> tuple | None:
+    """The allowed values of a ``Literal[...]`` annotation (also inside ``Optional``), else None."""
+    _, tp = _is_optional(tp)
+    return typing.get_args(tp) if typing.get_origin(tp) is Literal else None
+
+
+def _choice_text(allowed: tuple) -> str:
+    return "one of " + ", ".join(repr(a) for a in allowed)
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _check_fields(obj: Any, where: str, nested: bool = True) -> None:
+    """Every field of the dataclass ``obj``: ``Literal`` choices, declared :class:`Rule`
+    ranges, and any other float finite; nested sections too with ``nested``."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        v, name = getattr(obj, f.name), f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(v):
+            if nested:
+                _check_fields(v, name)
+            continue
+        allowed = _choices(hints[f.name])
+        rule = f.metadata.get(_RULE)
+        if allowed is not None:
+            _need(v in allowed, name, v, _choice_text(allowed))
+        elif rule is not None:
+            _need(rule.ok(v), name, list(v) if isinstance(v, tuple) else v, rule.text)
+        elif isinstance(v, float):
+            _need(math.isfinite(v), name, v, "a finite number")
 
 
 def validate_model_config(model: Any, where: str = "model") -> None:
-    """Ranges of the model section: ``num_classes`` in 1..MAX_CLASSES, every ``*thresh*`` float
-    in [0, 1] and every ``*size*`` / ``*channels*`` / ``*dets*`` integer >= 0, recursively."""
-    _need(
-        isinstance(model.num_classes, int) and 1 <= model.num_classes <= MAX_CLASSES,
-        f"{where}.num_classes",
-        model.num_classes,
-        f"an integer in 1..{MAX_CLASSES}",
-    )
-    for f in dataclasses.fields(model):
-        v, name = getattr(model, f.name), f"{where}.{f.name}"
-        if dataclasses.is_dataclass(v):
-            for g in dataclasses.fields(v):
-                _check_model_value(f"{name}.{g.name}", getattr(v, g.name))
-        else:
-            _check_model_value(name, v)
-
-
-def _check_model_value(name: str, v: Any) -> None:
-    last = name.rpartition(".")[2]
-    if isinstance(v, float) and "thresh" in last:
-        _need(math.isfinite(v) and 0.0 <= v <= 1.0, name, v, "a number in [0, 1]")
-    elif isinstance(v, float):
-        _need(math.isfinite(v), name, v, "a finite number")
-    elif (
-        isinstance(v, int) and not isinstance(v, bool) and any(k in last for k in ("size", "channels", "dets", "num_"))
-    ):
-        _need(v >= 0, name, v, ">= 0")
+    """The model section's declared ranges and choices (``num_classes`` in 1..MAX_CLASSES, ...)."""
+    _check_fields(model, where)
 
 
 def validate_config(cfg: Config) -> None:
-    """Range-check every section when a config is built (issue #14 item 8): one
-    :class:`ConfigError` naming the field, before any layer is built or file read."""
+    """Check every section when a config is built or read: one :class:`ConfigError` naming the
+    field, before any layer is built or file read. The legal values are declared with the
+    fields (``Literal`` choices, :func:`ruled` ranges)."""
     validate_model_config(cfg.model)
-    d, t, e = cfg.data, cfg.train, cfg.eval
-    _need(
-        len(d.min_size_train) > 0 and all(isinstance(s, int) and s >= 1 for s in d.min_size_train),
-        "data.min_size_train",
-        list(d.min_size_train),
-        "one or more sizes >= 1 px",
-    )
-    _need(
-        d.min_size_train_sampling in ("choice", "range"),
-        "data.min_size_train_sampling",
-        d.min_size_train_sampling,
-        "'choice' or 'range'",
-    )
-    _need(d.max_size_train >= 1, "data.max_size_train", d.max_size_train, ">= 1")
-    _need(_finite(d.hflip_prob) and 0 <= d.hflip_prob <= 1, "data.hflip_prob", d.hflip_prob, "in [0, 1]")
-    _need(d.num_workers >= 0, "data.num_workers (--workers)", d.num_workers, ">= 0")
-    for name, rule, ok in (
-        ("batch_size", ">= 1 (--batch)", t.batch_size >= 1),
-        ("optimizer", "'sgd' or 'adamw'", t.optimizer in ("sgd", "adamw")),
-        ("lr", "a finite number >= 0", _finite(t.lr) and t.lr >= 0),
-        ("momentum", "in [0, 1)", _finite(t.momentum) and 0 <= t.momentum < 1),
-        ("weight_decay", "a finite number >= 0", _finite(t.weight_decay) and t.weight_decay >= 0),
-        ("max_iter", ">= 0 (0: set up only, API)", t.max_iter >= 0),
-        ("warmup_iters", ">= 0", t.warmup_iters >= 0),
-        ("warmup_factor", "in (0, 1]", _finite(t.warmup_factor) and 0 < t.warmup_factor <= 1),
-        ("schedule", "'step' or 'cosine'", t.schedule in ("step", "cosine")),
-        ("steps", "steps >= 0", all(s >= 0 for s in t.steps)),
-        ("gamma", "a finite number > 0", _finite(t.gamma) and t.gamma > 0),
-        ("clip_grad_norm", "a finite number >= 0 (0 = off)", _finite(t.clip_grad_norm) and t.clip_grad_norm >= 0),
-        ("time_budget_min", "a finite number >= 0 (0 = off)", _finite(t.time_budget_min) and t.time_budget_min >= 0),
-        ("cpu_threads", "an integer >= -1 (0 = default)", isinstance(t.cpu_threads, int) and t.cpu_threads >= -1),
-        ("accum_steps", ">= 1", t.accum_steps >= 1),
-        ("amp", "none, bf16 or fp16", t.amp in ("", "none", "bf16", "fp16")),
-        ("seed", "in 0..2**32-1", 0 <= t.seed < 2**32),
-        ("log_period", ">= 1", t.log_period >= 1),
-        ("eval_period", ">= 0 (0 = only at the end)", t.eval_period >= 0),
-        ("checkpoint_period", ">= 1", t.checkpoint_period >= 1),
-        ("stage", "1 or 2", t.stage in (1, 2)),
-    ):
-        _need(ok, f"train.{name}", getattr(t, name), rule)
-    _need(e.batch_size >= 1, "eval.batch_size", e.batch_size, ">= 1")
-    _need(e.max_images >= 0, "eval.max_images", e.max_images, ">= 0 (0 = all)")
-    _need(len(e.max_dets) > 0 and all(k >= 1 for k in e.max_dets), "eval.max_dets", list(e.max_dets), "counts >= 1")
+    for section in ("data", "train", "eval"):
+        _check_fields(getattr(cfg, section), section)

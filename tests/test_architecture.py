@@ -172,3 +172,34 @@ def test_no_private_names_imported_across_modules():
         if a.name.startswith("_") and not a.name.startswith("__")
     ]
     assert crossing == []
+
+
+def _literal_fields(obj, where=""):
+    """(dotted name, allowed values) of every ``Literal`` field of a config tree."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        name, value = f"{where}.{f.name}" if where else f.name, getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _literal_fields(value, name)
+        elif typing.get_origin(hints[f.name]) is typing.Literal:
+            yield name, typing.get_args(hints[f.name])
+
+
+def test_every_choice_field_is_refused_at_parse_time_naming_its_values():
+    """Choice fields are typed ``Literal[...]`` and checked as an override is parsed: a value
+    outside them is one ConfigError that names every allowed value (both systems' configs)."""
+    from maskkit.config import Config, ConfigError, apply_overrides
+    from maskkit.models.centermask.config import CenterMaskConfig
+    from maskkit.models.sharpmask.config import SharpMaskConfig
+
+    seen = 0
+    for model in (CenterMaskConfig(), SharpMaskConfig()):
+        for name, allowed in _literal_fields(Config(model=model)):
+            seen += 1
+            with pytest.raises(ConfigError) as e:
+                apply_overrides(Config(model=type(model)()), [f"{name}=not-a-choice"])
+            assert all(repr(a) in str(e.value) for a in allowed) and name in str(e.value), (name, str(e.value))
+    assert seen >= 20  # data, train, CenterMask (backbone, FCOS, mask head) and SharpMask choices

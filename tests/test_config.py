@@ -75,3 +75,44 @@ def test_saved_config_errors():
     d["model"]["bogus"] = 1
     with pytest.raises(ConfigError, match="unknown field"):
         config_from_dict(d, MODEL_CONFIGS)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.optimizer=adam", r"train\.optimizer must be one of 'sgd', 'adamw', got 'adam'"),
+        ("model.fcos.scoring=cube", r"model\.fcos\.scoring must be one of 'sqrt', 'product', got 'cube'"),
+        ("model.postprocess=detectron", r"model\.postprocess must be one of 'maskkit', 'centermask2'"),
+        ("train.stage=3", r"train\.stage must be one of 1, 2, got 3"),
+    ],
+)
+def test_choice_fields_are_refused_as_they_are_parsed(override, message):
+    """A ``Literal`` field takes one of its values, checked when the override is parsed (not
+    where the value is used), and the error names the allowed values."""
+    cfg = Config(model=CenterMaskConfig())
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(cfg, [override])
+
+
+def test_choice_and_range_fields_are_checked_when_a_saved_config_is_read():
+    d = config_to_dict(Config(model=SharpMaskConfig()))
+    d["model"]["pyramid"] = "bicubic"
+    with pytest.raises(ConfigError, match=r"model\.pyramid must be one of 'antialias', 'official', got 'bicubic'"):
+        config_from_dict(d, MODEL_CONFIGS)
+
+
+def test_values_set_in_code_are_checked_by_validate_config():
+    from maskkit.config import validate_config
+
+    cfg = Config(model=CenterMaskConfig())
+    cfg.train.schedule = "linear"
+    with pytest.raises(ConfigError, match=r"train\.schedule must be one of 'step', 'cosine', got 'linear'"):
+        validate_config(cfg)
+    cfg = Config(model=CenterMaskConfig())
+    cfg.model.fcos.nms_thresh = 1.5
+    with pytest.raises(ConfigError, match=r"model\.fcos\.nms_thresh must be a number in \[0, 1\], got 1\.5"):
+        validate_config(cfg)
+    cfg = Config(model=SharpMaskConfig())
+    cfg.model.sampler.mask_batch_prob = float("nan")
+    with pytest.raises(ConfigError, match=r"model\.sampler\.mask_batch_prob must be a number in \[0, 1\]"):
+        validate_config(cfg)

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from maskkit.config import ConfigError
 from maskkit.errors import MaskkitError
 
 __all__ = ["scale_lr", "lr_factor", "build_optimizer", "build_scheduler"]
@@ -39,10 +38,8 @@ def lr_factor(step: int, tc) -> float:
     if tc.schedule == "cosine":
         t = min(step, tc.max_iter) / max(1, tc.max_iter)
         decay = 0.5 * (1 + math.cos(math.pi * t))
-    elif tc.schedule == "step":
+    else:  # "step" (the choices are checked when the config is built)
         decay = tc.gamma ** sum(1 for s in tc.steps if step >= s)
-    else:
-        raise ConfigError(f"train.schedule must be 'step' or 'cosine', got {tc.schedule!r}")
     return warm * decay
 
 
@@ -53,8 +50,6 @@ def _param_groups(model: nn.Module, params: list[nn.Parameter], tc) -> list[dict
     """Weight-decay groups. ``train.no_decay="1d"`` (maskkit's default): no decay on any 1-D
     tensor (norm parameters, biases, FCOS scales). ``"norm"`` (detectron2 / centermask2:
     ``WEIGHT_DECAY_NORM = 0``, biases decay like weights): no decay on norm layers only."""
-    if tc.no_decay not in ("1d", "norm"):
-        raise ConfigError(f"train.no_decay must be '1d' or 'norm', got {tc.no_decay!r}")
     norm_ids = {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(recurse=False)}
     decay, no_decay = [], []
     for p in params:
@@ -83,11 +78,9 @@ def build_optimizer(model: nn.Module, tc) -> torch.optim.Optimizer:
     # first gradient after the first step, as SharpMask's score-only batches do). Same update up
     # to float rounding.
     fast = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    if tc.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, foreach=True if fast else None)
     if tc.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=tc.lr, **({"fused": True} if fast else {}))
-    raise ConfigError(f"train.optimizer must be 'sgd' or 'adamw', got {tc.optimizer!r}")
+    return torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, foreach=True if fast else None)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, tc) -> torch.optim.lr_scheduler.LambdaLR:

@@ -72,8 +72,10 @@ def build_model(model_cfg, backbone_weights: bool = True) -> nn.Module:
     set, and ``backbone_weights``, the trunk starts from that ImageNet file and ``model_cfg``'s
     input normalisation becomes the file's own (``maskkit.models.backbones.pretrained``).
     Pass ``backbone_weights=False`` when the whole state dict is loaded next (model files,
-    resume): the ImageNet file is then not read.
+    resume): the ImageNet file is then not read. The config's choices and ranges are checked
+    first (:func:`maskkit.config.validate_model_config`), also for a config changed in code.
     """
+    validate_model_config(model_cfg)
     if model_cfg.system == "centermask":
         model = CenterMask(model_cfg)
         if backbone_weights and model_cfg.backbone.weights:

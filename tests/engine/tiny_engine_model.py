@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from maskkit.config import Config
+from maskkit.config import Config, validate_config
 from maskkit.models.centermask.config import CenterMaskConfig
 from maskkit.structures import empty_prediction
 
@@ -31,6 +31,7 @@ def tiny_config(max_iter: int = 6, **train) -> Config:
     cfg.data.num_workers = 0
     for k, v in train.items():
         setattr(cfg.train, k, v)
+    validate_config(cfg)  # as every config is checked when it is built (choices, ranges)
     return cfg
 
 

@@ -56,8 +56,6 @@ class CenterMask(nn.Module):
     def __init__(self, cfg: CenterMaskConfig, backbone: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
-        if cfg.postprocess not in ("maskkit", "centermask2"):
-            raise MaskkitError(f"model.postprocess must be 'maskkit' or 'centermask2', got {cfg.postprocess!r}")
         k, c, m = cfg.num_classes, cfg.fpn_channels, cfg.mask
         if not 2 <= m.k_min <= m.k_max <= 5:
             raise MaskkitError(

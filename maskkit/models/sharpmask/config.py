@@ -11,15 +11,16 @@ cells on each side).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+from typing import Literal
 
-from maskkit.config import WindowSamplerConfig
+from maskkit.config import MAX_CLASSES, NON_NEGATIVE, PROBABILITY, WindowSamplerConfig, ruled, section, within
 
 
-@dataclass
+@section("model")
 class SharpMaskConfig:
-    system: str = "sharpmask"
-    num_classes: int = 1  # class-agnostic proposals
+    system: Literal["sharpmask"] = "sharpmask"
+    num_classes: int = ruled(1, within(1, MAX_CLASSES, f"an integer in 1..{MAX_CLASSES}"))  # class-agnostic proposals
     # Trunk: "resnet50" (DeepMask-ours, torchvision Bottleneck [3, 4, 6] truncated after layer3),
     # "resnet18" (BasicBlock [2, 2, 2]) or "resnet_tiny" (BasicBlock [1, 1, 1], narrow: the
     # CPU demo trunk), or "vgg_a" (the original DeepMask's VGG-A conv layers, with
@@ -30,16 +31,18 @@ class SharpMaskConfig:
     # ImageNet file the trunk starts from: torchvision's resnet50 / resnet18 state dict
     # (maskkit/models/backbones/pretrained.py; layer4 and fc unused). The builder loads it.
     trunk_weights: str | None = None
-    trunk_norm: str = "FrozenBN"  # "FrozenBN" (official) | "BN" | "GN" (from scratch)
+    trunk_norm: Literal["FrozenBN", "BN", "GN", "none"] = "FrozenBN"  # FrozenBN: official; BN/GN: from scratch
     # 3x3/7x7 conv padding (padding.py): "symmetric" (official SpatialSymmetricPadding, cba|abcd)
     # | "reflect" (dcb|abcd, maskkit's earlier default) | "zeros"
-    padding: str = "symmetric"
-    head: str = "C"  # "C" (DeepMask-ours, Fig. 3d) | "original" (DeepMask, Fig. 3a: separate score branch)
-    reduce_channels: int = 128  # F128
-    feature_size: int = 10  # window 160 / stride 16
+    padding: Literal["symmetric", "reflect", "zeros"] = "symmetric"
+    head: Literal["C", "original"] = (
+        "C"  # "C" (DeepMask-ours, Fig. 3d) | "original" (DeepMask, Fig. 3a: separate score branch)
+    )
+    reduce_channels: int = ruled(128, NON_NEGATIVE)  # F128
+    feature_size: int = ruled(10, NON_NEGATIVE)  # window 160 / stride 16
     hidden_dim: int = 512  # head C's shared vector
-    mask_size: int = 56  # DeepMask mask output
-    mask_loss_size: int = 112  # DeepMask: the mask logits are upsampled to this for the loss
+    mask_size: int = ruled(56, NON_NEGATIVE)  # DeepMask mask output
+    mask_loss_size: int = ruled(112, NON_NEGATIVE)  # DeepMask: the mask logits are upsampled to this for the loss
     score_hidden: int = 1024
     score_pool_hidden: int = 512  # original head only: Linear(512*7*7 -> 512) after the 2x2 max-pool
     score_dropout: float = 0.5
@@ -47,7 +50,7 @@ class SharpMaskConfig:
     refine: bool = True  # add the SharpMask refinement modules
     refine_channels: tuple[int, ...] = (32, 16, 8, 4)  # schedule (b), k = 32: k_m^i = k_s^i
     skip_channels: tuple[int, ...] = (64, 64, 64, 32)  # first skip conv width per level (stride 16, 8, 4, 2)
-    upsample: str = "bilinear"  # "bilinear" (paper) | "nearest" (official code)
+    upsample: Literal["bilinear", "nearest"] = "bilinear"  # paper | official code
     refine_mask_convs: int = 1  # 3x3 convs on the mask path: 1 (paper Fig. 7b) | 2 (official code, released model)
     use_refinement_output: bool = True  # False: return the coarse DeepMask mask
     # Stage 2 also fine-tunes trunk + head C through the refinement (paper Sec. 3.3: frozen, as
@@ -59,10 +62,10 @@ class SharpMaskConfig:
     stride: int = 16
     # image pyramid resize: "antialias" (torchvision resize) | "official" (InferSharpMask.lua: nnx
     # SpatialReSamplingEx bilinear, corners aligned, no antialiasing; what converted .t7 models use)
-    pyramid: str = "antialias"
+    pyramid: Literal["antialias", "official"] = "antialias"
     border_fill: float | None = None  # half-window image border in 0..1 RGB: None = mean colour; official 0.5
     top_n: int = 1000
-    mask_threshold: float = 0.2
+    mask_threshold: float = ruled(0.2, PROBABILITY)
     refine_batch: int = 100  # windows refined per chunk at inference
     pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225)

@@ -141,8 +141,6 @@ class SharpMask(nn.Module):
         self.cfg = cfg
         if cfg.window % 16 or cfg.stride != 16:
             raise MaskkitError(f"sharpmask needs stride 16 and a window multiple of 16, got {cfg.stride}/{cfg.window}")
-        if cfg.pyramid not in ("antialias", "official"):
-            raise MaskkitError(f"sharpmask pyramid must be 'antialias' or 'official', got {cfg.pyramid!r}")
         self.trunk = build_trunk(cfg)
         self.head = build_head(self.trunk.channels[-1], cfg)
         self.refinement = Refinement(self.trunk.channels, cfg) if cfg.refine else None
