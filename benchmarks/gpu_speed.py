@@ -39,8 +39,8 @@ from PIL import Image
 from torch import nn
 
 import maskkit
+from maskkit.data.loader import to_device
 from maskkit.engine.bench import build_peer, time_models
-from maskkit.engine.loader import to_device
 from maskkit.models.zoo import build, get_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from maskkit.engine import onnx_runtime as new
+from maskkit.export import runtime as new
 
 spec = importlib.util.spec_from_file_location("old_ort", sys.argv[1])
 old_ort = importlib.util.module_from_spec(spec)

@@ -26,7 +26,7 @@ import onnxruntime as ort
 def export_this_tree(path: str) -> str:
     import torch
 
-    from maskkit.engine.export import export_model
+    from maskkit.export.onnx import export_model
     from maskkit.models.zoo import build, get_config
 
     torch.manual_seed(0)
@@ -35,7 +35,7 @@ def export_this_tree(path: str) -> str:
 
 
 def profile_file(path: str, runs: int, tmp: str) -> tuple[collections.Counter, collections.Counter, list[float]]:
-    from maskkit.engine.onnx_runtime import OnnxRunner
+    from maskkit.export.runtime import OnnxRunner
 
     img = np.random.default_rng(0).random((3, 600, 800), dtype=np.float32)
     batch, size = OnnxRunner(path).preprocess(img)

@@ -18,7 +18,7 @@ from PIL import Image
 
 from maskkit.checkpoint import load_model
 from maskkit.data.coco import CocoDataset
-from maskkit.engine.inference import infer_batches
+from maskkit.engine.inference.predictor import infer_batches
 from maskkit.viz import draw_instances
 
 

@@ -19,7 +19,7 @@ import time
 import torch
 
 from maskkit.engine.bench import conv_peak_gflops
-from maskkit.engine.fuse import fuse_model
+from maskkit.export.fuse import fuse_model
 from maskkit.models.centermask.mask_head import select_class
 from maskkit.models.flops import count_gflops
 from maskkit.models.zoo import build, get_config
@@ -60,7 +60,7 @@ def steps(m, img: torch.Tensor, rec: dict) -> tuple:
 def openvino_parts(path: str, img: torch.Tensor) -> None:
     import openvino as ov
 
-    from maskkit.engine.onnx_runtime import OnnxRunner
+    from maskkit.export.runtime import OnnxRunner
 
     batch, size = OnnxRunner(path).preprocess(img.numpy())
     compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": 2, "PERF_COUNT": True})

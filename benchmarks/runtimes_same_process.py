@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from maskkit.engine.fuse import fuse_model
-from maskkit.engine.onnx_model import OnnxModel
+from maskkit.export.fuse import fuse_model
+from maskkit.export.onnx_model import OnnxModel
 from maskkit.models.zoo import build, get_config
 
 

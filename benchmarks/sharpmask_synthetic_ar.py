@@ -16,7 +16,7 @@ from pathlib import Path
 
 from maskkit.checkpoint import load_model
 from maskkit.data.coco import CocoDataset
-from maskkit.engine.inference import evaluate_model
+from maskkit.engine.inference.evaluate import evaluate_model
 
 KEYS = (
     "proposals/segm/AR@10",

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from maskkit.engine.fuse import fuse_model
+from maskkit.export.fuse import fuse_model
 from maskkit.models.zoo import build, get_config
 
 KERNELS = ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward")

@@ -19,7 +19,7 @@ import time
 import torch
 import torch._inductor.config as inductor_config
 
-from maskkit.engine.fuse import fuse_model
+from maskkit.export.fuse import fuse_model
 from maskkit.models.zoo import build, get_config
 
 

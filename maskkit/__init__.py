@@ -40,7 +40,7 @@ def load_model(path, device: str = "cpu"):
 
 def __getattr__(name):
     if name == "Predictor":
-        from maskkit.engine.inference import Predictor
+        from maskkit.engine.inference.predictor import Predictor
 
         return Predictor
     raise AttributeError(f"module 'maskkit' has no attribute {name!r}")

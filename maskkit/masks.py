@@ -21,7 +21,7 @@ The paste (:func:`paste_box_crops`): a pixel's value is bilinear sampling of the
 ``align_corners=False`` and zero padding: detectron2's ``_do_paste_mask``, which the official
 centermask2 post-processing uses). The sampling grid is separable, so each mask is resampled
 as two small matrix products over its box only (``Wy [h, M] @ mask @ Wx^T [M, w]``), as the
-NumPy runner does (:mod:`maskkit.engine.onnx_runtime`); the values equal ``grid_sample``'s to
+NumPy runner does (:mod:`maskkit.export.runtime`); the values equal ``grid_sample``'s to
 float rounding (``benchmarks/paste_equivalence.py``).
 """
 

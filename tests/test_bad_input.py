@@ -22,7 +22,7 @@ from PIL import Image
 
 from maskkit.checkpoint import load_model, save_model
 from maskkit.config import ConfigError
-from maskkit.engine.inference import to_image_tensor
+from maskkit.engine.inference.predictor import to_image_tensor
 from maskkit.errors import CheckpointError, DataError, MaskkitError
 from maskkit.evaluation.results import load_results
 from maskkit.models.zoo import build_model, get_config

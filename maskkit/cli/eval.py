@@ -15,7 +15,7 @@ from pathlib import Path
 
 from maskkit.cli.common import add_data_arguments, add_device_argument
 from maskkit.data.coco import resolve_data
-from maskkit.engine.inference import evaluate_file
+from maskkit.engine.inference.evaluate import evaluate_file
 from maskkit.errors import MaskkitError
 from maskkit.evaluation import (
     IOU_TYPES,

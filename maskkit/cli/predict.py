@@ -10,8 +10,8 @@ import math
 
 from maskkit.cli.common import add_device_argument
 from maskkit.engine.distributed import resolve_device
-from maskkit.engine.inference import Predictor
-from maskkit.engine.predict import expand_inputs, predict_files
+from maskkit.engine.inference.files import expand_inputs, predict_files
+from maskkit.engine.inference.predictor import Predictor
 from maskkit.errors import MaskkitError
 
 

@@ -10,8 +10,8 @@ import argparse
 import sys
 
 from maskkit.cli.common import add_device_argument, add_set_argument
-from maskkit.engine.signals import exit_code
-from maskkit.engine.train import train
+from maskkit.engine.training.loop import train
+from maskkit.engine.training.signals import exit_code
 from maskkit.evaluation import format_table
 
 

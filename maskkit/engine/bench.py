@@ -15,7 +15,7 @@ runtime, the peer and the conv-peak probe once, :func:`time_models`), so a chang
 load during the run moves every row alike and the ratios stay comparable.
 
 Runtimes (``--runtime``, several at once: the ratios are measured in one process): ``eager``
-(the model as trained), ``fused`` (:func:`maskkit.engine.fuse.fuse_model`: norms folded into the
+(the model as trained), ``fused`` (:func:`maskkit.export.fuse.fuse_model`: norms folded into the
 convolutions), ``fused_cl`` (the same with channels_last weights) and ``onnxruntime`` (the
 exported file under ONNX Runtime with the NumPy pre/post-processing, ``torch`` threads =
 ONNX Runtime intra-op threads) and ``openvino`` (the same file and NumPy steps on OpenVINO's CPU
@@ -160,11 +160,11 @@ def build_runtime(model: nn.Module, runtime: str, workdir: str | None = None) ->
     if runtime == "eager":
         return model
     if runtime in ("fused", "fused_cl"):
-        from maskkit.engine.fuse import fuse_model
+        from maskkit.export.fuse import fuse_model
 
         return fuse_model(model, channels_last=runtime == "fused_cl")
     if runtime in ("onnxruntime", "openvino"):
-        from maskkit.engine.onnx_model import OnnxModel
+        from maskkit.export.onnx_model import OnnxModel
 
         if workdir is None:
             raise MaskkitError("the onnxruntime runtime needs a folder for the exported file")
@@ -179,7 +179,7 @@ _EXPORTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _exported(model: nn.Module, workdir: str) -> Path:
-    from maskkit.engine.export import export_model
+    from maskkit.export.onnx import export_model
 
     path = _EXPORTS.get(model)
     if path is None or not path.is_file():

@@ -16,9 +16,8 @@ from torch import nn
 
 from maskkit.config import EvalConfig
 from maskkit.data.coco import CocoDataset
+from maskkit.data.loader import image_batches, window_batches
 from maskkit.data.transforms import build_train_transforms
-from maskkit.engine.distributed import DistInfo
-from maskkit.engine.loader import image_batches, window_batches
 from maskkit.errors import MaskkitError
 from maskkit.evaluation.coco import evaluate_coco, evaluate_proposals
 from maskkit.structures import select_instances
@@ -51,9 +50,9 @@ class CenterMaskSystem:
         """(class names, category ids) saved with the model."""
         return list(dataset.class_names), list(dataset.cat_ids)
 
-    def batches(self, dataset, cfg, info: DistInfo, start_step: int) -> Iterator:
-        """Infinite stream of (images, targets) micro-batches."""
-        return image_batches(dataset, cfg, info, start_step)
+    def batches(self, dataset, cfg, rank: int, world_size: int, start_step: int) -> Iterator:
+        """Infinite stream of (images, targets) micro-batches: this rank's shard of each step."""
+        return image_batches(dataset, cfg, rank, world_size, start_step)
 
     def prepare(self, model: nn.Module, cfg) -> None:
         """Nothing to switch: one training stage."""
@@ -107,9 +106,9 @@ class SharpMaskSystem:
     def label_mapping(self, dataset) -> tuple[list[str], list[int]]:
         return ["object"], [1]
 
-    def batches(self, dataset, cfg, info: DistInfo, start_step: int) -> Iterator:
-        """Infinite stream of window micro-batches."""
-        return window_batches(dataset, cfg, info, start_step)
+    def batches(self, dataset, cfg, rank: int, world_size: int, start_step: int) -> Iterator:
+        """Infinite stream of window micro-batches: this rank's shard of each step."""
+        return window_batches(dataset, cfg, rank, world_size, start_step)
 
     def prepare(self, model: nn.Module, cfg) -> None:
         """Stage 1 trains the DeepMask trunk and heads; stage 2 only the refinement modules."""

@@ -31,11 +31,11 @@ import torch
 from PIL import Image
 
 from maskkit.data.synthetic import image_rng, render_image
-from maskkit.engine.inference import Predictor
-from maskkit.engine.onnx_model import load_any
+from maskkit.engine.inference.predictor import Predictor
 from maskkit.engine.systems import system_of
 from maskkit.errors import MaskkitError
 from maskkit.evaluation import predictions_to_coco_results
+from maskkit.export.onnx_model import load_any
 from maskkit.masks import is_compact, mask_areas
 from maskkit.viz import draw_instances
 

@@ -106,7 +106,7 @@ def test_anything_else_that_does_not_fit_is_one_clear_error(tmp_path):
 
 
 def test_training_engine_fine_tunes_and_says_once_which_layers(tmp_path, capsys):
-    from maskkit.engine.train import fit
+    from maskkit.engine.training.loop import fit
 
     path, file_sd = _model_file(tmp_path, "centermask_lite_demo", 80)
     cfg = get_config("centermask_lite_demo", 3, [f"train.init_weights={path}", "train.max_iter=0"])

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_engine_model import TinyDataset, TinyModel, tiny_config  # noqa: E402
 
-from maskkit.engine.train import fit  # noqa: E402
+from maskkit.engine.training.loop import fit  # noqa: E402
 
 MAX_ITER, PERIOD = 6, 2
 

@@ -16,7 +16,7 @@ from tiny_engine_model import TinyDataset, TinyModel, tiny_config  # noqa: E402
 
 from maskkit.data.coco import CocoDataset  # noqa: E402
 from maskkit.engine.distributed import init_distributed  # noqa: E402
-from maskkit.engine.train import fit  # noqa: E402
+from maskkit.engine.training.loop import fit  # noqa: E402
 
 
 def main(out: str, val_root: str) -> None:

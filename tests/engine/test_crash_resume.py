@@ -19,13 +19,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 import crash_worker  # noqa: E402
 
 from maskkit.checkpoint import load_train_state, read_model_file  # noqa: E402
-from maskkit.engine.runfolder import CKPT_DIR, resume_candidates  # noqa: E402
+from maskkit.engine.training.runfolder import CKPT_DIR, resume_candidates  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def ctx():
     c = mp.get_context("forkserver")
-    c.set_forkserver_preload(["torch", "maskkit.engine.train", "crash_worker"])
+    c.set_forkserver_preload(["torch", "maskkit.engine.training.loop", "crash_worker"])
     return c
 
 

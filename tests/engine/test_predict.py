@@ -12,8 +12,9 @@ from PIL import Image
 
 from maskkit.checkpoint import save_model
 from maskkit.cli import main
-from maskkit.engine.inference import Predictor, evaluate_model, infer_batches, to_image_tensor
-from maskkit.engine.predict import expand_inputs
+from maskkit.engine.inference.evaluate import evaluate_model
+from maskkit.engine.inference.files import expand_inputs
+from maskkit.engine.inference.predictor import Predictor, infer_batches, to_image_tensor
 from maskkit.errors import DataError
 from maskkit.models.zoo import build_model, get_config
 

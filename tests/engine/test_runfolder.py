@@ -21,9 +21,9 @@ from tiny_engine_model import TinyDataset, TinyModel, tiny_config  # noqa: E402
 
 from maskkit.atomic import atomic_write_text  # noqa: E402
 from maskkit.checkpoint import load_train_state, read_model_file  # noqa: E402
-from maskkit.engine.runfolder import RunFolderError, RunLock, truncate_metrics  # noqa: E402
-from maskkit.engine.signals import exit_code  # noqa: E402
-from maskkit.engine.train import fit  # noqa: E402
+from maskkit.engine.training.loop import fit  # noqa: E402
+from maskkit.engine.training.runfolder import RunFolderError, RunLock, truncate_metrics  # noqa: E402
+from maskkit.engine.training.signals import exit_code  # noqa: E402
 from maskkit.errors import CheckpointError  # noqa: E402
 
 
@@ -100,8 +100,8 @@ import sys, time, torch
 sys.path.insert(0, {here!r})
 from tiny_engine_model import TinyDataset, TinyModel, tiny_config
 from maskkit.data.coco import CocoDataset
-from maskkit.engine.signals import exit_code
-from maskkit.engine.train import fit
+from maskkit.engine.training.signals import exit_code
+from maskkit.engine.training.loop import fit
 
 class SlowEval(TinyModel):
     def forward(self, images, targets=None):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from maskkit.config import ConfigError, TrainConfig
-from maskkit.engine.schedule import build_optimizer, lr_factor
+from maskkit.engine.training.schedule import build_optimizer, lr_factor
 from maskkit.errors import MaskkitError
 from maskkit.models.zoo import get_config
 
@@ -57,7 +57,7 @@ def _budget_run(step_s, budget_min: float, max_iter: int = 1000, world_size: int
     of the step) -> (steps run, TrainConfig, elapsed seconds)."""
     from types import SimpleNamespace
 
-    from maskkit.engine.hooks import TimeBudgetHook
+    from maskkit.engine.training.hooks import TimeBudgetHook
 
     now = [0.0]
     tc = TrainConfig(max_iter=max_iter, warmup_iters=50, schedule="cosine", time_budget_min=budget_min)

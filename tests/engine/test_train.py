@@ -17,8 +17,8 @@ from signal_helpers import signal_after_logged_steps  # noqa: E402
 from tiny_engine_model import TinyDataset, TinyModel, tiny_config  # noqa: E402
 
 from maskkit.checkpoint import load_train_state, read_model_file  # noqa: E402
-from maskkit.engine.schedule import lr_factor  # noqa: E402
-from maskkit.engine.train import TrainingError, fit  # noqa: E402
+from maskkit.engine.training.loop import TrainingError, fit  # noqa: E402
+from maskkit.engine.training.schedule import lr_factor  # noqa: E402
 from maskkit.errors import CheckpointError  # noqa: E402
 
 
@@ -72,7 +72,7 @@ _SIGINT_SCRIPT = r"""
 import sys, time, torch
 sys.path.insert(0, {here!r})
 from tiny_engine_model import TinyDataset, TinyModel, tiny_config
-from maskkit.engine.train import fit
+from maskkit.engine.training.loop import fit
 
 class Slow(TinyModel):
     def forward(self, images, targets=None):
@@ -144,7 +144,7 @@ def test_init_weights_refuses_other_class_count_and_copies_matching(tmp_path):
 def test_adamw_optimizer_option_and_resume(tmp_path):
     """train.optimizer=adamw builds AdamW (with the same no-decay groups) and resumes exactly."""
     from maskkit.config import ConfigError
-    from maskkit.engine.schedule import build_optimizer
+    from maskkit.engine.training.schedule import build_optimizer
 
     cfg = tiny_config(max_iter=4, optimizer="adamw", lr=0.01)
     opt = build_optimizer(TinyModel(), cfg.train)

@@ -9,7 +9,7 @@ refinement modules on the windows' crops of the skip features ``S*`` of their ow
 (SharpMask; one ``Gather`` per level over all scales' maps flattened, no loop over windows).
 Outputs: ``scores [N]`` (sigmoid), ``scale_index [N]``, ``cells [N, 2]`` (row, col of the
 window's top-left stride-16 cell), ``masks [N, M, M]`` probabilities over the window. The
-NumPy runner turns cells into window boxes and pastes (``maskkit.engine.onnx_runtime``).
+NumPy runner turns cells into window boxes and pastes (``maskkit.export.runtime``).
 """
 
 from __future__ import annotations

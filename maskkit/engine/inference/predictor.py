@@ -23,7 +23,6 @@ masks.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -31,19 +30,15 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
-from maskkit.config import EvalConfig, ModelInfo
-from maskkit.data.coco import load_image, open_split, pil_to_tensor
-from maskkit.engine.distributed import all_gather_objects, dist_info, resolve_device
-from maskkit.engine.onnx_model import load_any
-from maskkit.engine.systems import SYSTEMS, system_of
+from maskkit.config import ModelInfo
+from maskkit.data.coco import load_image, pil_to_tensor
 from maskkit.errors import DataError
-from maskkit.evaluation import predictions_to_coco_results, write_metrics, write_results
+from maskkit.export.onnx_model import load_any
 from maskkit.masks import CompactMasks
 from maskkit.structures import select_instances
 
-__all__ = ["Predictor", "infer_batches", "to_image_tensor", "mask_threshold_of", "evaluate_model", "evaluate_file"]
+__all__ = ["Predictor", "infer_batches", "to_image_tensor", "mask_threshold_of"]
 
 
 def to_image_tensor(image: Any) -> torch.Tensor:
@@ -114,7 +109,7 @@ class Predictor:
     """Inference with a trained model: ``Predictor(path_or_model)(image) -> prediction``.
 
     Accepts a model file (see :mod:`maskkit.checkpoint`), an exported ``.onnx`` file (run by
-    ONNX Runtime, :mod:`maskkit.engine.onnx_model`) or a loaded module. One image in, one
+    ONNX Runtime, :mod:`maskkit.export.onnx_model`) or a loaded module. One image in, one
     prediction dict out; a list in, a list out (run in batches of ``batch_size``). Each
     prediction also carries ``category_ids`` (the user's ids) and ``class_names``, from
     ``model.info`` (:class:`maskkit.config.ModelInfo`; a module without it reports labels as ids).
@@ -153,87 +148,3 @@ class Predictor:
         if isinstance(images, (list, tuple)):
             return list(self.predict_many(images))
         return next(self.predict_many([images]))
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-def evaluate_model(
-    model: nn.Module,
-    dataset,
-    *,
-    cfg=None,
-    device: str | torch.device = "cpu",
-    label_to_cat_id: dict[int, int] | None = None,
-    batch_size: int | None = None,
-    max_images: int | None = None,
-    progress: bool = True,
-    results_path: str | Path | None = None,
-) -> dict[str, float]:
-    """Metrics of ``model`` on ``dataset`` (a CocoDataset without transforms, so predictions
-    come back at the ground truth's size), scored by the config's system: CenterMask box and
-    mask AP (+ per-category AP); SharpMask class-agnostic AR@max_dets.
-
-    ``cfg`` defaults to ``model.info.config``; a module not built by maskkit (no ``info``) is
-    scored as CenterMask with the default evaluation settings. Under torchrun each process
-    predicts its share of the images; the COCO results are gathered and scored on rank 0
-    (other ranks return ``{}``). ``dataset`` needs ``image_ids``, ``coco`` and ``load_image(i)``
-    (or ``dataset[i][0]``).
-    """
-    info = dist_info()
-    if cfg is None and getattr(model, "info", None) is not None:
-        cfg = model.info.config
-    system = system_of(cfg) if cfg is not None else SYSTEMS["centermask"]
-    ecfg = cfg.eval if cfg is not None else EvalConfig()
-    batch_size = int(batch_size or ecfg.batch_size)
-    max_images = int(max_images if max_images is not None else ecfg.max_images)
-    n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
-    mine = list(range(info.rank, n, info.world_size))
-    if label_to_cat_id is None:
-        label_to_cat_id = getattr(dataset, "label_to_cat_id", None)
-    mapping = system.results_mapping(label_to_cat_id)
-
-    images = (dataset.load_image(i) if hasattr(dataset, "load_image") else dataset[i][0] for i in mine)
-    preds = infer_batches(model, images, batch_size, device)
-    if progress and info.main:
-        preds = tqdm(preds, total=len(mine), desc="eval", unit="img", dynamic_ncols=True)
-    threshold = mask_threshold_of(model)
-    results: list[dict] = []
-    for i, pred in zip(mine, preds):
-        results += predictions_to_coco_results([pred], [dataset.image_ids[i]], mapping, threshold)
-    gathered = all_gather_objects(results)
-    if not info.main:
-        return {}
-    results = [r for part in gathered for r in part]
-    if results_path is not None:
-        write_results(results, results_path)
-    return system.score(dataset.coco, results, cfg, [dataset.image_ids[i] for i in range(n)])
-
-
-def evaluate_file(
-    weights: str | Path,
-    out: str | Path,
-    *,
-    data: str | Path | None = None,
-    split: str = "val",
-    ann: str | Path | None = None,
-    images: str | Path | None = None,
-    device: str | None = None,
-    batch_size: int | None = None,
-    progress: bool = True,
-) -> dict[str, float]:
-    """``maskkit eval --weights``: run a model file on a dataset split (``data`` root + ``split``,
-    or ``ann`` + ``images``) and write ``results.json`` and ``metrics.json`` to ``out``; returns
-    the metrics. The model file is checked before the dataset is read."""
-    device = resolve_device(device)
-    model = load_any(weights, device=device)  # a model file or an exported .onnx
-    dataset = open_split(data, split, ann, images)
-    system_of(model.info.config).check_classes(model.info.cat_ids, dataset, weights)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"evaluating {weights} on {dataset}", file=sys.stderr)
-    metrics = evaluate_model(
-        model, dataset, device=device, batch_size=batch_size, progress=progress, results_path=out / "results.json"
-    )
-    write_metrics(metrics, out)
-    return metrics

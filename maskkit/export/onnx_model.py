@@ -1,7 +1,7 @@
 """An exported ``.onnx`` file behind the module interface the engine runs (``model(images) ->
 predictions``, ``model.info``, ``model.cfg``), so ``maskkit predict/eval --weights model.onnx``
 and ``Predictor("model.onnx")`` take the same path as a model file. The work is done by the
-NumPy + ONNX Runtime runner (:mod:`maskkit.engine.onnx_runtime`); this adapter only converts
+NumPy + ONNX Runtime runner (:mod:`maskkit.export.runtime`); this adapter only converts
 tensors."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from torch import nn
 
 from maskkit.checkpoint import load_model
 from maskkit.config import ModelInfo
-from maskkit.engine.onnx_runtime import OnnxRunner
 from maskkit.errors import MaskkitError
+from maskkit.export.runtime import OnnxRunner
 from maskkit.masks import BoxMasks
 from maskkit.models.sharpmask.model import clamp_boxes
 from maskkit.models.zoo import read_config

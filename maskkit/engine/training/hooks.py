@@ -4,7 +4,7 @@
 resources in ``close`` (called even when training fails). Adding a metrics writer or changing
 how the best model is chosen touches one hook.
 
-Order (see :func:`maskkit.engine.train.default_hooks`): time budget (it may shorten the run,
+Order (see :func:`maskkit.engine.training.loop.default_hooks`): time budget (it may shorten the run,
 so it goes first), progress bar, loss log, evaluation (+ best model), checkpoint, curves.
 Records (losses, evaluation figures) go to every metrics writer of the run
 (:class:`JsonlWriter` for ``metrics.jsonl``, :class:`TensorboardWriter`).
@@ -27,10 +27,10 @@ from tqdm import tqdm
 from maskkit import metrics_log
 from maskkit.checkpoint import save_model, save_train_state
 from maskkit.engine.distributed import DistInfo, barrier
-from maskkit.engine.inference import evaluate_model
-from maskkit.engine.rng import rng_state
-from maskkit.engine.runfolder import save_pair, truncate_metrics
-from maskkit.engine.signals import StopFlag, StopRequested
+from maskkit.engine.inference.evaluate import evaluate_model
+from maskkit.engine.training.rng import rng_state
+from maskkit.engine.training.runfolder import save_pair, truncate_metrics
+from maskkit.engine.training.signals import StopFlag, StopRequested
 from maskkit.errors import MaskkitError
 from maskkit.evaluation import primary_metric
 from maskkit.viz import plot_metrics

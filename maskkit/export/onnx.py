@@ -7,7 +7,7 @@ and the MaskIoU head — one graph. Inputs: ``image`` float ``[1, 3, H_pad, W_pa
 zero-padded, any size) and ``size`` int64 ``[2]`` (the resized, unpadded ``h, w``). Outputs:
 ``boxes [N, 4]`` (resized-image pixels), ``scores [N]``, ``labels [N]`` int64 (1..K),
 ``mask_probs [N, 28, 28]``, ``mask_scores [N]``. The resize, normalisation, padding, box scaling
-and mask paste are NumPy in :mod:`maskkit.engine.onnx_runtime`.
+and mask paste are NumPy in :mod:`maskkit.export.runtime`.
 
 Why one graph: ONNX Runtime 1.32's CPU ``RoiAlign`` equals torchvision's ``roi_align(aligned=True,
 sampling_ratio=0)`` bit for bit on CenterMask-like features and boxes
@@ -37,8 +37,8 @@ from torchvision.ops import batched_nms, roi_align
 
 from maskkit.checkpoint import load_model
 from maskkit.config import config_to_json
-from maskkit.engine.fuse import MergedFCOSHead
 from maskkit.errors import MaskkitError
+from maskkit.export.fuse import MergedFCOSHead
 from maskkit.models.centermask.fcos import level_locations
 from maskkit.models.centermask.mask_head import assign_fpn_levels
 from maskkit.models.centermask.model import CenterMask
@@ -258,12 +258,12 @@ def _trace(graph: nn.Module, args: tuple, inputs: list[str], outputs: list[str],
 
 
 def _export_sharpmask(model: nn.Module, out: str | Path, opset: int) -> Path:
-    """DeepMask / SharpMask proposals (:mod:`maskkit.engine.export_sharpmask`); the example
+    """DeepMask / SharpMask proposals (:mod:`maskkit.export.sharpmask`); the example
     canvases come from the runner's own pre-processing of a 240x320 pattern."""
     import numpy as np
 
-    from maskkit.engine.export_sharpmask import SharpMaskGraph, sharpmask_runtime_spec
-    from maskkit.engine.onnx_runtime import sharpmask_canvases
+    from maskkit.export.runtime import sharpmask_canvases
+    from maskkit.export.sharpmask import SharpMaskGraph, sharpmask_runtime_spec
 
     spec = sharpmask_runtime_spec(model)
     image = np.random.default_rng(0).random((3, 240, 320), dtype=np.float32)

@@ -24,10 +24,10 @@ from torchvision.ops import box_iou, roi_align  # noqa: E402
 from maskkit.checkpoint import save_model  # noqa: E402
 from maskkit.cli import main  # noqa: E402
 from maskkit.data.coco import load_image  # noqa: E402
-from maskkit.engine.export import export_file, export_model  # noqa: E402
-from maskkit.engine.inference import Predictor  # noqa: E402
-from maskkit.engine.onnx_runtime import OnnxRunner, paste_masks, resize_antialias  # noqa: E402
+from maskkit.engine.inference.predictor import Predictor  # noqa: E402
 from maskkit.errors import MaskkitError  # noqa: E402
+from maskkit.export.onnx import export_file, export_model  # noqa: E402
+from maskkit.export.runtime import OnnxRunner, paste_masks, resize_antialias  # noqa: E402
 from maskkit.models.zoo import create_model  # noqa: E402
 from maskkit.structures import paste_masks_in_image  # noqa: E402
 
@@ -339,7 +339,7 @@ def test_runner_imports_no_torch():
     import subprocess
     import sys
 
-    code = "import sys, maskkit.engine.onnx_runtime; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, maskkit.export.runtime; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ}).returncode == 0
 
 

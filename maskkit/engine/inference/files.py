@@ -18,8 +18,8 @@ import torch
 from tqdm import tqdm
 
 from maskkit.atomic import atomic_write_text
-from maskkit.engine.inference import Predictor, to_image_tensor
-from maskkit.engine.video import is_video, predict_video
+from maskkit.engine.inference.predictor import Predictor, to_image_tensor
+from maskkit.engine.inference.video import is_video, predict_video
 from maskkit.errors import DataError, MaskkitError
 from maskkit.evaluation import predictions_to_coco_results, write_results
 from maskkit.viz import draw_instances, save_image

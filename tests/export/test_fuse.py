@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.ops import FrozenBatchNorm2d
 
-from maskkit.engine.fuse import fold_norms, fuse_model
+from maskkit.export.fuse import fold_norms, fuse_model
 from maskkit.models.zoo import create_model
 
 
@@ -76,7 +76,7 @@ def test_fold_counts_every_conv_norm_pair():
 def test_fused_path_rewrites_ese_and_deconv_weights():
     """eSE runs as a matrix-vector product (no 1x1 convolution on a 1x1 map) and the mask
     head's transposed convolution has channels_last weights also in the NCHW path."""
-    from maskkit.engine.fuse import LinearESE
+    from maskkit.export.fuse import LinearESE
     from maskkit.models.backbones.vovnet import EffectiveSE
 
     model = create_model("centermask_lite_v19")
@@ -126,7 +126,7 @@ def test_fused_path_sends_no_large_convolution_to_the_slow_kernel(channels_last)
 def test_merged_fcos_towers_equal_the_two_towers(num_convs):
     """One tower of twice the width (first conv shared input, later ones 2-group convs, GroupNorm
     of 2g groups) and one box+centerness conv give the head's numbers on every level."""
-    from maskkit.engine.fuse import MergedFCOSHead
+    from maskkit.export.fuse import MergedFCOSHead
     from maskkit.models.centermask.fcos import FCOSHead
 
     torch.manual_seed(0)

@@ -1,11 +1,11 @@
 """Training: ``fit`` = set up + loop over :func:`run_step` + hooks (one process, or many with torchrun).
 
 SGD + momentum + weight decay (AdamW with ``train.optimizer=adamw``), linear warmup then step
-or cosine decay (:mod:`maskkit.engine.schedule`), gradient clipping and accumulation,
+or cosine decay (:mod:`maskkit.engine.training.schedule`), gradient clipping and accumulation,
 bf16/fp16 autocast, seeded and resumable. The run folder holds ``model_last.safetensors`` /
 ``model_best.safetensors`` (self-contained model files), ``state_last.pt`` (optimiser,
 schedule, step, RNG states), ``metrics.jsonl`` and ``curves.png`` — each written by one hook
-(:mod:`maskkit.engine.hooks`). What differs between CenterMask and SharpMask (datasets,
+(:mod:`maskkit.engine.training.hooks`). What differs between CenterMask and SharpMask (datasets,
 batching, stages, scoring) comes from the system object (:mod:`maskkit.engine.systems`).
 """
 
@@ -25,8 +25,10 @@ from maskkit.checkpoint import check_compatible, load_state_into, load_train_sta
 from maskkit.config import ConfigError, validate_config
 from maskkit.convert.finetune import load_init_weights
 from maskkit.data.coco import CocoDataset, resolve_data
+from maskkit.data.loader import to_device
 from maskkit.engine.distributed import all_reduce_sum, dist_info, init_distributed, resolve_device
-from maskkit.engine.hooks import (
+from maskkit.engine.systems import system_of
+from maskkit.engine.training.hooks import (
     CheckpointHook,
     CurvesHook,
     EvalHook,
@@ -38,12 +40,10 @@ from maskkit.engine.hooks import (
     TrainState,
     metric_writers,
 )
-from maskkit.engine.loader import to_device
-from maskkit.engine.rng import seed_everything, set_rng_state
-from maskkit.engine.runfolder import RunLock, check_fresh, clean_temporaries, promote, resume_candidates
-from maskkit.engine.schedule import build_optimizer, build_scheduler, scale_lr
-from maskkit.engine.signals import StopFlag
-from maskkit.engine.systems import system_of
+from maskkit.engine.training.rng import seed_everything, set_rng_state
+from maskkit.engine.training.runfolder import RunLock, check_fresh, clean_temporaries, promote, resume_candidates
+from maskkit.engine.training.schedule import build_optimizer, build_scheduler, scale_lr
+from maskkit.engine.training.signals import StopFlag
 from maskkit.errors import CheckpointError, MaskkitError
 from maskkit.evaluation import write_metrics
 from maskkit.models.zoo import build, get_config
@@ -85,7 +85,7 @@ def _load_pair(state: TrainState, model_path: Path, state_path: Path) -> None:
 
 def _resume(state: TrainState) -> None:
     """Load the newest complete checkpoint pair of the run folder into ``state`` (same config):
-    the stamped pairs of :mod:`maskkit.engine.runfolder` newest first, then ``model_last`` +
+    the stamped pairs of :mod:`maskkit.engine.training.runfolder` newest first, then ``model_last`` +
     ``state_last``; a pair cut by a crash is skipped. Raises the first pair's error when none loads."""
     files = state.files
     pairs = resume_candidates(files.out, files.model_last, files.state_last)
@@ -232,12 +232,12 @@ def fit(
     """Train ``model`` for ``cfg.train.max_iter`` optimiser steps; returns a summary dict
     (``step``, ``interrupted``, ``signal``, ``best``, ``last_eval``, paths).
 
-    ``train_set`` yields ``(image [3,H,W], target)``; ``batches(train_set, cfg, info, start_step)``
+    ``train_set`` yields ``(image [3,H,W], target)``; ``batches(train_set, cfg, rank, world_size, start_step)``
     turns it into an infinite stream of ``(inputs, targets)`` micro-batches (default: the
     system's). The label mapping saved with the model is ``class_names``/``cat_ids``, else
     ``model.info``'s, else the dataset's. Under torchrun the model is wrapped in DDP; only rank 0
     writes files. Raises :class:`TrainingError` on a non-finite loss (files untouched), and
-    :class:`~maskkit.engine.runfolder.RunFolderError` when ``out_dir`` holds another run (unless
+    :class:`~maskkit.engine.training.runfolder.RunFolderError` when ``out_dir`` holds another run (unless
     ``resume`` or ``overwrite``) or a live run holds its lock.
     """
     tc, info, device = cfg.train, dist_info(), torch.device(device)
@@ -291,7 +291,7 @@ def _fit_locked(
         )
     scaler = torch.amp.GradScaler("cuda", enabled=tc.amp == "fp16" and device.type == "cuda")
     with torch.random.fork_rng(devices=[]):  # DataLoader draws a base seed: keep the step RNG stream intact
-        stream = (batches or system.batches)(train_set, cfg, info, state.start_step)
+        stream = (batches or system.batches)(train_set, cfg, info.rank, info.world_size, state.start_step)
     hooks = default_hooks(progress) if hooks is None else hooks
     try:
         _loop(state, net, stream, scaler, hooks)
