@@ -26,7 +26,7 @@ import onnxruntime as ort
 def export_this_tree(path: str) -> str:
     import torch
 
-    from maskkit.export.onnx import export_model
+    from maskkit.engine.export import export_model
     from maskkit.models.zoo import build, get_config
 
     torch.manual_seed(0)

@@ -65,15 +65,26 @@ for f in train/metrics.jsonl dm/metrics.jsonl sm/metrics.jsonl; do
   same "$f (without time)" <(untimed "$work/old-$f") <(untimed "$work/new-$f")
 done
 # the weights and metadata a training run wrote (every tensor bit for bit; the file's bytes may not
-# be; the run folders' names, which stage 2's config holds in train.init_weights, replaced)
+# be; the run folders' names, which stage 2's config holds in train.init_weights, replaced; the
+# input convention compared as the file states it, in its config or its own entry)
 weights() { python -c '
 import json, sys
+import torch
 from safetensors import safe_open
 f = safe_open(sys.argv[1], "pt")
-print(json.dumps(f.metadata(), sort_keys=True))
+meta = dict(f.metadata())
+cfg = json.loads(meta.pop("maskkit_config"))
+# the weights input convention: its own metadata entry since the engine redesign (#23); older
+# files state it in their config, which the ImageNet trunk loader rewrote during the build
+m = cfg["model"]
+conv = json.loads(meta.pop("input_convention", "null")) or {
+    "format": m.get("input_format", "RGB"), "pixel_mean": m["pixel_mean"], "pixel_std": m["pixel_std"]}
+for k in ("input_format", "pixel_mean", "pixel_std"):
+    m.pop(k, None)
+print(json.dumps(meta, sort_keys=True), json.dumps(cfg, sort_keys=True), json.dumps(conv, sort_keys=True))
 for k in sorted(f.keys()):
     t = f.get_tensor(k)
-    print(k, t.dtype, tuple(t.shape), t.contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes().hex())
+    print(k, t.dtype, tuple(t.shape), t.contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes().hex())
 ' "$1" 2>/dev/null | sed "s#$work/old-#X-#g; s#$work/new-#X-#g"; }
 same "train weights" <(weights "$work/old-train/model_last.safetensors") <(weights "$work/new-train/model_last.safetensors")
 same "deepmask weights" <(weights "$work/old-dm/model_last.safetensors") <(weights "$work/new-dm/model_last.safetensors")

@@ -7,6 +7,8 @@ everything needed to rebuild the model in its metadata::
     maskkit_config  the full Config as JSON (model, data, train, eval, preset name)
     class_names     JSON list, index = label - 1
     cat_ids         JSON list, index = label - 1 -> the user's COCO category id
+    input_convention  JSON: how the weights expect their input (format, pixel_mean, pixel_std);
+                    files written before it existed state it in their config
     format_version  "1"
     step            training step the weights are from
 
@@ -36,9 +38,9 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from maskkit.atomic import atomic_write
-from maskkit.config import ConfigError, config_to_json
+from maskkit.config import ConfigError, InputConvention, config_to_json
 from maskkit.errors import CheckpointError, first_line
-from maskkit.models.zoo import build, read_config
+from maskkit.models.zoo import build, input_convention_of, read_config, use_input_convention
 
 __all__ = [
     "FORMAT_VERSION",
@@ -66,6 +68,7 @@ class ModelFile:
     class_names: list[str] = field(default_factory=list)
     cat_ids: list[int] = field(default_factory=list)  # label - 1 -> category id
     step: int = 0
+    input: InputConvention | None = None  # the weights' input convention
 
     @property
     def label_to_cat_id(self) -> dict[int, int]:
@@ -87,13 +90,16 @@ def save_model(
     cat_ids: list[int] | None = None,
     step: int = 0,
 ) -> Path:
-    """Write ``model``'s weights with ``cfg`` and the label mapping embedded (atomically)."""
+    """Write ``model``'s weights with ``cfg``, the label mapping and the weights' input convention
+    (``model.input_convention``) embedded (atomically)."""
     class_names = list(class_names or [])
     cat_ids = [int(c) for c in (cat_ids or range(1, len(class_names) + 1))]
+    convention = input_convention_of(model, cfg.model)
     metadata = {
         "maskkit_config": config_to_json(cfg),
         "class_names": json.dumps(class_names),
         "cat_ids": json.dumps(cat_ids),
+        "input_convention": convention.to_json(),
         "format_version": FORMAT_VERSION,
         "step": str(int(step)),
     }
@@ -125,6 +131,11 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
         class_names = json.loads(meta.get("class_names", "[]"))
         cat_ids = [int(c) for c in json.loads(meta.get("cat_ids", "[]"))]
         step = int(meta.get("step", "0"))
+        convention = (
+            InputConvention.from_json(meta["input_convention"])
+            if "input_convention" in meta
+            else InputConvention.of(cfg.model)
+        )
     except (ConfigError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: corrupt maskkit metadata ({e})") from None
     n = int(cfg.model.num_classes)
@@ -133,7 +144,7 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
             f"{path}: its category ids {cat_ids[:10]}{'...' if len(cat_ids) > 10 else ''} do not "
             f"give each of the model's {n} classes its own id"
         )
-    return ModelFile(path, state, cfg, class_names, cat_ids, step)
+    return ModelFile(path, state, cfg, class_names, cat_ids, step, convention)
 
 
 def _describe_mismatch(model_sd: dict, file_sd: dict, limit: int = 3) -> str:
@@ -189,6 +200,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
         raise CheckpointError(f"{mf.path}: tensor {bad} holds NaN or infinite values; the model cannot predict")
     model = build(mf.config, mf.class_names, mf.cat_ids, backbone_weights=False)  # the file holds every tensor
     load_state_into(model, mf.state_dict, mf.path)
+    use_input_convention(model, mf.input)
+    model.info.input = mf.input
     return model.to(device).eval()
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "WindowSamplerConfig",
     "ConfigError",
     "ModelInfo",
+    "InputConvention",
     "apply_overrides",
     "config_to_dict",
     "config_from_dict",
@@ -235,16 +236,68 @@ class Config:
     name: str = ""  # the preset this config came from
 
 
+@dataclass(frozen=True)
+class InputConvention:
+    """How a model's weights expect their input, recorded with the weights (model files, ONNX
+    metadata) and in :class:`ModelInfo`: ``format`` "RGB" (float 0..1) or "BGR255" (detectron2's
+    BGR 0..255), normalised with ``pixel_mean`` / ``pixel_std`` in that scale and channel order.
+    A model built from its config alone uses the config's (``model.input_format``,
+    ``model.pixel_mean``, ``model.pixel_std``); ImageNet trunk files, fine-tuning starts and
+    converted checkpoints bring their own, which the model then uses (the config keeps what was
+    configured)."""
+
+    format: Literal["RGB", "BGR255"] = "RGB"
+    pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+    @classmethod
+    def of(cls, model_cfg: Any) -> "InputConvention":
+        """The convention a model config states (SharpMask configs are RGB)."""
+        return cls(
+            getattr(model_cfg, "input_format", "RGB"),
+            tuple(float(v) for v in model_cfg.pixel_mean),
+            tuple(float(v) for v in model_cfg.pixel_std),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"format": self.format, "pixel_mean": list(self.pixel_mean), "pixel_std": list(self.pixel_std)}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "InputConvention":
+        """Inverse of :meth:`to_json`; :class:`ConfigError` for anything else."""
+        try:
+            d = json.loads(text)
+            conv = cls(
+                str(d["format"]), tuple(float(v) for v in d["pixel_mean"]), tuple(float(v) for v in d["pixel_std"])
+            )
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(f"input convention is not readable ({type(e).__name__}: {e})") from None
+        if conv.format not in ("RGB", "BGR255") or len(conv.pixel_mean) != 3 or len(conv.pixel_std) != 3:
+            raise ConfigError(f"input convention {text[:120]!r} is not RGB/BGR255 with 3 means and 3 stds")
+        if not all(math.isfinite(v) for v in conv.pixel_mean) or not all(
+            math.isfinite(v) and v > 0 for v in conv.pixel_std
+        ):
+            raise ConfigError(f"input convention {text[:120]!r}: means must be finite and stds > 0")
+        return conv
+
+
 @dataclass
 class ModelInfo:
-    """Everything a model carries besides its weights, as ``model.info``: the full run config and
-    the dataset's label mapping, so predictions come back with the user's category ids and
-    names. Set by :func:`maskkit.models.zoo.build` (hence ``create_model``) and by
-    :func:`maskkit.checkpoint.load_model`; saved in every model file."""
+    """Everything a model carries besides its weights, as ``model.info``: the full run config,
+    the dataset's label mapping (so predictions come back with the user's category ids and
+    names) and the weights' input convention. Set by :func:`maskkit.models.zoo.build` (hence
+    ``create_model``) and by :func:`maskkit.checkpoint.load_model`; saved in every model file."""
 
     config: Config
     class_names: list[str] = field(default_factory=list)  # index = label - 1
     cat_ids: list[int] = field(default_factory=list)  # index = label - 1 -> the dataset's category id
+    input: InputConvention | None = None  # None: the config's (InputConvention.of(config.model))
+
+    def __post_init__(self) -> None:
+        if self.input is None:
+            self.input = InputConvention.of(self.config.model)
 
     @property
     def label_to_cat_id(self) -> dict[int, int]:

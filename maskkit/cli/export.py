@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from maskkit.export.onnx import DEFAULT_OPSET, export_file
+from maskkit.engine.export import DEFAULT_OPSET, export_file
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -30,7 +30,7 @@ from maskkit.data.coco_classes import COCO_CAT_IDS, COCO_CLASSES
 from maskkit.errors import CheckpointError
 from maskkit.models.backbones.pretrained import load_backbone_weights
 from maskkit.models.centermask.config import CenterMaskConfig
-from maskkit.models.zoo import build, get_config
+from maskkit.models.zoo import build, get_config, use_input_convention
 from maskkit.safe_load import read_state_dict
 
 __all__ = ["Converted", "convert_source", "convert_file"]
@@ -92,14 +92,12 @@ def _backbone(path: Path, preset: str | None) -> Converted:
     model = build(cfg, list(COCO_CLASSES), list(COCO_CAT_IDS))
     bb = cfg.model.backbone
     report = load_backbone_weights(model.backbone, path, "mobilenet_v2" if bb.name == "mobilenet_v2" else bb.variant)
-    m = cfg.model
-    m.input_format, m.pixel_mean, m.pixel_std = report.input_format, tuple(report.pixel_mean), tuple(report.pixel_std)
-    model.pixel_mean.copy_(model.pixel_mean.new_tensor(m.pixel_mean).view(3, 1, 1))
-    model.pixel_std.copy_(model.pixel_std.new_tensor(m.pixel_std).view(3, 1, 1))
+    use_input_convention(model, report.convention)
+    model.info.input = c = report.convention
     notes = [
         f"{report.source} -> backbone of {preset}: {report.loaded} tensors loaded; FPN and heads randomly "
         "initialised (a starting point for train.init_weights)",
-        f"input {m.input_format}, mean {list(m.pixel_mean)}, std {list(m.pixel_std)} (the weights' own)",
+        f"input {c.format}, mean {list(c.pixel_mean)}, std {list(c.pixel_std)} (the weights' own)",
     ]
     if report.ignored:
         notes.append(f"ignored the ImageNet classifier: {', '.join(report.ignored)}")

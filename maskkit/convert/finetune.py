@@ -26,30 +26,13 @@ from __future__ import annotations
 
 import os
 
-import torch
 from torch import nn
 
 from maskkit.checkpoint import read_model_file
 from maskkit.errors import CheckpointError
+from maskkit.models.zoo import spec_of, use_input_convention
 
-__all__ = ["CLASS_SPECIFIC_LAYERS", "SHAPELESS_SETTINGS", "load_init_weights"]
-
-# system -> layers whose output size is the class count K (re-initialised when K differs).
-CLASS_SPECIFIC_LAYERS: dict[str, tuple[str, ...]] = {
-    "centermask": ("fcos.cls_logits", "mask_head.predictor", "maskiou.predictor"),
-    "sharpmask": (),  # class-agnostic proposals
-}
-
-
-# Settings that change what the weights compute without changing any tensor's shape: they
-# must agree with the file's (a stride-in-1x1 R-50 in a stride-in-3x3 trunk would load and
-# silently compute something else).
-SHAPELESS_SETTINGS: dict[str, tuple[str, ...]] = {
-    "centermask": ("backbone.residual", "backbone.attention", "backbone.stride_in_1x1"),
-    "sharpmask": ("padding",),
-}
-# The weights' input convention, taken over from the file.
-INPUT_SETTINGS = ("input_format", "pixel_mean", "pixel_std")
+__all__ = ["load_init_weights"]
 
 
 def _get(cfg, dotted: str):
@@ -58,30 +41,26 @@ def _get(cfg, dotted: str):
     return cfg
 
 
-def _check_and_adopt_settings(target: nn.Module, file_cfg, system: str, path) -> None:
-    """Refuse shape-invisible architecture differences; take over the file's input convention
-    (``model.cfg`` and the model's normalisation buffers), as the weights were trained with it."""
+def _check_and_adopt_settings(target: nn.Module, mf) -> None:
+    """Refuse shape-invisible architecture differences (the system's ``shapeless_settings``: a
+    stride-in-1x1 R-50 in a stride-in-3x3 trunk would load and silently compute something else);
+    take over the file's input convention, as the weights were trained with it."""
     own_cfg = getattr(target, "cfg", None)
     if own_cfg is None:
         return
     diff = [
-        f"{k}={_get(file_cfg, k)!r} in the file vs {_get(own_cfg, k)!r}"
-        for k in SHAPELESS_SETTINGS.get(system, ())
-        if _get(file_cfg, k) != _get(own_cfg, k)
+        f"{k}={_get(mf.config.model, k)!r} in the file vs {_get(own_cfg, k)!r}"
+        for k in spec_of(mf.config.model).shapeless_settings
+        if _get(mf.config.model, k) != _get(own_cfg, k)
     ]
     if diff:
         raise CheckpointError(
-            f"{path}: train.init_weights was trained with other settings: {'; '.join(diff)} "
+            f"{mf.path}: train.init_weights was trained with other settings: {'; '.join(diff)} "
             "(set them with --set model.<key>=<value>)"
         )
-    for key in INPUT_SETTINGS:
-        if hasattr(own_cfg, key) and hasattr(file_cfg, key):
-            setattr(own_cfg, key, getattr(file_cfg, key))
-    with torch.no_grad():
-        for key in ("pixel_mean", "pixel_std"):
-            buf = getattr(target, key, None)
-            if isinstance(buf, torch.Tensor) and hasattr(file_cfg, key):
-                buf.copy_(torch.tensor(getattr(file_cfg, key), dtype=buf.dtype).view(buf.shape))
+    use_input_convention(target, mf.input)
+    if getattr(target, "info", None) is not None:
+        target.info.input = mf.input
 
 
 def _layer(key: str) -> str:
@@ -105,12 +84,13 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike) -> list[str]:
     own_system = getattr(getattr(target, "cfg", None), "system", system)
     if own_system != system:
         raise CheckpointError(f"{mf.path}: train.init_weights is a {system} model file, this run trains a {own_system}")
-    _check_and_adopt_settings(target, mf.config.model, system, mf.path)
+    _check_and_adopt_settings(target, mf)
     own = {k: v for k, v in target.state_dict().items() if not k.endswith("num_batches_tracked")}
     theirs = {k: v for k, v in mf.state_dict.items() if not k.endswith("num_batches_tracked")}
-    class_layers = CLASS_SPECIFIC_LAYERS.get(system, ())
-    # A DeepMask file (no refinement) may start a SharpMask: the refinement starts fresh.
-    fresh_ok = ("refinement.",) if system == "sharpmask" and not mf.config.model.refine else ()
+    spec = spec_of(mf.config.model)
+    class_layers = spec.class_layers
+    # e.g. a DeepMask file (no refinement) may start a SharpMask: the refinement starts fresh
+    fresh_ok = spec.optional_layers(mf.config.model)
     unexpected = sorted(k for k in theirs if k not in own)
     missing = sorted(k for k in own if k not in theirs and not k.startswith(fresh_ok))
     misfit = sorted(k for k in own if k in theirs and tuple(own[k].shape) != tuple(theirs[k].shape))

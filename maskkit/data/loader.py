@@ -155,15 +155,18 @@ def image_batches(
     return iter(loader)
 
 
-def window_batches(dataset, cfg, rank: int, world_size: int, start_step: int) -> Iterator:
+def window_batches(
+    dataset, cfg, rank: int, world_size: int, start_step: int, pixel_mean: tuple[float, ...] | None = None
+) -> Iterator:
     """SharpMask per-patch training (REFERENCE "Training data"): window ``p`` of the global
     stream is ``WindowSampler`` item ``p``, a deterministic function of (seed, p); the sampler
-    makes all windows of one global step the same kind (all-mask or all-score)."""
+    makes all windows of one global step the same kind (all-mask or all-score). Crops past the
+    image are filled with ``pixel_mean`` (the model's input convention; default the config's)."""
     tc = cfg.train
     windows = WindowSampler(
         dataset,
         cfg.model.sampler,
-        pixel_mean=tuple(cfg.model.pixel_mean),
+        pixel_mean=tuple(pixel_mean if pixel_mean is not None else cfg.model.pixel_mean),
         batch_size=tc.batch_size,
         length=tc.batch_size * max(1, tc.max_iter),
         seed=tc.seed,

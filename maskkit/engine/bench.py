@@ -39,9 +39,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from maskkit.engine.systems import system_of
 from maskkit.errors import MaskkitError
 from maskkit.masks import is_compact
-from maskkit.models.centermask.config import CenterMaskConfig
 from maskkit.models.flops import bench_image_size, centermask_gflops, count_gflops
 from maskkit.models.zoo import build, get_config
 
@@ -179,7 +179,7 @@ _EXPORTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _exported(model: nn.Module, workdir: str) -> Path:
-    from maskkit.export.onnx import export_model
+    from maskkit.engine.export import export_model
 
     path = _EXPORTS.get(model)
     if path is None or not path.is_file():
@@ -223,7 +223,7 @@ def run_bench(
     image -> one row per (model, runtime): ``dict(model, runtime, input, detections, median_ms,
     gflops, gflops_per_s, pct_peak, ...)``; the first row carries ``peak_gflops_per_s``."""
     cfg = get_config(model_name, num_classes)
-    if not isinstance(cfg.model, CenterMaskConfig):
+    if not system_of(cfg).benchmarked:
         raise MaskkitError(f"bench measures CenterMask presets; {model_name!r} is a {cfg.model.system} model")
     bad = [r for r in runtimes if r not in RUNTIMES]
     if bad or not runtimes:

@@ -1,4 +1,21 @@
-"""The fused eager inference path (issue #11): the same model, rewritten for eval-mode speed.
+"""The inference form of a model: the same weights, rewritten for eval-mode speed; the fused eager
+path and the ONNX export graphs are built from it.
+
+Inference modules (:func:`inference_modules`; the export graph traces these):
+
+- The FCOS head's two towers (classification, box) as one tower of twice the width
+  (:class:`MergedFCOSHead`): their first convolutions see the same input and become one
+  convolution with both filter banks, the later ones a 2-group convolution; each GroupNorm of
+  ``g`` groups over ``C`` channels pair becomes one of ``2g`` groups over ``2C`` (the same
+  groups, so the same statistics), and box regression + centerness one 5-output convolution:
+  per pyramid level half the calls (the head's many small-map calls cost more than their FLOPs).
+- The SAG-Mask head computing only each RoI's own class (:class:`ClassMaskHead`), with its 2x2
+  stride-2 deconvolution as the 1x1 convolution to ``4C`` channels it is (ONNX Runtime runs a
+  1x1 convolution in its blocked NCHWc layout; its ConvTranspose is several times slower).
+- The MaskIoU head's first convolution with its ``C + 1`` input channels zero-padded to whole
+  16-channel blocks (:class:`PaddedMaskIoUHead`), so ONNX Runtime's NCHWc convolution applies.
+
+Fused eager path (:func:`fuse_model`), on top of those:
 
 - Every convolution followed by a BatchNorm / FrozenBatchNorm (VoVNet's conv-norm-ReLU units,
   the ResNet and MobileNetV2 trunks) gets the norm folded into its weights and bias
@@ -6,23 +23,14 @@
   pass over the activations fewer per unit. GroupNorm (the FCOS towers) normalises with
   per-image statistics and cannot be folded.
 - eSE channel attention (VoVNetV2): its "FC" is a 1x1 convolution on a ``[1, C, 1, 1]`` map,
-  which ATen sends to its native ``_slow_conv2d_forward`` (batch 1, <= 20480 input elements:
-  see ``benchmarks/export_runtimes.md``); here it is the matrix-vector product it is
-  (``F.linear``), and the rescale is done in place on the block's fresh output.
-- Transposed convolutions (the SAG-Mask head's 2x2 deconv) get channels_last weights also in
-  the NCHW path: oneDNN otherwise reorders the weight on every call (~3x slower here, bitwise
-  the same result).
-- The FCOS head's two towers (classification, box) as one tower of twice the width
-  (:class:`MergedFCOSHead`): their first convolutions see the same input and become one
-  convolution with both filter banks, the later ones a 2-group convolution; each GroupNorm of
-  ``g`` groups over ``C`` channels pair becomes one of ``2g`` groups over ``2C`` (the same
-  groups, so the same statistics), and box regression + centerness one 5-output convolution:
-  per pyramid level half the calls (the head's many small-map calls cost more than their
-  FLOPs: ``benchmarks/export_runtimes.md`` section 4). The ONNX export uses the same head.
+  which ATen sends to its native ``_slow_conv2d_forward``; here it is the matrix-vector product
+  it is (``F.linear``), and the rescale is done in place on the block's fresh output.
+- Transposed convolutions get channels_last weights also in the NCHW path: oneDNN otherwise
+  reorders the weight on every call (bitwise the same result).
 - Optionally ``channels_last`` everywhere (so the convolutions pick the NHWC oneDNN kernels);
   :mod:`maskkit.engine.bench` measures whether it helps on the machine at hand.
 
-Outputs equal the unfused model's to float rounding (``tests/engine/test_fuse.py``).
+Outputs equal the plain model's to float rounding (``tests/export/test_fuse.py``).
 """
 
 from __future__ import annotations
@@ -37,8 +45,19 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from maskkit.models.backbones.vovnet import EffectiveSE
 from maskkit.models.centermask.fcos import FCOSHead
+from maskkit.models.centermask.mask_head import SAGMaskHead
+from maskkit.models.centermask.maskiou import MaskIoUHead
 
-__all__ = ["fuse_model", "fold_norms", "LinearESE", "MergedFCOSHead", "merge_fcos_heads"]
+__all__ = [
+    "inference_modules",
+    "fuse_model",
+    "fold_norms",
+    "LinearESE",
+    "MergedFCOSHead",
+    "ClassMaskHead",
+    "PaddedMaskIoUHead",
+    "merge_fcos_heads",
+]
 
 _NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
@@ -144,24 +163,87 @@ class MergedFCOSHead(nn.Module):
         return cls_out, box_out, ctr_out
 
 
+class ClassMaskHead(nn.Module):
+    """:class:`SAGMaskHead` for inference, computing only each RoI's class: ``class_logits(x,
+    labels)`` as the head's, without the ``[R, K, 28, 28]`` of every class. The deconvolution
+    (2x2, stride 2) is a 1x1 convolution to ``4C`` channels, ``w[o*4 + a*2 + b, c] = W[c, o, a, b]``
+    (output channel ``o`` at offset ``(a, b)``); after its ReLU only the label's predictor row is
+    applied (one ``[C] x [C, 4hw]`` product per RoI) and the four offsets are interleaved on the
+    small result."""
+
+    def __init__(self, head: SAGMaskHead):
+        super().__init__()
+        self.convs, self.sam, self.predictor = head.convs, head.sam, head.predictor
+        deconv = head.deconv
+        cin, cout = deconv.in_channels, deconv.out_channels
+        self.register_buffer("deconv_w", deconv.weight.detach().permute(1, 2, 3, 0).reshape(cout * 4, cin, 1, 1))
+        self.register_buffer("deconv_b", deconv.bias.detach().repeat_interleave(4))
+
+    def class_logits(self, x: Tensor, labels: Tensor) -> Tensor:
+        """``[R, C, 14, 14]`` RoI features, labels ``[R]`` (1..K) -> the labels' mask logits ``[R, 28, 28]``."""
+        x = self.sam(self.convs(x))  # [R, C, h, w]
+        n, h, w = x.shape[0], x.shape[2], x.shape[3]
+        y = F.relu(F.conv2d(x, self.deconv_w, self.deconv_b))  # [R, 4C, h, w]
+        pred = self.predictor
+        row = labels - 1 if pred.out_channels > 1 else torch.zeros_like(labels)
+        z = torch.matmul(
+            pred.weight[row].flatten(1)[:, None, :], y.reshape(n, pred.in_channels, 4 * h * w)
+        )  # [R, 1, 4hw]
+        z = z.reshape(n, 2, 2, h, w).permute(0, 3, 1, 4, 2).reshape(n, 2 * h, 2 * w)
+        return z + pred.bias[row][:, None, None]
+
+
+class PaddedMaskIoUHead(nn.Module):
+    """:class:`MaskIoUHead` with its first convolution's ``C + 1`` input channels (features +
+    pooled mask) zero-padded to a multiple of 16: same ``forward`` and numbers."""
+
+    def __init__(self, head: MaskIoUHead):
+        super().__init__()
+        self.convs, self.fc1, self.fc2, self.predictor = head.convs, head.fc1, head.fc2, head.predictor
+        conv0 = head.convs[0]
+        self.pad = (-conv0.in_channels) % 16
+        self.register_buffer("w0", F.pad(conv0.weight.detach(), (0, 0, 0, 0, 0, self.pad)))
+
+    def forward(self, roi_feats: Tensor, mask_probs: Tensor) -> Tensor:
+        """``[R, C, 14, 14]``, ``[R, 1, 28, 28]`` -> ``[R, K]``."""
+        x = torch.cat([roi_feats, F.max_pool2d(mask_probs, kernel_size=2, stride=2)], dim=1)
+        conv0 = self.convs[0]
+        if self.pad:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.pad))
+        x = F.relu(F.conv2d(x, self.w0, conv0.bias, conv0.stride, conv0.padding))
+        x = self.convs[2:](x).flatten(1)  # convs = [conv, ReLU, conv, ReLU, ...]
+        return self.predictor(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
 def merge_fcos_heads(module: nn.Module) -> int:
     """Replace every :class:`FCOSHead` in ``module`` by its :class:`MergedFCOSHead` (in place)."""
     return _replace_children(module, FCOSHead, lambda head: MergedFCOSHead(head).eval())
 
 
+def inference_modules(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with its heads in their inference form (merged FCOS
+    towers, the label's mask only, the padded MaskIoU convolution; see the module docstring);
+    ``model`` itself is unchanged, ``model.info`` / ``model.cfg`` are kept. A model without
+    these heads (SharpMask) is copied as it is."""
+    copy_ = copy.deepcopy(model).eval()
+    merge_fcos_heads(copy_)
+    _replace_children(copy_, SAGMaskHead, ClassMaskHead)
+    _replace_children(copy_, MaskIoUHead, PaddedMaskIoUHead)
+    for p in copy_.parameters():
+        p.requires_grad_(False)
+    return copy_
+
+
 def fuse_model(model: nn.Module, channels_last: bool = False) -> nn.Module:
-    """An eval-mode copy of ``model`` with norms folded, eSE as a matrix-vector product,
+    """:func:`inference_modules` of ``model`` with norms folded, eSE as a matrix-vector product,
     transposed-convolution weights channels_last (and every weight channels_last when asked);
-    ``model`` itself is unchanged. ``model.info`` / ``model.cfg`` are kept."""
-    fused = copy.deepcopy(model).eval()
+    ``model`` itself is unchanged."""
+    fused = inference_modules(model)
     fold_norms(fused)
     _replace_ese(fused)
-    merge_fcos_heads(fused)
     if channels_last:
         fused = fused.to(memory_format=torch.channels_last)
     for m in fused.modules():
         if isinstance(m, nn.ConvTranspose2d):
             m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
-    for p in fused.parameters():
-        p.requires_grad_(False)
     return fused

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from maskkit.checkpoint import load_model
-from maskkit.config import ModelInfo
+from maskkit.config import InputConvention, ModelInfo
 from maskkit.errors import MaskkitError
 from maskkit.export.runtime import OnnxRunner
 from maskkit.masks import BoxMasks
@@ -34,7 +34,11 @@ class OnnxModel(nn.Module):
     def __init__(self, path: str | Path, threads: int | None = None, backend: str = "onnxruntime"):
         super().__init__()
         self.runner = OnnxRunner(path, threads, backend)
-        self.info = ModelInfo(read_config(self.runner.config_json), self.runner.class_names, self.runner.cat_ids)
+        rt = self.runner.runtime
+        convention = InputConvention(rt.get("input_format", "RGB"), tuple(rt["pixel_mean"]), tuple(rt["pixel_std"]))
+        self.info = ModelInfo(
+            read_config(self.runner.config_json), self.runner.class_names, self.runner.cat_ids, convention
+        )
         self.cfg = self.info.config.model
 
     def forward(self, images: list[torch.Tensor]) -> list[dict]:

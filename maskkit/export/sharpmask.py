@@ -14,11 +14,17 @@ NumPy runner turns cells into window boxes and pastes (``maskkit.export.runtime`
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection._utils import _topk_min
 
-__all__ = ["SharpMaskGraph", "sharpmask_runtime_spec"]
+from maskkit.export.onnx import OnnxGraph
+from maskkit.export.runtime import sharpmask_canvases
+
+__all__ = ["SharpMaskGraph", "sharpmask_graph", "sharpmask_runtime_spec"]
+
+OUTPUTS = ["scores", "scale_index", "cells", "masks"]
 
 
 def _size(x: Tensor, dim: int) -> Tensor:
@@ -84,7 +90,7 @@ class SharpMaskGraph(nn.Module):
 
 
 def sharpmask_runtime_spec(model: nn.Module) -> dict:
-    cfg = model.cfg
+    cfg, conv = model.cfg, model.input_convention
     return {
         "pipeline": "proposals",
         "scales": [float(s) for s in cfg.scales],
@@ -92,7 +98,18 @@ def sharpmask_runtime_spec(model: nn.Module) -> dict:
         "canonical_size": int(cfg.sampler.canonical_size),
         "pyramid": str(cfg.pyramid),
         "border_fill": None if cfg.border_fill is None else float(cfg.border_fill),
-        "pixel_mean": [float(v) for v in cfg.pixel_mean],
-        "pixel_std": [float(v) for v in cfg.pixel_std],
+        "pixel_mean": [float(v) for v in conv.pixel_mean],
+        "pixel_std": [float(v) for v in conv.pixel_std],
         "mask_threshold": float(cfg.mask_threshold),
     }
+
+
+def sharpmask_graph(model: nn.Module) -> OnnxGraph:
+    """The :class:`SharpMaskGraph` of ``model``; the example canvases come from the runner's own
+    pre-processing of a 240x320 pattern (one input per pyramid scale, each of dynamic size)."""
+    spec = sharpmask_runtime_spec(model)
+    image = np.random.default_rng(0).random((3, 240, 320), dtype=np.float32)
+    canvases = tuple(torch.from_numpy(c) for c in sharpmask_canvases(image, spec))
+    names = [f"scale_{i}" for i in range(len(canvases))]
+    axes = {**{n: {2: f"height_{i}", 3: f"width_{i}"} for i, n in enumerate(names)}, **{k: {0: "n"} for k in OUTPUTS}}
+    return OnnxGraph(SharpMaskGraph(model.eval()).eval(), canvases, names, OUTPUTS, axes, spec)

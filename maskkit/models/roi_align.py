@@ -73,10 +73,11 @@ class _RoIAlignSeparableBackward(torch.autograd.Function):
         g = grad_out.to(torch.float32)
         # only the rows / columns a RoI's weights touch (a few cells for most RoIs)
         rows, cols = wy.sum(1) > 0, wx.sum(1) > 0  # weights are >= 0  # [R, H], [R, W]
-        for i, bi in enumerate(rois[:, 0].to(torch.int64).tolist()):
+        touching = (rows.any(1) & cols.any(1)).nonzero()[:, 0].tolist()  # empty RoIs take no samples
+        batch = rois[:, 0].to(torch.int64).tolist()
+        for i in touching:
+            bi = batch[i]
             ry, rx = rows[i].nonzero()[:, 0], cols[i].nonzero()[:, 0]
-            if not ry.numel() or not rx.numel():
-                continue
             y0, y1, x0, x1 = int(ry[0]), int(ry[-1]) + 1, int(rx[0]), int(rx[-1]) + 1
             part = wy[i, :, y0:y1].t() @ g[i] @ wx[i, :, x0:x1]  # [C, h_i, w_i]
             grad[bi, :, y0:y1, x0:x1] += part

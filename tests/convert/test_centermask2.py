@@ -350,15 +350,15 @@ def test_fcos_decode_clip_switch_keeps_boxes_outside_the_image():
 
 
 def test_detectron2_postprocess_clips_after_the_cut_and_pastes_into_the_clipped_box():
-    from maskkit.models.centermask.model import _detectron2_postprocess
+    from maskkit import create_model
     from maskkit.structures import paste_masks_in_image
 
+    model = create_model("centermask_lite_demo", overrides=["model.postprocess=centermask2"])
     boxes = torch.tensor([[-10.0, 0.0, 14.0, 14.0], [50.0, 50.0, 60.0, 60.0]])  # the 2nd lies outside 40x40
     # 2x2 masks (a cell is 7 px wide, so positions and the half-cell bleed are visible): left column 1.
     probs = torch.tensor([[1.0, 0.0], [1.0, 0.0]]).expand(2, 2, 2)
-    out = _detectron2_postprocess(
-        boxes, torch.tensor([3, 4]), torch.tensor([0.9, 0.8]), probs, torch.tensor([-0.1, 0.5]), (40, 40)
-    )
+    dets = [{"boxes": boxes, "labels": torch.tensor([3, 4]), "scores": torch.tensor([0.9, 0.8])}]
+    (out,) = model.finish(dets, probs, torch.tensor([-0.1, 0.5]), [(40, 40)], [(40, 40)])
     assert out["boxes"].tolist() == [[0.0, 0.0, 14.0, 14.0]] and out["labels"].tolist() == [3]
     assert out["mask_scores"].tolist() == pytest.approx([-0.1])  # score x IoU, unclamped
     m = out["masks"].probabilities()[0, 0]  # the pasted probabilities (masks stay 28x28 over the box)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from maskkit.checkpoint import save_model
+from maskkit.config import InputConvention
 from maskkit.convert.finetune import load_init_weights
 from maskkit.errors import CheckpointError
 from maskkit.models.zoo import build_model, get_config
@@ -131,13 +132,11 @@ def test_shape_invisible_settings_must_agree_and_input_convention_is_the_files(t
     bgr = ["model.input_format=BGR255", "model.pixel_mean=[103.53,116.28,123.675]", "model.pixel_std=[1,1,1]"]
     path, _ = _model_file(tmp_path, "centermask_lite_demo", 80, bgr)  # as a converted official model
     model, _ = _fresh("centermask_lite_demo", 3)
-    assert model.cfg.input_format == "RGB"
+    assert model.input_convention.format == "RGB"
     load_init_weights(model, path)
-    assert (model.cfg.input_format, model.cfg.pixel_mean, model.cfg.pixel_std) == (
-        "BGR255",
-        (103.53, 116.28, 123.675),
-        (1.0, 1.0, 1.0),
-    )
+    official = InputConvention("BGR255", (103.53, 116.28, 123.675), (1.0, 1.0, 1.0))
+    assert model.input_convention == official  # the file's: its weights expect that input
+    assert model.cfg.input_format == "RGB"  # the run's config stays as configured
     assert model.pixel_mean.flatten().tolist() == pytest.approx([103.53, 116.28, 123.675])
     v1, _ = _fresh("centermask_lite_demo", 3, ["model.backbone.residual=false"])  # same shapes, other network
     with pytest.raises(CheckpointError, match=r"other settings: backbone.residual=True in the file vs False"):

@@ -73,18 +73,21 @@ def test_fold_counts_every_conv_norm_pair():
     assert fold_norms(model) == norms > 0
 
 
-def test_fused_path_rewrites_ese_and_deconv_weights():
-    """eSE runs as a matrix-vector product (no 1x1 convolution on a 1x1 map) and the mask
-    head's transposed convolution has channels_last weights also in the NCHW path."""
-    from maskkit.export.fuse import LinearESE
+def test_fused_path_rewrites_ese_and_the_mask_heads():
+    """eSE runs as a matrix-vector product (no 1x1 convolution on a 1x1 map); the mask head
+    computes only the label's mask, its deconvolution as a 1x1 convolution (no transposed
+    convolution is left), and the MaskIoU head's first convolution sees whole 16-channel blocks."""
+    from maskkit.export.fuse import ClassMaskHead, LinearESE, PaddedMaskIoUHead
     from maskkit.models.backbones.vovnet import EffectiveSE
 
     model = create_model("centermask_lite_v19")
     fused = fuse_model(model)
     assert sum(isinstance(m, LinearESE) for m in fused.modules()) == 4
     assert not any(isinstance(m, EffectiveSE) for m in fused.modules())
-    assert fused.mask_head.deconv.weight.is_contiguous(memory_format=torch.channels_last)
-    assert model.mask_head.deconv.weight.is_contiguous()  # the original is untouched
+    assert isinstance(fused.mask_head, ClassMaskHead) and isinstance(fused.maskiou, PaddedMaskIoUHead)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in fused.modules())
+    assert fused.maskiou.w0.shape[1] % 16 == 0
+    assert isinstance(model.mask_head.deconv, torch.nn.ConvTranspose2d)  # the original is untouched
 
 
 # ATen's ConvParams::use_mkldnn sends a float32 convolution to its native im2col+GEMM kernel

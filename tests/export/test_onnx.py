@@ -24,9 +24,9 @@ from torchvision.ops import box_iou, roi_align  # noqa: E402
 from maskkit.checkpoint import save_model  # noqa: E402
 from maskkit.cli import main  # noqa: E402
 from maskkit.data.coco import load_image  # noqa: E402
+from maskkit.engine.export import export_file, export_model  # noqa: E402
 from maskkit.engine.inference.predictor import Predictor  # noqa: E402
 from maskkit.errors import MaskkitError  # noqa: E402
-from maskkit.export.onnx import export_file, export_model  # noqa: E402
 from maskkit.export.runtime import OnnxRunner, paste_masks, resize_antialias  # noqa: E402
 from maskkit.models.zoo import create_model  # noqa: E402
 from maskkit.structures import paste_masks_in_image  # noqa: E402

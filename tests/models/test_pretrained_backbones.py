@@ -11,6 +11,7 @@ installed); the official centermask2 layouts recorded with the authors' code
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 import re
@@ -21,6 +22,7 @@ import pytest
 import torch
 import torchvision
 
+from maskkit.config import InputConvention
 from maskkit.errors import CheckpointError, MaskkitError
 from maskkit.models.backbones import build_backbone
 from maskkit.models.backbones.pretrained import load_backbone_weights
@@ -455,17 +457,15 @@ def test_set_backbone_weights_builds_model_from_file_with_its_convention(tmp_pat
     cfg = get_config(
         "centermask_lite_v19_slim_dw", 3, [f"model.backbone.weights={tmp_path / 'vovnet19_ese_slim_dw_detectron2.pth'}"]
     )
-    assert cfg.model.input_format == "RGB"  # the preset's, until the weights are applied
+    before = copy.deepcopy(cfg.model)
     model = build_model(cfg.model)
     from maskkit.models.backbones.vovnet import official_names
 
     names = official_names(model.backbone)
     _assert_trunk_equals(model.backbone, sd, lambda k: PREFIX + names[k])
-    assert (cfg.model.input_format, cfg.model.pixel_mean, cfg.model.pixel_std) == (
-        "BGR255",
-        (103.53, 116.28, 123.675),
-        (1.0, 1.0, 1.0),
-    )
+    # the weights' convention is the model's, recorded with it; the config stays as configured
+    assert model.input_convention == InputConvention("BGR255", (103.53, 116.28, 123.675), (1.0, 1.0, 1.0))
+    assert cfg.model == before and cfg.model.input_format == "RGB"
     assert model.pixel_mean.flatten().tolist() == pytest.approx([103.53, 116.28, 123.675])
     assert model.pixel_std.flatten().tolist() == [1.0, 1.0, 1.0]
 
@@ -513,7 +513,7 @@ def test_training_run_starts_from_the_file_and_records_it(tmp_path):
     assert rc == 0
     mf = read_model_file(out / "model_last.safetensors")
     assert mf.step == 1 and mf.config.model.backbone.weights == str(weights)
-    assert (mf.config.model.input_format, mf.config.model.pixel_std) == ("BGR255", (1.0, 1.0, 1.0))
+    assert (mf.input.format, mf.input.pixel_std) == ("BGR255", (1.0, 1.0, 1.0))  # the weights' convention
     trunk = {k[len("backbone.") :]: v for k, v in mf.state_dict.items() if k.startswith("backbone.")}
     with torch.device("meta"):
         names = official_names(build_backbone(BackboneConfig(name="vovnet", variant="V-19-slim-dw")))
@@ -523,6 +523,8 @@ def test_training_run_starts_from_the_file_and_records_it(tmp_path):
     weights.unlink()  # the model file holds every tensor: the ImageNet file is not read again
     model = load_model(out / "model_last.safetensors")
     assert torch.equal(model.backbone.state_dict()["stem.0.0.weight"], sd["stem.stem_1/conv.weight"])
+    assert model.input_convention == model.info.input == mf.input
+    assert model.pixel_mean.flatten().tolist() == pytest.approx([103.53, 116.28, 123.675])
 
 
 def test_sharpmask_trunk_starts_from_torchvision_resnet50(tmp_path):

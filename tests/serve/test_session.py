@@ -123,7 +123,7 @@ def test_synthetic_examples_are_pngs_of_shapes():
 def test_an_exported_onnx_file_serves_the_same_detections(centermask_file, tmp_path):
     """``maskkit serve --weights model.onnx``: the same page model, run by ONNX Runtime."""
     pytest.importorskip("onnxruntime")
-    from maskkit.export.onnx import export_file
+    from maskkit.engine.export import export_file
 
     onnx = ServeSession(export_file(centermask_file, tmp_path / "m.onnx"), num_examples=0)
     ref = ServeSession(centermask_file, num_examples=0)

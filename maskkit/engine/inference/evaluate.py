@@ -16,7 +16,7 @@ from maskkit.config import EvalConfig
 from maskkit.data.coco import open_split
 from maskkit.engine.distributed import all_gather_objects, dist_info, resolve_device
 from maskkit.engine.inference.predictor import infer_batches, mask_threshold_of
-from maskkit.engine.systems import SYSTEMS, system_of
+from maskkit.engine.systems import system_of
 from maskkit.evaluation import predictions_to_coco_results, write_metrics, write_results
 from maskkit.export.onnx_model import load_any
 
@@ -48,7 +48,7 @@ def evaluate_model(
     info = dist_info()
     if cfg is None and getattr(model, "info", None) is not None:
         cfg = model.info.config
-    system = system_of(cfg) if cfg is not None else SYSTEMS["centermask"]
+    system = system_of(cfg if cfg is not None else model)
     ecfg = cfg.eval if cfg is not None else EvalConfig()
     batch_size = int(batch_size or ecfg.batch_size)
     max_images = int(max_images if max_images is not None else ecfg.max_images)

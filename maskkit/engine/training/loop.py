@@ -46,7 +46,7 @@ from maskkit.engine.training.schedule import build_optimizer, build_scheduler, s
 from maskkit.engine.training.signals import StopFlag
 from maskkit.errors import CheckpointError, MaskkitError
 from maskkit.evaluation import write_metrics
-from maskkit.models.zoo import build, get_config
+from maskkit.models.zoo import build, get_config, input_convention_of
 
 __all__ = ["TrainingError", "fit", "run_step", "default_hooks", "build_config", "load_datasets", "train"]
 
@@ -291,7 +291,14 @@ def _fit_locked(
         )
     scaler = torch.amp.GradScaler("cuda", enabled=tc.amp == "fp16" and device.type == "cuda")
     with torch.random.fork_rng(devices=[]):  # DataLoader draws a base seed: keep the step RNG stream intact
-        stream = (batches or system.batches)(train_set, cfg, info.rank, info.world_size, state.start_step)
+        stream = (batches or system.batches)(
+            train_set,
+            cfg,
+            info.rank,
+            info.world_size,
+            state.start_step,
+            pixel_mean=input_convention_of(model, cfg.model).pixel_mean,
+        )
     hooks = default_hooks(progress) if hooks is None else hooks
     try:
         _loop(state, net, stream, scaler, hooks)

@@ -63,6 +63,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from maskkit.config import InputConvention
 from maskkit.errors import CheckpointError, MaskkitError, first_line
 from maskkit.models.backbones.resnet import RESNET_VARIANTS
 from maskkit.models.backbones.vovnet import VOVNET_SPECS, official_names
@@ -106,6 +107,11 @@ class BackboneWeights:
     ignored: list[str] = field(default_factory=list)  # the file's ImageNet classifier tensors
     identity_ese: list[str] = field(default_factory=list)  # blocks whose eSE was set to identity
     filled_stats: int = 0  # Caffe2 affine norms whose running statistics were set to (0, 1 - eps)
+
+    @property
+    def convention(self) -> InputConvention:
+        """The input convention the weights were trained with."""
+        return InputConvention(self.input_format, tuple(self.pixel_mean), tuple(self.pixel_std))
 
 
 # --------------------------------------------------------------------------- reading
@@ -464,38 +470,23 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, spec_nam
 
 
 def apply_backbone_weights(model: nn.Module, model_cfg) -> BackboneWeights:
-    """``model.backbone.weights`` of a CenterMask model: load the file into ``model.backbone``
-    and set the model's input convention to the weights' own (``model_cfg.input_format``,
-    ``pixel_mean``, ``pixel_std`` and the model's normalisation buffers), so the saved config
-    records it."""
+    """``model.backbone.weights`` of a CenterMask model: load the file into ``model.backbone``;
+    the report's :attr:`BackboneWeights.convention` is the weights' input convention, which the
+    builder records for the model (``maskkit.models.zoo.build_model``)."""
     bb = model_cfg.backbone
-    report = load_backbone_weights(
+    return load_backbone_weights(
         model.backbone, bb.weights, bb.variant if bb.name != "mobilenet_v2" else "mobilenet_v2"
     )
-    model_cfg.input_format, model_cfg.pixel_mean, model_cfg.pixel_std = (
-        report.input_format,
-        tuple(report.pixel_mean),
-        tuple(report.pixel_std),
-    )
-    with torch.no_grad():
-        model.pixel_mean.copy_(torch.tensor(report.pixel_mean).view(3, 1, 1))
-        model.pixel_std.copy_(torch.tensor(report.pixel_std).view(3, 1, 1))
-    return report
 
 
 def apply_trunk_weights(model: nn.Module, model_cfg) -> BackboneWeights:
     """``model.trunk_weights`` of a DeepMask/SharpMask model: torchvision's ImageNet ResNet-50
     (or -18), or the packaged ``maskkit:resnet_tiny_shapes12`` of the demo's ``resnet_tiny``, into
-    the stride-16 trunk (``conv1`` .. ``layer3``; ``layer4`` and ``fc`` unused), and the model's
-    pixel mean/std set to the file's (RGB 0-1, ImageNet mean/std)."""
+    the stride-16 trunk (``conv1`` .. ``layer3``; ``layer4`` and ``fc`` unused); the report's
+    convention is the file's (RGB 0-1, ImageNet mean/std)."""
     if model_cfg.trunk not in SHARPMASK_TRUNKS:
         raise MaskkitError(
             f"model.trunk_weights: no ImageNet file fits trunk {model_cfg.trunk!r}; use trunk "
             f"{', '.join(SHARPMASK_TRUNKS)} (a file of another width is refused with its shapes)"
         )
-    report = load_backbone_weights(model.trunk, model_cfg.trunk_weights, f"sharpmask:{model_cfg.trunk}")
-    model_cfg.pixel_mean, model_cfg.pixel_std = tuple(report.pixel_mean), tuple(report.pixel_std)
-    with torch.no_grad():
-        model.pixel_mean.copy_(torch.tensor(report.pixel_mean).view(3, 1, 1))
-        model.pixel_std.copy_(torch.tensor(report.pixel_std).view(3, 1, 1))
-    return report
+    return load_backbone_weights(model.trunk, model_cfg.trunk_weights, f"sharpmask:{model_cfg.trunk}")

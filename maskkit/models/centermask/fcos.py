@@ -18,7 +18,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, clip_boxes_to_image, sigmoid_focal_loss
+from torchvision.models.detection._utils import _topk_min
+from torchvision.ops import batched_nms, sigmoid_focal_loss
 
 __all__ = [
     "FCOSHead",
@@ -272,6 +273,14 @@ def fcos_losses(
     return {"loss_cls": loss_cls, "loss_box": loss_box, "loss_ctr": loss_ctr}
 
 
+def _limits(size, like: Tensor) -> Tensor:
+    """``[w, h, w, h]`` of an image ``size`` ``(h, w)`` (ints, or an int64 tensor while tracing)."""
+    if isinstance(size, Tensor):
+        hw = size.to(like.dtype)
+        return torch.stack([hw[1], hw[0], hw[1], hw[0]])
+    return like.new_tensor([size[1], size[0], size[1], size[0]])
+
+
 @torch.no_grad()
 def fcos_decode(
     cls_logits: list[Tensor],
@@ -279,7 +288,7 @@ def fcos_decode(
     ctr_logits: list[Tensor],
     locations: list[Tensor],
     strides: list[int],
-    image_sizes: list[tuple[int, int]],
+    image_sizes: list[tuple[int, int]] | Tensor,
     score_thresh: float = 0.05,
     pre_nms_topk: int = 1000,
     nms_thresh: float = 0.6,
@@ -290,39 +299,44 @@ def fcos_decode(
     """Head outputs (lists over levels, as :class:`FCOSHead`) -> per image
     ``dict(boxes [N, 4] xyxy in the resized image, scores [N], labels [N] 1..K)``.
 
-    Per level: class probabilities above ``score_thresh``, scored ``sqrt(cls * ctr)``
-    (``scoring="product"``: ``cls * ctr``), top ``pre_nms_topk``; then over all levels
-    class-wise NMS and the best ``detections_per_image``. ``clip=True`` (maskkit) clips the
-    boxes to the image and drops empty ones before NMS; ``clip=False`` keeps them as decoded,
-    as the official ``FCOSOutputs.predict_proposals`` (clipping happens after the mask branch).
+    Per level: the (location, class) pairs whose class probability is above ``score_thresh``,
+    scored ``sqrt(cls * ctr)`` (``scoring="product"``: ``cls * ctr``), the best ``pre_nms_topk``;
+    then over all levels class-wise NMS and the best ``detections_per_image``. ``clip=True``
+    (maskkit) clips the boxes to the image and drops empty ones before NMS; ``clip=False`` keeps
+    them as decoded, as the official ``FCOSOutputs.predict_proposals`` (clipping happens after
+    the mask branch).
+
+    The one decode of maskkit, in the static form the ONNX export traces (and a CUDA graph can
+    capture): per level the top ``pre_nms_topk`` of all scores with non-candidates scored -1,
+    then the candidates among them (the same set as thresholding first), no branch on the
+    data. ``image_sizes``: ``(h, w)`` per image, or an int64 ``[B, 2]`` tensor (traced sizes).
     """
     if scoring not in ("sqrt", "product"):
         raise ValueError(f"scoring must be 'sqrt' or 'product', got {scoring!r}")
     results = []
-    for i, (h, w) in enumerate(image_sizes):
-        boxes_l, scores_l, labels_l = [], [], []
+    for i in range(len(image_sizes)):
+        boxes_l, scores_l, labels_l, ok_l = [], [], [], []
         for cls, reg, ctr, loc, s in zip(cls_logits, box_reg, ctr_logits, locations, strides):
             k = cls.shape[1]
             prob = cls[i].permute(1, 2, 0).reshape(-1, k).sigmoid()  # [HW, K]
-            c = ctr[i].reshape(-1).sigmoid()  # [HW]
-            cand = prob > score_thresh
-            score = prob * c[:, None]
+            score = prob * ctr[i].reshape(-1, 1).sigmoid()
             if scoring == "sqrt":
                 score = score.sqrt()
-            score = score[cand]
-            loc_idx, cls_idx = cand.nonzero(as_tuple=True)
-            if score.numel() > pre_nms_topk:
-                score, top = score.topk(pre_nms_topk)
-                loc_idx, cls_idx = loc_idx[top], cls_idx[top]
+            cand = (prob > score_thresh).reshape(-1)  # [HW * K]
+            score = torch.where(cand, score.reshape(-1), torch.full_like(score.reshape(-1), -1.0))
+            top, idx = score.topk(_topk_min(score, pre_nms_topk, 0))
+            loc_idx, cls_idx = idx // k, idx % k
             d = reg[i].permute(1, 2, 0).reshape(-1, 4)[loc_idx] * s  # [N, 4] ltrb in pixels
             p = loc[loc_idx]
             boxes_l.append(torch.cat([p - d[:, :2], p + d[:, 2:]], dim=1))
-            scores_l.append(score)
+            scores_l.append(top)
             labels_l.append(cls_idx + 1)
-        boxes, scores, labels = torch.cat(boxes_l), torch.cat(scores_l), torch.cat(labels_l)
+            ok_l.append(cand[idx])
+        keep = torch.cat(ok_l).nonzero()[:, 0]
+        boxes, scores, labels = torch.cat(boxes_l)[keep], torch.cat(scores_l)[keep], torch.cat(labels_l)[keep]
         if clip:  # clip=False: the official training proposals (neither clipped nor filtered)
-            boxes = clip_boxes_to_image(boxes, (h, w))
-            nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes = torch.minimum(boxes.clamp(min=0.0), _limits(image_sizes[i], boxes))
+            nonempty = ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).nonzero()[:, 0]
             boxes, scores, labels = boxes[nonempty], scores[nonempty], labels[nonempty]
         keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_image]
         results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})

@@ -54,13 +54,20 @@ def multilevel_roi_align(
 ) -> Tensor:
     """RoIAlign each RoI on its assigned level: feats ``[P_kmin..P_kmax]`` each ``[B, C, H, W]``,
     rois ``[R, 5]`` (batch index, x0, y0, x1, y1 in input pixels), levels ``[R]`` ->
-    ``[R, C, S, S]``. One batched ``roi_align`` per level (aligned=True, adaptive sampling,
-    as detectron2); torchvision's MultiScaleRoIAlign only implements Eq. 1."""
-    out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1], output_size, output_size))
+    ``[R, C, S, S]`` (aligned=True, adaptive sampling, as detectron2; torchvision's
+    MultiScaleRoIAlign only implements Eq. 1).
+
+    Static shapes, no branch on the data (the ONNX export and CUDA graphs take this form): one
+    batched ``roi_align`` per level over every RoI, the RoIs of the other levels replaced by an
+    empty box, on which adaptive sampling takes no samples (torchvision, ONNX Runtime), and each
+    RoI's own level kept with ``where`` (not a sum: OpenVINO's ROIAlign returns non-zero values
+    for empty boxes)."""
+    out = None
     for i, (f, s) in enumerate(zip(feats, strides)):
-        idx = (levels == k_min + i).nonzero(as_tuple=True)[0]
-        if idx.numel():
-            out[idx] = roi_align_adaptive(f, rois[idx], output_size, 1.0 / s)
+        on = (levels == k_min + i)[:, None]
+        r = roi_align_adaptive(f, torch.where(on, rois, torch.zeros_like(rois)), output_size, 1.0 / s)
+        sel = on[:, :, None, None]
+        out = torch.where(sel, r, torch.zeros_like(r)) if out is None else torch.where(sel, r, out)
     return out
 
 
@@ -121,6 +128,11 @@ class SAGMaskHead(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.sam(self.convs(x))
         return self.predictor(F.relu(self.deconv(x)))
+
+    def class_logits(self, x: Tensor, labels: Tensor) -> Tensor:
+        """The mask logits of each RoI's own class ``[R, M, M]`` (labels ``[R]``, 1..K): what
+        inference keeps (:class:`maskkit.export.fuse.ClassMaskHead` computes only that row)."""
+        return select_class(self(x), labels)
 
 
 def match_rois(

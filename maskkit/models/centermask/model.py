@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import clip_boxes_to_image
 from torchvision.transforms.v2 import functional as TF
 
+from maskkit.config import InputConvention
 from maskkit.errors import MaskkitError
 from maskkit.geometry import test_resize_size
 from maskkit.masks import BoxMasks, is_compact
@@ -40,6 +40,7 @@ from maskkit.models.centermask.mask_head import (
     select_class,
 )
 from maskkit.models.centermask.maskiou import MaskIoUHead, mask_ratios, maskiou_loss, maskiou_targets
+from maskkit.models.centermask.postprocess import postprocess_of
 from maskkit.models.fpn import FPN
 from maskkit.structures import empty_prediction, instance_polygons
 
@@ -56,6 +57,7 @@ class CenterMask(nn.Module):
     def __init__(self, cfg: CenterMaskConfig, backbone: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
+        self.post = postprocess_of(cfg.postprocess)  # maskkit's or the official post-processing
         k, c, m = cfg.num_classes, cfg.fpn_channels, cfg.mask
         if not 2 <= m.k_min <= m.k_max <= 5:
             raise MaskkitError(
@@ -85,6 +87,9 @@ class CenterMask(nn.Module):
         self.register_buffer(
             "pixel_std", torch.tensor(cfg.pixel_std, dtype=torch.float32).view(3, 1, 1), persistent=False
         )
+        # what the weights expect (the buffers above hold its mean/std); weights that bring their
+        # own replace it (maskkit.models.zoo.use_input_convention), the config stays as configured
+        self.input_convention = InputConvention.of(cfg)
 
     # ------------------------------------------------------------------ forward
 
@@ -105,13 +110,25 @@ class CenterMask(nn.Module):
 
     @torch.no_grad()
     def inference(self, images: list[Tensor]) -> list[dict]:
-        """Eval path: resize to the test size, detect, segment, map back to each original size."""
+        """Eval path: resize to the test size, detect and segment (:meth:`detect_and_segment`),
+        then map each image's instances back to its original size (:meth:`finish`)."""
         orig = [tuple(img.shape[-2:]) for img in images]
         resized = [self._test_resize(img) for img in images]
         sizes = [tuple(img.shape[-2:]) for img in resized]
-        feats, mask_feats = self.features(self.preprocess(resized))
+        dets, probs, mask_scores = self.detect_and_segment(self.preprocess(resized), sizes)
+        return self.finish(dets, probs, mask_scores, sizes, orig)
+
+    def detect_and_segment(self, batch: Tensor, sizes) -> tuple[list[dict], Tensor, Tensor]:
+        """The static-shape part of inference on a preprocessed batch ``[B, 3, H, W]`` with the
+        resized sizes ``(h, w)`` (or an int64 ``[B, 2]`` tensor): backbone, FPN, FCOS head, the
+        decode (:func:`fcos_decode`) and the mask branch, without a branch on the data, so the
+        ONNX export traces exactly this (:mod:`maskkit.export.centermask`). -> detections per
+        image (resized-image pixels), mask probabilities ``[R, 28, 28]`` and mask scores ``[R]``
+        of the ``R`` detections of the batch, in order."""
+        feats, mask_feats = self.features(batch)
         dets = self.detect(self.fcos(feats), feats, sizes, self.cfg.fcos.detections_per_image)
-        return self.segment(mask_feats, dets, sizes, orig)
+        probs, mask_scores = self.mask_branch(mask_feats, dets, sizes)
+        return dets, probs, mask_scores
 
     def features(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """Backbone + FPN -> (``[P3..P7]`` for FCOS, ``[P_kmin..P_kmax]`` for the mask branch)."""
@@ -123,7 +140,7 @@ class CenterMask(nn.Module):
     def preprocess(self, images: list[Tensor]) -> Tensor:
         """Normalise and zero-pad (bottom/right) to a common size divisible by
         ``size_divisibility`` -> ``[B, 3, H_pad, W_pad]``."""
-        if self.cfg.input_format == "BGR255":
+        if self.input_convention.format == "BGR255":
             images = [img.flip(0) * 255.0 for img in images]
         d = max(int(self.cfg.size_divisibility), 1)
         hp = -(-max(img.shape[-2] for img in images) // d) * d
@@ -165,7 +182,7 @@ class CenterMask(nn.Module):
         f = self.cfg.fcos
         cls, reg, ctr = ([t.detach().float() for t in h] for h in head)  # decode in float32 (also under autocast)
         threshold = f.score_thresh_train if train else f.score_thresh
-        clip = not train and self.cfg.postprocess != "centermask2"
+        clip = not train and self.post.clip_before_nms
         locations = level_locations(feats, self.strides)
         return fcos_decode(
             cls,
@@ -182,12 +199,11 @@ class CenterMask(nn.Module):
             clip=clip,
         )
 
-    def roi_features(
-        self, feats: list[Tensor], boxes: Tensor, batch_idx: Tensor, sizes: list[tuple[int, int]]
-    ) -> Tensor:
-        """RoIAlign 14x14 on ``feats`` = P_kmin..P_kmax with the configured level rule -> ``[R, C, 14, 14]``."""
+    def roi_features(self, feats: list[Tensor], boxes: Tensor, batch_idx: Tensor, sizes) -> Tensor:
+        """RoIAlign 14x14 on ``feats`` = P_kmin..P_kmax with the configured level rule (Eq. 2 with
+        the resized image's area, or Eq. 1) -> ``[R, C, 14, 14]``."""
         m = self.cfg.mask
-        areas = torch.tensor([h * w for h, w in sizes], dtype=torch.float32, device=boxes.device)[batch_idx]
+        areas = _image_areas(sizes, boxes)[batch_idx]
         levels = assign_fpn_levels(boxes, areas, m.k_min, m.k_max, m.assignment)
         rois = torch.cat([batch_idx[:, None].to(boxes.dtype), boxes], dim=1)
         return multilevel_roi_align(feats, rois, levels, self.mask_strides, m.k_min, m.pooler_resolution)
@@ -227,57 +243,40 @@ class CenterMask(nn.Module):
             losses["loss_maskiou"] = m.maskiou_loss_weight * maskiou_loss(pred, labels, iou_t)
         return losses
 
-    def segment(self, feats: list[Tensor], dets: list[dict], sizes, orig_sizes) -> list[dict]:
-        """Masks (and mask scores) for all detections of the batch at once, then per image:
-        boxes scaled to the original size, masks kept as 28x28 probabilities over them
-        (:class:`BoxMasks`, pasted only where a caller needs pixels)."""
-        counts = [len(d["boxes"]) for d in dets]
+    def mask_branch(self, feats: list[Tensor], dets: list[dict], sizes) -> tuple[Tensor, Tensor]:
+        """Sec. 2.3-2.4 and 2.6 for all detections of the batch at once: Eq. 2 levels, RoIAlign,
+        SAG-Mask (the label's mask) and MaskIoU -> mask probabilities ``[R, 28, 28]`` and mask
+        scores ``[R]`` (box score x predicted IoU, by the post-processing convention; the box
+        score without mask scoring). Zero detections give zero rows (no branch)."""
         boxes = torch.cat([d["boxes"] for d in dets])
         labels = torch.cat([d["labels"] for d in dets])
         scores = torch.cat([d["scores"] for d in dets])
-        bidx = torch.repeat_interleave(
-            torch.arange(len(dets), device=boxes.device), torch.tensor(counts, device=boxes.device)
-        )
-        if boxes.shape[0]:
-            roi_feats = self.roi_features(feats, boxes, bidx, sizes)
-            probs = select_class(self.mask_head(roi_feats), labels).float().sigmoid()  # [R, 28, 28]
-            if self.maskiou is not None:
-                iou = self.maskiou(roi_feats, probs[:, None].to(roi_feats.dtype)).float()
-                iou = iou[torch.arange(len(labels), device=labels.device), labels - 1]
-                # maskkit: predicted IoU clamped to [1e-3, 1]: where the head predicts no overlap (early
-                # in training, or for poor masks) the ranking falls back to the box score, not ties at
-                # 0. centermask2 (maskiou_head.mask_iou_inference): score x IoU, unclamped.
-                mask_scores = scores * (iou if self.cfg.postprocess == "centermask2" else iou.clamp(min=1e-3, max=1.0))
-            else:
-                mask_scores = scores.clone()
-        else:
-            m = 2 * self.cfg.mask.pooler_resolution
-            probs = boxes.new_zeros((0, m, m))
-            mask_scores = scores.clone()
-        out = []
-        for i, (n_i, (h, w), (h0, w0)) in enumerate(zip(counts, sizes, orig_sizes)):
-            if n_i == 0:
-                out.append(empty_prediction(h0, w0, device=boxes.device, mask_threshold=self.cfg.mask_threshold))
+        bidx = torch.cat([torch.full_like(d["labels"], i) for i, d in enumerate(dets)])
+        roi_feats = self.roi_features(feats, boxes, bidx, sizes)
+        probs = self.mask_head.class_logits(roi_feats, labels).float().sigmoid()  # [R, 28, 28]
+        if self.maskiou is None:
+            return probs, scores.clone()
+        iou = self.maskiou(roi_feats, probs[:, None].to(roi_feats.dtype)).float()  # [R, K]
+        return probs, self.post.mask_scores(scores, iou.gather(1, (labels - 1)[:, None])[:, 0])
+
+    def finish(self, dets: list[dict], probs: Tensor, mask_scores: Tensor, sizes, orig_sizes) -> list[dict]:
+        """Per image: boxes scaled to the original size, the convention's last step
+        (:meth:`PostProcess.final_boxes`), masks kept as 28x28 probabilities over their boxes
+        (:class:`BoxMasks`, pasted only where a caller needs pixels)."""
+        out, start = [], 0
+        for d, (h, w), (h0, w0) in zip(dets, sizes, orig_sizes):
+            sl = slice(start, start + len(d["boxes"]))
+            start = sl.stop
+            scale = d["boxes"].new_tensor([w0 / w, h0 / h, w0 / w, h0 / h])
+            boxes, kept = self.post.final_boxes(d["boxes"] * scale, (h0, w0))
+            labels, scores, p, ms = d["labels"], d["scores"], probs[sl], mask_scores[sl]
+            if kept is not None:
+                boxes, labels, scores, p, ms = boxes[kept], labels[kept], scores[kept], p[kept], ms[kept]
+            if len(boxes) == 0:
+                out.append(empty_prediction(h0, w0, device=probs.device, mask_threshold=self.cfg.mask_threshold))
                 continue
-            sl = slice(sum(counts[:i]), sum(counts[:i]) + n_i)
-            scale = boxes.new_tensor([w0 / w, h0 / h, w0 / w, h0 / h])
-            b = boxes[sl] * scale
-            if self.cfg.postprocess == "centermask2":
-                out.append(
-                    _detectron2_postprocess(
-                        b, labels[sl], scores[sl], probs[sl], mask_scores[sl], (h0, w0), self.cfg.mask_threshold
-                    )
-                )
-                continue
-            out.append(
-                {
-                    "boxes": b,
-                    "labels": labels[sl],
-                    "scores": scores[sl],
-                    "masks": BoxMasks(probs[sl], b, (h0, w0), self.cfg.mask_threshold),
-                    "mask_scores": mask_scores[sl],
-                }
-            )
+            masks = BoxMasks(p, boxes, (h0, w0), self.cfg.mask_threshold, self.post.zero_outside)
+            out.append({"boxes": boxes, "labels": labels, "scores": scores, "masks": masks, "mask_scores": ms})
         return out
 
     # ------------------------------------------------------------------ input checks
@@ -331,34 +330,6 @@ class CenterMask(nn.Module):
         return {"boxes": boxes, "labels": labels, "masks": masks, "iscrowd": crowd, "polygons": polygons}
 
 
-def _detectron2_postprocess(
-    boxes: Tensor,
-    labels: Tensor,
-    scores: Tensor,
-    probs: Tensor,
-    mask_scores: Tensor,
-    size: tuple[int, int],
-    mask_threshold: float = 0.5,
-) -> dict:
-    """``postprocess="centermask2"``, after the mask branch ran on the unclipped boxes: clip the
-    boxes ``[N, 4]`` (already at the output size) to ``size``, drop the empty ones, and paste the
-    masks ``[N, 28, 28]`` into the clipped boxes (when pasted: :class:`BoxMasks`) without
-    zeroing the bilinear bleed past the box (detectron2 ``modeling/postprocessing.py:
-    detector_postprocess`` + ``layers/mask_ops.py``)."""
-    boxes = clip_boxes_to_image(boxes, size)
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    if not bool(keep.any()):
-        return empty_prediction(size[0], size[1], device=boxes.device, mask_threshold=mask_threshold)
-    boxes = boxes[keep]
-    return {
-        "boxes": boxes,
-        "labels": labels[keep],
-        "scores": scores[keep],
-        "masks": BoxMasks(probs[keep], boxes, size, mask_threshold, zero_outside=False),
-        "mask_scores": mask_scores[keep],
-    }
-
-
 def _check_images(images) -> None:
     if not isinstance(images, (list, tuple)) or len(images) == 0:
         raise MaskkitError("CenterMask expects a non-empty list of images [3, H, W]")
@@ -366,3 +337,11 @@ def _check_images(images) -> None:
         if not isinstance(img, Tensor) or img.dim() != 3 or img.shape[0] != 3 or not img.is_floating_point():
             shape = tuple(img.shape) if isinstance(img, Tensor) else type(img).__name__
             raise MaskkitError(f"CenterMask expects float images [3, H, W] in 0..1, got {shape}")
+
+
+def _image_areas(sizes, like: Tensor) -> Tensor:
+    """Areas ``[B]`` of the resized, unpadded images (``(h, w)`` ints, or an int64 ``[B, 2]``
+    tensor while tracing): Eq. 2's ``A_input``."""
+    if isinstance(sizes, Tensor):
+        return (sizes[:, 0] * sizes[:, 1]).to(like.dtype)
+    return torch.tensor([h * w for h, w in sizes], dtype=like.dtype, device=like.device)

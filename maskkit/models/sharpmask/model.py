@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
+from maskkit.config import InputConvention
 from maskkit.errors import CheckpointError, MaskkitError
 from maskkit.masks import BoxMasks
 from maskkit.models.sharpmask.config import SharpMaskConfig
@@ -146,6 +147,7 @@ class SharpMask(nn.Module):
         self.refinement = Refinement(self.trunk.channels, cfg) if cfg.refine else None
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(3, 1, 1), persistent=False)
+        self.input_convention = InputConvention.of(cfg)  # as CenterMask's: the weights' own when they bring one
         self.stage = 1
         self.set_stage(1)
 
