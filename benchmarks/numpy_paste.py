@@ -1,4 +1,4 @@
-"""The NumPy paste of the ONNX runner (maskkit/engine/onnx_runtime.py ``paste_masks``): full-image
+"""The NumPy paste of the ONNX runner (maskkit/export/numpy_ops.py ``paste_masks``): full-image
 matrix products per mask (before) vs products over each box's region only (now). 50 random
 masks and boxes at 600x800, median of 5; the "before" code is read from a file given on the
 command line (e.g. ``git show d7f9560:maskkit/engine/onnx_runtime.py > /tmp/old_ort.py``).
@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from maskkit.export import runtime as new
+from maskkit.export import numpy_ops as new
 
 spec = importlib.util.spec_from_file_location("old_ort", sys.argv[1])
 old_ort = importlib.util.module_from_spec(spec)

@@ -43,6 +43,14 @@ for side in old new; do
   run "$tree" "$side-models" models centermask_lite_demo deepmask_demo sharpmask_demo
   run "$tree" "$side-bench" bench --model centermask_lite_demo --iters 1 --warmup 0 --size 96
 done
+# files written by the old tree, read by the new one: model files and .onnx files still load and
+# give the old tree's results
+run "$new" cross-eval eval --weights "$work/old-train/model_last.safetensors" --data "$work/old-data" \
+    --out "$work/cross-eval" --device cpu
+run "$new" cross-opredict predict --weights "$work/old-cm.onnx" "$work/old-data/val" --out "$work/cross-opredict" \
+    --score-thr 0.0 --no-progress --no-draw
+run "$new" cross-smopredict predict --weights "$work/old-sm.onnx" "$work/old-data/val" \
+    --out "$work/cross-smopredict" --score-thr 0.0 --no-progress --no-draw
 status=0
 same() {  # same LABEL FILE_A FILE_B
   if cmp -s "$2" "$3"; then echo "same      $1"; else echo "DIFFERENT $1"; status=1; fi
@@ -59,6 +67,10 @@ same "models table" "$work/old-models.out" "$work/new-models.out"
 for f in predict/results.json opredict/results.json smpredict/results.json smopredict/results.json; do
   same "$f" <(sed "s#$work/old-#X-#g" "$work/old-$f") <(sed "s#$work/new-#X-#g" "$work/new-$f")
 done
+same "old model file, new tree: eval/results.json" "$work/old-eval/results.json" "$work/cross-eval/results.json"
+same "old .onnx, new tree: opredict/results.json" "$work/old-opredict/results.json" "$work/cross-opredict/results.json"
+same "old .onnx, new tree: smopredict/results.json" "$work/old-smopredict/results.json" \
+     "$work/cross-smopredict/results.json"
 # training logs without their wall-clock "time" field
 untimed() { python -c 'import json,sys; [print(json.dumps({k: v for k, v in json.loads(l).items() if k != "time"})) for l in open(sys.argv[1])]' "$1"; }
 for f in train/metrics.jsonl dm/metrics.jsonl sm/metrics.jsonl; do

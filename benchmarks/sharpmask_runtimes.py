@@ -28,7 +28,7 @@ import torch
 from torchvision.ops import box_iou
 
 from maskkit.engine.bench import build_runtime
-from maskkit.export.runtime import sharpmask_canvases
+from maskkit.export.numpy_ops import sharpmask_canvases
 from maskkit.models.zoo import build, get_config
 
 

@@ -225,7 +225,7 @@ def test_converted_model_scores_whole_images_as_the_official_inference(tmp_path,
     image = torch.rand(3, *size, generator=torch.Generator().manual_seed(6))
     ref = _reference_score_map(tree["model"], image, 2.0**log2_scale)
     with torch.no_grad():
-        ours = model._scale_maps(image, log2_scale, refine=False)["scores"]
+        ours = model.scale_maps(model.canvas(image, log2_scale), refine=False)["scores"]
     assert ours.shape == ref.shape  # sizes chosen so the border needs no rounding to whole cells
     _close(ours, ref)
 

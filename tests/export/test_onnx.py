@@ -27,7 +27,8 @@ from maskkit.data.coco import load_image  # noqa: E402
 from maskkit.engine.export import export_file, export_model  # noqa: E402
 from maskkit.engine.inference.predictor import Predictor  # noqa: E402
 from maskkit.errors import MaskkitError  # noqa: E402
-from maskkit.export.runtime import OnnxRunner, paste_masks, resize_antialias  # noqa: E402
+from maskkit.export.numpy_ops import paste_masks, resize_antialias  # noqa: E402
+from maskkit.export.runtime import OnnxRunner  # noqa: E402
 from maskkit.models.zoo import create_model  # noqa: E402
 from maskkit.structures import paste_masks_in_image  # noqa: E402
 

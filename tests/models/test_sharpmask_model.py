@@ -15,7 +15,7 @@ import maskkit
 from maskkit.errors import CheckpointError, MaskkitError
 from maskkit.models.sharpmask.model import mask_boxes, mask_loss, paste_window_masks, score_loss
 from maskkit.models.sharpmask.padding import conv_padding_mode
-from maskkit.models.sharpmask.refine import crop_windows
+from maskkit.models.sharpmask.refine import gather_window_skips
 from maskkit.structures import paste_masks_in_image
 
 
@@ -82,23 +82,37 @@ def test_trunk_loads_imagenet_classifier_weights(tmp_path):
     ref = torchvision.models.resnet18(weights=None)
     torch.nn.init.normal_(ref.layer3[1].conv2.weight)
     torch.save(ref.state_dict(), tmp_path / "resnet18.pth")
+    trunk = ["model.trunk=resnet18", "model.trunk_width=64", "model.trunk_norm=FrozenBN"]
     model = maskkit.create_model(
-        "sharpmask_demo",
-        overrides=["model.trunk=resnet18", "model.trunk_width=64", "model.trunk_norm=FrozenBN"]
-        + ["model.trunk_weights=null"],  # not the preset's packaged resnet_tiny trunk
+        "sharpmask_demo", overrides=[*trunk, f"model.trunk_weights={tmp_path / 'resnet18.pth'}"]
     )
-    model.load_trunk_weights(tmp_path / "resnet18.pth")
     assert torch.equal(model.trunk.layer3[1].conv2.weight, ref.layer3[1].conv2.weight)
     assert torch.equal(model.trunk.bn1.running_var, ref.bn1.running_var)
-    with pytest.raises(CheckpointError, match="resnet18.pth.*layer1.0.conv1.weight.*has shape"):
+    with pytest.raises(CheckpointError, match=r"resnet18\.pth.*layer1\.0\.conv1\.weight"):
         maskkit.create_model(
-            "deepmask_demo", overrides=["model.trunk=resnet50", "model.trunk_width=64", "model.trunk_weights=null"]
-        ).load_trunk_weights(tmp_path / "resnet18.pth")
+            "deepmask_demo",
+            overrides=[
+                "model.trunk=resnet50",
+                "model.trunk_width=64",
+                f"model.trunk_weights={tmp_path / 'resnet18.pth'}",
+            ],
+        )
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pth"):
-        model.load_trunk_weights(tmp_path / "bad.pth")
-    with pytest.raises(CheckpointError, match="not found"):
-        model.load_trunk_weights(tmp_path / "missing.pth")
+        maskkit.create_model("sharpmask_demo", overrides=[*trunk, f"model.trunk_weights={tmp_path / 'bad.pth'}"])
+    with pytest.raises(CheckpointError, match="missing.pth: no such"):
+        maskkit.create_model("sharpmask_demo", overrides=[*trunk, f"model.trunk_weights={tmp_path / 'missing.pth'}"])
+
+
+def _scale_maps(model, image: torch.Tensor, log2_scale: float, refine: bool) -> dict:
+    """The convolutional path at one scale: vectors ``[512, gh, gw]``, scores, skips."""
+    maps = model.scale_maps(model.canvas(image, log2_scale), refine)
+    return {**maps, "vectors": maps["vectors"][0]}
+
+
+def _crops(model, skips, ij: torch.Tensor) -> list[torch.Tensor]:
+    """The windows' ``S*`` crops at one scale (top-left cells ``ij [N, 2]``)."""
+    return gather_window_skips([skips], torch.zeros_like(ij[:, 0]), ij[:, 0], ij[:, 1], model.cfg.feature_size)
 
 
 def _padded(model, image: torch.Tensor) -> torch.Tensor:
@@ -117,7 +131,7 @@ def _check_conv_equals_windows(model, image, cells, context):
     model.eval()
     win = model.cfg.window
     with torch.no_grad():
-        maps = model._scale_maps(image, 0.0, refine=model.refinement is not None)
+        maps = _scale_maps(model, image, 0.0, refine=model.refinement is not None)
         padded = _padded(model, image)
         ij = torch.tensor(cells, device=image.device)
         crops = torch.stack(
@@ -133,7 +147,7 @@ def _check_conv_equals_windows(model, image, cells, context):
         torch.testing.assert_close(per_window["mask"], model.head.mask_logits(vec), rtol=1e-4, atol=1e-4)
         if model.refinement is not None:
             # batched refinement: all windows at once, S* computed once on the whole image
-            batched = model.refinement(vec, crop_windows(maps["skips"], ij, model.cfg.feature_size))[:, 0]
+            batched = model.refinement(vec, _crops(model, maps["skips"], ij))[:, 0]
             torch.testing.assert_close(per_window["refined"], batched, rtol=1e-4, atol=1e-4)
     return per_window
 
@@ -194,15 +208,15 @@ def test_propose_uses_shared_skips_and_matches_score_maps(device):
     model.to(device).eval()
     image = torch.rand(3, 96, 128, device=device)
     props = model.propose(image, top_n=7)
-    maps = model._scale_maps(image, 0.0, refine=True)
+    maps = _scale_maps(model, image, 0.0, refine=True)
     best = maps["scores"].flatten().topk(7)
     torch.testing.assert_close(props["scores"], best.values.sigmoid())
     gw = maps["scores"].shape[1]
     ij = torch.stack([best.indices // gw, best.indices % gw], 1)
-    assert torch.equal(props["cells"].to(device), ij)  # (cells are indices, kept on the CPU)
+    assert torch.equal(props["cells"].to(device), ij)
     with torch.no_grad():
         vec = maps["vectors"][:, ij[:, 0], ij[:, 1]].T
-        ref = model.refinement(vec, crop_windows(maps["skips"], ij, model.cfg.feature_size))[:, 0].sigmoid()
+        ref = model.refinement(vec, _crops(model, maps["skips"], ij))[:, 0].sigmoid()
     torch.testing.assert_close(props["masks"], ref, rtol=1e-5, atol=1e-6)
     # window boxes: top-left cell * 16 minus the 40 px pad, 80 px windows at scale 1
     pad = model.cfg.window // 2

@@ -39,20 +39,19 @@ resolution).
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.detection._utils import _topk_min
 from torchvision.transforms.v2 import functional as TF
 
 from maskkit.config import InputConvention
-from maskkit.errors import CheckpointError, MaskkitError
+from maskkit.errors import MaskkitError
 from maskkit.masks import BoxMasks
 from maskkit.models.sharpmask.config import SharpMaskConfig
 from maskkit.models.sharpmask.deepmask import build_head, build_trunk
-from maskkit.models.sharpmask.refine import Refinement, crop_windows
+from maskkit.models.sharpmask.refine import Refinement, gather_window_skips
 from maskkit.structures import empty_prediction
 
 __all__ = ["SharpMask", "mask_loss", "score_loss", "mask_boxes", "paste_window_masks", "clamp_boxes"]
@@ -184,47 +183,15 @@ class SharpMask(nn.Module):
             return list(self.refinement.parameters()) + list(self.trunk.parameters()) + list(self.head.parameters())
         return [p for p in list(self.trunk.parameters()) + list(self.head.parameters()) if p.requires_grad]
 
-    def load_trunk_weights(self, path: str | os.PathLike) -> None:
-        """Initialise the trunk from an ImageNet classifier checkpoint of the same architecture
-        (paper Sec. 3.3: "trunk parameters are initialized with a network pre-trained on
-        ImageNet"): a torchvision ``resnet50`` / ``resnet18`` / ``vgg11`` state dict saved by the
-        user (``.pth`` via ``torch.save`` or ``.safetensors``). The classifier's extra layers
-        (``layer4``, ``fc``, ``classifier``) are ignored; every trunk tensor must be present with
-        the right shape, else :class:`CheckpointError` names the file and the first mismatch."""
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: trunk weights file not found")
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state = load_file(str(path))
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-            raise CheckpointError(f"{path}: cannot read trunk weights ({type(e).__name__}: {e})") from None
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{path}: not a state dict")
-        own = self.trunk.state_dict()
-        for name, tensor in own.items():
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name not in state:
-                raise CheckpointError(f"{path}: no tensor {name!r} for the {self.cfg.trunk} trunk")
-            if tuple(state[name].shape) != tuple(tensor.shape):
-                raise CheckpointError(
-                    f"{path}: {name!r} has shape {tuple(state[name].shape)}, the "
-                    f"{self.cfg.trunk} trunk needs {tuple(tensor.shape)}"
-                )
-        self.trunk.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-
     # -- shared pieces
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """0..1 RGB -> normalised (ImageNet statistics by default)."""
         return (x - self.pixel_mean) / self.pixel_std
 
-    def _refined_output(self, refined: bool | None) -> bool:
+    def refined_output(self, refined: bool | None) -> bool:
+        """Whether inference returns refined masks (``refined``, else ``cfg.use_refinement_output``;
+        a model without refinement modules always returns the coarse ones)."""
         if refined is None:
             refined = self.cfg.use_refinement_output
         return bool(refined) and self.refinement is not None
@@ -250,7 +217,7 @@ class SharpMask(nn.Module):
                 f"SharpMask window crops must be square with side window + 32k (window {self.cfg.window}), "
                 f"got {tuple(crops.shape[-2:])}"
             )
-        refine = self._refined_output(refined)
+        refine = self.refined_output(refined)
         frozen = self.stage == 2 and not self.cfg.finetune_trunk and torch.is_grad_enabled()
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             feats = self.trunk(self.normalize(crops))
@@ -295,31 +262,89 @@ class SharpMask(nn.Module):
         h, w = max(1, round(h0 * f)), max(1, round(w0 * f))
         return TF.resize(image, [h, w], antialias=True) if (h, w) != (h0, w0) else image
 
-    def _scale_maps(self, image: torch.Tensor, log2_scale: float, refine: bool) -> dict:
-        """Trunk + head C run convolutionally on one image at one scale.
-
-        Returns ``vectors [512, gh, gw]``, ``scores [gh, gw]`` logits, ``skips`` (list of
-        ``S*`` maps, refining only), ``factor`` (2^s) and ``pad`` (px added on the top/left)."""
-        f = 2.0**log2_scale
-        x = self._pyramid_level(image, f)
+    def canvas(self, image: torch.Tensor, log2_scale: float) -> torch.Tensor:
+        """One scale's input (paper Sec. 3.3, REFERENCE 'Full-image inference'): the image
+        ``[3, H, W]`` (0..1) resized by ``2^s``, normalised, padded by half a window (80 px: the
+        mean colour, or ``border_fill`` as the official Infer*.lua's 0.5) and to whole stride-16
+        cells -> ``[1, 3, H_s, W_s]``. (The NumPy runner's twin: ``numpy_ops.sharpmask_canvases``.)"""
+        x = self._pyramid_level(image, 2.0**log2_scale)
         h, w = x.shape[-2:]
         pad = self.cfg.window // 2  # half a window of border
         extra_h, extra_w = (-(h + 2 * pad)) % 16, (-(w + 2 * pad)) % 16  # whole stride-16 cells
         x = self.normalize(x)
-        # border colour: the mean (0 after normalisation), or border_fill in 0..1 (official Infer*.lua: 0.5)
         fill = 0.0 if self.cfg.border_fill is None else self.normalize(x.new_full((3, 1, 1), self.cfg.border_fill))
         canvas = x.new_zeros((3, h + 2 * pad + extra_h, w + 2 * pad + extra_w)) + fill
         canvas[:, pad : pad + h, pad : pad + w] = x
-        x = canvas
-        feats = self.trunk(x[None])
-        vmap = self.head.vector_map(feats[-1])[0]  # [512, gh, gw]
-        scores = self.head.score_map(feats[-1], vmap[None])[0]  # [gh, gw]
-        skips = self.refinement.skip_features(feats) if refine else None
-        return {"vectors": vmap, "scores": scores, "skips": skips, "factor": f, "pad": pad}
+        return canvas[None]
+
+    def scale_maps(self, canvas: torch.Tensor, refine: bool) -> dict:
+        """Trunk + head C run convolutionally on one scale's canvas ``[1, 3, H_s, W_s]`` ->
+        ``vectors [1, 512, gh, gw]``, ``scores [gh, gw]`` logits and (refining) ``skips``, the
+        ``S*`` maps of the refinement."""
+        feats = self.trunk(canvas)
+        vmap = self.head.vector_map(feats[-1])  # [1, 512, gh, gw]
+        scores = self.head.score_map(feats[-1], vmap)[0]  # [gh, gw]
+        return {"vectors": vmap, "scores": scores, "skips": self.refinement.skip_features(feats) if refine else None}
+
+    def window_proposals(
+        self, canvases: list[torch.Tensor], top_n: int, refine: bool, batch: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The best ``top_n`` windows over all scales of an image and their masks, without a
+        branch on the data (the ONNX export traces exactly this): trunk and head C on every
+        canvas, the top ``top_n`` window scores over all scales, their shared vectors, and their
+        masks from head C (56x56, DeepMask) or the refinement on the windows' crops of the skip
+        features of their own scale (SharpMask). ``batch``: the masks are computed scale by scale,
+        ``batch`` windows at a time (memory: 1000 refined windows at once take gigabytes); None:
+        all at once, as the export traces it.
+        -> ``scores [N]`` (sigmoid), ``scale_index [N]``, ``cells [N, 2]`` (row, col of each
+        window's top-left stride-16 cell on its canvas), ``masks [N, M, M]`` probabilities."""
+        maps = [self.scale_maps(c, refine) for c in canvases]
+        flat = torch.cat([m["scores"].reshape(-1) for m in maps]).float()  # float32 also under autocast
+        top, order = flat.topk(_topk_min(flat, top_n, 0))
+        counts = torch.stack([_size(m["scores"], 0) * _size(m["scores"], 1) for m in maps])
+        widths = torch.stack([_size(m["scores"], 1) for m in maps])
+        ends = torch.cumsum(counts, 0)
+        which = (order[:, None] >= ends[None, :]).to(torch.int64).sum(1)  # the scale of each window
+        local = order - (ends - counts)[which]
+        rows, cols = local // widths[which], local % widths[which]
+        # the windows' shared vectors as columns [512, N]; a batch takes its columns, transposed
+        vecs = torch.cat([m["vectors"][0].reshape(m["vectors"].shape[1], -1) for m in maps], dim=1)[:, order]
+        skips = [m["skips"] for m in maps] if refine else None
+
+        def masks_of(g: torch.Tensor | None) -> torch.Tensor:
+            v = (vecs if g is None else vecs[:, g]).T  # [n, 512]
+            if not refine:
+                return self.head.mask_logits(v).float().sigmoid()
+            where = (which, rows, cols) if g is None else (which[g], rows[g], cols[g])
+            crops = gather_window_skips(skips, *where, self.cfg.feature_size)
+            return self.refinement(v, crops)[:, 0].float().sigmoid()
+
+        if batch is None:
+            masks = masks_of(None)
+        else:
+            side = self.cfg.window if refine else self.cfg.mask_size
+            masks = flat.new_zeros((top.shape[0], side, side))
+            for si in range(len(maps)):
+                sel = (which == si).nonzero()[:, 0]
+                for c in range(0, sel.numel(), batch):
+                    masks[sel[c : c + batch]] = masks_of(sel[c : c + batch])
+        return top.sigmoid(), which, torch.stack([rows, cols], dim=1), masks
+
+    def window_boxes(self, scale_index: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """Each window in image px, xyxy ``[N, 4]`` (may extend past the image): its top-left
+        cell on the padded canvas of its scale -> the scaled image -> the original image."""
+        factor = torch.tensor([2.0**s for s in self.cfg.scales], dtype=torch.float32, device=cells.device)[scale_index]
+        side = torch.tensor([self.cfg.window / 2.0**s for s in self.cfg.scales], device=cells.device)[scale_index]
+        pad = self.cfg.window // 2
+        x0 = (cells[:, 1].float() * 16 - pad) / factor
+        y0 = (cells[:, 0].float() * 16 - pad) / factor
+        return torch.stack([x0, y0, x0 + side, y0 + side], dim=1)
 
     @torch.no_grad()
     def propose(self, image: torch.Tensor, top_n: int | None = None, refined: bool | None = None) -> dict:
-        """Window-level proposals of one image ``[3, H, W]`` (0..1), best ``top_n`` over all scales.
+        """Window-level proposals of one image ``[3, H, W]`` (0..1), best ``top_n`` over all scales
+        (:meth:`window_proposals`; the masks computed per scale, in batches of ``refine_batch``
+        when refining).
 
         Returns ``scores [N]`` (sigmoid, descending), ``window_boxes [N, 4]`` (the windows in image
         px, xyxy; may extend past the image), ``masks [N, M, M]`` mask probabilities over the
@@ -328,44 +353,13 @@ class SharpMask(nn.Module):
         if image.dim() != 3 or image.shape[0] != 3:
             raise MaskkitError(f"SharpMask inference images must be [3, H, W], got {tuple(image.shape)}")
         top_n = self.cfg.top_n if top_n is None else top_n
-        refine = self._refined_output(refined)
-        per_scale = [self._scale_maps(image, s, refine) for s in self.cfg.scales]
-        # Top-N windows over all scales (REFERENCE 'Full-image inference').
-        # float32 from here on, also under autocast (the outputs are float32, as the contract's)
-        flat = torch.cat([m["scores"].flatten() for m in per_scale]).float()
-        which = torch.cat([torch.full((m["scores"].numel(),), k, dtype=torch.long) for k, m in enumerate(per_scale)])
-        local = torch.cat([torch.arange(m["scores"].numel()) for m in per_scale])
-        k = min(top_n, flat.numel())
-        top_scores, order = flat.topk(k)
-        which, local = which[order.cpu()], local[order.cpu()]
-        m_side = self.cfg.window if refine else self.cfg.mask_size
-        masks = flat.new_zeros((k, m_side, m_side))
-        boxes = flat.new_zeros((k, 4))
-        cells = torch.zeros((k, 2), dtype=torch.long)
-        for si, maps in enumerate(per_scale):
-            sel = (which == si).nonzero().flatten()
-            if sel.numel() == 0:
-                continue
-            gw = maps["scores"].shape[1]
-            ij = torch.stack([local[sel] // gw, local[sel] % gw], dim=1)  # [n, 2] (row, col)
-            cells[sel] = ij
-            ij_dev = ij.to(flat.device)
-            vec = maps["vectors"][:, ij_dev[:, 0], ij_dev[:, 1]].T  # [n, 512]
-            if refine:
-                for c in range(0, sel.numel(), self.cfg.refine_batch):
-                    part = slice(c, c + self.cfg.refine_batch)
-                    skips = crop_windows(maps["skips"], ij_dev[part], self.cfg.feature_size)
-                    masks[sel[part]] = self.refinement(vec[part], skips)[:, 0].float().sigmoid()
-            else:
-                masks[sel] = self.head.mask_logits(vec).float().sigmoid()
-            # Window top-left in the padded image -> scaled image -> original image px.
-            side = self.cfg.window / maps["factor"]
-            x0 = (ij_dev[:, 1].float() * 16 - maps["pad"]) / maps["factor"]
-            y0 = (ij_dev[:, 0].float() * 16 - maps["pad"]) / maps["factor"]
-            boxes[sel] = torch.stack([x0, y0, x0 + side, y0 + side], dim=1)
+        refine = self.refined_output(refined)
+        canvases = [self.canvas(image, s) for s in self.cfg.scales]
+        batch = self.cfg.refine_batch if refine else max(1, top_n)
+        scores, which, cells, masks = self.window_proposals(canvases, top_n, refine, batch)
         return {
-            "scores": top_scores.sigmoid(),
-            "window_boxes": boxes,
+            "scores": scores,
+            "window_boxes": self.window_boxes(which, cells),
             "masks": masks,
             "scale_index": which,
             "cells": cells,
@@ -404,3 +398,8 @@ class SharpMask(nn.Module):
             props = self.propose(image, top_n=top_n, refined=refined)
             out.append(self.proposals_to_prediction(props, tuple(image.shape[-2:])))
         return out
+
+
+def _size(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x.shape[dim]`` as an int64 tensor (a graph value while tracing: the sizes are dynamic)."""
+    return torch._shape_as_tensor(x)[dim].to(torch.int64)

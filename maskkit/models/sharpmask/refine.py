@@ -39,7 +39,7 @@ from maskkit.models.sharpmask.config import SharpMaskConfig
 from maskkit.models.sharpmask.deepmask import center_crop
 from maskkit.models.sharpmask.padding import set_conv_padding
 
-__all__ = ["RefinementModule", "Refinement", "crop_windows"]
+__all__ = ["RefinementModule", "Refinement", "gather_window_skips"]
 
 
 def _conv3x3(cin: int, cout: int, padding: str) -> nn.Conv2d:
@@ -133,17 +133,27 @@ class Refinement(nn.Module):
         return self.out(m)  # [N, 1, 160, 160]
 
 
-def crop_windows(skips: list[torch.Tensor], ij: torch.Tensor, feature_size: int) -> list[torch.Tensor]:
-    """Batched crops of whole-image ``S*^i [1, k, h_i, w_i]`` (strides 16, 8, 4, 2) for the windows
-    whose top-left stride-16 cell is ``ij [N, 2]`` (row, col) -> ``[N, k, s_i, s_i]``, ``s_i =
-    feature_size * 2^(i-1)``. One advanced-indexing gather per level, no loop over windows."""
+def gather_window_skips(
+    skips: list[list[torch.Tensor]], scale: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, feature_size: int
+) -> list[torch.Tensor]:
+    """Batched crops of the whole-canvas ``S*^i [1, k, h_i, w_i]`` (strides 16, 8, 4, 2) of each
+    pyramid scale (``skips[scale][level]``) for the windows whose top-left stride-16 cell on the
+    canvas of scale ``scale [N]`` is ``(rows [N], cols [N])`` -> per level ``[N, k, s_i, s_i]``,
+    ``s_i = feature_size * 2^(i-1)``. One gather per level over all scales' maps flattened:
+    no loop over windows or scales, and the sizes stay graph values when traced."""
     out = []
-    for level, s in enumerate(skips):
+    for level in range(len(skips[0])):
+        maps = [s[level][0] for s in skips]  # per scale [k, h, w]
         f = 2**level  # cells of this level per stride-16 cell
         size = feature_size * f
-        ar = torch.arange(size, device=s.device)
-        ys = ij[:, 0:1] * f + ar  # [N, size]
-        xs = ij[:, 1:2] * f + ar  # [N, size]
-        crop = s[0][:, ys[:, :, None], xs[:, None, :]]  # [k, N, size, size]
+        widths = torch.stack([torch._shape_as_tensor(m)[2] for m in maps]).to(torch.int64)  # [S]
+        counts = torch.stack([torch._shape_as_tensor(m)[1] * torch._shape_as_tensor(m)[2] for m in maps])
+        starts = torch.cumsum(counts.to(torch.int64), 0) - counts.to(torch.int64)  # [S]
+        flat = torch.cat([m.reshape(m.shape[0], -1) for m in maps], dim=1)  # [k, sum h*w]
+        ar = torch.arange(size, dtype=torch.int64, device=flat.device)
+        ys = rows[:, None] * f + ar  # [N, size]
+        xs = cols[:, None] * f + ar
+        idx = starts[scale][:, None, None] + ys[:, :, None] * widths[scale][:, None, None] + xs[:, None, :]
+        crop = flat[:, idx.reshape(-1)].reshape(flat.shape[0], -1, size, size)  # [k, N, size, size]
         out.append(crop.permute(1, 0, 2, 3))
     return out
