@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from maskkit.engine.demo import plan
-from maskkit.engine.training.loop import load_datasets
+from maskkit.engine.training import load_datasets
 from maskkit.models.zoo import build_model, get_config
 
 

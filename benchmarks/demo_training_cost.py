@@ -31,7 +31,7 @@ from torchvision.ops import roi_align
 
 from maskkit.checkpoint import load_model
 from maskkit.data.synthetic import SCENES, generate
-from maskkit.engine.training.loop import load_datasets
+from maskkit.engine.training import load_datasets
 from maskkit.engine.training.schedule import build_optimizer
 from maskkit.models.centermask import mask_head
 from maskkit.models.roi_align import roi_align_adaptive

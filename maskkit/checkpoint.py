@@ -50,6 +50,7 @@ __all__ = [
     "load_state_into",
     "load_model",
     "check_compatible",
+    "IncompatibleCheckpoint",
     "save_train_state",
     "load_train_state",
     "atomic_write",
@@ -181,11 +182,17 @@ def _identity(cfg: Any) -> str:
     return f"{cfg.name or m.system} ({m.system}, {m.num_classes} classes)"
 
 
+class IncompatibleCheckpoint(CheckpointError):
+    """A checkpoint of another model (system or class count): no other checkpoint of the same
+    run folder will fit either."""
+
+
 def check_compatible(saved_cfg: Any, cfg: Any, path: str | os.PathLike, what: str = "checkpoint") -> None:
-    """Refuse a checkpoint made for another system or class count, naming both."""
+    """Refuse a checkpoint made for another system or class count, naming both
+    (:class:`IncompatibleCheckpoint`)."""
     a, b = saved_cfg.model, cfg.model
     if a.system != b.system or int(a.num_classes) != int(b.num_classes):
-        raise CheckpointError(f"{path}: {what} is for {_identity(saved_cfg)} but this run is {_identity(cfg)}")
+        raise IncompatibleCheckpoint(f"{path}: {what} is for {_identity(saved_cfg)} but this run is {_identity(cfg)}")
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from maskkit.cli.common import add_device_argument, add_set_argument
-from maskkit.engine.training.loop import train
+from maskkit.engine.training import train
 from maskkit.engine.training.signals import exit_code
 from maskkit.evaluation import format_table
 

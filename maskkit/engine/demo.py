@@ -15,7 +15,7 @@ from maskkit.data.synthetic import generate, scene_settings
 from maskkit.engine.inference.files import draw_prediction
 from maskkit.engine.inference.predictor import infer_batches, mask_threshold_of
 from maskkit.engine.systems import system_of
-from maskkit.engine.training.loop import fit, load_datasets
+from maskkit.engine.training import fit, load_datasets
 from maskkit.engine.training.rng import seed_everything
 from maskkit.errors import MaskkitError
 from maskkit.evaluation import write_metrics

@@ -45,6 +45,7 @@ __all__ = [
     "MODEL_CONFIGS",
     "presets",
     "list_models",
+    "preset_config",
     "get_config",
     "read_config",
     "build_model",
@@ -140,13 +141,19 @@ def list_models() -> list[str]:
     return sorted(presets())
 
 
-def get_config(name: str, num_classes: int | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The full config of preset ``name`` with ``num_classes`` and ``--set``-style overrides applied."""
+def preset_config(name: str) -> Config:
+    """The config of preset ``name`` as its function writes it (named ``name``)."""
     table = presets()
     if name not in table:
         raise MaskkitError(f"unknown model {name!r}; known models: {', '.join(sorted(table))}")
     cfg = table[name]()
     cfg.name = name
+    return cfg
+
+
+def get_config(name: str, num_classes: int | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The full config of preset ``name`` with ``num_classes`` and ``--set``-style overrides applied."""
+    cfg = preset_config(name)
     if num_classes is not None:
         if num_classes < 1:
             raise MaskkitError(f"num_classes must be >= 1, got {num_classes}")

@@ -60,6 +60,38 @@ def test_resume_from_an_empty_or_foreign_state_file_is_one_clear_error(tmp_path,
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("damage", ["no optimizer", "optimizer of another shape"])
+def test_resume_from_a_damaged_state_file_is_one_line_naming_it(tmp_path, damage):
+    """A tampered state_last.pt (an entry missing, or an optimiser state of another shape) is one
+    CheckpointError naming the file, not a KeyError / ValueError from torch."""
+    _fit(tmp_path)
+    for p in (tmp_path / ".checkpoints").iterdir():
+        p.unlink()  # only model_last/state_last left
+    saved = load_train_state(tmp_path / "state_last.pt")
+    if damage == "no optimizer":
+        del saved["optimizer"]
+    else:
+        saved["optimizer"]["param_groups"][0]["params"] = saved["optimizer"]["param_groups"][0]["params"][:1]
+    (tmp_path / "state_last.pt").unlink()
+    torch.save(saved, tmp_path / "state_last.pt")
+    with pytest.raises(
+        CheckpointError, match=r"state_last\.pt: the training state (has no optimizer|does not fit)"
+    ) as e:
+        _fit(tmp_path, max_iter=4, resume=True)
+    assert "\n" not in str(e.value)
+
+
+def test_a_checkpoint_of_another_model_stops_the_resume_at_once(tmp_path):
+    """IncompatibleCheckpoint (another class count): no older pair of the folder is tried."""
+    from maskkit.checkpoint import IncompatibleCheckpoint
+
+    _fit(tmp_path, max_iter=2)
+    cfg = tiny_config(max_iter=4)
+    cfg.model.num_classes = 3
+    with pytest.raises(IncompatibleCheckpoint, match=r"is for .* but this run is"):
+        fit(cfg, TinyModel(), TinyDataset(), tmp_path, progress=False, resume=True, class_names=["a", "b", "c"])
+
+
 def test_a_locked_folder_is_refused_while_the_lock_is_held(tmp_path):
     with RunLock(tmp_path):
         with pytest.raises(RunFolderError, match="another training run is writing this folder"):

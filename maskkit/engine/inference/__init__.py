@@ -9,3 +9,9 @@
 
 Never imports :mod:`maskkit.engine.training`.
 """
+
+from maskkit.engine.inference.evaluate import evaluate_file, evaluate_model
+from maskkit.engine.inference.files import predict_files
+from maskkit.engine.inference.predictor import Predictor, infer_batches, to_image_tensor
+
+__all__ = ["Predictor", "infer_batches", "to_image_tensor", "evaluate_model", "evaluate_file", "predict_files"]

@@ -1,6 +1,8 @@
 """Training: one loop for one process and for torchrun, and what it needs.
 
-- ``loop.py``       :func:`fit`: set up, then ``run_step`` + hooks until ``max_iter`` or a stop signal
+- ``loop.py``       :func:`fit`: set up, then ``run_step`` (forward-backward, reduce-and-check,
+                    optimiser step) + hooks until the run's length or a stop signal
+- ``state.py``      :class:`TrainSetup` (the run's fixed parts) and :class:`LoopState` (what changes)
 - ``hooks.py``      one concern per hook (time budget, progress, loss log, evaluation + best model,
                     checkpoint, curves), configured through their constructors; :func:`default_hooks`
 - ``writers.py``    metrics writers: ``metrics.jsonl``, TensorBoard
@@ -14,3 +16,9 @@ The data stream (seeded global batches) is :mod:`maskkit.data.loader`; what diff
 systems comes from :mod:`maskkit.engine.systems`; evaluation during training goes through
 :mod:`maskkit.engine.inference`. This package never imports :mod:`maskkit.export`.
 """
+
+from maskkit.engine.training.hooks import default_hooks
+from maskkit.engine.training.loop import TrainingError, fit
+from maskkit.engine.training.run import build_config, load_datasets, train
+
+__all__ = ["fit", "train", "TrainingError", "build_config", "load_datasets", "default_hooks"]

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +28,7 @@ from maskkit.atomic import atomic_write_text, fsync_dir
 from maskkit.errors import MaskkitError
 
 __all__ = [
+    "RunFiles",
     "CKPT_DIR",
     "RunFolderError",
     "RunLock",
@@ -50,6 +52,37 @@ RUN_FILES = (
     "results.json",
     "metrics.json",
 )
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of a run folder."""
+
+    out: Path
+
+    @property
+    def model_last(self) -> Path:
+        return self.out / "model_last.safetensors"
+
+    @property
+    def model_best(self) -> Path:
+        return self.out / "model_best.safetensors"
+
+    @property
+    def state_last(self) -> Path:
+        return self.out / "state_last.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    @property
+    def curves(self) -> Path:
+        return self.out / "curves.png"
+
+    @property
+    def results(self) -> Path:
+        return self.out / "results.json"
 
 
 class RunFolderError(MaskkitError):

@@ -14,6 +14,7 @@ changes from the preset's ``base_batch`` to ``batch``, ``lr`` becomes
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -29,14 +30,17 @@ def scale_lr(base_lr: float, base_batch: int, batch: int) -> float:
     return float(base_lr) * float(batch) / float(base_batch)
 
 
-def lr_factor(step: int, tc) -> float:
-    """Multiplier of ``tc.lr`` at optimiser step ``step`` (0-based) for TrainConfig ``tc``."""
+def lr_factor(step: int, tc, max_iter: int | None = None) -> float:
+    """Multiplier of ``tc.lr`` at optimiser step ``step`` (0-based) for TrainConfig ``tc``; the
+    cosine anneals over ``max_iter`` steps (default ``tc.max_iter``; a time budget makes the
+    run's length a property of the run, not of its config)."""
+    max_iter = tc.max_iter if max_iter is None else max_iter
     warm = 1.0
     if tc.warmup_iters > 0 and step < tc.warmup_iters:
         alpha = step / tc.warmup_iters
         warm = tc.warmup_factor * (1 - alpha) + alpha  # linear from warmup_factor to 1
     if tc.schedule == "cosine":
-        t = min(step, tc.max_iter) / max(1, tc.max_iter)
+        t = min(step, max_iter) / max(1, max_iter)
         decay = 0.5 * (1 + math.cos(math.pi * t))
     else:  # "step" (the choices are checked when the config is built)
         decay = tc.gamma ** sum(1 for s in tc.steps if step >= s)
@@ -83,6 +87,11 @@ def build_optimizer(model: nn.Module, tc) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, foreach=True if fast else None)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, tc) -> torch.optim.lr_scheduler.LambdaLR:
-    """``LambdaLR`` with :func:`lr_factor`; call ``.step()`` once per optimiser step."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, tc))
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, tc, max_iter: Callable[[], int] | None = None
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """``LambdaLR`` with :func:`lr_factor`; call ``.step()`` once per optimiser step. ``max_iter()``
+    gives the run's current length at each step (the loop's, which a time budget may change)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, tc, max_iter() if max_iter is not None else None)
+    )
