@@ -1,4 +1,4 @@
-"""Instance masks without one full-image array per instance (issue #14 item 1).
+"""Instance masks without one full-image array per instance.
 
 A full-image mask costs H x W bytes as bool, 4x that as float: a 12 MP photo with 100
 detections is 1.2 GB as bool and 4.8 GB as float. The containers here keep each mask small and
@@ -16,12 +16,12 @@ produce full-image pixels one mask at a time, only where they are asked for:
 dense tensor ``[N, H, W]`` / ``[N, 1, H, W]`` (binary, or probabilities binarised at
 ``threshold``), so drawing and results writing accept both.
 
-The paste (:func:`paste_box_crops`): a pixel's value is bilinear sampling of the mask, whose
+The paste (:meth:`BoxMasks.prob_crops`): a pixel's value is bilinear sampling of the mask, whose
 ``M`` cells tile the box exactly, at the pixel's centre (``grid_sample`` with
 ``align_corners=False`` and zero padding: detectron2's ``_do_paste_mask``, which the official
 centermask2 post-processing uses). The sampling grid is separable, so each mask is resampled
 as two small matrix products over its box only (``Wy [h, M] @ mask @ Wx^T [M, w]``), as the
-NumPy runner does (:mod:`maskkit.export.runtime`); the values equal ``grid_sample``'s to
+NumPy runner does (:mod:`maskkit.export.numpy_ops`); the values equal ``grid_sample``'s to
 float rounding (``benchmarks/paste_equivalence.py``).
 """
 
@@ -38,7 +38,6 @@ from maskkit.geometry import paste_regions
 __all__ = [
     "CompactMasks",
     "BoxMasks",
-    "paste_box_crops",
     "crop_to_rle",
     "rle_runs",
     "is_compact",
@@ -68,27 +67,6 @@ def _axis_weights(start: torch.Tensor, size: int, lo: torch.Tensor, hi: torch.Te
     if zero_outside:
         w = w * (g.abs() <= 1)[..., None]
     return w
-
-
-def paste_box_crops(
-    probs: torch.Tensor,
-    boxes: torch.Tensor,
-    origin: torch.Tensor,
-    size: tuple[int, int],
-    zero_outside: bool = True,
-) -> torch.Tensor:
-    """Masks ``probs [k, M, M]`` over their boxes ``[k, 4]`` (xyxy, image px) sampled on the
-    pixels of ``size = (h, w)`` regions whose top-left pixels are ``origin [k, 2]`` (x, y) ->
-    float ``[k, h, w]``. ``zero_outside``: pixels whose centre is outside the box get 0 (else the
-    bilinear bleed of half a mask cell past the box stays, as detectron2)."""
-    k, m = probs.shape[0], probs.shape[-1]
-    h, w = int(size[0]), int(size[1])
-    if k == 0 or h <= 0 or w <= 0:
-        return probs.new_zeros((k, max(h, 0), max(w, 0)), dtype=torch.float32)
-    boxes = boxes.to(torch.float32)
-    wx = _axis_weights(origin[:, 0], w, boxes[:, 0], boxes[:, 2], m, zero_outside)  # [k, w, M]
-    wy = _axis_weights(origin[:, 1], h, boxes[:, 1], boxes[:, 3], m, zero_outside)  # [k, h, M]
-    return wy @ (probs.reshape(k, m, m).to(torch.float32) @ wx.transpose(1, 2))  # [k, h, w]
 
 
 def _regions(boxes: torch.Tensor, m: int, height: int, width: int, zero_outside: bool) -> list[tuple[int, ...]]:

@@ -105,7 +105,7 @@ def rle_problem(segm: dict, height: int | None = None, width: int | None = None)
     valid): a size that is not two non-negative integers or differs from ``height``x``width``,
     counts that are not an RLE string / list of non-negative integers, or runs that do not add
     up to h x w. Checked before pycocotools sees the RLE: its C decoder loops forever on runs
-    that do not sum to h x w and reads out of bounds on a truncated string (issue #14)."""
+    that do not sum to h x w and reads out of bounds on a truncated string)."""
     if not isinstance(segm, dict):
         return f"expected an RLE object, got {type(segm).__name__}"
     size, counts = segm.get("size"), segm.get("counts")

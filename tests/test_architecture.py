@@ -145,12 +145,15 @@ def test_file_and_function_sizes(module):
 
 
 def test_the_engine_never_asks_which_system():
-    """System-specific behaviour lives in engine/systems.py; the rest of the engine asks the
-    system object: no comparison with a system name, no ``.system ==``, no probing a model for
-    a system's methods (``hasattr``/``getattr`` of ``set_stage``)."""
+    """System-specific behaviour lives in engine/systems.py (one record per system); the rest of
+    the engine asks the record: no comparison with a system name, no ``.system ==``, no probing a
+    model for a system's methods (``hasattr``/``getattr`` of ``set_stage``), no ``isinstance`` on
+    a system's model or config class, no record looked up by a literal name (``SYSTEMS["..."]``)."""
     pattern = re.compile(
         r"""[=!]=\s*["'](?:sharpmask|centermask)["']|["'](?:sharpmask|centermask)["']\s*[=!]=|"""
-        r"""\.system\s*[=!]=|set_stage"""
+        r"""\.system\s*[=!]=|set_stage|"""
+        r"""isinstance\([^)]*\b(?:CenterMask|SharpMask|CenterMaskConfig|SharpMaskConfig)\b|"""
+        r"""(?:SYSTEMS|SPECS|MODEL_CONFIGS)\[\s*["']"""
     )
     offenders = [
         f"{m}: {hit}"
@@ -203,3 +206,44 @@ def test_every_choice_field_is_refused_at_parse_time_naming_its_values():
                 apply_overrides(Config(model=type(model)()), [f"{name}=not-a-choice"])
             assert all(repr(a) in str(e.value) for a in allowed) and name in str(e.value), (name, str(e.value))
     assert seen >= 20  # data, train, CenterMask (backbone, FCOS, mask head) and SharpMask choices
+
+
+def _reaches(source: str, target: str) -> list[str]:
+    """A chain of imports from a module under ``source`` to one under ``target`` (empty: none)."""
+    starts = [m for m in GRAPH if m == source or m.startswith(source + ".")]
+    seen, stack = set(), [[m] for m in starts]
+    while stack:
+        path = stack.pop()
+        for d in sorted(GRAPH[path[-1]]):
+            if d == target or d.startswith(target + "."):
+                return path + [d]
+            if d not in seen:
+                seen.add(d)
+                stack.append(path + [d])
+    return []
+
+
+def test_engine_subpackages_are_layered():
+    """Inference never imports training, not even through another module (training uses inference
+    for its periodic evaluation); training never imports an export graph or runtime itself (a
+    system record builds its graph on demand); the system records and the process group import
+    neither."""
+    assert _reaches("maskkit.engine.inference", "maskkit.engine.training") == []
+    direct = [f"{m} -> {d}" for m, deps in GRAPH.items() if m.startswith("maskkit.engine.training") for d in deps]
+    assert [x for x in direct if " -> maskkit.export" in x] == []
+    for low in ("maskkit.engine.systems", "maskkit.engine.distributed"):
+        for high in (
+            "maskkit.engine.training",
+            "maskkit.engine.inference",
+            "maskkit.engine.demo",
+            "maskkit.engine.bench",
+        ):
+            assert _reaches(low, high) == [], (low, high)
+
+
+def test_no_issue_numbers_in_the_code():
+    """The code says why (the paper, REFERENCE.md, a benchmark file); which issue asked for it is
+    history, kept in commit messages and benchmarks/*.md."""
+    pattern = re.compile(r"\bissue\s*#?\s*\d+|#\d+ item", re.IGNORECASE)
+    hits = [f"{m}: {h}" for m, p in MODULES.items() for h in pattern.findall(p.read_text())]
+    assert hits == []

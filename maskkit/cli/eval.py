@@ -10,22 +10,12 @@ Writes ``metrics.json`` (and ``results.json`` with ``--weights``) to ``--out``.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from maskkit.cli.common import add_data_arguments, add_device_argument
-from maskkit.data.coco import resolve_data
-from maskkit.engine.inference.evaluate import evaluate_file
+from maskkit.engine.inference.evaluate import evaluate_file, evaluate_results_file
 from maskkit.errors import MaskkitError
-from maskkit.evaluation import (
-    IOU_TYPES,
-    evaluate_coco,
-    evaluate_proposals,
-    format_table,
-    load_coco_gt,
-    load_results,
-    write_metrics,
-)
+from maskkit.evaluation import format_table
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -64,26 +54,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _parse_iou_types(text: str | None, results: list[dict]) -> list[str]:
-    if text is None:
-        types = []
-        for t, key in (("bbox", "bbox"), ("segm", "segmentation")):
-            have = [isinstance(r, dict) and key in r for r in results]
-            if any(have) and not all(have):  # one result without a mask would silently drop mask AP
-                raise MaskkitError(
-                    f"result {have.index(False)} has no '{key}' while others have one: every result "
-                    f"needs it for {t} AP (or choose the IoU types with --iou-types)"
-                )
-            if have and all(have):
-                types.append(t)
-        return types or ["bbox"]
-    types = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in types if t not in IOU_TYPES]
-    if bad or not types:
-        raise MaskkitError(f"--iou-types: expected a comma-separated subset of bbox,segm, got {text!r}")
-    return types
-
-
 def run(args: argparse.Namespace) -> int:
     if args.weights:
         metrics = evaluate_file(
@@ -100,22 +70,23 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(metrics))
         print(f"wrote {out / 'metrics.json'} and {out / 'results.json'}")
         return 0
-    ann_file, _ = resolve_data(args.data, args.split, args.ann, args.images)
-    coco_gt = load_coco_gt(ann_file)
-    results = load_results(args.predictions)
-    types = _parse_iou_types(args.iou_types, results)
-    source = str(args.predictions)
-    print(
-        f"scoring {len(results)} results from {source} against {ann_file} ({len(coco_gt.imgs)} images)", file=sys.stderr
-    )
+    max_dets = (10, 100, 1000)
     if args.proposals:
         try:
-            max_dets = [int(k) for k in args.max_dets.split(",") if k.strip()]
+            max_dets = tuple(int(k) for k in args.max_dets.split(",") if k.strip())
         except ValueError:
             raise MaskkitError(f"--max-dets: expected comma-separated integers, got {args.max_dets!r}") from None
-        metrics = evaluate_proposals(coco_gt, results, max_dets=max_dets, iou_types=types, source=source)
-    else:
-        metrics = evaluate_coco(coco_gt, results, iou_types=types, source=source)
+    metrics = evaluate_results_file(
+        args.predictions,
+        args.out,
+        data=args.data,
+        split=args.split,
+        ann=args.ann,
+        images=args.images,
+        iou_types=args.iou_types,
+        proposals=args.proposals,
+        max_dets=max_dets,
+    )
     print(format_table(metrics))
-    print(f"wrote {write_metrics(metrics, args.out)}")
+    print(f"wrote {Path(args.out) / 'metrics.json'}")
     return 0

@@ -301,8 +301,8 @@ class CocoDataset(torch.utils.data.Dataset):
         remove_images_without_annotations: leave out images with no annotation at all
             (after degenerate ones are dropped).
         dense_masks: ``masks`` as a dense ``tv_tensors.Mask`` ``[N, H, W]`` (for transforms other
-            than resize and horizontal flip) instead of :class:`RLEMasks` (issue #14: one image
-            with 20k annotations is 20 GB of dense masks at 1000x1000).
+            than resize and horizontal flip) instead of :class:`RLEMasks` (an image with many
+            annotations takes gigabytes as dense masks).
 
     Attributes: ``coco`` (pycocotools COCO of the ground truth, less the dropped degenerate
     annotations; for COCOeval), ``image_ids``, ``class_names`` (``class_names[label-1]``),

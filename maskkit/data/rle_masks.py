@@ -1,4 +1,4 @@
-"""A training target's instance masks kept as COCO RLE (issue #14 item 1).
+"""A training target's instance masks kept as COCO RLE.
 
 Dense ``[N, H, W]`` masks per image do not scale: one 1000x1000 image with 20k small
 annotations is 20 GB as uint8. :class:`RLEMasks` keeps each instance's RLE as the annotation

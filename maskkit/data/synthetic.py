@@ -510,7 +510,7 @@ def _write_split(
 
 # Named scene settings for ``generate`` / ``maskkit data synth --scenes NAME``. "benchmark" is the
 # full dataset (the synthetic benchmark protocol, benchmarks/synthetic_protocol.md); "demo" is the
-# easier variant that ``maskkit demo`` trains on within its 10-minute budget (issue #12): 128 px
+# easier variant that ``maskkit demo`` trains on within its 10-minute budget: 128 px
 # images with at most 3 instances, no unannotated clutter and untextured backgrounds, and objects
 # of at least 700 px (so about a quarter are COCO-small instead of ~57 % at these settings).
 SCENES: dict[str, dict] = {

@@ -75,8 +75,8 @@ def crop_window(
     The result of one ``torchvision.ops.roi_align`` (aligned, adaptive sampling: anti-aliased
     when shrinking; the fill applied by shifting values so its zero outside becomes ``fill``),
     computed as two small matrix products: roi_align's bilinear samples and their per-bin
-    average are separable, and torchvision's CPU kernel took ~2 ms a crop, two thirds of a demo
-    training step (benchmarks/synthetic_protocol.md, "A cheaper window crop");
+    average are separable, and torchvision's CPU kernel was most of the sampler's time
+    (benchmarks/synthetic_protocol.md, "A cheaper window crop");
     ``tests/data/test_windows.py`` checks it equals roi_align."""
     return _crop(image, (0, 0), tuple(image.shape[-2:]), centre, scale, size, fill)
 
@@ -255,8 +255,8 @@ class WindowSampler(torch.utils.data.Dataset):
             self._cache_bytes += size
 
     def _instance_mask(self, item: int, target: dict, row: int) -> tuple[int, int, torch.Tensor]:
-        """Instance ``row``'s ``(r0, c0, box crop)``, kept beside a cached image (decoding an RLE
-        cost ~1 ms a window, a third of the sampler's work on the demo's data)."""
+        """Instance ``row``'s ``(r0, c0, box crop)``, kept beside a cached image (decoding the RLE
+        again for every window was a large share of the sampler's work)."""
         if item not in self._cache:
             return _mask_crop(target["masks"], row)
         key = (item, row)

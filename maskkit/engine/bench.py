@@ -78,9 +78,9 @@ def time_models(
     """Time every model of ``models`` on ``[image]`` **interleaved**: ``warmup`` untimed calls of
     each, then ``iters`` rounds of one timed call of each (and of ``probe()``, if given, which
     returns its own figure, e.g. the conv peak), so a change of machine load during the run
-    hits every row alike instead of whichever row ran then (on this shared 2-core machine
-    sequential rows drifted by up to 1.5x between two runs minutes apart:
-    ``benchmarks/export_runtimes.md``). -> ``{name: (median ms, times, last prediction)}`` and
+    hits every row alike instead of whichever row ran then (sequential rows drift apart on a
+    shared machine: ``benchmarks/export_runtimes.md``). -> ``{name: (median ms, times, last
+    prediction)}`` and
     the probe's figures."""
     sync = torch.cuda.synchronize if image.is_cuda else (lambda: None)
     times: dict[str, list[float]] = {k: [] for k in models}

@@ -46,9 +46,8 @@ class DemoPlan:
         return scene_settings(self.scenes, size=self.image_size)
 
 
-# CenterMask-Lite demo (issue #12): the easier "demo" scenes (128 px, 1-3 objects, no clutter) and
-# the centermask_lite_demo recipe (a training step ~2x cheaper than the previous V-19-slim-dw demo
-# model at equal image size, benchmarks/demo_training_cost.md), sized to finish in ~10 CPU minutes.
+# CenterMask-Lite demo: the easier "demo" scenes (128 px, 1-3 objects, no clutter) and the
+# centermask_lite_demo recipe (benchmarks/demo_training_cost.md), sized to finish in ~10 CPU minutes.
 _CENTERMASK = DemoPlan(num_train=2000, num_val=100, scenes="demo", seed=0)
 _CENTERMASK_QUICK = DemoPlan(
     num_train=8,

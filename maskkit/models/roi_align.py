@@ -1,8 +1,8 @@
 """RoIAlign (``aligned=True``, adaptive sampling, as detectron2) with a faster CPU backward.
 
 The forward is torchvision's ``roi_align``. Its CPU backward is a scalar, single-threaded loop
-over every (RoI, channel, bin, sample): 12 % of a demo training step (45 ms for ~50 RoIs at
-batch 8; ``benchmarks/demo_training_cost.md``). RoIAlign is separable: a sample's bilinear
+over every (RoI, channel, bin, sample), a large share of a small model's training step
+(``benchmarks/demo_training_cost.md``). RoIAlign is separable: a sample's bilinear
 weight is a product of a row weight and a column weight, its validity (inside ``[-1, H] x [-1,
 W]``) a product of a row and a column condition, and a bin's ``1 / count`` = ``1 / grid_h x 1 /
 grid_w``. So the output of RoI ``r`` is ``Wy_r [S, H] @ F_b [C, H, W] @ Wx_r^T [W, S]``, and

@@ -42,3 +42,28 @@ def test_sharpmask_is_class_agnostic_and_keeps_the_top_proposals():
     }
     top, thr = sm.for_overlay(pred, 0.3, top=2)
     assert thr == 0.0 and top["scores"].tolist() == [0.875, 0.5] and top["boxes"][0].tolist() == [4, 5, 6, 7]
+
+
+def test_one_record_per_system_behind_the_protocol():
+    """Every system of the model layer (models/zoo.SPECS: config class, model class, presets,
+    weight loader) has one engine record holding it, with every method of the System protocol;
+    a config, a model config, a model with ``info`` and a bare network all find their record."""
+    import inspect
+
+    import maskkit
+    from maskkit.engine.systems import System
+    from maskkit.models.zoo import MODEL_CONFIGS, SPECS
+
+    assert set(SYSTEMS) == set(SPECS) == set(MODEL_CONFIGS)
+    wanted = {n for n, v in vars(System).items() if inspect.isfunction(v)} | {"name", "spec", "class_agnostic"}
+    for name, record in SYSTEMS.items():
+        assert record.spec is SPECS[name] and record.name == name
+        assert all(hasattr(record, w) for w in wanted), [w for w in wanted if not hasattr(record, w)]
+        preset = next(iter(record.spec.presets))
+        cfg = get_config(preset)
+        assert system_of(cfg) is system_of(cfg.model) is record
+        model = maskkit.create_model(preset)
+        assert system_of(model) is record
+        del model.info  # a network without maskkit's info: found by its class
+        assert system_of(model) is record
+    assert system_of(torch.nn.Linear(2, 2)) is SYSTEMS["centermask"]  # any other module: scored as a detector

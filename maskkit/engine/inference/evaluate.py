@@ -13,14 +13,24 @@ from torch import nn
 from tqdm import tqdm
 
 from maskkit.config import EvalConfig
-from maskkit.data.coco import open_split
+from maskkit.data.coco import open_split, resolve_data
 from maskkit.engine.distributed import all_gather_objects, dist_info, resolve_device
 from maskkit.engine.inference.predictor import infer_batches, mask_threshold_of
 from maskkit.engine.systems import system_of
-from maskkit.evaluation import predictions_to_coco_results, write_metrics, write_results
+from maskkit.errors import MaskkitError
+from maskkit.evaluation import (
+    IOU_TYPES,
+    evaluate_coco,
+    evaluate_proposals,
+    load_coco_gt,
+    load_results,
+    predictions_to_coco_results,
+    write_metrics,
+    write_results,
+)
 from maskkit.export.onnx_model import load_any
 
-__all__ = ["evaluate_model", "evaluate_file"]
+__all__ = ["evaluate_model", "evaluate_file", "evaluate_results_file", "iou_types_of"]
 
 
 def evaluate_model(
@@ -100,5 +110,59 @@ def evaluate_file(
     metrics = evaluate_model(
         model, dataset, device=device, batch_size=batch_size, progress=progress, results_path=out / "results.json"
     )
+    write_metrics(metrics, out)
+    return metrics
+
+
+def iou_types_of(results: list[dict], requested: str | None = None) -> list[str]:
+    """The IoU types to score: ``requested`` (comma-separated subset of bbox,segm), else every
+    type the results carry; a results list where some entries have a ``segmentation`` and others
+    not is refused (one result without a mask would silently drop mask AP)."""
+    if requested is None:
+        types = []
+        for t, key in (("bbox", "bbox"), ("segm", "segmentation")):
+            have = [isinstance(r, dict) and key in r for r in results]
+            if any(have) and not all(have):
+                raise MaskkitError(
+                    f"result {have.index(False)} has no '{key}' while others have one: every result "
+                    f"needs it for {t} AP (or choose the IoU types with --iou-types)"
+                )
+            if have and all(have):
+                types.append(t)
+        return types or ["bbox"]
+    types = [t.strip() for t in requested.split(",") if t.strip()]
+    bad = [t for t in types if t not in IOU_TYPES]
+    if bad or not types:
+        raise MaskkitError(f"--iou-types: expected a comma-separated subset of bbox,segm, got {requested!r}")
+    return types
+
+
+def evaluate_results_file(
+    predictions: str | Path,
+    out: str | Path,
+    *,
+    data: str | Path | None = None,
+    split: str = "val",
+    ann: str | Path | None = None,
+    images: str | Path | None = None,
+    iou_types: str | None = None,
+    proposals: bool = False,
+    max_dets: tuple[int, ...] = (10, 100, 1000),
+) -> dict[str, float]:
+    """``maskkit eval --predictions``: score a COCO results JSON against a split's ground truth
+    (box/mask AP, or with ``proposals`` class-agnostic AR at ``max_dets``) and write
+    ``metrics.json`` to ``out``; returns the metrics. No model runs."""
+    ann_file, _ = resolve_data(data, split, ann, images)
+    coco_gt = load_coco_gt(ann_file)
+    results = load_results(predictions)
+    types = iou_types_of(results, iou_types)
+    source = str(predictions)
+    print(
+        f"scoring {len(results)} results from {source} against {ann_file} ({len(coco_gt.imgs)} images)", file=sys.stderr
+    )
+    if proposals:
+        metrics = evaluate_proposals(coco_gt, results, max_dets=list(max_dets), iou_types=types, source=source)
+    else:
+        metrics = evaluate_coco(coco_gt, results, iou_types=types, source=source)
     write_metrics(metrics, out)
     return metrics

@@ -14,7 +14,7 @@ Python API::
     pred["boxes"], pred["labels"], pred["scores"], pred["masks"], pred["category_ids"]
     pred["masks"].to_rle()    # masks: a compact maskkit.masks.BoxMasks; .to_dense() -> bool [N,1,H,W]
 
-Memory (issue #14 item 1): the models return each mask as 28x28 probabilities over its box
+Memory: the models return each mask as 28x28 probabilities over its box
 (:class:`maskkit.masks.BoxMasks`); the score threshold drops instances before anything is
 pasted, and results, overlays and the web page paste one mask at a time (straight to RLE, or
 a crop of the mask's box), so a 12 MP photo with 100 detections never holds 100 full-image

@@ -1,4 +1,4 @@
-"""Crash safety of a run folder (issue #14 items 4 and 6).
+"""Crash safety of a run folder.
 
 * **Consistent checkpoint pairs.** Each checkpoint is written as a step-stamped pair
   ``.checkpoints/model_<step>.safetensors`` + ``.checkpoints/state_<step>.pt`` (each file atomic:

@@ -76,11 +76,10 @@ def build_optimizer(model: nn.Module, tc) -> torch.optim.Optimizer:
     groups = _param_groups(target, params, tc)
     if not any(g["params"] for g in groups):
         raise MaskkitError("the model has no trainable parameters")
-    # Multi-tensor updates: on the CPU torch's default is a Python loop over the tensors: AdamW
-    # 20.5 ms per step for the demo model's 123 tensors vs 3.9 fused (1 thread), a few % of a demo
-    # step; SGD 5.2 vs 3.2 with foreach (fused SGD fails in torch 2.14 when a parameter gets its
-    # first gradient after the first step, as SharpMask's score-only batches do). Same update up
-    # to float rounding.
+    # Multi-tensor updates: on the CPU torch's default is a Python loop over the tensors, a few %
+    # of a demo step (benchmarks/demo_training_cost.md); fused AdamW, foreach SGD (fused SGD fails
+    # in torch 2.14 when a parameter gets its first gradient after the first step, as SharpMask's
+    # score-only batches do). Same update up to float rounding.
     fast = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     if tc.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=tc.lr, **({"fused": True} if fast else {}))

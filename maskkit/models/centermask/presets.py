@@ -66,7 +66,7 @@ def _lite(backbone: BackboneConfig) -> Config:
 
 
 def centermask_lite_demo() -> Config:
-    """The ``maskkit demo`` recipe (issue #12): model, data sizes and training settings in one place.
+    """The ``maskkit demo`` recipe: model, data sizes and training settings in one place.
 
     Trains on the demo's scenes (``maskkit data synth --scenes demo``: 128 px, 1-3 objects) within
     about 10 CPU minutes: ``maskkit train --model centermask_lite_demo --data DIR`` runs the same
@@ -120,9 +120,9 @@ def centermask_lite_demo() -> Config:
         optimizer="adamw",
         lr=0.003,
         max_iter=1500,
-        # The demo's 10 minutes hold on a machine whose speed moves by 1.5x within a day (0.30-0.48 s
-        # per step measured here): training stops within 8.5 min, shortening the 1,500 steps (and
-        # the cosine) when the machine is slow (benchmarks/synthetic_protocol.md, "Time budget").
+        # The demo's 10 minutes must hold on a machine whose speed moves within a day: training
+        # stops within 8.5 min, shortening the 1,500 steps (and the cosine) when the machine is
+        # slow (benchmarks/synthetic_protocol.md, "Time budget").
         time_budget_min=8.5,
         warmup_iters=50,
         schedule="cosine",

@@ -81,7 +81,7 @@ def _demo_model(refine: bool) -> SharpMaskConfig:
         score_dropout=0.1,
         padding="reflect",
         # pretrained by maskkit on 12 procedural shapes that are not the demo's categories
-        # (benchmarks/pretrain_demo_trunk.py --trunk resnet_tiny; issue #12 item 3)
+        # (benchmarks/pretrain_demo_trunk.py --trunk resnet_tiny)
         trunk_weights="maskkit:resnet_tiny_shapes12",
     )  # the padding of the recorded demo runs (README, benchmarks/)
 
@@ -140,12 +140,11 @@ def _demo_train(stage: int, max_iter: int, warmup: int, budget_min: float) -> Tr
     # AdamW + a cosine to zero over the run (benchmarks/synthetic_protocol.md, SharpMask demo
     # 2026-11-26): from scratch in a few hundred steps SGD left the masks coarse, and a step
     # schedule sized for the preset's max_iter never decayed within the demo's shorter stages.
-    # The time budget (train.time_budget_min) shortens a stage on a slow machine: the two stages'
-    # 8.4 min + ~1 min of synthesis and evaluation keep the demo under 10 minutes (measured 10:25
-    # without it in the machine's slow state, synthetic_protocol.md "SharpMask demo, time budget").
-    # One loader worker runs the window sampler (Python, one core) beside the model, which keeps
-    # the other cores (train.cpu_threads=-1): 0.32 -> 0.22 s a stage-1 step on 2 cores
-    # (synthetic_protocol.md, "The sampler beside the model").
+    # The time budget (train.time_budget_min) shortens a stage on a slow machine, so that the two
+    # stages, the synthesis and the evaluation keep the demo under 10 minutes (synthetic_protocol.md
+    # "SharpMask demo, time budget"). One loader worker runs the window sampler (Python, one core)
+    # beside the model, which keeps the other cores (train.cpu_threads=-1; synthetic_protocol.md,
+    # "The sampler beside the model").
     return _train(
         stage,
         max_iter,
