@@ -247,3 +247,16 @@ def test_no_issue_numbers_in_the_code():
     pattern = re.compile(r"\bissue\s*#?\s*\d+|#\d+ item", re.IGNORECASE)
     hits = [f"{m}: {h}" for m, p in MODULES.items() for h in pattern.findall(p.read_text())]
     assert hits == []
+
+
+def test_the_post_processing_convention_is_chosen_once():
+    """maskkit's vs the official post-processing is one object (models/centermask/postprocess.py),
+    asked for its rules: no string comparison with the convention's name anywhere else."""
+    pattern = re.compile(r"""postprocess\s*[!=]=|[!=]=\s*["']centermask2["']|["']centermask2["']\s*[!=]=""")
+    hits = [
+        f"{m}: {h}"
+        for m, p in MODULES.items()
+        if m != "maskkit.models.centermask.postprocess"
+        for h in pattern.findall(p.read_text())
+    ]
+    assert hits == []

@@ -88,7 +88,9 @@ def test_trunk_loads_imagenet_classifier_weights(tmp_path):
     )
     assert torch.equal(model.trunk.layer3[1].conv2.weight, ref.layer3[1].conv2.weight)
     assert torch.equal(model.trunk.bn1.running_var, ref.bn1.running_var)
-    with pytest.raises(CheckpointError, match=r"resnet18\.pth.*layer1\.0\.conv1\.weight"):
+    with pytest.raises(
+        CheckpointError, match=r"resnet18\.pth.*mis-shaped \(layer1\.0\.conv1\.weight \(64, 64, 3, 3\) vs"
+    ):
         maskkit.create_model(
             "deepmask_demo",
             overrides=[
