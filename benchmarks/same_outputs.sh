@@ -105,6 +105,6 @@ same "sharpmask weights" <(weights "$work/old-sm/model_last.safetensors") <(weig
 same "predict summary" <(sed "s#$work/old-#X-#g" "$work/old-predict.out") <(sed "s#$work/new-#X-#g" "$work/new-predict.out")
 same "eval table" "$work/old-eval.out" <(sed "s#$work/new-#$work/old-#g" "$work/new-eval.out")
 # bench: timings differ run to run; the table's other columns (model, runtime, input, detections, GFLOPs) must not
-same "bench columns" <(awk 'NR>1 && NF>=9 {print $1,$2,$3,$4,$7}' "$work/old-bench.out") \
-     <(awk 'NR>1 && NF>=9 {print $1,$2,$3,$4,$7}' "$work/new-bench.out")
+same "bench columns" <(awk '$3 ~ /^[0-9]+x[0-9]+$/ {print $1,$2,$3,$4,$7}' "$work/old-bench.out") \
+     <(awk '$3 ~ /^[0-9]+x[0-9]+$/ {print $1,$2,$3,$4,$7}' "$work/new-bench.out")
 exit $status

@@ -2,6 +2,7 @@
 
 maskkit bench --model centermask_lite_v19 --size 600 --vs maskrcnn_r50
 maskkit bench --model centermask_lite_v19 --runtime eager,fused,onnxruntime --threads 2
+maskkit bench --weights run/model_best.safetensors --runtime fused_cl,openvino --precision fp32,bf16,int8
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import torch
 
 from maskkit.engine.bench import PEERS, RUNTIMES, format_rows, run_bench
 from maskkit.errors import MaskkitError
+from maskkit.export.precision import cpu_features
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="CenterMask preset to time (see `maskkit models`)")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="CenterMask preset to time, random weights (see `maskkit models`)")
+    src.add_argument("--weights", metavar="FILE", help="a trained CenterMask model file to time instead of a preset")
     parser.add_argument(
         "--size",
         type=int,
@@ -49,6 +53,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=f"runtimes to time in this process, comma-separated: {', '.join(RUNTIMES)} "
         "(default: %(default)s; onnxruntime needs the [export] extra)",
     )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        metavar="P[,P...]",
+        help="precisions to time, comma-separated: fp32, bf16 (PyTorch autocast, OpenVINO's hint; needs native "
+        "bf16), int8 (the INT8 export, on onnxruntime / openvino) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="DIR",
+        default=None,
+        help="images to calibrate the int8 rows on (default: random images, for timing)",
+    )
     parser.add_argument("--no-flops", action="store_true", help="skip counting GFLOPs (and the conv peak)")
 
 
@@ -72,9 +89,13 @@ def run(args: argparse.Namespace) -> int:
         args.num_classes,
         flops=not args.no_flops,
         runtimes=tuple(r.strip() for r in args.runtime.split(",") if r.strip()),
+        precisions=tuple(p.strip() for p in args.precision.split(",") if p.strip()),
+        weights=args.weights,
+        calibration=args.calibration,
     )
     print(
         f"device {args.device}, {torch.get_num_threads()} threads, {args.iters} timed runs after {args.warmup} warm-up"
     )
     print(format_rows(rows))
+    print(f"cpu: {cpu_features().describe()}")
     return 0

@@ -6,7 +6,13 @@ import argparse
 
 from maskkit.data.coco import CocoDataset, open_split
 
-__all__ = ["add_data_arguments", "dataset_from_args", "add_device_argument", "add_set_argument"]
+__all__ = [
+    "add_data_arguments",
+    "dataset_from_args",
+    "add_device_argument",
+    "add_set_argument",
+    "add_precision_arguments",
+]
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, split_default: str = "val") -> None:
@@ -44,3 +50,21 @@ def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto", 
 
 def add_set_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
+def add_precision_arguments(parser: argparse.ArgumentParser, default_note: str) -> None:
+    """``--precision`` and ``--runtime`` (the precision and runtime a model runs in)."""
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "int8", "auto"],
+        default=None,
+        help="fp32 | bf16 (native bfloat16: AMX-BF16 / AVX512-BF16; OpenVINO for exported files, PyTorch "
+        "autocast for model files) | int8 (an INT8 file from `maskkit export --quantize int8`) | auto "
+        f"(the fastest this CPU and file run natively). {default_note}",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=["onnxruntime", "openvino"],
+        default=None,
+        help="runtime of an exported .onnx file (default: onnxruntime for fp32, openvino for bf16 and int8)",
+    )

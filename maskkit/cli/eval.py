@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from maskkit.cli.common import add_data_arguments, add_device_argument
+from maskkit.cli.common import add_data_arguments, add_device_argument, add_precision_arguments
 from maskkit.engine.inference.evaluate import evaluate_file, evaluate_results_file
 from maskkit.errors import MaskkitError
 from maskkit.evaluation import format_table
@@ -45,6 +45,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="proposal counts for AR with --proposals (default: %(default)s)",
     )
     add_device_argument(parser, help_prefix="with --weights: ")
+    add_precision_arguments(
+        parser, "With --weights; default: the file's own (float32, so the AP is the model's; int8 for an INT8 file)."
+    )
     parser.add_argument(
         "--batch",
         type=int,
@@ -65,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
             images=args.images,
             device=args.device,
             batch_size=args.batch,
+            precision=args.precision,
+            runtime=args.runtime,
         )
         out = Path(args.out)
         print(format_table(metrics))

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
-from maskkit.cli.common import add_device_argument
+from maskkit.cli.common import add_device_argument, add_precision_arguments
 from maskkit.engine.distributed import resolve_device
 from maskkit.engine.inference.files import expand_inputs, predict_files
 from maskkit.engine.inference.predictor import Predictor
@@ -27,6 +28,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch", type=int, default=2, help="images per forward pass (default: %(default)s)")
     add_device_argument(parser)
+    add_precision_arguments(parser, "Default: the file's own precision (float32, or int8 for an INT8 file).")
     parser.add_argument("--no-draw", action="store_true", help="write the JSON only, no overlay pictures/videos")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -42,7 +44,11 @@ def run(args: argparse.Namespace) -> int:
         device=str(resolve_device(args.device)),
         score_thresh=args.score_thr,
         batch_size=max(1, args.batch),
+        precision=args.precision,
+        runtime=args.runtime,
     )
+    if args.precision is not None or predictor.precision.precision != "fp32":
+        print(f"maskkit: {predictor.precision.reason} on {predictor.precision.runtime}", file=sys.stderr)
     done = predict_files(predictor, paths, args.out, draw=not args.no_draw, progress=not args.no_progress)
     print(
         f"{done['images']} image(s), {done['videos']} video(s), {done['instances']} instance(s) >= {args.score_thr}: "

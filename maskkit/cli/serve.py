@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from maskkit.cli.common import add_precision_arguments
 from maskkit.errors import MaskkitError
 from maskkit.serve.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from maskkit.serve.session import DEFAULT_MAX_PROPOSALS, ServeSession
@@ -54,6 +55,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_PROPOSALS,
         help="SharpMask: proposals computed per image, the top-N slider's maximum (default: %(default)s)",
     )
+    add_precision_arguments(parser, "Default: the file's own precision (float32, or int8 for an INT8 file).")
 
 
 def _check_port(host: str, port: int) -> None:
@@ -87,11 +89,19 @@ def run(args: argparse.Namespace) -> int:
     if args.max_pixels <= 0 or args.max_upload_mb <= 0:
         raise MaskkitError("--max-pixels and --max-upload-mb must be positive")
     _check_port(args.host, args.port)
-    session = ServeSession(args.weights, device=args.device, max_proposals=args.max_proposals)
+    session = ServeSession(
+        args.weights,
+        device=args.device,
+        max_proposals=args.max_proposals,
+        precision=args.precision,
+        runtime=args.runtime,
+    )
     app = create_app(session, max_pixels=int(args.max_pixels * 1e6), max_bytes=int(args.max_upload_mb * 2**20))
     info = session.info
     print(
-        f"maskkit serve: {info.name} ({info.system}, {len(info.classes)} classes) from {args.weights}", file=sys.stderr
+        f"maskkit serve: {info.name} ({info.system}, {len(info.classes)} classes) from {args.weights}; "
+        f"{info.precision}",
+        file=sys.stderr,
     )
     print(f"open http://{args.host}:{args.port}/ in a browser (Ctrl+C stops the server)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

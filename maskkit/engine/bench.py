@@ -154,40 +154,80 @@ def conv_peak_gflops(device: str = "cpu", iters: int = 5) -> float:
     return statistics.median(peak() for _ in range(iters))
 
 
-def build_runtime(model: nn.Module, runtime: str, workdir: str | None = None) -> nn.Module:
-    """``model`` (with ``model.info``) on ``runtime`` (see :data:`RUNTIMES`) as a module taking
-    ``[image]``; ``onnxruntime`` exports to ``workdir`` first."""
-    if runtime == "eager":
-        return model
-    if runtime in ("fused", "fused_cl"):
-        from maskkit.export.fuse import fuse_model
+def build_runtime(
+    model: nn.Module,
+    runtime: str,
+    workdir: str | None = None,
+    precision: str = "fp32",
+    calibration: str | Path | None = None,
+) -> nn.Module:
+    """``model`` (with ``model.info``) on ``runtime`` (see :data:`RUNTIMES`) at ``precision`` as a
+    module taking ``[image]``: bf16 is autocast for the PyTorch runtimes and OpenVINO's hint;
+    int8 is the model exported with ``--quantize int8`` (calibrated on ``calibration``, a folder
+    of images), run by ONNX Runtime or OpenVINO. The exported runtimes export to ``workdir``."""
+    if runtime in ("eager", "fused", "fused_cl"):
+        if precision == "int8":
+            raise MaskkitError(f"--runtime {runtime}: int8 runs exported files (onnxruntime, openvino)")
+        module = model
+        if runtime != "eager":
+            from maskkit.export.fuse import fuse_model
 
-        return fuse_model(model, channels_last=runtime == "fused_cl")
+            module = fuse_model(model, channels_last=runtime == "fused_cl")
+        if precision == "bf16":
+            from maskkit.export.fuse import AutocastModel
+
+            module = AutocastModel(module, torch.bfloat16)
+        return module
     if runtime in ("onnxruntime", "openvino"):
         from maskkit.export.onnx_model import OnnxModel
 
         if workdir is None:
             raise MaskkitError("the onnxruntime runtime needs a folder for the exported file")
-        return OnnxModel(_exported(model, workdir), threads=torch.get_num_threads(), backend=runtime)
+        if precision == "bf16" and runtime == "onnxruntime":
+            raise MaskkitError("--precision bf16: ONNX Runtime has no bf16 CPU kernels; use openvino")
+        path = _exported(model, workdir, calibration if precision == "int8" else None)
+        return OnnxModel(path, threads=torch.get_num_threads(), backend=runtime, precision=precision)
     raise MaskkitError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
 
 
 # model -> its exported file: one export serves both ONNX runtimes of the SAME model object. Keyed
 # by the object itself (weakly), never by a fixed file name: a second model timed with the same
 # folder once ran the first model's graph (benchmarks/export_runtimes.md, SharpMask timings).
-_EXPORTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_EXPORTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {calibration or None: path}
 
 
-def _exported(model: nn.Module, workdir: str) -> Path:
+def _exported(model: nn.Module, workdir: str, calibration: str | Path | None = None) -> Path:
+    """The model's float export (``calibration`` None), or its INT8 export calibrated there."""
     from maskkit.engine.export import export_model
 
-    path = _EXPORTS.get(model)
+    files = _EXPORTS.setdefault(model, {})
+    key = None if calibration is None else str(calibration)
+    path = files.get(key)
     if path is None or not path.is_file():
         fd, name = tempfile.mkstemp(prefix=f"{type(model).__name__.lower()}-", suffix=".onnx", dir=workdir)
         os.close(fd)
-        path = export_model(model, name)
-        _EXPORTS[model] = path
+        if calibration is None:
+            path = export_model(model, name)
+        else:
+            from maskkit.engine.quantize import quantize_model
+
+            path = quantize_model(model, name, calibration, calibration_count=16)
+        files[key] = path
     return path
+
+
+def _calibration_folder(image: Tensor, workdir: str, count: int = 8) -> Path:
+    """``count`` random images of the bench image's size (the bench's random weights make
+    calibration on real images pointless: the INT8 rows time the arithmetic, not accuracy)."""
+    from PIL import Image
+
+    folder = Path(workdir) / "calibration"
+    folder.mkdir(exist_ok=True)
+    g = torch.Generator().manual_seed(1)
+    for i in range(count):
+        arr = (torch.rand(image.shape[-2], image.shape[-1], 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr).save(folder / f"random_{i}.png")
+    return folder
 
 
 def _row(name: str, runtime: str, timing: tuple, image: Tensor, gflops: float | None, peak: float | None) -> dict:
@@ -196,7 +236,7 @@ def _row(name: str, runtime: str, timing: tuple, image: Tensor, gflops: float | 
     achieved = gflops / (median / 1000) if gflops is not None else None
     return {
         "model": name,
-        "runtime": runtime,
+        "runtime": runtime,  # "openvino", or "openvino-int8" etc. for a precision other than fp32
         "input": f"{h}x{w}",
         "detections": len(out["boxes"]),
         "median_ms": median,
@@ -207,8 +247,31 @@ def _row(name: str, runtime: str, timing: tuple, image: Tensor, gflops: float | 
     }
 
 
+def _bench_model(model_name: str | None, weights, num_classes: int, overrides: list[str], device: str):
+    """The timed model: preset ``model_name`` with random weights (its box regression biased so
+    that every location predicts a box of a few strides, as trained models do: random weights
+    give near-empty boxes, which an INT8 export would round away), or a trained model file."""
+    if weights is not None:
+        from maskkit.checkpoint import load_model
+        from maskkit.config import apply_overrides
+
+        model = load_model(weights, device=device)
+        cfg = model.info.config
+        if not system_of(cfg).benchmarked:
+            raise MaskkitError(f"bench measures CenterMask models; {weights} is a {cfg.model.system} model")
+        apply_overrides(cfg, overrides)  # the model's cfg is this config's model part
+        return model, Path(weights).stem
+    cfg = get_config(model_name, num_classes)
+    if not system_of(cfg).benchmarked:
+        raise MaskkitError(f"bench measures CenterMask presets; {model_name!r} is a {cfg.model.system} model")
+    model = build(get_config(model_name, num_classes, overrides), backbone_weights=False).to(device).eval()
+    with torch.no_grad():
+        model.fcos.box_pred.bias.fill_(2.0)
+    return model, model_name
+
+
 def run_bench(
-    model_name: str,
+    model_name: str | None,
     size: int | None = None,
     vs: str | None = None,
     iters: int = 10,
@@ -218,27 +281,46 @@ def run_bench(
     num_classes: int = 80,
     flops: bool = True,
     runtimes: tuple[str, ...] = ("eager",),
+    precisions: tuple[str, ...] = ("fp32",),
+    weights: str | Path | None = None,
+    calibration: str | Path | None = None,
 ) -> list[dict]:
-    """Time preset ``model_name`` on each of ``runtimes`` (and the peer ``vs``, eager) on the same
-    image -> one row per (model, runtime): ``dict(model, runtime, input, detections, median_ms,
-    gflops, gflops_per_s, pct_peak, ...)``; the first row carries ``peak_gflops_per_s``."""
-    cfg = get_config(model_name, num_classes)
-    if not system_of(cfg).benchmarked:
-        raise MaskkitError(f"bench measures CenterMask presets; {model_name!r} is a {cfg.model.system} model")
+    """Time preset ``model_name`` (random weights) or the model file ``weights`` on each of
+    ``runtimes`` x ``precisions`` (and the peer ``vs``, eager) on the same image -> one row per
+    (model, runtime, precision): ``dict(model, runtime, input, detections, median_ms, gflops,
+    gflops_per_s, pct_peak, ...)``; the first row carries ``peak_gflops_per_s``. Combinations a
+    runtime does not have (int8 in PyTorch, bf16 in ONNX Runtime) are left out; bf16 on a CPU
+    without native bf16 is refused (:func:`maskkit.export.precision.choose_precision`)."""
+    from maskkit.export.precision import cpu_features
+
     bad = [r for r in runtimes if r not in RUNTIMES]
     if bad or not runtimes:
         raise MaskkitError(f"--runtime {','.join(bad) or '(none)'}: choose from {', '.join(RUNTIMES)}")
-    if device != "cpu" and any(r != "eager" for r in runtimes):
-        raise MaskkitError("--runtime fused/fused_cl/onnxruntime are measured on the CPU (--device cpu)")
+    wrong = [p for p in precisions if p not in ("fp32", "bf16", "int8")]
+    if wrong or not precisions:
+        raise MaskkitError(f"--precision {','.join(wrong) or '(none)'}: choose from fp32, bf16, int8")
+    if device != "cpu" and (any(r != "eager" for r in runtimes) or precisions != ("fp32",)):
+        raise MaskkitError(
+            "--runtime fused/fused_cl/onnxruntime and --precision are measured on the CPU (--device cpu)"
+        )
+    if "bf16" in precisions and not cpu_features().bf16:
+        raise MaskkitError(f"--precision bf16: no native bfloat16 on this CPU ({cpu_features().describe()})")
     overrides = ["model.fcos.score_thresh=0.0", f"model.fcos.detections_per_image={detections}"]
     if size:
         overrides.append(f"model.min_size_test={size}")
-    model = build(get_config(model_name, num_classes, overrides), backbone_weights=False).to(device).eval()
+    model, label = _bench_model(model_name, weights, num_classes, overrides, device)
     h, w = bench_image_size(model.cfg.min_size_test, model.cfg.max_size_test)
     image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
     gflops = centermask_gflops(model, h, w) if flops else None
+    combos = [
+        (r, p)
+        for p in precisions
+        for r in runtimes
+        if not (p == "int8" and r in ("eager", "fused", "fused_cl")) and not (p == "bf16" and r == "onnxruntime")
+    ]
     with tempfile.TemporaryDirectory(prefix="maskkit-bench-") as tmp:
-        timed = {(model_name, r): build_runtime(model, r, tmp) for r in runtimes}
+        calib = calibration or (_calibration_folder(image, tmp) if "int8" in precisions else None)
+        timed = {(label, r if p == "fp32" else f"{r}-{p}"): build_runtime(model, r, tmp, p, calib) for r, p in combos}
         flop = dict.fromkeys(timed, gflops)
         if vs:
             torch.manual_seed(0)  # the peer's random weights (and so its FLOPs) do not depend on what ran before
@@ -257,7 +339,7 @@ def run_bench(
 def format_rows(rows: list[dict]) -> str:
     """A table, the measured conv peak, and each row's latency ratio to the first row."""
     head = (
-        f"{'model':<28} {'runtime':<12} {'input':>9} {'dets':>5} {'median ms':>10} {'min ms':>8} {'GFLOPs':>7} "
+        f"{'model':<28} {'runtime':<14} {'input':>9} {'dets':>5} {'median ms':>10} {'min ms':>8} {'GFLOPs':>7} "
         f"{'GFLOP/s':>8} {'% peak':>7}"
     )
     lines = [head, "-" * len(head)]
@@ -266,7 +348,7 @@ def format_rows(rows: list[dict]) -> str:
         gs = f"{r['gflops_per_s']:.1f}" if r.get("gflops_per_s") is not None else "-"
         pct = f"{r['pct_peak']:.0f}%" if r.get("pct_peak") is not None else "-"
         lines.append(
-            f"{r['model']:<28} {r.get('runtime', 'eager'):<12} {r['input']:>9} {r['detections']:>5} "
+            f"{r['model']:<28} {r.get('runtime', 'eager'):<14} {r['input']:>9} {r['detections']:>5} "
             f"{r['median_ms']:>10.1f} {r['min_ms']:>8.1f} {g:>7} {gs:>8} {pct:>7}"
         )
     peak = rows[0].get("peak_gflops_per_s") if rows else None

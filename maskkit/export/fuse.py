@@ -57,6 +57,7 @@ __all__ = [
     "ClassMaskHead",
     "PaddedMaskIoUHead",
     "merge_fcos_heads",
+    "AutocastModel",
 ]
 
 _NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
@@ -247,3 +248,19 @@ def fuse_model(model: nn.Module, channels_last: bool = False) -> nn.Module:
         if isinstance(m, nn.ConvTranspose2d):
             m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
     return fused
+
+
+class AutocastModel(nn.Module):
+    """``model`` run under ``torch.autocast`` of ``dtype`` (bf16 inference): the convolutions and
+    matrix products in that precision; the models keep decoding, NMS, RoIAlign and the scores in
+    float32 (their outputs are float32, as the data contract's). ``info`` / ``cfg`` are the model's."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+        self.info, self.cfg = getattr(model, "info", None), getattr(model, "cfg", None)
+
+    def forward(self, images, targets=None):
+        device = images[0].device.type if isinstance(images, (list, tuple)) else images.device.type
+        with torch.autocast(device, dtype=self.dtype):
+            return self.model(images) if targets is None else self.model(images, targets)

@@ -31,33 +31,18 @@ from maskkit.export.numpy_ops import (
     sharpmask_canvases,
     window_boxes,
 )
+from maskkit.export.precision import Choice, CpuFeatures, choose_precision
 from maskkit.models.centermask.postprocess import postprocess_of
 
-__all__ = ["EXPORT_FORMAT", "OnnxRunner", "read_onnx_metadata"]
+__all__ = ["EXPORT_FORMAT", "OnnxRunner", "read_metadata", "read_onnx_metadata", "is_openvino_ir"]
 
 EXPORT_FORMAT = "1"  # the layout of a maskkit .onnx file (inputs, outputs, metadata)
 
 
-def read_onnx_metadata(path: str | Path) -> tuple[object, dict[str, str]]:
-    """An ONNX Runtime session for ``path`` and the file's maskkit metadata; one-line
-    :class:`MaskkitError` when the file is missing, not ONNX, or not exported by maskkit."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise MaskkitError(f"{path}: running .onnx files needs onnxruntime (pip install 'maskkit[export]')") from None
-    path = Path(path)
-    if not path.is_file():
-        raise MaskkitError(f"{path}: no such model file")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
-        raise MaskkitError(f"{path}: not a loadable ONNX file ({first_line(e)[:200]})") from None
-    meta = dict(sess.get_modelmeta().custom_metadata_map)
+def _check_metadata(path: Path, meta: dict[str, str]) -> dict[str, str]:
     if "maskkit_runtime" not in meta:
         raise MaskkitError(
-            f"{path}: ONNX file without maskkit metadata; it was not written by `maskkit export` "
+            f"{path}: a model file without maskkit metadata; it was not written by `maskkit export` "
             "(a model for another task or tool?)"
         )
     if meta.get("maskkit_export_format") != EXPORT_FORMAT:
@@ -65,22 +50,88 @@ def read_onnx_metadata(path: str | Path) -> tuple[object, dict[str, str]]:
             f"{path}: maskkit ONNX format {meta.get('maskkit_export_format')!r} is not supported "
             f"(expected {EXPORT_FORMAT!r}); export the model again"
         )
-    return sess, meta
+    return meta
+
+
+def is_openvino_ir(path: str | Path) -> bool:
+    """An OpenVINO IR model (``maskkit export --format openvino``: ``.xml`` + ``.bin``)."""
+    return Path(path).suffix.lower() == ".xml"
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The maskkit metadata of an exported file: an ``.onnx`` file's ``metadata_props`` (read
+    with ``onnx``, or ONNX Runtime), an OpenVINO IR's ``rt_info["maskkit"]``. One-line
+    :class:`MaskkitError` when the file is missing, not loadable, or not exported by maskkit."""
+    path = Path(path)
+    if not path.is_file():
+        raise MaskkitError(f"{path}: no such model file")
+    try:
+        if is_openvino_ir(path):
+            info = _openvino().Core().read_model(str(path)).get_rt_info()
+            meta = {k: v.astype(str) for k, v in (info["maskkit"].items() if "maskkit" in info else ())}
+        else:
+            meta = _onnx_metadata(path)
+    except MaskkitError:
+        raise
+    except Exception as e:  # the runtimes raise their own exception types (Fail, InvalidGraph, ...)
+        kind = "OpenVINO IR" if is_openvino_ir(path) else "ONNX"
+        raise MaskkitError(f"{path}: not a loadable {kind} file ({first_line(e)[:200]})") from None
+    return _check_metadata(path, meta)
+
+
+def _onnx_metadata(path: Path) -> dict[str, str]:
+    try:
+        import onnx
+    except ImportError:  # the graph's metadata through ONNX Runtime instead
+        return dict(_ort_session(path, None).get_modelmeta().custom_metadata_map)
+    proto = onnx.load(str(path), load_external_data=False)
+    return {e.key: e.value for e in proto.metadata_props}
+
+
+def read_onnx_metadata(path: str | Path) -> tuple[object, dict[str, str]]:
+    """An ONNX Runtime session for ``path`` and the file's maskkit metadata (:func:`read_metadata`)."""
+    meta = read_metadata(path)
+    return _ort_session(Path(path), None), meta
+
+
+def _openvino():
+    try:
+        import openvino as ov
+    except ImportError:
+        raise MaskkitError("runtime openvino needs the openvino package (pip install openvino)") from None
+    return ov
+
+
+def _ort_session(path: Path, threads: int | None):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MaskkitError(f"{path}: running .onnx files needs onnxruntime (pip install 'maskkit[export]')") from None
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads is not None:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads), 1
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+        raise MaskkitError(f"{path}: not a loadable ONNX file ({first_line(e)[:200]})") from None
 
 
 class _OpenVinoSession:
     """The same ``run(None, feeds) -> [outputs]`` as an ONNX Runtime session, on OpenVINO's CPU
-    plugin (the optional ``openvino`` package reads the ``.onnx`` file directly)."""
+    plugin (which reads ``.onnx`` files and its own IR), with an inference precision hint: f32
+    stated explicitly, since on CPUs with native bf16 (AMX, AVX512-BF16) the plugin's default is
+    bf16, which moves detections; bf16 when asked for. INT8 files run their quantized
+    convolutions in int8 whatever the hint says."""
 
-    def __init__(self, path: Path, threads: int | None):
+    def __init__(self, path: Path, threads: int | None, hint: str = "f32"):
+        config = {"INFERENCE_PRECISION_HINT": hint, **({"INFERENCE_NUM_THREADS": int(threads)} if threads else {})}
         try:
-            import openvino as ov
-        except ImportError:
-            raise MaskkitError("runtime openvino needs the openvino package (pip install openvino)") from None
-        # float32 stated explicitly: on CPUs with native bf16 (AMX, AVX512-BF16) the CPU plugin's
-        # default inference precision is bf16, which moves detections
-        config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": int(threads)} if threads else {})}
-        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+            self.compiled = _openvino().Core().compile_model(str(path), "CPU", config)
+        except MaskkitError:
+            raise
+        except Exception as e:
+            raise MaskkitError(f"{path}: OpenVINO cannot compile it ({first_line(e)[:200]})") from None
 
     def run(self, _names, feeds: dict) -> list[np.ndarray]:
         res = self.compiled(feeds)
@@ -88,23 +139,40 @@ class _OpenVinoSession:
 
 
 class OnnxRunner:
-    """An exported maskkit model under ONNX Runtime (CPU). ``runner(image) -> prediction``
-    with NumPy arrays; ``runner.config_json``, ``class_names``, ``cat_ids`` from the file."""
+    """An exported maskkit model (``.onnx``, or OpenVINO IR ``.xml``) under ONNX Runtime or
+    OpenVINO on the CPU. ``runner(image) -> prediction`` with NumPy arrays; ``runner.config_json``,
+    ``class_names``, ``cat_ids``, ``quantization`` (None for a float file) from the file.
 
-    def __init__(self, path: str | Path, threads: int | None = None, backend: str = "onnxruntime"):
+    ``precision``: fp32 | bf16 | int8 | auto (None: the file's own, float32 or int8), chosen with
+    :func:`maskkit.export.precision.choose_precision`, which also picks the runtime unless
+    ``backend`` names one (``runner.choice`` says what runs and why)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        backend: str | None = None,
+        precision: str | None = None,
+        features: CpuFeatures | None = None,
+    ):
         self.path = Path(path)
-        self.session, meta = read_onnx_metadata(self.path)
-        if backend == "openvino":
-            self.session = _OpenVinoSession(self.path, threads)
-        elif backend != "onnxruntime":
+        meta = read_metadata(self.path)
+        self.quantization: dict | None = (
+            json.loads(meta["maskkit_quantization"]) if "maskkit_quantization" in meta else None
+        )
+        if backend not in (None, "onnxruntime", "openvino"):
             raise MaskkitError(f"unknown ONNX backend {backend!r}: onnxruntime or openvino")
-        elif threads is not None:
-            import onnxruntime as ort
-
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads), 1
-            opts.log_severity_level = 3
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        if is_openvino_ir(self.path):
+            if backend == "onnxruntime":
+                raise MaskkitError(f"{self.path}: an OpenVINO IR file runs on OpenVINO, not ONNX Runtime")
+            backend = "openvino"
+        self.choice: Choice = choose_precision(
+            precision, "int8" if self.quantization else "fp32", "onnx", str(self.path), features, backend
+        )
+        if self.choice.runtime == "openvino":
+            self.session = _OpenVinoSession(self.path, threads, "bf16" if self.choice.precision == "bf16" else "f32")
+        else:
+            self.session = _ort_session(self.path, threads)
         self.runtime = json.loads(meta["maskkit_runtime"])
         self.config_json: str = meta["maskkit_config"]
         self.class_names: list[str] = json.loads(meta.get("class_names", "[]"))

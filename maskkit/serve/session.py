@@ -55,6 +55,7 @@ class ServedModel:
     class_agnostic: bool  # SharpMask: class-agnostic proposals (labels all 1)
     input_size: str  # how the model sizes its input, in words
     max_detections: int  # the most instances one image can give (top-N slider's maximum)
+    precision: str = "fp32"  # what runs (fp32 / bf16 / int8 on its runtime) and why
 
     def as_json(self) -> dict:
         return dict(self.__dict__)
@@ -118,10 +119,12 @@ class ServeSession:
         max_proposals: int = DEFAULT_MAX_PROPOSALS,
         cache_size: int = 4,
         num_examples: int = 3,
+        precision: str | None = None,
+        runtime: str | None = None,
     ):
         if max_proposals < 1:
             raise MaskkitError(f"max_proposals must be at least 1, got {max_proposals}")
-        model = load_any(weights, device=device)  # a model file or an exported .onnx
+        model = load_any(weights, device=device, precision=precision, runtime=runtime)  # also .onnx / .xml
         cfg = model.info.config.model
         system = system_of(model.info.config)
         max_det = system.limit_detections(model, max_proposals)
@@ -137,6 +140,7 @@ class ServeSession:
             class_agnostic=agnostic,
             input_size=system.describe_input(cfg),
             max_detections=max_det,
+            precision=f"{self.predictor.precision.reason} on {self.predictor.precision.runtime}",
         )
         self.label_to_cat_id = None if agnostic else (self.predictor.label_to_cat_id or None)
         self.examples = synthetic_examples(num_examples) if num_examples > 0 else []

@@ -96,12 +96,18 @@ def evaluate_file(
     device: str | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    precision: str | None = None,
+    runtime: str | None = None,
 ) -> dict[str, float]:
     """``maskkit eval --weights``: run a model file on a dataset split (``data`` root + ``split``,
     or ``ann`` + ``images``) and write ``results.json`` and ``metrics.json`` to ``out``; returns
-    the metrics. The model file is checked before the dataset is read."""
+    the metrics. The model file is checked before the dataset is read. ``precision``: None
+    (default) scores the file as it is, float32 (faithful AP) or int8 for an INT8 file."""
     device = resolve_device(device)
-    model = load_any(weights, device=device)  # a model file or an exported .onnx
+    model = load_any(weights, device=device, precision=precision, runtime=runtime)  # also .onnx / .xml
+    choice = getattr(model, "precision", None)
+    if choice is not None and (precision is not None or choice.precision != "fp32"):
+        print(f"maskkit: {choice.reason} on {choice.runtime}", file=sys.stderr)
     dataset = open_split(data, split, ann, images)
     system_of(model.info.config).check_classes(model.info.cat_ids, dataset, weights)
     out = Path(out)

@@ -34,7 +34,8 @@ from torch import nn
 from maskkit.config import ModelInfo
 from maskkit.data.coco import load_image, pil_to_tensor
 from maskkit.errors import DataError
-from maskkit.export.onnx_model import load_any
+from maskkit.export.onnx_model import load_any, with_precision
+from maskkit.export.precision import Choice
 from maskkit.masks import CompactMasks
 from maskkit.structures import select_instances
 
@@ -108,8 +109,10 @@ def _filter(pred: dict, score_thresh: float) -> dict:
 class Predictor:
     """Inference with a trained model: ``Predictor(path_or_model)(image) -> prediction``.
 
-    Accepts a model file (see :mod:`maskkit.checkpoint`), an exported ``.onnx`` file (run by
-    ONNX Runtime, :mod:`maskkit.export.onnx_model`) or a loaded module. One image in, one
+    Accepts a model file (see :mod:`maskkit.checkpoint`), an exported ``.onnx`` / OpenVINO
+    ``.xml`` file (run by ONNX Runtime or OpenVINO, :mod:`maskkit.export.onnx_model`) or a loaded
+    module, at ``precision`` (fp32 | bf16 | int8 | auto; None: the file's own) on ``runtime``
+    (an exported file's: onnxruntime or openvino; see :mod:`maskkit.export.precision`). One image in, one
     prediction dict out; a list in, a list out (run in batches of ``batch_size``). Each
     prediction also carries ``category_ids`` (the user's ids) and ``class_names``, from
     ``model.info`` (:class:`maskkit.config.ModelInfo`; a module without it reports labels as ids).
@@ -118,11 +121,21 @@ class Predictor:
     """
 
     def __init__(
-        self, model: str | Path | nn.Module, device: str = "cpu", score_thresh: float = 0.0, batch_size: int = 1
+        self,
+        model: str | Path | nn.Module,
+        device: str = "cpu",
+        score_thresh: float = 0.0,
+        batch_size: int = 1,
+        precision: str | None = None,
+        runtime: str | None = None,
     ):
-        if isinstance(model, (str, Path)):
-            model = load_any(model, device=device)  # a model file or an exported .onnx
+        if isinstance(model, (str, Path)):  # a model file or an exported .onnx / OpenVINO .xml
+            model = load_any(model, device=device, precision=precision, runtime=runtime)
+        elif precision is not None:
+            model = with_precision(model, precision, type(model).__name__, device)
         self.model = model.to(device).eval()
+        # what runs and why (fp32 / bf16 / int8 on eager / onnxruntime / openvino)
+        self.precision: Choice = getattr(model, "precision", None) or Choice("fp32", "eager", "fp32")
         self.device = torch.device(device)
         self.score_thresh, self.batch_size = float(score_thresh), int(batch_size)
         self.info: ModelInfo | None = getattr(model, "info", None)  # None: a module not built by maskkit
