@@ -56,6 +56,8 @@ __all__ = [
     "build_runtime",
     "run_bench",
     "format_rows",
+    "bench_model",
+    "random_calibration_folder",
 ]
 
 PEERS = ("maskrcnn_r50",)
@@ -216,7 +218,7 @@ def _exported(model: nn.Module, workdir: str, calibration: str | Path | None = N
     return path
 
 
-def _calibration_folder(image: Tensor, workdir: str, count: int = 8) -> Path:
+def random_calibration_folder(image: Tensor, workdir: str, count: int = 8) -> Path:
     """``count`` random images of the bench image's size (the bench's random weights make
     calibration on real images pointless: the INT8 rows time the arithmetic, not accuracy)."""
     from PIL import Image
@@ -247,7 +249,7 @@ def _row(name: str, runtime: str, timing: tuple, image: Tensor, gflops: float | 
     }
 
 
-def _bench_model(model_name: str | None, weights, num_classes: int, overrides: list[str], device: str):
+def bench_model(model_name: str | None, weights, num_classes: int, overrides: list[str], device: str):
     """The timed model: preset ``model_name`` with random weights (its box regression biased so
     that every location predicts a box of a few strides, as trained models do: random weights
     give near-empty boxes, which an INT8 export would round away), or a trained model file."""
@@ -308,7 +310,7 @@ def run_bench(
     overrides = ["model.fcos.score_thresh=0.0", f"model.fcos.detections_per_image={detections}"]
     if size:
         overrides.append(f"model.min_size_test={size}")
-    model, label = _bench_model(model_name, weights, num_classes, overrides, device)
+    model, label = bench_model(model_name, weights, num_classes, overrides, device)
     h, w = bench_image_size(model.cfg.min_size_test, model.cfg.max_size_test)
     image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
     gflops = centermask_gflops(model, h, w) if flops else None
@@ -319,7 +321,7 @@ def run_bench(
         if not (p == "int8" and r in ("eager", "fused", "fused_cl")) and not (p == "bf16" and r == "onnxruntime")
     ]
     with tempfile.TemporaryDirectory(prefix="maskkit-bench-") as tmp:
-        calib = calibration or (_calibration_folder(image, tmp) if "int8" in precisions else None)
+        calib = calibration or (random_calibration_folder(image, tmp) if "int8" in precisions else None)
         timed = {(label, r if p == "fp32" else f"{r}-{p}"): build_runtime(model, r, tmp, p, calib) for r, p in combos}
         flop = dict.fromkeys(timed, gflops)
         if vs:

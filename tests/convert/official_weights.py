@@ -167,18 +167,8 @@ def match_detections(
     boxes: torch.Tensor, labels: torch.Tensor, ref_boxes: torch.Tensor, ref_labels: torch.Tensor
 ) -> list[int]:
     """Greedy one-to-one matching, best box IoU first, among detections of the same label ->
-    for each detection the index of the reference detection (-1 if none is left)."""
-    from torchvision.ops import box_iou
+    for each detection the index of the reference detection (-1 if none is left): the library's
+    matcher (:func:`maskkit.evaluation.agreement.match_detections`)."""
+    from maskkit.evaluation.agreement import match_detections as match
 
-    iou = box_iou(boxes, ref_boxes)
-    iou[labels[:, None] != ref_labels[None, :]] = -1.0
-    match = [-1] * len(boxes)
-    for _ in range(min(len(boxes), len(ref_boxes))):
-        v, flat = iou.flatten().max(0)
-        if v < 0:
-            break
-        i, j = divmod(int(flat), iou.shape[1])
-        match[i] = j
-        iou[i, :] = -1.0
-        iou[:, j] = -1.0
-    return match
+    return match(boxes, labels, ref_boxes, ref_labels)[0]
